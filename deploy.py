@@ -1,0 +1,30 @@
+"""Deploy the whole stack: pyinfra INVENTORY deploy.py
+
+Phases, in order (each one in stackdeploy/phases.py):
+    ensure engine -> render files -> build images -> start in dependency waves -> verify
+
+The stack itself is data (group_data/all.py). Everything below is decided per host
+before anything runs, so bad input stops here with one line and no host is changed.
+"""
+
+from pyinfra import host
+
+from stackdeploy.desired import decide
+from stackdeploy.phases import (
+    build_images,
+    ensure_engine,
+    log_standins,
+    render_stack,
+    start_waves,
+    verify_stack,
+)
+
+decisions = decide(host)
+plan = decisions.plan
+log_standins(plan)
+
+ensure_engine(needs_debootstrap=plan.image_source == "local")
+render_stack(plan, decisions.secrets_json)
+build_images(plan, decisions.state, decisions.to_build)
+start_waves(plan, decisions.to_start)
+verify_stack(plan, decisions.anything_changed)

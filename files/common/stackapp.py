@@ -1,0 +1,133 @@
+"""Shared runtime helpers for the stack's Python services.
+
+Copied into every Python service's build context by the deploy (like
+wait-for-services.py), so each image stays self-contained while the services share one
+implementation of settings, database and Redis connections, token checks and /health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import JSONResponse
+
+Check = Callable[[], Awaitable[Any]]
+
+
+def env(name: str, default: str | None = None) -> str:
+    """Read a required setting; the deploy writes them all into the service's env file."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise RuntimeError(f"missing environment variable {name}")
+    return value
+
+
+def postgres_dsn() -> str:
+    return (
+        f"postgresql://{env('POSTGRES_USER')}:{env('POSTGRES_PASSWORD')}"
+        f"@{env('POSTGRES_HOST')}:{env('POSTGRES_PORT')}/{env('POSTGRES_DB')}"
+    )
+
+
+class Backends:
+    """Connections a service holds for its lifetime, opened in FastAPI's lifespan."""
+
+    def __init__(self) -> None:
+        self.db: asyncpg.Pool | None = None
+        self.redis: aioredis.Redis | None = None
+        self.http: httpx.AsyncClient | None = None
+
+    async def open(self, schema: str = "") -> None:
+        self.db = await asyncpg.create_pool(postgres_dsn(), min_size=1, max_size=5)
+        if schema:
+            async with self.db.acquire() as conn:
+                # Several workers start at once: serialise schema creation.
+                await conn.execute("SELECT pg_advisory_lock(7001)")
+                try:
+                    await conn.execute(schema)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(7001)")
+        self.redis = aioredis.Redis(
+            host=env("REDIS_HOST"), port=int(env("REDIS_PORT")), password=env("REDIS_PASSWORD"),
+            decode_responses=True,
+        )
+        self.http = httpx.AsyncClient(timeout=10.0)
+
+    async def close(self) -> None:
+        if self.http:
+            await self.http.aclose()
+        if self.redis:
+            await self.redis.aclose()
+        if self.db:
+            await self.db.close()
+
+    async def check_postgres(self) -> None:
+        assert self.db is not None
+        async with self.db.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def check_redis(self) -> None:
+        assert self.redis is not None
+        await self.redis.ping()
+
+    def check_http(self, url: str) -> Check:
+        async def check() -> None:
+            assert self.http is not None
+            response = await self.http.get(url, timeout=3.0)
+            response.raise_for_status()
+        return check
+
+    async def current_user(self, authorization: str | None) -> dict[str, Any]:
+        """Ask auth-service who holds this bearer token; 401 when nobody does."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(status_code=401, detail="missing bearer token")
+        assert self.http is not None
+        response = await self.http.get(
+            f"{env('AUTH_SERVICE_URL')}/verify", headers={"Authorization": authorization}
+        )
+        if response.status_code != 200:
+            raise HTTPException(status_code=401, detail="invalid or revoked token")
+        return response.json()
+
+
+def create_app(name: str, backends: Backends, checks: dict[str, Check], schema: str = "") -> FastAPI:
+    """A FastAPI app whose lifespan opens the backends and whose /health runs ``checks``."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await backends.open(schema)
+        yield
+        await backends.close()
+
+    app = FastAPI(title=name, lifespan=lifespan)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        async def run(check: Check) -> str:
+            try:
+                await asyncio.wait_for(check(), timeout=3.0)
+                return "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure means "down"
+                return f"down: {type(exc).__name__}: {exc}"[:200]
+
+        results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values()))))
+        healthy = all(r == "ok" for r in results.values())
+        return JSONResponse(
+            {"service": name, "status": "ok" if healthy else "degraded", "checks": results},
+            status_code=200 if healthy else 503,
+        )
+
+    return app
+
+
+def authorization_header(authorization: str | None = Header(default=None)) -> str | None:
+    """FastAPI dependency: the raw Authorization header."""
+    return authorization

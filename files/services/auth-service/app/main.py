@@ -1,0 +1,99 @@
+"""auth-service: accounts (argon2 hashes in PostgreSQL) and JWTs with sessions in Redis.
+
+A token is valid while its session key exists in Redis, so logout revokes it at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
+from fastapi import Depends, HTTPException
+from pydantic import BaseModel, Field
+from stackapp import Backends, authorization_header, create_app, env
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id BIGSERIAL PRIMARY KEY,
+    username TEXT UNIQUE NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+TOKEN_TTL_SECONDS = 3600
+
+backends = Backends()
+hasher = PasswordHasher()
+app = create_app(
+    "auth-service", backends,
+    {"postgres": backends.check_postgres, "redis": backends.check_redis},
+    schema=SCHEMA,
+)
+
+
+class Credentials(BaseModel):
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=8, max_length=256)
+
+
+@app.post("/register", status_code=201)
+async def register(body: Credentials) -> dict:
+    assert backends.db is not None
+    row = await backends.db.fetchrow(
+        "INSERT INTO users (username, password_hash) VALUES ($1, $2) "
+        "ON CONFLICT (username) DO NOTHING RETURNING id",
+        body.username, hasher.hash(body.password),
+    )
+    if row is None:
+        raise HTTPException(status_code=409, detail="username already taken")
+    return {"id": row["id"], "username": body.username}
+
+
+@app.post("/login")
+async def login(body: Credentials) -> dict:
+    assert backends.db is not None and backends.redis is not None
+    row = await backends.db.fetchrow(
+        "SELECT id, password_hash FROM users WHERE username = $1", body.username
+    )
+    try:
+        if row is None:
+            raise VerifyMismatchError()
+        hasher.verify(row["password_hash"], body.password)
+    except VerifyMismatchError:
+        raise HTTPException(status_code=401, detail="wrong username or password") from None
+    jti = uuid.uuid4().hex
+    now = int(time.time())
+    claims = {"sub": str(row["id"]), "name": body.username, "jti": jti, "iat": now,
+              "exp": now + TOKEN_TTL_SECONDS}
+    token = jwt.encode(claims, env("JWT_SECRET"), algorithm="HS256")
+    await backends.redis.set(f"session:{jti}", row["id"], ex=TOKEN_TTL_SECONDS)
+    return {"access_token": token, "token_type": "bearer", "expires_in": TOKEN_TTL_SECONDS}
+
+
+async def _claims(authorization: str | None) -> dict:
+    assert backends.redis is not None
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise HTTPException(status_code=401, detail="missing bearer token")
+    try:
+        claims = jwt.decode(authorization[7:], env("JWT_SECRET"), algorithms=["HS256"])
+    except jwt.PyJWTError:
+        raise HTTPException(status_code=401, detail="invalid token") from None
+    if not await backends.redis.exists(f"session:{claims['jti']}"):
+        raise HTTPException(status_code=401, detail="session revoked or expired")
+    return claims
+
+
+@app.get("/verify")
+async def verify(authorization: str | None = Depends(authorization_header)) -> dict:
+    claims = await _claims(authorization)
+    return {"user_id": int(claims["sub"]), "username": claims["name"]}
+
+
+@app.post("/logout", status_code=204)
+async def logout(authorization: str | None = Depends(authorization_header)) -> None:
+    claims = await _claims(authorization)
+    assert backends.redis is not None
+    await backends.redis.delete(f"session:{claims['jti']}")

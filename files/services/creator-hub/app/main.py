@@ -1,0 +1,74 @@
+"""creator-hub: authenticated uploads into a named volume, metadata in PostgreSQL.
+
+The bearer token is checked with auth-service on every request, so a logout there
+locks the client out here at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from fastapi import Depends, UploadFile
+from stackapp import Backends, authorization_header, create_app, env
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id UUID PRIMARY KEY,
+    owner_id BIGINT NOT NULL,
+    filename TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS uploads_owner ON uploads (owner_id, created_at);
+"""
+UPLOAD_DIR = Path(env("UPLOAD_DIR", "/data/uploads"))
+CHUNK = 1024 * 1024
+
+backends = Backends()
+app = create_app(
+    "creator-hub", backends,
+    {
+        "postgres": backends.check_postgres,
+        "redis": backends.check_redis,
+        "auth-service": backends.check_http(f"{env('AUTH_SERVICE_URL')}/health"),
+    },
+    schema=SCHEMA,
+)
+
+
+@app.post("/uploads", status_code=201)
+async def upload(file: UploadFile, authorization: str | None = Depends(authorization_header)) -> dict:
+    user = await backends.current_user(authorization)
+    upload_id = uuid.uuid4()
+    digest = hashlib.sha256()
+    size = 0
+    target = UPLOAD_DIR / str(upload_id)
+    with target.open("wb") as out:
+        while chunk := await file.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    assert backends.db is not None
+    await backends.db.execute(
+        "INSERT INTO uploads (id, owner_id, filename, size_bytes, sha256) VALUES ($1, $2, $3, $4, $5)",
+        upload_id, user["user_id"], file.filename or "upload", size, digest.hexdigest(),
+    )
+    return {"id": str(upload_id), "filename": file.filename, "size": size, "sha256": digest.hexdigest()}
+
+
+@app.get("/uploads")
+async def list_uploads(authorization: str | None = Depends(authorization_header)) -> list[dict]:
+    user = await backends.current_user(authorization)
+    assert backends.db is not None
+    rows = await backends.db.fetch(
+        "SELECT id, filename, size_bytes, sha256, created_at FROM uploads "
+        "WHERE owner_id = $1 ORDER BY created_at", user["user_id"],
+    )
+    return [
+        {"id": str(r["id"]), "filename": r["filename"], "size": r["size_bytes"],
+         "sha256": r["sha256"], "created_at": r["created_at"].isoformat()}
+        for r in rows
+    ]

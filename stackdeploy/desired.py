@@ -1,0 +1,83 @@
+"""Per-host preparation: validate, read the host once, decide every change up front.
+
+This is the only place deploy.py gets its decisions from. It reads the host with one
+fact, so a redeploy with nothing to do costs a handful of commands, and everything it
+decides is visible to ``--dry``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra.api import Host
+from pyinfra.api.exceptions import PyinfraError
+
+from stackdeploy import SERVICES_DIR, STATE_DIR, model, secrets
+from stackdeploy.facts import HostState, RegistryReachable, StackHostState
+from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
+
+
+class StackInputError(PyinfraError):
+    """Bad stack input: pyinfra prints it as one line and exits non-zero, no traceback."""
+
+
+@dataclass(frozen=True)
+class HostDecisions:
+    """What this deploy will change on one host, decided before anything runs."""
+
+    plan: Plan
+    state: HostState
+    secrets_json: str
+    to_build: list[str]
+    to_start: list[str]
+
+    @property
+    def anything_changed(self) -> bool:
+        return bool(self.to_build or self.to_start or
+                    (self.plan.base_image and self.plan.base_image not in self.state.images))
+
+
+def load_stack(data: dict[str, Any]) -> model.Stack:
+    try:
+        return model.load(data, SERVICES_DIR)
+    except model.StackError as exc:
+        raise StackInputError(f"invalid stack definition: {exc}") from None
+
+
+def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> str:
+    """Explicit choice wins; ``auto`` keeps what the host used before, else probes."""
+    if stack.image_source != "auto":
+        return stack.image_source
+    if state.image_source in ("registry", "local"):
+        return state.image_source
+    images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if s.kind != "python"]
+    return "registry" if host.get_fact(RegistryReachable, images=images) else "local"
+
+
+def decide(host: Host) -> HostDecisions:
+    """Validate the stack for ``host``, read the host once and decide every change."""
+    stack = load_stack(host.data.dict())
+    state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    image_source = resolve_image_source(stack, host, state)
+    environment = str(host.data.get("environment") or "local")
+    try:
+        values = secrets.resolve(
+            stack.secret_names,
+            STATE_DIR / "secrets" / f"{stack.name}-{environment}.json",
+            secrets.parse_host_copy(state.secrets_json),
+        )
+    except model.StackError as exc:
+        raise StackInputError(f"{host.name}: {exc}") from None
+    plan = build_plan(stack, image_source, values)
+    plan.files["state/image-source"] = image_source + "\n"
+    plan.files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
+    plan.files["images/build-base.sh"] = plan.base_script
+    to_build = [n for n in plan.built_services if plan.services[n].image not in state.images]
+    to_start = [
+        name for name, svc in plan.services.items()
+        if state.containers.get(name, {}).get("state") != "running"
+        or state.applied.get(name) != svc.config_hash
+    ]
+    return HostDecisions(plan, state, json.dumps(values, indent=2, sort_keys=True) + "\n", to_build, to_start)

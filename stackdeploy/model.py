@@ -1,0 +1,275 @@
+"""The stack definition: raw group_data in, validated frozen objects out.
+
+Everything a phase needs comes from ``Stack``; no phase reads raw host data. All
+validation happens here, before any operation exists, so bad input costs nothing:
+each problem is one line naming the service and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stackdeploy.graph import find_cycle
+
+KINDS = ("python", "infra", "gateway")
+IMAGE_SOURCES = ("registry", "local", "auto")
+SERVICE_KEYS = {
+    "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
+    "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command",
+}
+HEALTH_KEYS = {"tcp", "http", "command"}
+SETTINGS = {
+    "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
+    "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
+    "shared_env",
+}
+# Host data that belongs to pyinfra or its connectors, not to the stack.
+FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+DEFAULT_WAIT_TIMEOUT = 60.0
+
+
+class StackError(ValueError):
+    """A problem in the stack definition, phrased for the person who wrote it."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """How readiness of a service is judged."""
+
+    tcp: bool = False
+    http: str | None = None
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """One validated service of the stack."""
+
+    name: str
+    kind: str
+    port: int
+    workers: int
+    depends_on: tuple[str, ...]
+    wait_timeout: float
+    health: Health
+    image: Mapping[str, str]
+    volumes: Mapping[str, str]
+    env: Mapping[str, str]
+    secrets: tuple[str, ...]
+    routes: Mapping[str, str]
+    websocket_routes: tuple[str, ...]
+    publish: int | None
+    command: tuple[str, ...] = ()
+
+    @property
+    def env_prefix(self) -> str:
+        """Prefix of the variables that tell consumers how to reach this service."""
+        return self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The whole validated stack plus the deploy settings around it."""
+
+    name: str
+    deploy_dir: str
+    image_source: str
+    ca_bundle: str | None
+    debian_mirror: str
+    gateway_port: int
+    gateway_bind: str
+    services: Mapping[str, Service]
+    secret_names: tuple[str, ...]
+    shared_env: Mapping[str, str] = field(default_factory=dict)
+
+    def service(self, name: str) -> Service:
+        return self.services[name]
+
+    @property
+    def python_services(self) -> list[Service]:
+        return [s for s in self.services.values() if s.kind == "python"]
+
+
+def _closest(word: str, choices: set[str]) -> str:
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_port(where: str, value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= 65535:
+        raise StackError(f"{where}: port must be an integer from 1 to 65535, got {value!r}")
+    return value
+
+
+def _string_list(where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise StackError(f"{where}: must be a list of names, got {value!r}")
+    return tuple(value)
+
+
+def _string_map(where: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise StackError(f"{where}: must be a mapping of names to values, got {value!r}")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _parse_health(where: str, raw: Any) -> Health:
+    if not isinstance(raw, Mapping) or not raw:
+        raise StackError(f"{where}: must be a mapping with 'tcp', 'http' or 'command'")
+    for key in raw:
+        if key not in HEALTH_KEYS:
+            raise StackError(f"{where}: unknown key '{key}'{_closest(key, HEALTH_KEYS)}")
+    http = raw.get("http")
+    if http is not None and (not isinstance(http, str) or not http.startswith("/")):
+        raise StackError(f"{where}.http: must be a path starting with '/', got {http!r}")
+    command = _string_list(f"{where}.command", raw.get("command", []))
+    return Health(tcp=bool(raw.get("tcp", False)), http=http, command=command)
+
+
+def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
+    where = f"service '{name}'"
+    if not NAME_PATTERN.match(name):
+        raise StackError(f"{where}: name must be lowercase letters, digits and '-'")
+    if not isinstance(raw, Mapping):
+        raise StackError(f"{where}: must be a mapping of settings, got {type(raw).__name__}")
+    for key in raw:
+        if key not in SERVICE_KEYS:
+            raise StackError(f"{where}: unknown key '{key}'{_closest(key, SERVICE_KEYS)}")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise StackError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if "port" not in raw:
+        raise StackError(f"{where}: port is required")
+    port = _check_port(f"{where}", raw["port"])
+    workers = raw.get("workers", 1)
+    if not _is_int(workers) or workers < 1:
+        raise StackError(f"{where}: workers must be an integer of at least 1, got {workers!r}")
+    timeout = raw.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise StackError(f"{where}: wait_timeout must be a number of seconds above 0, got {timeout!r}")
+    image = _string_map(f"{where}.image", raw.get("image", {}))
+    if kind != "python" and set(image) != {"registry", "local"}:
+        raise StackError(f"{where}: image must name both a 'registry' image and a 'local' recipe")
+    if kind == "python" and not (source_root / name).is_dir():
+        raise StackError(f"{where}: source folder {source_root / name} does not exist")
+    publish = raw.get("publish")
+    if publish is not None:
+        publish = _check_port(f"{where}.publish", publish)
+    return Service(
+        name=name,
+        kind=kind,
+        port=port,
+        workers=workers,
+        depends_on=_string_list(f"{where}.depends_on", raw.get("depends_on", [])),
+        wait_timeout=float(timeout),
+        health=_parse_health(f"{where}.health", raw.get("health", {"tcp": True})),
+        image=image,
+        volumes=_string_map(f"{where}.volumes", raw.get("volumes", {})),
+        env=_string_map(f"{where}.env", raw.get("env", {})),
+        secrets=_string_list(f"{where}.secrets", raw.get("secrets", [])),
+        routes=_string_map(f"{where}.routes", raw.get("routes", {})),
+        websocket_routes=_string_list(f"{where}.websocket_routes", raw.get("websocket_routes", [])),
+        publish=publish,
+        command=_string_list(f"{where}.command", raw.get("command", [])),
+    )
+
+
+def _merge_overrides(services: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply per-environment overrides (``service_overrides``) without mutating inputs."""
+    merged = {name: dict(raw) if isinstance(raw, Mapping) else raw for name, raw in services.items()}
+    for name, changes in overrides.items():
+        if name not in merged:
+            raise StackError(f"service_overrides: unknown service '{name}'{_closest(name, set(merged))}")
+        if not isinstance(changes, Mapping):
+            raise StackError(f"service_overrides.{name}: must be a mapping of settings")
+        merged[name].update(changes)
+    return merged
+
+
+def _check_references(services: Mapping[str, Service], secret_names: tuple[str, ...]) -> None:
+    for service in services.values():
+        for dep in service.depends_on:
+            if dep not in services:
+                raise StackError(
+                    f"service '{service.name}': depends_on names unknown service '{dep}'"
+                    f"{_closest(dep, set(services))}"
+                )
+        for secret in service.secrets:
+            if secret not in secret_names:
+                raise StackError(
+                    f"service '{service.name}': secret '{secret}' is not declared in 'secrets'"
+                    f"{_closest(secret, set(secret_names))}"
+                )
+        for prefix, target in service.routes.items():
+            if target not in services:
+                raise StackError(f"service '{service.name}': route {prefix} names unknown service '{target}'")
+    cycle = find_cycle({name: s.depends_on for name, s in services.items()})
+    if cycle:
+        raise StackError(f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def _check_published_ports(services: Mapping[str, Service], gateway_port: int) -> None:
+    owners: dict[int, str] = {}
+    for service in services.values():
+        port = gateway_port if service.kind == "gateway" else service.publish
+        if port is None:
+            continue
+        if port in owners:
+            raise StackError(
+                f"service '{service.name}': host port {port} is already published by '{owners[port]}'"
+            )
+        owners[port] = service.name
+
+
+def load(data: Mapping[str, Any], source_root: Path) -> Stack:
+    """Validate raw stack data (host.data as a dict) and return the frozen ``Stack``."""
+    for key in data:
+        if key not in SETTINGS and not key.startswith(FOREIGN_DATA_PREFIXES):
+            raise StackError(f"unknown setting '{key}'{_closest(key, SETTINGS)}")
+    name = data.get("stack_name", "stack")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise StackError(f"stack_name: must be lowercase letters, digits and '-', got {name!r}")
+    deploy_dir = data.get("deploy_dir", f"/opt/{name}")
+    if not isinstance(deploy_dir, str) or not deploy_dir.startswith("/"):
+        raise StackError(f"deploy_dir: must be an absolute path, got {deploy_dir!r}")
+    image_source = data.get("image_source", "auto")
+    if image_source not in IMAGE_SOURCES:
+        raise StackError(
+            f"image_source: must be one of {', '.join(IMAGE_SOURCES)}, got {image_source!r}"
+        )
+    ca_bundle = data.get("ca_bundle")
+    if ca_bundle is not None and (not isinstance(ca_bundle, str) or not ca_bundle.startswith("/")):
+        raise StackError(f"ca_bundle: must be an absolute path on the host or None, got {ca_bundle!r}")
+    gateway_port = _check_port("gateway_port", data.get("gateway_port", 8080))
+    secret_names = _string_list("secrets", data.get("secrets", []))
+    raw_services = data.get("services")
+    if not isinstance(raw_services, Mapping) or not raw_services:
+        raise StackError("services: must be a non-empty mapping of service name to settings")
+    merged = _merge_overrides(raw_services, data.get("service_overrides", {}) or {})
+    services = {name: _parse_service(name, raw, source_root) for name, raw in merged.items()}
+    if sum(1 for s in services.values() if s.kind == "gateway") > 1:
+        raise StackError("services: at most one service may be of kind 'gateway'")
+    _check_references(services, secret_names)
+    _check_published_ports(services, gateway_port)
+    return Stack(
+        name=name,
+        deploy_dir=deploy_dir.rstrip("/"),
+        image_source=image_source,
+        ca_bundle=ca_bundle,
+        debian_mirror=str(data.get("debian_mirror", "http://deb.debian.org/debian")),
+        gateway_port=gateway_port,
+        gateway_bind=str(data.get("gateway_bind", "0.0.0.0")),
+        services=services,
+        secret_names=secret_names,
+        shared_env=_string_map("shared_env", data.get("shared_env", {})),
+    )

@@ -1,0 +1,231 @@
+"""The desired state of one host: every file to put there, every image, every hash.
+
+``build_plan`` is pure: the same stack, image source and secrets always give the same
+plan, byte for byte. That is what makes change detection exact: image tags carry the
+fingerprint of their build context, and each service's ``config_hash`` covers everything
+its container is created from (compose settings, env file, mounted config, image).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from stackdeploy import FILES_DIR, SERVICES_DIR, TEMPLATES_DIR
+from stackdeploy.fingerprint import combine, data_digest, digest, short, tree_parts
+from stackdeploy.graph import waves
+from stackdeploy.model import Service, Stack
+
+REGISTRY_PYTHON_BASE = "python:3.11-slim"
+CHROMADB_VERSION = "1.5.9"
+GATEWAY_LISTEN_PORT = 8080
+DOCKER_DNS = "127.0.0.11"
+BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
+WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
+COMMON_DIR = FILES_DIR / "common"
+
+_jinja = Environment(
+    loader=FileSystemLoader(TEMPLATES_DIR),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_jinja.filters["compose_json"] = lambda value: json.dumps(value).replace("$", "$$")
+
+
+def render(template: str, **context: object) -> str:
+    """Render one template from templates/ (the only renderer: deploy and tests share it)."""
+    return _jinja.get_template(template).render(**context)
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """What one service needs on the host."""
+
+    name: str
+    image: str
+    build_dir: str | None  # relative to the deploy dir; None for pulled images
+    source_dir: Path | None  # local folder synced to <build_dir>/src
+    config_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The complete desired state of a host."""
+
+    stack: Stack
+    image_source: str
+    base_image: str | None
+    base_script: str
+    services: dict[str, ServicePlan]
+    files: dict[str, str]  # path relative to deploy dir -> content
+    secret_files: frozenset[str]  # paths in ``files`` that hold secrets (mode 0600)
+    waves: list[list[str]]
+    checks: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def built_services(self) -> list[str]:
+        return [name for name, svc in self.services.items() if svc.build_dir]
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+def _env_for(service: Service, stack: Stack, secrets: dict[str, str]) -> dict[str, str]:
+    env = dict(stack.shared_env)
+    env.update(service.env)
+    waits = []
+    for dep_name in service.depends_on:
+        dep = stack.services[dep_name]
+        host, port = dep.name, dep.port
+        env[f"{dep.env_prefix}_HOST"] = host
+        env[f"{dep.env_prefix}_PORT"] = str(port)
+        if dep.health.http:
+            env[f"{dep.env_prefix}_URL"] = f"http://{host}:{port}"
+        waits.append(f"{dep.name}:http://{host}:{port}{dep.health.http}" if dep.health.http
+                     else f"{dep.name}:tcp://{host}:{port}")
+    if waits:
+        env["WAIT_FOR"] = ",".join(waits)
+        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
+    for name in service.secrets:
+        env[name] = secrets[name]
+    return env
+
+
+def _has_docker_health(service: Service, image_source: str) -> bool:
+    return service.kind == "python" or bool(service.health.command) or image_source == "local"
+
+
+def _python_files(service: Service, base_image: str, install_venv: bool) -> dict[str, str | bytes]:
+    src = SERVICES_DIR / service.name
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in src.iterdir()
+                     if p.name not in {"__pycache__", "tests"})
+    files: dict[str, str | bytes] = {
+        "Dockerfile": render("Dockerfile.python.j2", service=service, base_image=base_image,
+                             install_venv=install_venv),
+        ".dockerignore": render("dockerignore.j2", entries=entries),
+        "wait-for-services.py": _read(WAIT_SCRIPT),
+    }
+    files.update({f"common/{p.name}": _read(p) for p in sorted(COMMON_DIR.glob("*.py"))})
+    return files
+
+
+def _infra_files(recipe: str, base_image: str) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {
+        "Dockerfile": render(f"images/{recipe}.Dockerfile.j2", base_image=base_image,
+                             chromadb_version=CHROMADB_VERSION),
+    }
+    extra = FILES_DIR / "images" / recipe
+    if extra.is_dir():
+        files.update({p.name: p.read_text() for p in sorted(extra.iterdir()) if p.is_file()})
+    return files
+
+
+def _compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
+                   stack: Stack) -> dict:
+    """The per-service context for compose.yaml.j2."""
+    healthcheck = None
+    if service.health.command:
+        healthcheck = _jinja.filters["compose_json"](["CMD", *service.health.command])
+    deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
+             else "service_started") for dep in service.depends_on]
+    ports = []
+    config_mounts = []
+    if service.kind == "gateway":
+        ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
+        config_mounts.append(("./nginx/nginx.conf", "/etc/nginx/nginx.conf"))
+    elif service.publish:
+        ports.append(f"{service.publish}:{service.port}")
+    return {
+        "name": service.name,
+        "image": image,
+        "build": build_dir,
+        "command": _jinja.filters["compose_json"](list(service.command)) if service.command else None,
+        "healthcheck": healthcheck,
+        "wait_timeout": int(service.wait_timeout),
+        "depends_on": deps,
+        "volumes": sorted(service.volumes.items()),
+        "config_mounts": config_mounts,
+        "ports": ports,
+    }
+
+
+def _nginx_conf(stack: Stack) -> str:
+    gateway = next(s for s in stack.services.values() if s.kind == "gateway")
+    routes = [
+        {"prefix": prefix, "address": f"{target}:{stack.services[target].port}",
+         "websocket": prefix in gateway.websocket_routes}
+        for prefix, target in sorted(gateway.routes.items())
+    ]
+    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT)
+
+
+def _check_spec(service: Service) -> dict:
+    return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
+            "command": list(service.health.command), "timeout": service.wait_timeout}
+
+
+def build_plan(stack: Stack, image_source: str, secrets: dict[str, str]) -> Plan:
+    """Compute every file, image tag and config hash for ``stack`` on one host."""
+    assert image_source in ("registry", "local"), image_source
+    local = image_source == "local"
+    base_script = _read(BASE_SCRIPT)
+    base_image = f"{stack.name}/base:{short(combine([base_script, stack.debian_mirror]))}" if local else None
+    python_base = base_image if local else REGISTRY_PYTHON_BASE
+
+    files: dict[str, str] = {}
+    service_plans: dict[str, ServicePlan] = {}
+    entries: dict[str, dict] = {}
+    for service in stack.services.values():
+        source_dir = None
+        if service.kind == "python":
+            build_dir = f"services/{service.name}"
+            context = _python_files(service, python_base, install_venv=local)
+            source_dir = SERVICES_DIR / service.name
+            fingerprint = digest({**context, **tree_parts(source_dir, "src")})
+            image = f"{stack.name}/{service.name}:{short(fingerprint)}"
+        elif local:
+            recipe = service.image["local"]
+            build_dir = f"images/{recipe}"
+            context = _infra_files(recipe, base_image or "")
+            image = f"{stack.name}/{recipe}:{short(digest(context))}"
+        else:
+            build_dir, context, image = None, {}, service.image["registry"]
+        files.update({f"{build_dir}/{name}": content for name, content in context.items()})
+        service_plans[service.name] = ServicePlan(service.name, image, build_dir, source_dir)
+        entries[service.name] = _compose_entry(service, image, build_dir, image_source, stack)
+        files[f"env/{service.name}.env"] = render(
+            "service.env.j2", service=service, env=_env_for(service, stack, secrets))
+
+    volumes = sorted({v for s in stack.services.values() for v in s.volumes})
+    files["compose.yaml"] = render("compose.yaml.j2", stack=stack, services=list(entries.values()), volumes=volumes,
+                                   image_source=image_source)
+    if any(s.kind == "gateway" for s in stack.services.values()):
+        files["nginx/nginx.conf"] = _nginx_conf(stack)
+    checks = {s.name: _check_spec(s) for s in stack.services.values()}
+    files["state/checks.json"] = json.dumps(checks, indent=2, sort_keys=True) + "\n"
+
+    compose = yaml.safe_load(files["compose.yaml"])
+    for name, svc_plan in service_plans.items():
+        mounted = [files[source.removeprefix("./")] for source, _ in entries[name]["config_mounts"]]
+        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], mounted])
+        service_plans[name] = ServicePlan(name, svc_plan.image, svc_plan.build_dir,
+                                          svc_plan.source_dir, config_hash)
+
+    return Plan(
+        stack=stack,
+        image_source=image_source,
+        base_image=base_image,
+        base_script=base_script,
+        services=service_plans,
+        files=files,
+        secret_files=frozenset(f"env/{name}.env" for name in stack.services),
+        waves=waves({name: s.depends_on for name, s in stack.services.items()}),
+        checks=checks,
+    )
