@@ -158,14 +158,17 @@ def _summarise(plan: Plan, status: dict, builds: dict) -> None:
         raise OperationError("unhealthy: " + "; ".join(f"{n}: {why}" for n, why in failed.items()))
 
 
+def _run(command: str) -> str:
+    ok, output = host.run_shell_command(command)
+    if not ok:
+        raise OperationError(f"{command} failed: {output.stderr}")
+    return output.stdout
+
+
 def _verify_now(plan: Plan) -> None:
-    status, stdout, stderr = host.run_shell_command(_stackctl(plan, "status"))
-    if not status:
-        raise OperationError(f"stackctl status failed: {stderr}")
-    builds_cmd = f"cat {plan.stack.deploy_dir}/state/builds.json 2>/dev/null || echo '{{}}'"
-    _, builds_out, _ = host.run_shell_command(builds_cmd)
-    _summarise(plan, json.loads("\n".join(stdout.lines if hasattr(stdout, "lines") else stdout)),
-               json.loads("\n".join(builds_out.lines if hasattr(builds_out, "lines") else builds_out)))
+    status = json.loads(_run(_stackctl(plan, "status")))
+    builds = json.loads(_run(f"cat {plan.stack.deploy_dir}/state/builds.json 2>/dev/null || echo '{{}}'"))
+    _summarise(plan, status, {n: b for n, b in builds.items() if n in plan.services})
 
 
 @operation(is_idempotent=True)

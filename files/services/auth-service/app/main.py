@@ -11,7 +11,7 @@ import uuid
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Response
 from pydantic import BaseModel, Field
 from stackapp import Backends, authorization_header, create_app, env
 
@@ -92,8 +92,9 @@ async def verify(authorization: str | None = Depends(authorization_header)) -> d
     return {"user_id": int(claims["sub"]), "username": claims["name"]}
 
 
-@app.post("/logout", status_code=204)
-async def logout(authorization: str | None = Depends(authorization_header)) -> None:
+@app.post("/logout", status_code=204, response_class=Response)
+async def logout(authorization: str | None = Depends(authorization_header)) -> Response:
     claims = await _claims(authorization)
     assert backends.redis is not None
     await backends.redis.delete(f"session:{claims['jti']}")
+    return Response(status_code=204)
