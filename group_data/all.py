@@ -66,7 +66,10 @@ services = {
         "secrets": ["REDIS_PASSWORD"],
         "command": ["sh", "-c", "exec redis-server --bind 0.0.0.0 --protected-mode no --appendonly yes"
                     " --dir /data --requirepass \"$REDIS_PASSWORD\""],
-        "health": {"tcp": True, "command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 ping | grep -q PONG"]},
+        "health": {
+            "tcp": True,
+            "command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 ping | grep -q PONG"],
+        },
     },
     "ollama": {
         # Local mode runs an Ollama-API STAND-IN (files/images/ollama-standin.py): no

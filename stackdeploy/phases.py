@@ -139,7 +139,8 @@ def start_waves(plan: Plan, to_start: list[str]) -> None:
     for number, names in enumerate(plan.waves, start=1):
         changed = [n for n in names if n in to_start]
         label = ", ".join(f"{n} (STAND-IN)" if _is_standin(plan, n) else n for n in names)
-        wave(name=f"Wave {number}: {label}", plan=plan, to_start=changed)
+        action = f" -> start {', '.join(changed)}" if changed else ""
+        wave(name=f"Wave {number}: {label}{action}", plan=plan, to_start=changed)
 
 
 def _is_standin(plan: Plan, name: str) -> bool:

@@ -23,6 +23,9 @@ from stackdeploy.model import Service, Stack
 REGISTRY_PYTHON_BASE = "python:3.11-slim"
 CHROMADB_VERSION = "1.5.9"
 GATEWAY_LISTEN_PORT = 8080
+# Offline base and infrastructure images are content-addressed and not specific to one
+# stack, so every stack on a host (and the test stack) shares them.
+SHARED_IMAGE_NAMESPACE = "stackdeploy"
 DOCKER_DNS = "127.0.0.11"
 BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
 WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
@@ -176,7 +179,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str]) -> Plan
     assert image_source in ("registry", "local"), image_source
     local = image_source == "local"
     base_script = _read(BASE_SCRIPT)
-    base_image = f"{stack.name}/base:{short(combine([base_script, stack.debian_mirror]))}" if local else None
+    base_tag = short(combine([base_script, stack.debian_mirror]))
+    base_image = f"{SHARED_IMAGE_NAMESPACE}/base:{base_tag}" if local else None
     python_base = base_image if local else REGISTRY_PYTHON_BASE
 
     files: dict[str, str] = {}
@@ -194,7 +198,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str]) -> Plan
             recipe = service.image["local"]
             build_dir = f"images/{recipe}"
             context = _infra_files(recipe, base_image or "")
-            image = f"{stack.name}/{recipe}:{short(digest(context))}"
+            image = f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}"
         else:
             build_dir, context, image = None, {}, service.image["registry"]
         files.update({f"{build_dir}/{name}": content for name, content in context.items()})

@@ -29,7 +29,7 @@ def render_table(host_name: str, rows: dict[str, dict]) -> str:
         "-" if row.get("seconds_to_ready") is None else f"{row['seconds_to_ready']:.1f}",
         _build(row.get("build")),
     ] for name, row in rows.items()]
-    widths = [max(len(str(c)) for c in column) for column in zip(COLUMNS, *lines)]
+    widths = [max(len(str(c)) for c in column) for column in zip(COLUMNS, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [f"stack on {host_name}:", fmt.format(*COLUMNS), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*line) for line in lines]

@@ -118,7 +118,7 @@ def create_app(name: str, backends: Backends, checks: dict[str, Check], schema: 
             except Exception as exc:  # noqa: BLE001 - any failure means "down"
                 return f"down: {type(exc).__name__}: {exc}"[:200]
 
-        results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values()))))
+        results = dict(zip(checks, await asyncio.gather(*(run(c) for c in checks.values())), strict=True))
         healthy = all(r == "ok" for r in results.values())
         return JSONResponse(
             {"service": name, "status": "ok" if healthy else "degraded", "checks": results},

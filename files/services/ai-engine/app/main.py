@@ -93,7 +93,7 @@ async def query(q: Query) -> dict:
          "include": ["documents", "distances", "metadatas"]},
     )
     ids, docs, distances = result["ids"][0], result["documents"][0], result["distances"][0]
-    return {"matches": [{"id": i, "text": d, "distance": s} for i, d, s in zip(ids, docs, distances)]}
+    return {"matches": [{"id": i, "text": d, "distance": s} for i, d, s in zip(ids, docs, distances, strict=True)]}
 
 
 @app.post("/complete")

@@ -1,0 +1,13 @@
+#!/bin/sh
+# Set up the control machine: a Python venv in .venv with the deploy's dependencies
+# (and, with --dev, the test tools). Idempotent; safe to run on every invocation.
+# The Docker engine itself is the deploy's job (phase "ensure engine"), not this script's.
+set -eu
+cd "$(dirname "$0")/.."
+requirements=requirements.txt
+[ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"

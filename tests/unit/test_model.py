@@ -1,0 +1,118 @@
+"""Validation: each bad input gives one clear line naming the service and the key."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from stackdeploy import SERVICES_DIR
+from stackdeploy.model import StackError, load
+
+
+def error_of(data: dict) -> str:
+    with pytest.raises(StackError) as info:
+        load(data, SERVICES_DIR)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_shipped_stack_is_valid(data):
+    stack = load(data, SERVICES_DIR)
+    assert len(stack.services) == 9
+    assert stack.service("auth-service").workers == 2
+    assert stack.service("channel-service").depends_on == ("postgres", "redis", "auth-service", "ai-engine")
+    assert stack.service("ai-engine").wait_timeout == 180
+
+
+def test_unknown_dependency_names_service_and_suggests(data):
+    data["services"]["creator-hub"]["depends_on"] = ["postgres", "auth-servce"]
+    assert error_of(data) == (
+        "service 'creator-hub': depends_on names unknown service 'auth-servce' (did you mean 'auth-service'?)"
+    )
+
+
+def test_dependency_cycle_is_printed(data):
+    data["services"]["postgres"]["depends_on"] = ["channel-service"]
+    message = error_of(data)
+    assert message.startswith("dependency cycle: ")
+    path = message.removeprefix("dependency cycle: ").split(" -> ")
+    assert path[0] == path[-1]
+    assert {"postgres", "channel-service"} <= set(path)
+
+
+def test_two_services_on_one_host_port(data):
+    data["services"]["postgres"]["publish"] = 8080
+    assert error_of(data) == "service 'api-gateway': host port 8080 is already published by 'postgres'"
+
+
+def test_unknown_service_key_suggests_closest(data):
+    data["services"]["ai-engine"]["wokers"] = 2
+    assert error_of(data) == "service 'ai-engine': unknown key 'wokers' (did you mean 'workers'?)"
+
+
+def test_unknown_top_level_setting_suggests_closest(data):
+    data["image_sorce"] = "local"
+    assert error_of(data) == "unknown setting 'image_sorce' (did you mean 'image_source'?)"
+
+
+def test_connector_data_is_not_a_typo(data):
+    data["ssh_user"] = "deploy"
+    data["_sudo"] = True
+    load(data, SERVICES_DIR)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("workers", 0, "service 'auth-service': workers must be an integer of at least 1, got 0"),
+        ("workers", "2", "service 'auth-service': workers must be an integer of at least 1, got '2'"),
+        ("port", 70000, "service 'auth-service': port must be an integer from 1 to 65535, got 70000"),
+        ("port", 0, "service 'auth-service': port must be an integer from 1 to 65535, got 0"),
+        ("wait_timeout", 0, "service 'auth-service': wait_timeout must be a number of seconds above 0, got 0"),
+        ("wait_timeout", -5, "service 'auth-service': wait_timeout must be a number of seconds above 0, got -5"),
+        ("kind", "java", "service 'auth-service': kind must be one of python, infra, gateway, got 'java'"),
+    ],
+)
+def test_wrong_type_or_range(data, key, value, expected):
+    data["services"]["auth-service"][key] = value
+    assert error_of(data) == expected
+
+
+def test_missing_source_folder(data):
+    data["services"]["billing"] = {"kind": "python", "port": 8005}
+    message = error_of(data)
+    assert re.fullmatch(r"service 'billing': source folder .*files/services/billing does not exist", message)
+
+
+def test_missing_secret(data):
+    data["services"]["auth-service"]["secrets"].append("STRIPE_KEY")
+    assert error_of(data) == "service 'auth-service': secret 'STRIPE_KEY' is not declared in 'secrets'"
+
+
+def test_unknown_image_source(data):
+    data["image_source"] = "dockerhub"
+    assert error_of(data) == "image_source: must be one of registry, local, auto, got 'dockerhub'"
+
+
+def test_override_of_unknown_service(data):
+    data["service_overrides"] = {"auth-servise": {"workers": 4}}
+    assert error_of(data) == "service_overrides: unknown service 'auth-servise' (did you mean 'auth-service'?)"
+
+
+def test_overrides_apply_without_touching_the_base(data):
+    data["service_overrides"] = {"auth-service": {"workers": 4}}
+    stack = load(data, SERVICES_DIR)
+    assert stack.service("auth-service").workers == 4
+    assert data["services"]["auth-service"]["workers"] == 2
+
+
+def test_health_key_typo(data):
+    data["services"]["redis"]["health"] = {"tpc": True}
+    assert error_of(data) == "service 'redis'.health: unknown key 'tpc' (did you mean 'tcp'?)"
+
+
+def test_infra_needs_both_image_sources(data):
+    data["services"]["redis"]["image"] = {"registry": "redis:7"}
+    assert error_of(data) == "service 'redis': image must name both a 'registry' image and a 'local' recipe"

@@ -1,0 +1,178 @@
+"""Rendering and change detection: what lands on the host, and which hashes move."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import stackdeploy.plan as plan_module
+from stackdeploy import SERVICES_DIR
+from stackdeploy.model import load
+from stackdeploy.plan import build_plan
+
+BIN = Path(sys.executable).parent
+SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secret-value",
+           "JWT_SECRET": "jwt-secret-value"}
+
+
+def make_plan(data, image_source="local"):
+    return build_plan(load(data, SERVICES_DIR), image_source, SECRETS)
+
+
+def write_out(plan, root: Path) -> Path:
+    for rel, content in plan.files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return root
+
+
+@pytest.mark.parametrize("image_source", ["local", "registry"])
+def test_compose_passes_docker_compose_config(data, tmp_path, image_source):
+    root = write_out(make_plan(data, image_source), tmp_path)
+    result = subprocess.run([str(BIN / "docker-compose"), "-f", str(root / "compose.yaml"), "config", "-q"],
+                            capture_output=True, text=True, cwd=root, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfiles_pass_hadolint(data, tmp_path):
+    root = write_out(make_plan(data), tmp_path)
+    dockerfiles = sorted(root.glob("*/*/Dockerfile"))
+    assert len(dockerfiles) == 9  # four Python services, five offline infra images
+    for dockerfile in dockerfiles:
+        result = subprocess.run([str(BIN / "hadolint"), "--failure-threshold", "error", str(dockerfile)],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{dockerfile}: {result.stdout}"
+
+
+def test_compose_shape(data):
+    plan = make_plan(data)
+    text = plan.files["compose.yaml"]
+    compose = yaml.safe_load(text)
+    assert {k for k in compose if k.startswith("x-")} == {"x-restart", "x-logging", "x-service", "x-env"}
+    assert text.count("<<: *service") == 9
+    assert compose["networks"]["backend"]["internal"] is True
+    published = {name for name, svc in compose["services"].items() if svc.get("ports")}
+    assert published == {"api-gateway"}
+    assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080"]
+    hub = compose["services"]["creator-hub"]
+    assert hub["depends_on"] == {d: {"condition": "service_healthy"} for d in ("postgres", "redis", "auth-service")}
+    assert hub["restart"] == "unless-stopped" and hub["logging"]["options"]["max-file"] == "3"
+    assert set(compose["volumes"]) == {"postgres-data", "redis-data", "ollama-models", "chroma-data",
+                                       "creator-uploads"}
+    assert compose["secrets"]["ca"]["file"] == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def test_python_dockerfile(data):
+    dockerfile = make_plan(data).files["services/auth-service/Dockerfile"]
+    assert dockerfile.count("\nFROM ") == 2
+    assert "AS builder" in dockerfile
+    assert "--mount=type=cache,target=/root/.cache/pip" in dockerfile
+    assert "--mount=type=secret,id=ca" in dockerfile
+    assert "USER 10001:10001" in dockerfile
+    assert "COPY --chown=appuser:appuser src/app/ /app/app/" in dockerfile
+    assert 'HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \\\n    CMD ["python3"' in dockerfile
+    assert '"--workers", "2"' in dockerfile
+    assert 'ENTRYPOINT ["python3", "/usr/local/bin/wait-for-services.py", "--timeout", "60", "--"]' in dockerfile
+
+
+def test_env_files_wire_dependencies_and_hold_secrets(data):
+    plan = make_plan(data)
+    env = dict(line.split("=", 1) for line in plan.files["env/channel-service.env"].splitlines()
+               if line and not line.startswith("#"))
+    assert env["AUTH_SERVICE_URL"] == "http://auth-service:8001"
+    assert env["WAIT_FOR"] == ("postgres:tcp://postgres:5432,redis:tcp://redis:6379,"
+                               "auth-service:http://auth-service:8001/health,ai-engine:http://ai-engine:8003/health")
+    assert env["WAIT_TIMEOUT"] == "180"
+    assert env["POSTGRES_PASSWORD"] == "pg-secret-value"
+    assert "JWT_SECRET" not in env
+    assert plan.secret_files == {f"env/{n}.env" for n in plan.services}
+    public = [text for rel, text in plan.files.items() if rel not in plan.secret_files]
+    assert not any(value in text for text in public for value in SECRETS.values())
+
+
+def test_gateway_routes_and_websocket(data):
+    conf = make_plan(data).files["nginx/nginx.conf"]
+    for prefix, target in [("/api/auth/", "auth-service:8001"), ("/api/creators/", "creator-hub:8002"),
+                           ("/api/ai/", "ai-engine:8003"), ("/api/channels/", "channel-service:8004")]:
+        assert f"location {prefix} {{\n            set $upstream {target};" in conf
+    assert conf.count("proxy_set_header Upgrade $http_upgrade;") == 1
+    assert "location = /health" in conf
+
+
+def test_dockerignore_keeps_only_the_service_files(data):
+    ignore = make_plan(data).files["services/creator-hub/.dockerignore"].splitlines()
+    assert ignore[1] == "*"
+    assert "!src/app/" in ignore and "!src/requirements.txt" in ignore and "!wait-for-services.py" in ignore
+    assert "**/__pycache__" in ignore
+
+
+def test_registry_mode_uses_public_images(data):
+    plan = make_plan(data, "registry")
+    assert plan.base_image is None
+    assert plan.services["postgres"].image == "postgres:15"
+    assert plan.services["postgres"].build_dir is None
+    assert plan.files["services/ai-engine/Dockerfile"].startswith("# ai-engine")
+    assert "FROM python:3.11-slim AS builder" in plan.files["services/ai-engine/Dockerfile"]
+    assert "apt-get" not in plan.files["services/ai-engine/Dockerfile"]
+
+
+def test_plan_is_deterministic(data):
+    first, second = make_plan(data), make_plan(data)
+    assert first.files == second.files
+    assert first.services == second.services
+
+
+def test_source_change_moves_only_that_image(data, tmp_path, monkeypatch):
+    before = make_plan(data)
+    copy = tmp_path / "services"
+    shutil.copytree(SERVICES_DIR, copy)
+    (copy / "ai-engine" / "app" / "main.py").write_text(
+        (copy / "ai-engine" / "app" / "main.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(plan_module, "SERVICES_DIR", copy)
+    after = build_plan(load(data, copy), "local", SECRETS)
+    changed_images = {n for n in before.services if before.services[n].image != after.services[n].image}
+    changed_configs = {n for n in before.services
+                       if before.services[n].config_hash != after.services[n].config_hash}
+    assert changed_images == {"ai-engine"}
+    assert changed_configs == {"ai-engine"}
+
+
+def test_bytecode_caches_do_not_move_fingerprints(data, tmp_path, monkeypatch):
+    before = make_plan(data)
+    copy = tmp_path / "services"
+    shutil.copytree(SERVICES_DIR, copy)
+    (copy / "auth-service" / "app" / "__pycache__").mkdir(exist_ok=True)
+    (copy / "auth-service" / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0junk")
+    monkeypatch.setattr(plan_module, "SERVICES_DIR", copy)
+    after = build_plan(load(data, copy), "local", SECRETS)
+    assert after.services["auth-service"].image == before.services["auth-service"].image
+
+
+def test_env_change_recreates_without_rebuild(data):
+    before = make_plan(data)
+    data["service_overrides"] = {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}
+    after = make_plan(data)
+    assert {n for n in before.services if before.services[n].image != after.services[n].image} == set()
+    assert {n for n in before.services
+            if before.services[n].config_hash != after.services[n].config_hash} == {"creator-hub"}
+
+
+def test_workers_change_rebuilds_that_service(data):
+    before = make_plan(data)
+    data["service_overrides"] = {"auth-service": {"workers": 3}}
+    after = make_plan(data)
+    assert {n for n in before.services if before.services[n].image != after.services[n].image} == {"auth-service"}
+
+
+def test_nginx_change_recreates_gateway(data):
+    before = make_plan(data)
+    data["services"]["api-gateway"]["routes"]["/api/v2/auth/"] = "auth-service"
+    after = make_plan(data)
+    assert {n for n in before.services
+            if before.services[n].config_hash != after.services[n].config_hash} == {"api-gateway"}

@@ -1,0 +1,115 @@
+"""wait-for-services.py against real sockets on loopback (bounded in time)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "files" / "wait-for-services.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, check=False)
+
+
+@pytest.fixture
+def tcp_port() -> Iterator[int]:
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def http_server(status: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(status if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_all_up_then_execs_the_command(tcp_port):
+    server = http_server(200)
+    try:
+        result = run("--timeout", "5", f"db:tcp://127.0.0.1:{tcp_port}",
+                     f"api:http://127.0.0.1:{server.server_port}/health", "--", "echo", "service started")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "db is up" in result.stdout and "api is up" in result.stdout
+    assert result.stdout.rstrip().endswith("service started")
+
+
+def test_names_every_target_that_never_came_up(tcp_port):
+    closed = free_port()
+    server = http_server(503)
+    started = time.monotonic()
+    try:
+        result = run("--timeout", "1", f"db:tcp://127.0.0.1:{tcp_port}", f"cache:tcp://127.0.0.1:{closed}",
+                     f"api:http://127.0.0.1:{server.server_port}/health", "--", "echo", "must not run")
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert "must not run" not in result.stdout
+    assert "giving up on cache, api" in result.stderr
+    assert "cache never came up" in result.stderr and "api never came up" in result.stderr
+    assert "503" in result.stderr
+    assert time.monotonic() - started < 5
+
+
+def test_target_that_comes_up_late_is_waited_for():
+    port = free_port()
+
+    def listen_later() -> None:
+        time.sleep(0.8)
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", port))
+            server.listen(1)
+            server.accept()[0].close()
+
+    thread = threading.Thread(target=listen_later, daemon=True)
+    thread.start()
+    result = run("--timeout", "10", f"late:tcp://127.0.0.1:{port}")
+    thread.join(timeout=5)
+    assert result.returncode == 0, result.stderr
+    seconds = float(result.stdout.split("after ")[1].rstrip("s\n"))
+    assert 0.7 <= seconds < 1.5  # polled well under a second
+
+
+def test_targets_from_environment_and_per_target_timeout(tcp_port):
+    closed = free_port()
+    env = {"WAIT_FOR": f"db:tcp://127.0.0.1:{tcp_port}, slow@0.5:tcp://127.0.0.1:{closed}", "PATH": "/usr/bin:/bin"}
+    started = time.monotonic()
+    result = run("--timeout", "30", env=env)
+    assert result.returncode == 1
+    assert "slow never came up" in result.stderr and "within 0.5s" in result.stderr
+    assert time.monotonic() - started < 5
+
+
+def test_bad_target_is_rejected():
+    result = run("db:postgres://x:1")
+    assert result.returncode == 2
+    assert "bad target" in result.stderr
