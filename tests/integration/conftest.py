@@ -1,0 +1,93 @@
+"""Integration fixtures: a real deploy of a separate test stack on the real Docker engine.
+
+The test stack ("itest") uses its own project name, deploy directory and gateway port,
+so it never touches a stack a developer deployed with inventory/local.py. The deploy
+itself installs and starts the Docker engine when none answers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYINFRA = Path(sys.executable).parent / "pyinfra"
+STACK = "itest"
+GATEWAY = "http://127.0.0.1:18080"
+TEST_HOST_DATA: dict[str, Any] = {
+    "stack_name": STACK,
+    "deploy_dir": "/var/tmp/stackdeploy-itest",
+    "gateway_port": 18080,
+    "gateway_bind": "127.0.0.1",
+    "environment": "itest",
+}
+DEPLOY_TIMEOUT = 1800
+
+
+@dataclass
+class DeployResult:
+    returncode: int
+    output: str
+    seconds: float
+
+
+def deploy(tmp_path: Path, extra: dict[str, Any] | None = None, root: Path = ROOT,
+           *args: str) -> DeployResult:
+    """Run ``pyinfra -y INVENTORY deploy.py`` for the test stack; output is kept for asserts."""
+    inventory = tmp_path / f"inventory_{int(time.time() * 1000)}.py"
+    inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    started = time.monotonic()
+    result = subprocess.run([str(PYINFRA), "-y", str(inventory), "deploy.py", *args], cwd=root,
+                            capture_output=True, text=True, timeout=DEPLOY_TIMEOUT, check=False)
+    return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def containers() -> dict[str, dict]:
+    """service name -> docker inspect of the test stack's containers."""
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={STACK}").split()
+    if not ids:
+        return {}
+    return {info["Config"]["Labels"]["com.docker.compose.service"]: info
+            for info in json.loads(docker("inspect", *ids))}
+
+
+def identities() -> dict[str, tuple[str, str]]:
+    """service -> (container id, start time): changes exactly when a container is recreated or restarted."""
+    return {name: (info["Id"], info["State"]["StartedAt"]) for name, info in containers().items()}
+
+
+def changed_ops(output: str) -> list[str]:
+    """Names of operations pyinfra reported as changed ("Success") in a deploy's output."""
+    names, current = [], None
+    for line in output.splitlines():
+        if line.startswith("--> Starting operation: "):
+            current = line.removeprefix("--> Starting operation: ").strip()
+        elif line.strip().endswith("] Success") and current:
+            names.append(current)
+    return names
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("itest")
+
+
+@pytest.fixture(scope="session")
+def first_deploy(session_tmp) -> Iterator[DeployResult]:
+    result = deploy(session_tmp)
+    assert result.returncode == 0, result.output[-6000:]
+    yield result
+    subprocess.run(["docker", "compose", "-p", STACK, "down", "-v", "--remove-orphans"],
+                   capture_output=True, timeout=300, check=False)

@@ -1,0 +1,160 @@
+"""The whole stack on the local engine: healthy, non-root, working end to end, idempotent.
+
+Tests run in file order and share one deployed stack; each later deploy leaves the
+stack healthy for the next test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import GATEWAY, ROOT, changed_ops, containers, deploy, docker, identities
+
+SERVICES = {"postgres", "redis", "ollama", "chromadb", "auth-service", "creator-hub", "ai-engine",
+            "channel-service", "api-gateway"}
+USER = {"username": f"user-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
+
+
+def login() -> str:
+    response = httpx.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def test_first_deploy_prints_summary_and_labels_the_standin(first_deploy):
+    assert "stack on @local:" in first_deploy.output
+    for name in SERVICES:
+        assert name in first_deploy.output
+    assert "ollama (STAND-IN)" in first_deploy.output
+    assert "Ollama-API STAND-IN" in first_deploy.output
+
+
+def test_all_nine_containers_become_healthy(first_deploy):
+    deadline = time.monotonic() + 90
+    while True:
+        health = {n: i["State"].get("Health", {}).get("Status") for n, i in containers().items()}
+        if set(health) == SERVICES and all(h == "healthy" for h in health.values()):
+            break
+        assert time.monotonic() < deadline, f"not all healthy: {health}"
+        time.sleep(1)
+
+
+def test_no_container_runs_as_root(first_deploy):
+    for name, info in containers().items():
+        uid = docker("exec", info["Id"], "id", "-u").strip()
+        assert uid != "0", f"{name} runs as root"
+
+
+def test_only_the_gateway_is_published(first_deploy):
+    published = {n for n, i in containers().items() if any(i["NetworkSettings"]["Ports"].get(p)
+                                                           for p in i["NetworkSettings"]["Ports"])}
+    assert published == {"api-gateway"}
+
+
+def test_end_to_end_through_the_gateway(first_deploy):
+    assert httpx.get(f"{GATEWAY}/health", timeout=5).status_code == 200
+    assert httpx.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10).status_code == 201
+    assert httpx.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10).status_code == 409
+    bad = httpx.post(f"{GATEWAY}/api/auth/login", json={**USER, "password": "wrong-password"}, timeout=10)
+    assert bad.status_code == 401
+    token = login()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    upload = httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth,
+                        files={"file": ("notes.txt", b"hello creator hub")}, timeout=10)
+    assert upload.status_code == 201, upload.text
+    listed = httpx.get(f"{GATEWAY}/api/creators/uploads", headers=auth, timeout=10).json()
+    assert [u["filename"] for u in listed] == ["notes.txt"]
+    assert httpx.get(f"{GATEWAY}/api/creators/uploads", timeout=10).status_code == 401
+
+    for text in ("postgres stores relational data", "redis is an in-memory cache", "nginx is a web server"):
+        assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": text}, timeout=30).status_code == 201
+    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "in-memory cache redis", "n_results": 3},
+                         timeout=30).json()["matches"]
+    assert matches[0]["text"] == "redis is an in-memory cache"
+    completion = httpx.post(f"{GATEWAY}/api/ai/complete", json={"prompt": "hello"}, timeout=30).json()
+    assert "stand-in" in completion["response"]
+
+    async def two_clients() -> list[dict]:
+        url = f"ws://127.0.0.1:18080/api/channels/ws/lobby?token={token}"
+        async with websockets.connect(url) as first, websockets.connect(url) as second:
+            await asyncio.wait_for(first.recv(), 10)
+            await asyncio.wait_for(second.recv(), 10)
+            await first.send("hello from the first client")
+            return [json.loads(await asyncio.wait_for(c.recv(), 10)) for c in (second, first)]
+
+    received = asyncio.run(two_clients())
+    assert all(m == {"from": USER["username"], "text": "hello from the first client"} for m in received)
+
+
+def test_unauthenticated_websocket_is_refused(first_deploy):
+    async def connect() -> None:
+        async with websockets.connect("ws://127.0.0.1:18080/api/channels/ws/lobby?token=bogus") as ws:
+            await asyncio.wait_for(ws.recv(), 10)
+
+    with pytest.raises(websockets.exceptions.WebSocketException):
+        asyncio.run(connect())
+
+
+def test_second_deploy_changes_nothing(first_deploy, session_tmp):
+    before = identities()
+    result = deploy(session_tmp)
+    assert result.returncode == 0, result.output[-4000:]
+    assert changed_ops(result.output) == []
+    assert identities() == before
+
+
+def test_env_change_recreates_one_service_without_rebuild_and_keeps_data(first_deploy, session_tmp):
+    before = identities()
+    result = deploy(session_tmp, {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}})
+    assert result.returncode == 0, result.output[-4000:]
+    after = identities()
+    assert {n for n in before if before[n] != after[n]} == {"creator-hub"}
+    assert not any(op.startswith("Build images") for op in changed_ops(result.output))
+    token = login()  # the user and the upload survived the recreate
+    listed = httpx.get(f"{GATEWAY}/api/creators/uploads", headers={"Authorization": f"Bearer {token}"},
+                       timeout=10).json()
+    assert [u["filename"] for u in listed] == ["notes.txt"]
+
+
+def test_source_change_rebuilds_and_recreates_only_that_service(first_deploy, session_tmp):
+    copy = session_tmp / "project-copy"
+    if not copy.exists():
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    main = copy / "files" / "services" / "ai-engine" / "app" / "main.py"
+    main.write_text(main.read_text() + f"\n# code change {uuid.uuid4().hex}\n")
+    before = identities()
+    # A fresh control machine (no .deploy/ secrets): it adopts the host's secrets.
+    result = deploy(session_tmp, {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}, copy)
+    assert result.returncode == 0, result.output[-4000:]
+    after = identities()
+    assert {n for n in before if before[n] != after[n]} == {"ai-engine"}
+    built = [op for op in changed_ops(result.output) if op.startswith("Build images")]
+    assert built == ["Build images | Build ai-engine"]
+    assert "build ai-engine: built" in result.output or "Build ai-engine" in built[0]
+    login()  # secrets were not rotated: auth-service still reads the same database
+
+
+def test_failing_service_fails_loudly_with_its_logs(first_deploy, session_tmp):
+    broken = {"service_overrides": {"creator-hub": {"health": {"http": "/no-such-endpoint"}, "wait_timeout": 5}}}
+    result = deploy(session_tmp, broken)
+    assert result.returncode != 0
+    assert "SERVICE FAILED: 'creator-hub' on host @local" in result.output
+    assert "GET /no-such-endpoint answered 404" in result.output
+    assert "last 30 log lines of creator-hub:" in result.output
+    assert "wait-for-services: postgres is up" in result.output  # a real log line of the container
+
+
+def test_redeploy_after_failure_recovers(first_deploy, session_tmp):
+    result = deploy(session_tmp)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "stack on @local:" in result.output
+    login()
