@@ -22,6 +22,8 @@ Keys of a service:
 """
 
 stack_name = "creatorstack"
+# Names this deployment's secrets on the control machine (.deploy/secrets/<stack>-<environment>.json).
+environment = "local"
 deploy_dir = "/opt/creatorstack"
 
 # Where images come from:

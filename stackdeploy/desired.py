@@ -61,11 +61,10 @@ def decide(host: Host) -> HostDecisions:
     stack = load_stack(host.data.dict())
     state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
     image_source = resolve_image_source(stack, host, state)
-    environment = str(host.data.get("environment") or "local")
     try:
         values = secrets.resolve(
             stack.secret_names,
-            STATE_DIR / "secrets" / f"{stack.name}-{environment}.json",
+            STATE_DIR / "secrets" / f"{stack.name}-{stack.environment}.json",
             secrets.parse_host_copy(state.secrets_json),
         )
     except model.StackError as exc:

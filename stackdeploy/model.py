@@ -26,7 +26,7 @@ HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
     "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
-    "shared_env",
+    "shared_env", "environment",
 }
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -87,6 +87,7 @@ class Stack:
     services: Mapping[str, Service]
     secret_names: tuple[str, ...]
     shared_env: Mapping[str, str] = field(default_factory=dict)
+    environment: str = "local"
 
     def service(self, name: str) -> Service:
         return self.services[name]
@@ -231,6 +232,12 @@ def _check_published_ports(services: Mapping[str, Service], gateway_port: int) -
         owners[port] = service.name
 
 
+def _environment(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise StackError(f"environment: must be lowercase letters, digits and '-', got {value!r}")
+    return value
+
+
 def load(data: Mapping[str, Any], source_root: Path) -> Stack:
     """Validate raw stack data (host.data as a dict) and return the frozen ``Stack``."""
     for key in data:
@@ -272,4 +279,5 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         services=services,
         secret_names=secret_names,
         shared_env=_string_map("shared_env", data.get("shared_env", {})),
+        environment=_environment(data.get("environment", "local")),
     )
