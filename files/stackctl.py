@@ -33,7 +33,9 @@ from pathlib import Path
 
 POLL_SECONDS = 0.2
 LOG_LINES = 30
-STEP_RE = re.compile(r"^#(\d+) \[[^\]]*\d+/\d+\]")
+# A build step in plain progress output: "#7 [builder 3/5] RUN ..." (FROM lines are the
+# base image, not steps of ours, and are not counted).
+STEP_RE = re.compile(r"^#(\d+) \[[^\]]*\d+/\d+\] (?!FROM )")
 CACHED_RE = re.compile(r"^#(\d+) CACHED")
 ROOT = Path(__file__).resolve().parent
 STATE = ROOT / "state"
@@ -216,6 +218,7 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"{result.stderr.strip()}", file=sys.stderr)
         return 1
     ready = gate(list(wanted), args.host, started)
+    update_json(STATE / "waves.json", {",".join(sorted(wanted)): round(time.monotonic() - started, 2)})
     applied = STATE / "applied"
     applied.mkdir(exist_ok=True)
     for name, config_hash in wanted.items():

@@ -34,9 +34,8 @@ class HostDecisions:
     to_start: list[str]
 
     @property
-    def anything_changed(self) -> bool:
-        return bool(self.to_build or self.to_start or
-                    (self.plan.base_image and self.plan.base_image not in self.state.images))
+    def base_to_build(self) -> bool:
+        return bool(self.plan.base_image and self.plan.base_image not in self.state.images)
 
 
 def load_stack(data: dict[str, Any]) -> model.Stack:
