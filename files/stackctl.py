@@ -54,7 +54,13 @@ def project() -> str:
 
 
 def checks() -> dict[str, dict]:
-    return json.loads((STATE / "checks.json").read_text())
+    """Readiness checks of the services on this host."""
+    return json.loads((STATE / "checks.json").read_text())["local"]
+
+
+def remote_checks() -> dict[str, dict]:
+    """Dependencies on other hosts, keyed "service@host", as this host must reach them."""
+    return json.loads((STATE / "checks.json").read_text())["remote"]
 
 
 def update_json(path: Path, values: dict) -> None:
@@ -119,6 +125,23 @@ def container_address(info: dict) -> str | None:
     return (preferred or {}).get("IPAddress") or None
 
 
+def probe_address(address: str, port: int, http: str | None, tcp: bool = True) -> str | None:
+    """None when ``address:port`` answers (TCP connect, and HTTP 200 on ``http``), else why not."""
+    try:
+        if tcp:
+            with socket.create_connection((address, port), timeout=1.0):
+                pass
+        if http:
+            with urllib.request.urlopen(f"http://{address}:{port}{http}", timeout=2.0) as response:  # noqa: S310
+                if response.status != 200:
+                    return f"GET {http} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"GET {http} answered {exc.code}: {exc.read(300).decode(errors='replace')}"
+    except OSError as exc:
+        return f"{address}:{port} not answering: {exc}"
+    return None
+
+
 def probe(info: dict, spec: dict) -> str | None:
     """None when ready, else why not."""
     state = info["State"]
@@ -127,20 +150,9 @@ def probe(info: dict, spec: dict) -> str | None:
     address = container_address(info)
     if address is None:
         return "container has no network address yet"
-    try:
-        if spec.get("tcp"):
-            with socket.create_connection((address, spec["port"]), timeout=1.0):
-                pass
-        if spec.get("http"):
-            url = f"http://{address}:{spec['port']}{spec['http']}"
-            with urllib.request.urlopen(url, timeout=2.0) as response:  # noqa: S310 - http only
-                if response.status != 200:
-                    return f"GET {spec['http']} answered {response.status}"
-    except urllib.error.HTTPError as exc:
-        body = exc.read(300).decode(errors="replace")
-        return f"GET {spec['http']} answered {exc.code}: {body}"
-    except OSError as exc:
-        return f"{address}:{spec['port']} not answering: {exc}"
+    reason = probe_address(address, spec["port"], spec.get("http"), bool(spec.get("tcp")))
+    if reason:
+        return reason
     if spec.get("command"):
         result = run(["docker", "exec", info["Id"], *spec["command"]], timeout=10)
         if result.returncode != 0:
@@ -209,8 +221,35 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+def wait_for_remote(services: list[str], host: str) -> None:
+    """Before starting ``services``, wait until their dependencies on other hosts answer
+    from here (bounded by the consumer's timeout); fail naming the remote host and service."""
+    specs, timeouts = remote_checks(), checks()
+    needed = {key: spec for key, spec in specs.items() if set(spec["consumers"]) & set(services)}
+    deadline = time.monotonic() + max((timeouts[s]["timeout"] for s in services), default=0)
+    reasons: dict[str, str] = {}
+    while needed:
+        for key, spec in list(needed.items()):
+            reason = probe_address(spec["address"], spec["port"], spec["http"])
+            if reason is None:
+                print(f"reachable {spec['service']} on host {spec['host']} ({spec['address']}:{spec['port']})",
+                      flush=True)
+                del needed[key]
+            else:
+                reasons[key] = reason
+        if needed and time.monotonic() > deadline:
+            for key, spec in needed.items():
+                print(f"\nSERVICE FAILED: '{spec['service']}' on host {spec['host']} is not reachable from host "
+                      f"{host} ({spec['address']}:{spec['port']}), needed by {', '.join(spec['consumers'])}: "
+                      f"{reasons[key]}", file=sys.stderr)
+            raise SystemExit(1)
+        if needed:
+            time.sleep(POLL_SECONDS)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     wanted = dict(item.split("=", 1) for item in args.services)
+    wait_for_remote(list(wanted), args.host)
     started = time.monotonic()
     result = run(compose("up", "-d", "--no-deps", "--no-build", *wanted))
     if result.returncode != 0:
@@ -254,9 +293,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         with lock:
             rows[name] = row
 
+    def remote(key: str, spec: dict) -> None:
+        reason = probe_address(spec["address"], spec["port"], spec["http"])
+        with lock:
+            rows[key] = {"container": None, "image": None, "size": None, "state": "remote", "health": None,
+                         "check": reason or "ok", "seconds_to_ready": None,
+                         "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}
+
+    remotes = remote_checks()
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, specs))
-    print(json.dumps({n: rows[n] for n in specs}, indent=2))
+        list(pool.map(remote, remotes, remotes.values()))
+    print(json.dumps({n: rows[n] for n in [*specs, *remotes]}, indent=2))
     return 0
 
 

@@ -41,6 +41,17 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
 # Debian mirror used by offline (local) image builds.
 debian_mirror = "http://deb.debian.org/debian"
 
+# Placement: which inventory group runs which services. A host runs the services of all
+# its groups; a host in none of these groups runs the whole stack (inventory/local.py).
+# Python services may run on several hosts (the gateway balances across them); every
+# other service runs on exactly one.
+placement = {
+    "data": ["postgres", "redis"],
+    "ai": ["ollama", "chromadb", "ai-engine"],
+    "apps": ["auth-service", "creator-hub", "channel-service"],
+    "edge": ["api-gateway"],
+}
+
 # Secrets: generated on the first deploy, then reused forever (see stackdeploy/secrets.py).
 secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
 

@@ -16,6 +16,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from stackdeploy import SERVICES_DIR, STATE_DIR, model, secrets
 from stackdeploy.facts import HostState, RegistryReachable, StackHostState
+from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
 
 
@@ -45,6 +46,15 @@ def load_stack(data: dict[str, Any]) -> model.Stack:
         raise StackInputError(f"invalid stack definition: {exc}") from None
 
 
+def inventory_placement(stack: model.Stack, host: Host) -> Placement:
+    """Placement over the whole inventory (also hosts left out by --limit)."""
+    specs = [HostSpec(h.name, frozenset(h.groups), h.data.get("private_address")) for h in host.inventory]
+    try:
+        return place(stack, specs)
+    except model.StackError as exc:
+        raise StackInputError(f"invalid stack definition: {exc}") from None
+
+
 def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> str:
     """Explicit choice wins; ``auto`` keeps what the host used before, else probes."""
     if stack.image_source != "auto":
@@ -58,6 +68,7 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
 def decide(host: Host) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change."""
     stack = load_stack(host.data.dict())
+    where = inventory_placement(stack, host)
     state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
     image_source = resolve_image_source(stack, host, state)
     try:
@@ -68,7 +79,7 @@ def decide(host: Host) -> HostDecisions:
         )
     except model.StackError as exc:
         raise StackInputError(f"{host.name}: {exc}") from None
-    plan = build_plan(stack, image_source, values)
+    plan = build_plan(stack, image_source, values, where, host.name)
     plan.files["state/image-source"] = image_source + "\n"
     plan.files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
     plan.files["images/build-base.sh"] = plan.base_script

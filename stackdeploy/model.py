@@ -26,7 +26,7 @@ HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
     "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
-    "shared_env", "environment",
+    "shared_env", "environment", "placement", "private_address",
 }
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -88,6 +88,7 @@ class Stack:
     secret_names: tuple[str, ...]
     shared_env: Mapping[str, str] = field(default_factory=dict)
     environment: str = "local"
+    placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def service(self, name: str) -> Service:
         return self.services[name]
@@ -97,7 +98,7 @@ class Stack:
         return [s for s in self.services.values() if s.kind == "python"]
 
 
-def _closest(word: str, choices: set[str]) -> str:
+def closest(word: str, choices: set[str]) -> str:
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
@@ -129,7 +130,7 @@ def _parse_health(where: str, raw: Any) -> Health:
         raise StackError(f"{where}: must be a mapping with 'tcp', 'http' or 'command'")
     for key in raw:
         if key not in HEALTH_KEYS:
-            raise StackError(f"{where}: unknown key '{key}'{_closest(key, HEALTH_KEYS)}")
+            raise StackError(f"{where}: unknown key '{key}'{closest(key, HEALTH_KEYS)}")
     http = raw.get("http")
     if http is not None and (not isinstance(http, str) or not http.startswith("/")):
         raise StackError(f"{where}.http: must be a path starting with '/', got {http!r}")
@@ -145,7 +146,7 @@ def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
         raise StackError(f"{where}: must be a mapping of settings, got {type(raw).__name__}")
     for key in raw:
         if key not in SERVICE_KEYS:
-            raise StackError(f"{where}: unknown key '{key}'{_closest(key, SERVICE_KEYS)}")
+            raise StackError(f"{where}: unknown key '{key}'{closest(key, SERVICE_KEYS)}")
     kind = raw.get("kind")
     if kind not in KINDS:
         raise StackError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -190,7 +191,7 @@ def _merge_overrides(services: Mapping[str, Any], overrides: Mapping[str, Any]) 
     merged = {name: dict(raw) if isinstance(raw, Mapping) else raw for name, raw in services.items()}
     for name, changes in overrides.items():
         if name not in merged:
-            raise StackError(f"service_overrides: unknown service '{name}'{_closest(name, set(merged))}")
+            raise StackError(f"service_overrides: unknown service '{name}'{closest(name, set(merged))}")
         if not isinstance(changes, Mapping):
             raise StackError(f"service_overrides.{name}: must be a mapping of settings")
         merged[name].update(changes)
@@ -203,13 +204,13 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
             if dep not in services:
                 raise StackError(
                     f"service '{service.name}': depends_on names unknown service '{dep}'"
-                    f"{_closest(dep, set(services))}"
+                    f"{closest(dep, set(services))}"
                 )
         for secret in service.secrets:
             if secret not in secret_names:
                 raise StackError(
                     f"service '{service.name}': secret '{secret}' is not declared in 'secrets'"
-                    f"{_closest(secret, set(secret_names))}"
+                    f"{closest(secret, set(secret_names))}"
                 )
         for prefix, target in service.routes.items():
             if target not in services:
@@ -219,17 +220,15 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
         raise StackError(f"dependency cycle: {' -> '.join(cycle)}")
 
 
-def _check_published_ports(services: Mapping[str, Service], gateway_port: int) -> None:
-    owners: dict[int, str] = {}
-    for service in services.values():
-        port = gateway_port if service.kind == "gateway" else service.publish
-        if port is None:
-            continue
-        if port in owners:
-            raise StackError(
-                f"service '{service.name}': host port {port} is already published by '{owners[port]}'"
-            )
-        owners[port] = service.name
+def _parse_placement(raw: Any, services: Mapping[str, Service]) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, Mapping):
+        raise StackError("placement: must be a mapping of inventory group to service names")
+    placement = {group: _string_list(f"placement.{group}", names) for group, names in raw.items()}
+    for group, names in placement.items():
+        for name in names:
+            if name not in services:
+                raise StackError(f"placement.{group}: unknown service '{name}'{closest(name, set(services))}")
+    return placement
 
 
 def _environment(value: Any) -> str:
@@ -242,7 +241,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
     """Validate raw stack data (host.data as a dict) and return the frozen ``Stack``."""
     for key in data:
         if key not in SETTINGS and not key.startswith(FOREIGN_DATA_PREFIXES):
-            raise StackError(f"unknown setting '{key}'{_closest(key, SETTINGS)}")
+            raise StackError(f"unknown setting '{key}'{closest(key, SETTINGS)}")
     name = data.get("stack_name", "stack")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise StackError(f"stack_name: must be lowercase letters, digits and '-', got {name!r}")
@@ -267,7 +266,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
     if sum(1 for s in services.values() if s.kind == "gateway") > 1:
         raise StackError("services: at most one service may be of kind 'gateway'")
     _check_references(services, secret_names)
-    _check_published_ports(services, gateway_port)
+    placement = _parse_placement(data.get("placement", {}) or {}, services)
     return Stack(
         name=name,
         deploy_dir=deploy_dir.rstrip("/"),
@@ -280,4 +279,5 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         secret_names=secret_names,
         shared_env=_string_map("shared_env", data.get("shared_env", {})),
         environment=_environment(data.get("environment", "local")),
+        placement=placement,
     )

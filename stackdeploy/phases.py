@@ -81,7 +81,8 @@ def render_stack(plan: Plan, secrets_json: str) -> None:
     """Put every rendered file, the build sources and the host helper under the deploy dir."""
     root = plan.stack.deploy_dir
     files.directory(name=f"Deploy directory {root}", path=root, mode="750")
-    for rel, content in sorted(plan.files.items()):
+    # host.loop: hosts render different file lists; keeps pyinfra's operation order sane.
+    for rel, content in host.loop(sorted(plan.files.items())):
         files.put(
             name=f"File {rel}", src=StringIO(content), dest=f"{root}/{rel}",
             mode="600" if rel in plan.secret_files else "644",
@@ -90,7 +91,7 @@ def render_stack(plan: Plan, secrets_json: str) -> None:
               dest=f"{root}/.secrets.json", mode="600")
     files.put(name="Host helper stackctl.py", src=str(FILES_DIR / "stackctl.py"),
               dest=f"{root}/stackctl.py", mode="755")
-    for name, svc in plan.services.items():
+    for name, svc in host.loop(plan.services.items()):
         if svc.source_dir is not None:
             files.sync(name=f"Source of {name}", src=str(svc.source_dir), dest=f"{root}/{svc.build_dir}/src",
                        delete=True, exclude=["*.pyc", "*.pyo"], exclude_dir=["__pycache__", "tests"])
@@ -138,13 +139,14 @@ def wave(plan: Plan, to_start: list[str]):
 def start_waves(plan: Plan, to_start: list[str]) -> None:
     for number, names in enumerate(plan.waves, start=1):
         changed = [n for n in names if n in to_start]
-        label = ", ".join(f"{n} (STAND-IN)" if _is_standin(plan, n) else n for n in names)
+        label = ", ".join(f"{n} (STAND-IN)" if _is_standin(plan, n) else n for n in names) or "nothing here"
         action = f" -> start {', '.join(changed)}" if changed else ""
         wave(name=f"Wave {number}: {label}{action}", plan=plan, to_start=changed)
 
 
 def _is_standin(plan: Plan, name: str) -> bool:
-    return plan.image_source == "local" and plan.stack.services[name].image.get("local") == "ollama-standin"
+    service = plan.stack.services.get(name)
+    return plan.image_source == "local" and service is not None and service.image.get("local") == "ollama-standin"
 
 
 # ------------------------------------------------------------------ phase 5: verify

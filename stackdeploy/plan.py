@@ -19,6 +19,7 @@ from stackdeploy import FILES_DIR, SERVICES_DIR, TEMPLATES_DIR
 from stackdeploy.fingerprint import combine, data_digest, digest, short, tree_parts
 from stackdeploy.graph import waves
 from stackdeploy.model import Service, Stack
+from stackdeploy.placement import HostSpec, Placement, place
 
 REGISTRY_PYTHON_BASE = "python:3.11-slim"
 CHROMADB_VERSION = "1.5.9"
@@ -70,6 +71,7 @@ class Plan:
     secret_files: frozenset[str]  # paths in ``files`` that hold secrets (mode 0600)
     waves: list[list[str]]
     checks: dict[str, dict] = field(default_factory=dict)
+    remote: dict[str, dict] = field(default_factory=dict)  # dependencies on other hosts
 
     @property
     def built_services(self) -> list[str]:
@@ -80,19 +82,20 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
-def _env_for(service: Service, stack: Stack, secrets: dict[str, str]) -> dict[str, str]:
+def _env_for(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
+    stack = where.stack
     env = dict(stack.shared_env)
     env.update(service.env)
     waits = []
     for dep_name in service.depends_on:
         dep = stack.services[dep_name]
-        host, port = dep.name, dep.port
-        env[f"{dep.env_prefix}_HOST"] = host
-        env[f"{dep.env_prefix}_PORT"] = str(port)
+        end = where.endpoint(host, dep_name)
+        env[f"{dep.env_prefix}_HOST"] = end.address
+        env[f"{dep.env_prefix}_PORT"] = str(end.port)
         if dep.health.http:
-            env[f"{dep.env_prefix}_URL"] = f"http://{host}:{port}"
-        waits.append(f"{dep.name}:http://{host}:{port}{dep.health.http}" if dep.health.http
-                     else f"{dep.name}:tcp://{host}:{port}")
+            env[f"{dep.env_prefix}_URL"] = f"http://{end.address}:{end.port}"
+        waits.append(f"{dep.name}:http://{end.address}:{end.port}{dep.health.http}" if dep.health.http
+                     else f"{dep.name}:tcp://{end.address}:{end.port}")
     if waits:
         env["WAIT_FOR"] = ",".join(waits)
         env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
@@ -131,20 +134,26 @@ def _infra_files(recipe: str, base_image: str) -> dict[str, str | bytes]:
 
 
 def _compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
-                   stack: Stack) -> dict:
-    """The per-service context for compose.yaml.j2."""
+                   where: Placement, host: str) -> dict:
+    """The per-service context for compose.yaml.j2 on ``host``."""
+    stack = where.stack
     healthcheck = None
     if service.health.command:
         healthcheck = _jinja.filters["compose_json"](["CMD", *service.health.command])
     deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
-             else "service_started") for dep in service.depends_on]
+             else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
     ports = []
     config_mounts = []
+    address = where.hosts[host].address
     if service.kind == "gateway":
         ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
         config_mounts.append(("./nginx/nginx.conf", "/etc/nginx/nginx.conf"))
-    elif service.publish:
-        ports.append(f"{service.publish}:{service.port}")
+    else:
+        if service.publish:
+            ports.append(f"{service.publish}:{service.port}")
+        if where.is_published(host, service.name):
+            ports.append(f"{address}:{service.port}:{service.port}")
+    edge = bool(ports) or where.has_remote_dependency(host, service.name)
     return {
         "name": service.name,
         "image": image,
@@ -156,37 +165,69 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
         "volumes": sorted(service.volumes.items()),
         "config_mounts": config_mounts,
         "ports": ports,
+        "networks": ["backend", "edge"] if edge else ["backend"],
     }
 
 
-def _nginx_conf(stack: Stack) -> str:
-    gateway = next(s for s in stack.services.values() if s.kind == "gateway")
-    routes = [
-        {"prefix": prefix, "address": f"{target}:{stack.services[target].port}",
-         "websocket": prefix in gateway.websocket_routes}
-        for prefix, target in sorted(gateway.routes.items())
-    ]
+def _nginx_conf(gateway: Service, where: Placement, host: str) -> str:
+    """Routes: one target by name, resolved per request; several replicas as an upstream."""
+    routes = []
+    for prefix, target in sorted(gateway.routes.items()):
+        ends = where.endpoints(host, target)
+        routes.append({
+            "prefix": prefix,
+            "upstream": target.replace("-", "_") if len(ends) > 1 else None,
+            "servers": [f"{e.address}:{e.port}" for e in ends],
+            "websocket": prefix in gateway.websocket_routes,
+        })
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT)
 
 
 def _check_spec(service: Service) -> dict:
     return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
-            "command": list(service.health.command), "timeout": service.wait_timeout}
+            "command": list(service.health.command),
+            "timeout": service.wait_timeout}
 
 
-def build_plan(stack: Stack, image_source: str, secrets: dict[str, str]) -> Plan:
-    """Compute every file, image tag and config hash for ``stack`` on one host."""
+def _remote_checks(where: Placement, host: str, names: list[str]) -> dict[str, dict]:
+    """Dependencies of this host's services that run elsewhere, as seen from this host."""
+    remote: dict[str, dict] = {}
+    for name in names:
+        svc = where.stack.services[name]
+        for dep in (*svc.depends_on, *svc.routes.values()):
+            for end in where.endpoints(host, dep):
+                if not end.local:
+                    health = where.stack.services[dep].health
+                    remote[f"{dep}@{end.host}"] = {
+                        "service": dep, "host": end.host, "address": end.address, "port": end.port,
+                        "http": health.http, "consumers": sorted({*remote.get(f"{dep}@{end.host}", {})
+                                                                  .get("consumers", []), name}),
+                    }
+    return remote
+
+
+def single_host(stack: Stack, host: str = "@local") -> Placement:
+    """The placement of a one-host deploy: everything on ``host``."""
+    return place(stack, [HostSpec(host, frozenset())])
+
+
+def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
+               where: Placement | None = None, host: str = "@local") -> Plan:
+    """Compute every file, image tag and config hash for the part of ``stack`` on ``host``."""
     assert image_source in ("registry", "local"), image_source
+    where = where or single_host(stack, host)
     local = image_source == "local"
     base_script = _read(BASE_SCRIPT)
     base_tag = short(combine([base_script, stack.debian_mirror]))
     base_image = f"{SHARED_IMAGE_NAMESPACE}/base:{base_tag}" if local else None
     python_base = base_image if local else REGISTRY_PYTHON_BASE
+    names = list(where.services_on[host])
+    here = [stack.services[n] for n in names]
 
     files: dict[str, str] = {}
     service_plans: dict[str, ServicePlan] = {}
     entries: dict[str, dict] = {}
-    for service in stack.services.values():
+    for service in here:
         source_dir = None
         if service.kind == "python":
             build_dir = f"services/{service.name}"
@@ -203,25 +244,33 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str]) -> Plan
             build_dir, context, image = None, {}, service.image["registry"]
         files.update({f"{build_dir}/{name}": content for name, content in context.items()})
         service_plans[service.name] = ServicePlan(service.name, image, build_dir, source_dir)
-        entries[service.name] = _compose_entry(service, image, build_dir, image_source, stack)
+        entries[service.name] = _compose_entry(service, image, build_dir, image_source, where, host)
         files[f"env/{service.name}.env"] = render(
-            "service.env.j2", service=service, env=_env_for(service, stack, secrets))
+            "service.env.j2", service=service, env=_env_for(service, where, host, secrets))
 
-    volumes = sorted({v for s in stack.services.values() for v in s.volumes})
-    files["compose.yaml"] = render("compose.yaml.j2", stack=stack, services=list(entries.values()), volumes=volumes,
-                                   image_source=image_source)
-    if any(s.kind == "gateway" for s in stack.services.values()):
-        files["nginx/nginx.conf"] = _nginx_conf(stack)
-    checks = {s.name: _check_spec(s) for s in stack.services.values()}
-    files["state/checks.json"] = json.dumps(checks, indent=2, sort_keys=True) + "\n"
+    volumes = sorted({v for s in here for v in s.volumes})
+    files["compose.yaml"] = render("compose.yaml.j2", stack=stack, services=list(entries.values()),
+                                   volumes=volumes, image_source=image_source)
+    gateway = next((s for s in here if s.kind == "gateway"), None)
+    if gateway:
+        files["nginx/nginx.conf"] = _nginx_conf(gateway, where, host)
+    checks = {s.name: _check_spec(s) for s in here}
+    remote = _remote_checks(where, host, names)
+    files["state/checks.json"] = json.dumps({"local": checks, "remote": remote}, indent=2, sort_keys=True) + "\n"
 
     compose = yaml.safe_load(files["compose.yaml"])
-    for name, svc_plan in service_plans.items():
+    for service in here:
+        name = service.name
         mounted = [files[source.removeprefix("./")] for source, _ in entries[name]["config_mounts"]]
-        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], mounted])
-        service_plans[name] = ServicePlan(name, svc_plan.image, svc_plan.build_dir,
-                                          svc_plan.source_dir, config_hash)
+        # A gateway that balances over several replicas resolves them once at start, so it
+        # follows the config of the local replicas it names.
+        upstream = [service_plans[t].config_hash for t in service.routes.values()
+                    if len(where.endpoints(host, t)) > 1 and t in service_plans]
+        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], mounted, upstream])
+        plan = service_plans[name]
+        service_plans[name] = ServicePlan(name, plan.image, plan.build_dir, plan.source_dir, config_hash)
 
+    global_waves = waves({n: s.depends_on for n, s in stack.services.items()})
     return Plan(
         stack=stack,
         image_source=image_source,
@@ -229,7 +278,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str]) -> Plan
         base_script=base_script,
         services=service_plans,
         files=files,
-        secret_files=frozenset(f"env/{name}.env" for name in stack.services),
-        waves=waves({name: s.depends_on for name, s in stack.services.items()}),
+        secret_files=frozenset(f"env/{name}.env" for name in names),
+        waves=[[n for n in wave if n in service_plans] for wave in global_waves],
         checks=checks,
+        remote=remote,
     )

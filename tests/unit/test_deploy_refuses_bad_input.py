@@ -20,7 +20,7 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
         ({"service_overrides": {"creator-hub": {"depends_on": ["creator-hub"]}}},
          "dependency cycle: creator-hub -> creator-hub"),
         ({"service_overrides": {"redis": {"publish": 8080}}},
-         "service 'api-gateway': host port 8080 is already published by 'redis'"),
+         "host @local: services 'redis' and 'api-gateway' both publish port 8080"),
         ({"image_sorce": "local"}, "unknown setting 'image_sorce' (did you mean 'image_source'?)"),
         ({"service_overrides": {"ai-engine": {"secrets": ["OPENAI_KEY"]}}},
          "service 'ai-engine': secret 'OPENAI_KEY' is not declared in 'secrets'"),

@@ -42,9 +42,9 @@ def test_dependency_cycle_is_printed(data):
     assert {"postgres", "channel-service"} <= set(path)
 
 
-def test_two_services_on_one_host_port(data):
-    data["services"]["postgres"]["publish"] = 8080
-    assert error_of(data) == "service 'api-gateway': host port 8080 is already published by 'postgres'"
+def test_unknown_service_in_placement(data):
+    data["placement"] = {"data": ["postgres", "rediss"]}
+    assert error_of(data) == "placement.data: unknown service 'rediss' (did you mean 'redis'?)"
 
 
 def test_unknown_service_key_suggests_closest(data):

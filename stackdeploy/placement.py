@@ -1,0 +1,120 @@
+"""Placement: which host runs which service, and how a service reaches a dependency.
+
+Inventory groups decide placement through the ``placement`` setting (group name ->
+services). A host runs the union of the services of its groups; a host in no placement
+group runs the whole stack, which is how ``inventory/local.py`` keeps working unchanged.
+
+A dependency on the same host is reached by its compose service name. One on another
+host is reached at that host's ``private_address`` and the published port, and only
+services with a consumer on another host are published, bound to that address alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from stackdeploy.model import Stack, StackError
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """What placement needs to know about an inventory host."""
+
+    name: str
+    groups: frozenset[str]
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a consumer on some host reaches one instance of a service."""
+
+    host: str  # inventory host name of the instance
+    address: str  # compose service name (same host) or private address (other host)
+    port: int
+    local: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    stack: Stack
+    hosts: Mapping[str, HostSpec]
+    services_on: Mapping[str, tuple[str, ...]]  # host name -> services, in stack order
+
+    def hosts_of(self, service: str) -> list[str]:
+        return [h for h, names in self.services_on.items() if service in names]
+
+    def endpoints(self, consumer_host: str, service: str) -> list[Endpoint]:
+        """Every instance of ``service`` as seen from ``consumer_host``; a local one first."""
+        port = self.stack.services[service].port
+        result = []
+        for host in self.hosts_of(service):
+            if host == consumer_host:
+                result.insert(0, Endpoint(host, service, port, True))
+            else:
+                result.append(Endpoint(host, self.hosts[host].address or host, port, False))
+        return result
+
+    def endpoint(self, consumer_host: str, service: str) -> Endpoint:
+        return self.endpoints(consumer_host, service)[0]
+
+    def consumers(self, service: str) -> list[str]:
+        return [name for name, svc in self.stack.services.items()
+                if service in svc.depends_on or service in svc.routes.values()]
+
+    def is_published(self, host: str, service: str) -> bool:
+        """True when a consumer of ``service`` runs on another host than ``host``."""
+        return any(other != host for consumer in self.consumers(service) for other in self.hosts_of(consumer))
+
+    def has_remote_dependency(self, host: str, service: str) -> bool:
+        svc = self.stack.services[service]
+        return any(not self.endpoint(host, dep).local for dep in (*svc.depends_on, *svc.routes.values()))
+
+    @property
+    def multi_host(self) -> bool:
+        return len(self.services_on) > 1
+
+
+def _placed_services(stack: Stack, host: HostSpec) -> tuple[str, ...]:
+    groups = [g for g in stack.placement if g in host.groups]
+    if not groups:
+        return tuple(stack.services)
+    wanted = {name for g in groups for name in stack.placement[g]}
+    return tuple(name for name in stack.services if name in wanted)
+
+
+def _check_published_ports(placement: Placement) -> None:
+    stack = placement.stack
+    for host, names in placement.services_on.items():
+        owners: dict[int, str] = {}
+        for name in names:
+            service = stack.services[name]
+            ports = [stack.gateway_port] if service.kind == "gateway" else []
+            ports += [service.publish] if service.publish else []
+            ports += [service.port] if placement.is_published(host, name) and service.kind != "gateway" else []
+            for port in ports:
+                if port in owners and owners[port] != name:
+                    raise StackError(f"host {host}: services '{owners[port]}' and '{name}' both publish port {port}")
+                owners[port] = name
+
+
+def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
+    """Decide what runs where for the whole inventory; raise StackError on a bad layout."""
+    specs = {h.name: h for h in hosts}
+    services_on = {name: _placed_services(stack, spec) for name, spec in specs.items()}
+    placement = Placement(stack, specs, services_on)
+    for name, service in stack.services.items():
+        where = placement.hosts_of(name)
+        if not where:
+            raise StackError(f"service '{name}' is not placed on any host (add it to a 'placement' group)")
+        if len(where) > 1 and service.kind != "python":
+            raise StackError(f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
+                             f"only python services may run on several hosts")
+    for host in specs:
+        for name in services_on[host]:
+            if placement.is_published(host, name) and not specs[host].address:
+                raise StackError(f"host {host}: runs '{name}', which other hosts use, but has no "
+                                 f"'private_address' in the inventory")
+    _check_published_ports(placement)
+    return placement

@@ -1,0 +1,27 @@
+"""pyinfra inventory for the simulated hosts (tests/hosts/simhosts.py up --count 3).
+
+h1 runs the data group, h2 the AI group, h3 the apps and the gateway; all over real SSH.
+"""
+
+import json
+from pathlib import Path
+
+_state = json.loads(Path("/var/lib/stackdeploy-simhosts/hosts.json").read_text())
+_ssh = {
+    "ssh_user": "root",
+    "ssh_key": _state["ssh_key"],
+    "ssh_known_hosts_file": "/dev/null",
+    "ssh_strict_host_key_checking": "off",
+    "environment": "simhosts",
+}
+
+
+def _host(index: int) -> tuple[str, dict]:
+    info = _state["hosts"][index]
+    return info["address"], {**_ssh, "private_address": info["address"]}
+
+
+data = [_host(0)]
+ai = [_host(1)]
+apps = [_host(2)]
+edge = [_host(2)]
