@@ -11,9 +11,9 @@ from pyinfra import host
 
 from stackdeploy.desired import decide
 from stackdeploy.phases import (
+    announce,
     build_images,
     ensure_engine,
-    log_standins,
     render_stack,
     start_waves,
     verify_stack,
@@ -21,7 +21,7 @@ from stackdeploy.phases import (
 
 decisions = decide(host)
 plan = decisions.plan
-log_standins(plan)
+announce(plan, decisions.to_build, decisions.to_start, decisions.base_to_build)
 
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 render_stack(plan, decisions.secrets_json)

@@ -125,3 +125,20 @@ class StackStatus(FactBase[dict]):
 
     def process(self, output: list[str]) -> dict:
         return json.loads("\n".join(output))
+
+
+class FileHashes(FactBase[dict]):
+    """SHA-256 of every file under a directory (relative path -> hash), in one command."""
+
+    def command(self, root: str) -> str:
+        r = shlex.quote(root)
+        return (f"cd {r} 2>/dev/null && find . -type f ! -path './logs/*' ! -path './state/applied/*' "
+                f"-exec sha256sum {{}} + || true")
+
+    def process(self, output: list[str]) -> dict:
+        hashes = {}
+        for line in output:
+            digest, _, path = line.partition("  ")
+            if path:
+                hashes[path.removeprefix("./")] = digest
+        return hashes

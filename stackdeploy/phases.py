@@ -10,17 +10,20 @@ real run will change.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
 import shlex
-from io import StringIO
+from io import BytesIO
 
 import click
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, deploy, operation
 from pyinfra.operations import apt, files, server
 
 from stackdeploy import FILES_DIR, STATE_DIR
-from stackdeploy.facts import DockerEngineStatus, HostState, StackStatus
+from stackdeploy.facts import DockerEngineStatus, FileHashes, HostState, StackStatus
+from stackdeploy.fingerprint import context_files
 from stackdeploy.plan import Plan
 from stackdeploy.report import render_table, write_report
 
@@ -76,25 +79,57 @@ def ensure_engine(needs_debootstrap: bool) -> None:
 
 # ------------------------------------------------------------------ phase 2: render
 
+MANAGED_DIRS = ("services/", "images/", "env/", "nginx/")
+
+
+def _modes(plan: Plan, paths: list[str]) -> dict[str, list[str]]:
+    modes: dict[str, list[str]] = {}
+    for rel in paths:
+        mode = "600" if rel in plan.secret_files or rel == ".secrets.json" else "755" if rel == "stackctl.py" else "644"
+        modes.setdefault(mode, []).append(rel)
+    return modes
+
+
+@operation(is_idempotent=True)
+def stack_files(plan: Plan, files: dict[str, bytes]):
+    """Upload the files whose content differs (one hash listing of the host, not a fact
+    per file: that keeps a no-op redeploy fast over SSH) and remove stale managed files."""
+    root = plan.stack.deploy_dir
+    remote = host.get_fact(FileHashes, root=root)
+    changed = [rel for rel in sorted(files) if remote.get(rel) != hashlib.sha256(files[rel]).hexdigest()]
+    stale = [rel for rel in sorted(remote) if rel not in files and rel.startswith(MANAGED_DIRS)]
+    if not changed and not stale:
+        host.noop(f"{len(files)} files up to date")
+        return
+    dirs = sorted({posixpath.dirname(f"{root}/{rel}") for rel in changed})
+    # env/ holds secrets: make it private before anything lands in it.
+    yield f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)} {root}/env && chmod 700 {root}/env"
+    for rel in changed:
+        yield FileUploadCommand(BytesIO(files[rel]), f"{root}/{rel}")
+    for mode, paths in _modes(plan, changed).items():
+        yield f"cd {root} && chmod {mode} {' '.join(shlex.quote(p) for p in paths)}"
+    if stale:
+        yield f"cd {root} && rm -f {' '.join(shlex.quote(p) for p in stale)}"
+
+
+def desired_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
+    """Every file the host should have under the deploy dir, with its exact bytes."""
+    files = {rel: content.encode() for rel, content in plan.files.items()}
+    files[".secrets.json"] = secrets_json.encode()
+    files["stackctl.py"] = (FILES_DIR / "stackctl.py").read_bytes()
+    for svc in plan.services.values():
+        if svc.source_dir is not None:
+            for path in context_files(svc.source_dir):
+                files[f"{svc.build_dir}/src/{path.relative_to(svc.source_dir).as_posix()}"] = path.read_bytes()
+    return files
+
+
 @deploy("Render stack files")
 def render_stack(plan: Plan, secrets_json: str) -> None:
     """Put every rendered file, the build sources and the host helper under the deploy dir."""
     root = plan.stack.deploy_dir
     files.directory(name=f"Deploy directory {root}", path=root, mode="750")
-    # host.loop: hosts render different file lists; keeps pyinfra's operation order sane.
-    for rel, content in host.loop(sorted(plan.files.items())):
-        files.put(
-            name=f"File {rel}", src=StringIO(content), dest=f"{root}/{rel}",
-            mode="600" if rel in plan.secret_files else "644",
-        )
-    files.put(name="Secrets (.secrets.json, 0600)", src=StringIO(secrets_json),
-              dest=f"{root}/.secrets.json", mode="600")
-    files.put(name="Host helper stackctl.py", src=str(FILES_DIR / "stackctl.py"),
-              dest=f"{root}/stackctl.py", mode="755")
-    for name, svc in host.loop(plan.services.items()):
-        if svc.source_dir is not None:
-            files.sync(name=f"Source of {name}", src=str(svc.source_dir), dest=f"{root}/{svc.build_dir}/src",
-                       delete=True, exclude=["*.pyc", "*.pyo"], exclude_dir=["__pycache__", "tests"])
+    stack_files(name="Rendered files, sources and host helper", plan=plan, files=desired_files(plan, secrets_json))
 
 
 # ------------------------------------------------------------------ phase 3: build
@@ -121,7 +156,7 @@ def service_images(plan: Plan, to_build: list[str]):
 @deploy("Build images")
 def build_images(plan: Plan, state: HostState, to_build: list[str]) -> None:
     base_image(name="Offline base image (debootstrap, Python 3.11)", plan=plan, state=state)
-    service_images(name=f"Build {', '.join(to_build) or 'nothing'}", plan=plan, to_build=to_build)
+    service_images(name="Images of changed build contexts", plan=plan, to_build=to_build)
 
 
 # ------------------------------------------------------------------ phase 4: start
@@ -137,11 +172,11 @@ def wave(plan: Plan, to_start: list[str]):
 
 @deploy("Start services in dependency waves")
 def start_waves(plan: Plan, to_start: list[str]) -> None:
+    """One operation per wave of the whole stack, on every host, so pyinfra's wait for all
+    hosts after each operation is the barrier between waves across hosts."""
     for number, names in enumerate(plan.waves, start=1):
-        changed = [n for n in names if n in to_start]
-        label = ", ".join(f"{n} (STAND-IN)" if _is_standin(plan, n) else n for n in names) or "nothing here"
-        action = f" -> start {', '.join(changed)}" if changed else ""
-        wave(name=f"Wave {number}: {label}{action}", plan=plan, to_start=changed)
+        label = ", ".join(f"{n} (STAND-IN)" if _is_standin(plan, n) else n for n in names)
+        wave(name=f"Wave {number}: {label}", plan=plan, to_start=[n for n in names if n in to_start])
 
 
 def _is_standin(plan: Plan, name: str) -> bool:
@@ -200,7 +235,11 @@ def verify_stack(plan: Plan, built: list[str], started: list[str], base_built: b
     verified(name="Health of every service", plan=plan, built=built, started=started, base_built=base_built)
 
 
-def log_standins(plan: Plan) -> None:
+def announce(plan: Plan, to_build: list[str], to_start: list[str], base_build: bool) -> None:
+    """Say, while preparing, exactly what this run will change on this host (--dry too)."""
+    builds = (["base image"] if base_build else []) + to_build
+    logger.info(f"{host.print_prefix}image source: {plan.image_source}; "
+                f"build: {', '.join(builds) or 'nothing'}; (re)start: {', '.join(to_start) or 'nothing'}")
     for name in plan.services:
         if _is_standin(plan, name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

@@ -69,7 +69,7 @@ class Plan:
     services: dict[str, ServicePlan]
     files: dict[str, str]  # path relative to deploy dir -> content
     secret_files: frozenset[str]  # paths in ``files`` that hold secrets (mode 0600)
-    waves: list[list[str]]
+    waves: list[list[str]]  # waves of the whole stack (all hosts), by dependency
     checks: dict[str, dict] = field(default_factory=dict)
     remote: dict[str, dict] = field(default_factory=dict)  # dependencies on other hosts
 
@@ -270,7 +270,6 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         plan = service_plans[name]
         service_plans[name] = ServicePlan(name, plan.image, plan.build_dir, plan.source_dir, config_hash)
 
-    global_waves = waves({n: s.depends_on for n, s in stack.services.items()})
     return Plan(
         stack=stack,
         image_source=image_source,
@@ -279,7 +278,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         services=service_plans,
         files=files,
         secret_files=frozenset(f"env/{name}.env" for name in names),
-        waves=[[n for n in wave if n in service_plans] for wave in global_waves],
+        waves=waves({n: s.depends_on for n, s in stack.services.items()}),
         checks=checks,
         remote=remote,
     )

@@ -4,6 +4,7 @@ h1 runs the data group, h2 the AI group, h3 the apps and the gateway; all over r
 """
 
 import json
+import os
 from pathlib import Path
 
 _state = json.loads(Path("/var/lib/stackdeploy-simhosts/hosts.json").read_text())
@@ -13,6 +14,8 @@ _ssh = {
     "ssh_known_hosts_file": "/dev/null",
     "ssh_strict_host_key_checking": "off",
     "environment": "simhosts",
+    # Tests add host data (e.g. service_overrides) to every host through this variable.
+    **json.loads(os.environ.get("SIMHOSTS_EXTRA_DATA", "{}")),
 }
 
 

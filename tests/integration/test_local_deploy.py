@@ -137,9 +137,9 @@ def test_source_change_rebuilds_and_recreates_only_that_service(first_deploy, se
     assert result.returncode == 0, result.output[-4000:]
     after = identities()
     assert {n for n in before if before[n] != after[n]} == {"ai-engine"}
-    built = [op for op in changed_ops(result.output) if op.startswith("Build images")]
-    assert built == ["Build images | Build ai-engine"]
-    assert "build ai-engine: built" in result.output or "Build ai-engine" in built[0]
+    assert "build: ai-engine; (re)start: ai-engine" in result.output
+    built = [line.split("] build ")[1].split(":")[0] for line in result.output.splitlines() if "] build " in line]
+    assert built == ["ai-engine"]
     login()  # secrets were not rotated: auth-service still reads the same database
 
 
