@@ -20,13 +20,14 @@ KINDS = ("python", "infra", "gateway")
 IMAGE_SOURCES = ("registry", "local", "auto")
 SERVICE_KEYS = {
     "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
-    "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command",
+    "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits",
 }
 HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
     "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
-    "shared_env", "environment", "placement", "private_address",
+    "shared_env", "environment", "placement", "private_address", "deploy_user",
+    "deploy_user_public_key",
 }
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -45,6 +46,7 @@ class Health:
     tcp: bool = False
     http: str | None = None
     command: tuple[str, ...] = ()
+    limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Service:
     websocket_routes: tuple[str, ...]
     publish: int | None
     command: tuple[str, ...] = ()
+    limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m"}
 
     @property
     def env_prefix(self) -> str:
@@ -138,6 +141,26 @@ def _parse_health(where: str, raw: Any) -> Health:
     return Health(tcp=bool(raw.get("tcp", False)), http=http, command=command)
 
 
+LIMIT_KEYS = {"cpus", "memory"}
+MEMORY_PATTERN = re.compile(r"^[0-9]+[kmg]$")
+
+
+def _parse_limits(where: str, raw: Any) -> dict[str, str]:
+    limits = _string_map(where, raw)
+    for key, value in limits.items():
+        if key not in LIMIT_KEYS:
+            raise StackError(f"{where}: unknown key '{key}'{closest(key, LIMIT_KEYS)}")
+        if key == "memory" and not MEMORY_PATTERN.match(value):
+            raise StackError(f"{where}.memory: must look like 512m or 2g, got {value!r}")
+        if key == "cpus":
+            try:
+                if float(value) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise StackError(f"{where}.cpus: must be a number above 0, got {value!r}") from None
+    return limits
+
+
 def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
     where = f"service '{name}'"
     if not NAME_PATTERN.match(name):
@@ -183,6 +206,7 @@ def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
         websocket_routes=_string_list(f"{where}.websocket_routes", raw.get("websocket_routes", [])),
         publish=publish,
         command=_string_list(f"{where}.command", raw.get("command", [])),
+        limits=_parse_limits(f"{where}.limits", raw.get("limits", {})),
     )
 
 

@@ -166,6 +166,7 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
         "config_mounts": config_mounts,
         "ports": ports,
         "networks": ["backend", "edge"] if edge else ["backend"],
+        "limits": dict(service.limits),
     }
 
 

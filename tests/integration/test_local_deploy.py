@@ -138,8 +138,10 @@ def test_source_change_rebuilds_and_recreates_only_that_service(first_deploy, se
     after = identities()
     assert {n for n in before if before[n] != after[n]} == {"ai-engine"}
     assert "build: ai-engine; (re)start: ai-engine" in result.output
-    built = [line.split("] build ")[1].split(":")[0] for line in result.output.splitlines() if "] build " in line]
-    assert built == ["ai-engine"]
+    report = json.loads((copy / ".deploy" / "last-report.json").read_text())["hosts"]["@local"]["services"]
+    built = {name: row["build"] for name, row in report.items() if row["build"]}
+    assert list(built) == ["ai-engine"]
+    assert built["ai-engine"]["cached"] >= built["ai-engine"]["steps"] - 1  # only the code layer rebuilt
     login()  # secrets were not rotated: auth-service still reads the same database
 
 

@@ -1,0 +1,22 @@
+"""Provision production Docker hosts: pyinfra INVENTORY provision.py
+
+Installs the Docker Engine and Compose v2, a non-root deploy user in the docker group,
+daemon settings (log rotation, live-restore) and firewall rules that let only the
+stack's own hosts reach the ports published for other hosts. Run it before deploy.py on
+new hosts; running it again changes nothing.
+
+Host data: ``deploy_user`` (default "deploy"), ``deploy_user_public_key`` (optional).
+"""
+
+from pyinfra import host
+
+from stackdeploy.desired import inventory_placement, load_stack
+from stackdeploy.provision import provision_host
+
+stack = load_stack(host.data.dict())
+provision_host(
+    where=inventory_placement(stack, host),
+    deploy_user=host.data.get("deploy_user") or "deploy",
+    public_key=host.data.get("deploy_user_public_key"),
+    needs_debootstrap=stack.image_source != "registry",
+)

@@ -1,0 +1,103 @@
+"""Production host provisioning, as pyinfra ``@deploy`` functions (see provision.py).
+
+    engine -> deploy user -> daemon settings -> firewall
+
+Each step reads the host first and changes only what differs, so a second run reports
+no changes. Debian and Ubuntu hosts; with or without systemd.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.operations import files, server
+
+from stackdeploy.facts import DockerEngineStatus
+from stackdeploy.phases import ensure_engine
+from stackdeploy.placement import Placement
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+CHAIN = "STACKDEPLOY"
+DAEMON_SETTINGS = {
+    "live-restore": True,
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+}
+
+
+class IptablesChain(FactBase[list[str]]):
+    """Rules of one iptables filter chain, as ``iptables -S`` prints them (empty if absent)."""
+
+    def command(self, chain: str) -> str:
+        return f"iptables -S {shlex.quote(chain)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+class DockerUserJumps(FactBase[bool]):
+    """Whether Docker's DOCKER-USER chain already jumps to our chain."""
+
+    def command(self, chain: str) -> str:
+        return f"iptables -C DOCKER-USER -j {shlex.quote(chain)} >/dev/null 2>&1 && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return "".join(output).strip() == "yes"
+
+
+def firewall_rules(where: Placement, host_name: str) -> list[str]:
+    """iptables rules (``-A`` form) that let only the stack's own hosts reach the ports this
+    host publishes for other hosts; the gateway's public port is left alone."""
+    address = where.hosts[host_name].address
+    peers = sorted({h.address for h in where.hosts.values() if h.address})
+    rules = [f"-N {CHAIN}"]
+    for name in where.services_on[host_name]:
+        service = where.stack.services[name]
+        if service.kind == "gateway" or not where.is_published(host_name, name):
+            continue
+        # Written the way `iptables -S` prints it, so the fact compares equal when in place.
+        match = f"-p tcp -m conntrack --ctorigdst {address} --ctorigdstport {service.port}"
+        rules += [f"-A {CHAIN} -s {peer}/32 {match} -j RETURN" for peer in peers]
+        rules.append(f"-A {CHAIN} {match} -j DROP")
+    return rules
+
+
+@operation(is_idempotent=True)
+def chain(rules: list[str]):
+    """Make our chain hold exactly ``rules`` and hook it into DOCKER-USER."""
+    current = host.get_fact(IptablesChain, chain=CHAIN)
+    if current != rules:
+        yield f"iptables -N {CHAIN} 2>/dev/null || true"
+        yield f"iptables -F {CHAIN}"
+        for rule in rules[1:]:
+            yield f"iptables {rule}"
+    if not host.get_fact(DockerUserJumps, chain=CHAIN):
+        yield f"iptables -I DOCKER-USER 1 -j {CHAIN}"
+    if current == rules:
+        host.noop("firewall rules up to date")
+
+
+@operation(is_idempotent=True)
+def reload_dockerd(systemd: bool):
+    """Apply daemon.json: restart under systemd (live-restore keeps containers running),
+    else SIGHUP, which reloads live-restore; log options apply from the next start."""
+    yield "systemctl restart docker" if systemd else "kill -HUP $(pidof dockerd)"
+
+
+@deploy("Provision Docker host")
+def provision_host(where: Placement, deploy_user: str, public_key: str | None, needs_debootstrap: bool) -> None:
+    ensure_engine(needs_debootstrap=needs_debootstrap)
+    server.group(name="docker group", group="docker")
+    server.user(name=f"Deploy user {deploy_user} (docker group)", user=deploy_user, groups=["docker"],
+                shell="/bin/bash", ensure_home=True, public_keys=[public_key] if public_key else None)
+    daemon = files.put(name="Daemon settings (log rotation, live-restore)",
+                       src=StringIO(json.dumps(DAEMON_SETTINGS, indent=2, sort_keys=True) + "\n"),
+                       dest=DAEMON_JSON, mode="644")
+    systemd = host.get_fact(DockerEngineStatus)["systemd"]
+    reload_dockerd(name="Apply daemon settings", systemd=systemd, _if=daemon.did_change)
+    chain(name="Firewall: published stack ports only for stack hosts",
+          rules=firewall_rules(where, host.name))

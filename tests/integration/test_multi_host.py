@@ -1,0 +1,163 @@
+"""The stack across three simulated Docker hosts, over real SSH.
+
+h1 (data): postgres, redis; h2 (ai): ollama, chromadb, ai-engine; h3 (apps + edge): the
+other apps and the gateway. Hosts are network namespaces with their own dockerd and
+sshd (tests/hosts/simhosts.py); traffic stays between this machine and them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import ROOT, DeployResult, changed_ops
+
+SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
+INVENTORY = str(ROOT / "tests" / "hosts" / "inventory.py")
+PYINFRA = Path(sys.executable).parent / "pyinfra"
+H1, H2, H3 = "10.77.0.11", "10.77.0.12", "10.77.0.13"
+GATEWAY = f"http://{H3}:8080"
+PLACEMENT = {
+    H1: {"postgres", "redis"},
+    H2: {"ollama", "chromadb", "ai-engine"},
+    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway"},
+}
+USER = {"username": f"multi-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[dict]:
+    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)
+    yield {h["address"]: h for h in state["hosts"]}
+    subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
+
+
+def deploy(*args: str, extra: dict | None = None) -> DeployResult:
+    env = {**os.environ, "SIMHOSTS_EXTRA_DATA": json.dumps(extra or {})}
+    started = time.monotonic()
+    result = subprocess.run([str(PYINFRA), "-y", INVENTORY, "deploy.py", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=1800, check=False)
+    return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+
+
+def docker_on(hosts: dict, address: str, *args: str) -> str:
+    return subprocess.run(["docker", "-H", hosts[address]["docker_host"], *args], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+
+
+def containers_on(hosts: dict, address: str) -> dict[str, dict]:
+    ids = docker_on(hosts, address, "ps", "-aq", "--filter", "label=com.docker.compose.project=creatorstack").split()
+    if not ids:
+        return {}
+    return {i["Config"]["Labels"]["com.docker.compose.service"]: i
+            for i in json.loads(docker_on(hosts, address, "inspect", *ids))}
+
+
+def identities(hosts: dict) -> dict[str, tuple[str, str]]:
+    return {f"{name}@{address}": (info["Id"], info["State"]["StartedAt"])
+            for address in hosts for name, info in containers_on(hosts, address).items()}
+
+
+@pytest.fixture(scope="module")
+def deployed(hosts) -> DeployResult:
+    result = deploy()
+    assert result.returncode == 0, result.output[-6000:]
+    return result
+
+
+def test_each_host_runs_its_group(hosts, deployed):
+    for address, expected in PLACEMENT.items():
+        running = {n for n, i in containers_on(hosts, address).items() if i["State"]["Running"]}
+        assert running == expected, address
+
+
+def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts, deployed):
+    published = {}
+    for address in hosts:
+        for name, info in containers_on(hosts, address).items():
+            for bindings in (info["HostConfig"]["PortBindings"] or {}).values():
+                published[name] = {(b["HostIp"], b["HostPort"]) for b in bindings}
+    assert published == {
+        "postgres": {(H1, "5432")},
+        "redis": {(H1, "6379")},
+        "ai-engine": {(H2, "8003")},
+        "api-gateway": {("0.0.0.0", "8080")},
+    }
+
+
+def test_end_to_end_through_the_gateway_across_hosts(hosts, deployed):
+    assert httpx.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10).status_code == 201
+    token = httpx.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth, files={"file": ("a.txt", b"across hosts")},
+                      timeout=10).status_code == 201
+    assert [u["filename"] for u in httpx.get(f"{GATEWAY}/api/creators/uploads", headers=auth, timeout=10).json()] \
+        == ["a.txt"]
+    assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": "hosts in namespaces"}, timeout=30).status_code \
+        == 201
+    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "namespaces"}, timeout=30).json()["matches"]
+    assert matches and matches[0]["text"] == "hosts in namespaces"
+
+    async def exchange() -> dict:
+        url = f"ws://{H3}:8080/api/channels/ws/multi?token={token}"
+        async with websockets.connect(url) as first, websockets.connect(url) as second:
+            await asyncio.wait_for(first.recv(), 10)
+            await asyncio.wait_for(second.recv(), 10)
+            await first.send("/ai across hosts")
+            messages = [json.loads(await asyncio.wait_for(second.recv(), 20)) for _ in range(2)]
+            return {m["from"]: m["text"] for m in messages}
+
+    received = asyncio.run(exchange())
+    assert received[USER["username"]] == "/ai across hosts"
+    assert "stand-in" in received["ai-engine"]  # channel-service (h3) -> ai-engine (h2) -> ollama (h2)
+
+
+def test_second_run_is_a_noop_on_every_host(hosts, deployed):
+    before = identities(hosts)
+    result = deploy()
+    assert result.returncode == 0, result.output[-4000:]
+    assert changed_ops(result.output) == []
+    assert identities(hosts) == before
+    for address in hosts:
+        assert f"[{address}] image source: local; build: nothing; (re)start: nothing" in result.output
+
+
+def test_limit_apps_redeploys_only_that_group(hosts, deployed):
+    before = identities(hosts)
+    change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
+    result = deploy("--limit", "apps", extra=change)
+    assert result.returncode == 0, result.output[-4000:]
+    assert f"[{H1}]" not in result.output and f"[{H2}]" not in result.output
+    after = identities(hosts)
+    assert {k for k in before if before[k] != after[k]} == {f"creator-hub@{H3}"}
+    # The same change on the whole inventory now has nothing left to do.
+    result = deploy(extra=change)
+    assert result.returncode == 0 and changed_ops(result.output) == []
+
+
+def test_stopped_postgres_fails_the_deploy_naming_host_and_service(hosts, deployed):
+    postgres = containers_on(hosts, H1)["postgres"]["Id"]
+    docker_on(hosts, H1, "stop", postgres)
+    change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
+    try:
+        result = deploy("--limit", "apps", extra=change)
+        assert result.returncode != 0
+        assert f"postgres@{H1}: {H1}:5432 not answering" in result.output
+    finally:
+        recovered = deploy(extra=change)  # the full run starts postgres again
+    assert recovered.returncode == 0, recovered.output[-4000:]
+    assert f"[{H1}] image source: local; build: nothing; (re)start: postgres" in recovered.output
