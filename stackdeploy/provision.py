@@ -59,8 +59,9 @@ def firewall_rules(where: Placement, host_name: str) -> list[str]:
         service = where.stack.services[name]
         if service.kind == "gateway" or not where.is_published(host_name, name):
             continue
-        # Written the way `iptables -S` prints it, so the fact compares equal when in place.
-        match = f"-p tcp -m conntrack --ctorigdst {address} --ctorigdstport {service.port}"
+        # Only the original direction: replies (from the container) must pass. Written the
+        # way `iptables -S` prints it, so the fact compares equal when in place.
+        match = f"-p tcp -m conntrack --ctorigdst {address} --ctorigdstport {service.port} --ctdir ORIGINAL"
         rules += [f"-A {CHAIN} -s {peer}/32 {match} -j RETURN" for peer in peers]
         rules.append(f"-A {CHAIN} {match} -j DROP")
     return rules

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -46,10 +47,10 @@ def hosts() -> Iterator[dict]:
     subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
 
 
-def deploy(*args: str, extra: dict | None = None) -> DeployResult:
+def deploy(*args: str, extra: dict | None = None, deploy_file: str = "deploy.py") -> DeployResult:
     env = {**os.environ, "SIMHOSTS_EXTRA_DATA": json.dumps(extra or {})}
     started = time.monotonic()
-    result = subprocess.run([str(PYINFRA), "-y", INVENTORY, "deploy.py", *args], cwd=ROOT, env=env,
+    result = subprocess.run([str(PYINFRA), "-y", INVENTORY, deploy_file, *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=1800, check=False)
     return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
 
@@ -72,11 +73,46 @@ def identities(hosts: dict) -> dict[str, tuple[str, str]]:
             for address in hosts for name, info in containers_on(hosts, address).items()}
 
 
+def port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
-def deployed(hosts) -> DeployResult:
+def provisioned(hosts) -> DeployResult:
+    # --serial: the simulated hosts share /etc/passwd, so parallel useradd would race;
+    # real hosts do not need it.
+    result = deploy("--serial", deploy_file="provision.py")
+    assert result.returncode == 0, result.output[-6000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def deployed(hosts, provisioned) -> DeployResult:
     result = deploy()
     assert result.returncode == 0, result.output[-6000:]
     return result
+
+
+def test_provisioning_is_idempotent(hosts, provisioned):
+    result = deploy(deploy_file="provision.py")
+    assert result.returncode == 0, result.output[-4000:]
+    assert changed_ops(result.output) == []
+    settings = json.loads((Path(hosts[H1]["data"]) / "etc-docker" / "daemon.json").read_text())
+    assert settings["live-restore"] is True and settings["log-opts"]["max-file"] == "3"
+    assert "docker" in subprocess.run(["id", "-nG", "deploy"], capture_output=True, text=True,
+                                      check=True).stdout.split()
+
+
+def test_firewall_lets_only_stack_hosts_reach_internal_ports(hosts, deployed):
+    # This machine (10.77.0.1) is not one of the stack's hosts: internal ports are closed to it ...
+    assert not port_open(H1, 5432)
+    assert not port_open(H2, 8003)
+    # ... the public gateway is not, and the stack hosts reach each other (the deploy passed).
+    assert port_open(H3, 8080)
 
 
 def test_each_host_runs_its_group(hosts, deployed):
