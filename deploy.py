@@ -21,10 +21,10 @@ from stackdeploy.phases import (
 
 decisions = decide(host)
 plan = decisions.plan
-announce(plan, decisions.to_build, decisions.to_start, decisions.base_to_build)
+announce(plan, decisions.to_build, decisions.to_start, decisions.base_to_build, decisions.to_ship)
 
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 render_stack(plan, decisions.secrets_json)
-build_images(plan, decisions.state, decisions.to_build)
+build_images(plan, decisions.state, decisions.to_build, decisions.to_ship, decisions.builder)
 start_waves(plan, decisions.to_start)
-verify_stack(plan, decisions.to_build, decisions.to_start, decisions.base_to_build)
+verify_stack(plan, decisions.to_build, decisions.to_start, decisions.base_to_build or bool(decisions.to_ship))

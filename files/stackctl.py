@@ -45,8 +45,8 @@ def run(args: list[str], timeout: float | None = None) -> subprocess.CompletedPr
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def compose(*args: str) -> list[str]:
-    return ["docker", "compose", "--project-directory", str(ROOT), "-f", str(ROOT / "compose.yaml"), *args]
+def compose(*args: str, file: str = "compose.yaml") -> list[str]:
+    return ["docker", "compose", "--project-directory", str(ROOT), "-f", str(ROOT / file), *args]
 
 
 def project() -> str:
@@ -78,7 +78,7 @@ def build_one(service: str) -> dict:
     log_path = logs / f"build-{service}.log"
     started = time.monotonic()
     with log_path.open("w") as log:
-        result = subprocess.run(compose("build", "--progress", "plain", service), stdout=log,
+        result = subprocess.run(compose("build", "--progress", "plain", service, file="compose.build.yaml"), stdout=log,
                                 stderr=subprocess.STDOUT, text=True, check=False)
     text = log_path.read_text(errors="replace").splitlines()
     steps = {m.group(1) for line in text if (m := STEP_RE.match(line))}

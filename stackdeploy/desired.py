@@ -33,6 +33,8 @@ class HostDecisions:
     secrets_json: str
     to_build: list[str]
     to_start: list[str]
+    to_ship: list[str]  # images to copy from the build host (build-once distribution)
+    builder: Host | None
 
     @property
     def base_to_build(self) -> bool:
@@ -65,6 +67,15 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
     return "registry" if host.get_fact(RegistryReachable, images=images) else "local"
 
 
+def build_host(stack: model.Stack, host: Host) -> Host | None:
+    """The host that builds every image under build-once (the one with ``build_host``
+    data, else the first in the inventory); None under build-everywhere."""
+    if stack.image_distribution != "build-once":
+        return None
+    hosts = list(host.inventory)
+    return next((h for h in hosts if h.data.get("build_host")), hosts[0])
+
+
 def decide(host: Host) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change."""
     stack = load_stack(host.data.dict())
@@ -79,14 +90,17 @@ def decide(host: Host) -> HostDecisions:
         )
     except model.StackError as exc:
         raise StackInputError(f"{host.name}: {exc}") from None
-    plan = build_plan(stack, image_source, values, where, host.name)
+    builder = build_host(stack, host)
+    plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None)
     plan.files["state/image-source"] = image_source + "\n"
     plan.files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
     plan.files["images/build-base.sh"] = plan.base_script
-    to_build = [n for n in plan.built_services if plan.services[n].image not in state.images]
+    to_build = [n for n, spec in plan.builds.items() if spec.image not in state.images]
+    to_ship = [image for image in plan.shipped if image not in state.images]
     to_start = [
         name for name, svc in plan.services.items()
         if state.containers.get(name, {}).get("state") != "running"
         or state.applied.get(name) != svc.config_hash
     ]
-    return HostDecisions(plan, state, json.dumps(values, indent=2, sort_keys=True) + "\n", to_build, to_start)
+    return HostDecisions(plan, state, json.dumps(values, indent=2, sort_keys=True) + "\n", to_build, to_start,
+                         to_ship, builder)

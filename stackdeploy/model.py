@@ -18,6 +18,7 @@ from stackdeploy.graph import find_cycle
 
 KINDS = ("python", "infra", "gateway")
 IMAGE_SOURCES = ("registry", "local", "auto")
+DISTRIBUTIONS = ("build-everywhere", "build-once")
 SERVICE_KEYS = {
     "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
     "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits",
@@ -27,7 +28,7 @@ SETTINGS = {
     "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
     "shared_env", "environment", "placement", "private_address", "deploy_user",
-    "deploy_user_public_key",
+    "deploy_user_public_key", "image_distribution", "build_host",
 }
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -92,6 +93,7 @@ class Stack:
     shared_env: Mapping[str, str] = field(default_factory=dict)
     environment: str = "local"
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    image_distribution: str = "build-everywhere"
 
     def service(self, name: str) -> Service:
         return self.services[name]
@@ -255,6 +257,12 @@ def _parse_placement(raw: Any, services: Mapping[str, Service]) -> dict[str, tup
     return placement
 
 
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise StackError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _environment(value: Any) -> str:
     if not isinstance(value, str) or not NAME_PATTERN.match(value):
         raise StackError(f"environment: must be lowercase letters, digits and '-', got {value!r}")
@@ -272,11 +280,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
     deploy_dir = data.get("deploy_dir", f"/opt/{name}")
     if not isinstance(deploy_dir, str) or not deploy_dir.startswith("/"):
         raise StackError(f"deploy_dir: must be an absolute path, got {deploy_dir!r}")
-    image_source = data.get("image_source", "auto")
-    if image_source not in IMAGE_SOURCES:
-        raise StackError(
-            f"image_source: must be one of {', '.join(IMAGE_SOURCES)}, got {image_source!r}"
-        )
+    image_source = _choice("image_source", data.get("image_source", "auto"), IMAGE_SOURCES)
     ca_bundle = data.get("ca_bundle")
     if ca_bundle is not None and (not isinstance(ca_bundle, str) or not ca_bundle.startswith("/")):
         raise StackError(f"ca_bundle: must be an absolute path on the host or None, got {ca_bundle!r}")
@@ -304,4 +308,6 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         shared_env=_string_map("shared_env", data.get("shared_env", {})),
         environment=_environment(data.get("environment", "local")),
         placement=placement,
+        image_distribution=_choice("image_distribution", data.get("image_distribution", "build-everywhere"),
+                                   DISTRIBUTIONS),
     )

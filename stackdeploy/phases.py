@@ -14,11 +14,12 @@ import hashlib
 import json
 import posixpath
 import shlex
+import subprocess
 from io import BytesIO
 
 import click
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, deploy, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, Host, OperationError, deploy, operation
 from pyinfra.operations import apt, files, server
 
 from stackdeploy import FILES_DIR, STATE_DIR
@@ -117,10 +118,10 @@ def desired_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
     files = {rel: content.encode() for rel, content in plan.files.items()}
     files[".secrets.json"] = secrets_json.encode()
     files["stackctl.py"] = (FILES_DIR / "stackctl.py").read_bytes()
-    for svc in plan.services.values():
-        if svc.source_dir is not None:
-            for path in context_files(svc.source_dir):
-                files[f"{svc.build_dir}/src/{path.relative_to(svc.source_dir).as_posix()}"] = path.read_bytes()
+    for spec in plan.builds.values():
+        if spec.source_dir is not None:
+            for path in context_files(spec.source_dir):
+                files[f"{spec.build_dir}/src/{path.relative_to(spec.source_dir).as_posix()}"] = path.read_bytes()
     return files
 
 
@@ -153,10 +154,56 @@ def service_images(plan: Plan, to_build: list[str]):
     yield _stackctl(plan, "build", *to_build)
 
 
+STRICT_HOST_KEY = {"off": "no", "no": "no", "accept-new": "accept-new", "yes": "yes", "on": "yes"}
+
+
+def ssh_command(target: Host) -> list[str]:
+    """The ``ssh ...`` prefix that runs a command on ``target`` with its inventory data
+    (empty for @local, where commands run right here)."""
+    if target.name.startswith("@local"):
+        return []
+    data = target.data
+    command = ["ssh", "-o", "BatchMode=yes"]
+    if data.get("ssh_key"):
+        command += ["-i", str(data.get("ssh_key"))]
+    if data.get("ssh_port"):
+        command += ["-p", str(data.get("ssh_port"))]
+    if data.get("ssh_known_hosts_file"):
+        command += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
+    if data.get("ssh_strict_host_key_checking"):
+        value = STRICT_HOST_KEY.get(str(data.get("ssh_strict_host_key_checking")), "yes")
+        command += ["-o", f"StrictHostKeyChecking={value}"]
+    address = data.get("ssh_hostname") or target.name
+    user = data.get("ssh_user")
+    return [*command, f"{user}@{address}" if user else str(address)]
+
+
+def _ship(images: list[str], source: Host, target: Host) -> None:
+    save = shlex.join([*ssh_command(source), "docker", "save", *images])
+    load = shlex.join([*ssh_command(target), "docker", "load", "-q"])
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{save} | {load}"], capture_output=True,
+                            text=True, check=False, timeout=3600)
+    if result.returncode != 0:
+        raise OperationError(f"shipping {', '.join(images)} from {source.name} to {target.name} failed: "
+                             f"{result.stderr.strip()[-2000:]}")
+
+
+@operation(is_idempotent=True)
+def shipped_images(images: list[str], source: Host | None):
+    """Copy images this host runs but does not build from the build host, through this
+    control machine (docker save | docker load over SSH): no registry involved."""
+    if not images or source is None:
+        host.noop("no image to ship")
+        return
+    yield FunctionCommand(_ship, (images, source, host), {})
+
+
 @deploy("Build images")
-def build_images(plan: Plan, state: HostState, to_build: list[str]) -> None:
+def build_images(plan: Plan, state: HostState, to_build: list[str], to_ship: list[str],
+                 builder: Host | None) -> None:
     base_image(name="Offline base image (debootstrap, Python 3.11)", plan=plan, state=state)
     service_images(name="Images of changed build contexts", plan=plan, to_build=to_build)
+    shipped_images(name="Images shipped from the build host", images=to_ship, source=builder)
 
 
 # ------------------------------------------------------------------ phase 4: start
@@ -235,11 +282,12 @@ def verify_stack(plan: Plan, built: list[str], started: list[str], base_built: b
     verified(name="Health of every service", plan=plan, built=built, started=started, base_built=base_built)
 
 
-def announce(plan: Plan, to_build: list[str], to_start: list[str], base_build: bool) -> None:
+def announce(plan: Plan, to_build: list[str], to_start: list[str], base_build: bool, to_ship: list[str]) -> None:
     """Say, while preparing, exactly what this run will change on this host (--dry too)."""
     builds = (["base image"] if base_build else []) + to_build
+    shipped = f"; ship: {', '.join(to_ship)}" if to_ship else ""
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; "
-                f"build: {', '.join(builds) or 'nothing'}; (re)start: {', '.join(to_start) or 'nothing'}")
+                f"build: {', '.join(builds) or 'nothing'}{shipped}; (re)start: {', '.join(to_start) or 'nothing'}")
     for name in plan.services:
         if _is_standin(plan, name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

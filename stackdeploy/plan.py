@@ -72,10 +72,12 @@ class Plan:
     waves: list[list[str]]  # waves of the whole stack (all hosts), by dependency
     checks: dict[str, dict] = field(default_factory=dict)
     remote: dict[str, dict] = field(default_factory=dict)  # dependencies on other hosts
+    builds: dict[str, ImageSpec] = field(default_factory=dict)  # images this host builds
 
     @property
-    def built_services(self) -> list[str]:
-        return [name for name, svc in self.services.items() if svc.build_dir]
+    def shipped(self) -> list[str]:
+        """Images this host runs but another host builds (build-once distribution)."""
+        return sorted({svc.image for name, svc in self.services.items() if svc.build_dir and name not in self.builds})
 
 
 def _read(path: Path) -> str:
@@ -212,40 +214,61 @@ def single_host(stack: Stack, host: str = "@local") -> Placement:
     return place(stack, [HostSpec(host, frozenset())])
 
 
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of the stack: its tag and, when it is built, its build context."""
+
+    image: str
+    build_dir: str | None
+    context: dict[str, str]
+    source_dir: Path | None
+
+
+def _image_spec(service: Service, stack: Stack, image_source: str, base_image: str | None) -> ImageSpec:
+    if service.kind == "python":
+        context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
+        source_dir = SERVICES_DIR / service.name
+        fingerprint = digest({**context, **tree_parts(source_dir, "src")})
+        return ImageSpec(f"{stack.name}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
+                         context, source_dir)
+    if image_source == "local":
+        recipe = service.image["local"]
+        context = _infra_files(recipe, base_image or "")
+        return ImageSpec(f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}", f"images/{recipe}",
+                         context, None)
+    return ImageSpec(service.image["registry"], None, {}, None)
+
+
 def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
-               where: Placement | None = None, host: str = "@local") -> Plan:
-    """Compute every file, image tag and config hash for the part of ``stack`` on ``host``."""
+               where: Placement | None = None, host: str = "@local", builder: str | None = None) -> Plan:
+    """Compute every file, image tag and config hash for the part of ``stack`` on ``host``.
+
+    ``builder`` names the host that builds every image (build-once distribution); None
+    means each host builds the images of its own services (build-everywhere).
+    """
     assert image_source in ("registry", "local"), image_source
     where = where or single_host(stack, host)
-    local = image_source == "local"
     base_script = _read(BASE_SCRIPT)
     base_tag = short(combine([base_script, stack.debian_mirror]))
-    base_image = f"{SHARED_IMAGE_NAMESPACE}/base:{base_tag}" if local else None
-    python_base = base_image if local else REGISTRY_PYTHON_BASE
+    base_image = f"{SHARED_IMAGE_NAMESPACE}/base:{base_tag}" if image_source == "local" else None
     names = list(where.services_on[host])
     here = [stack.services[n] for n in names]
+    specs = {name: _image_spec(svc, stack, image_source, base_image) for name, svc in stack.services.items()}
+    builds_here = [n for n in (stack.services if builder == host else names if builder is None else [])
+                   if specs[n].build_dir]
 
     files: dict[str, str] = {}
+    for name in builds_here:
+        files.update({f"{specs[name].build_dir}/{rel}": text for rel, text in specs[name].context.items()})
+    files["compose.build.yaml"] = render("compose.build.yaml.j2", stack=stack,
+                                         builds=[(n, specs[n]) for n in builds_here])
     service_plans: dict[str, ServicePlan] = {}
     entries: dict[str, dict] = {}
     for service in here:
-        source_dir = None
-        if service.kind == "python":
-            build_dir = f"services/{service.name}"
-            context = _python_files(service, python_base, install_venv=local)
-            source_dir = SERVICES_DIR / service.name
-            fingerprint = digest({**context, **tree_parts(source_dir, "src")})
-            image = f"{stack.name}/{service.name}:{short(fingerprint)}"
-        elif local:
-            recipe = service.image["local"]
-            build_dir = f"images/{recipe}"
-            context = _infra_files(recipe, base_image or "")
-            image = f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}"
-        else:
-            build_dir, context, image = None, {}, service.image["registry"]
-        files.update({f"{build_dir}/{name}": content for name, content in context.items()})
-        service_plans[service.name] = ServicePlan(service.name, image, build_dir, source_dir)
-        entries[service.name] = _compose_entry(service, image, build_dir, image_source, where, host)
+        spec = specs[service.name]
+        service_plans[service.name] = ServicePlan(service.name, spec.image, spec.build_dir, spec.source_dir)
+        entries[service.name] = _compose_entry(service, spec.image, spec.build_dir if service.name in builds_here
+                                               else None, image_source, where, host)
         files[f"env/{service.name}.env"] = render(
             "service.env.j2", service=service, env=_env_for(service, where, host, secrets))
 
@@ -267,6 +290,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         # follows the config of the local replicas it names.
         upstream = [service_plans[t].config_hash for t in service.routes.values()
                     if len(where.endpoints(host, t)) > 1 and t in service_plans]
+        # The compose entry's build section depends on who builds; the container does not.
+        compose["services"][name].pop("build", None)
         config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], mounted, upstream])
         plan = service_plans[name]
         service_plans[name] = ServicePlan(name, plan.image, plan.build_dir, plan.source_dir, config_hash)
@@ -274,7 +299,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     return Plan(
         stack=stack,
         image_source=image_source,
-        base_image=base_image,
+        base_image=base_image if builds_here else None,
         base_script=base_script,
         services=service_plans,
         files=files,
@@ -282,4 +307,5 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         waves=waves({n: s.depends_on for n, s in stack.services.items()}),
         checks=checks,
         remote=remote,
+        builds={n: specs[n] for n in builds_here},
     )
