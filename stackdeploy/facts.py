@@ -135,6 +135,10 @@ class FileHashes(FactBase[dict]):
         return (f"cd {r} 2>/dev/null && find . -type f ! -path './logs/*' ! -path './state/applied/*' "
                 f"-exec sha256sum {{}} + || true")
 
+    @staticmethod
+    def default() -> dict:
+        return {}  # pyinfra's answer when the command printed nothing (empty directory)
+
     def process(self, output: list[str]) -> dict:
         hashes = {}
         for line in output:

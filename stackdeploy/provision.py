@@ -35,6 +35,10 @@ class IptablesChain(FactBase[list[str]]):
     def command(self, chain: str) -> str:
         return f"iptables -S {shlex.quote(chain)} 2>/dev/null || true"
 
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
 
