@@ -1,6 +1,6 @@
 """Deploy the whole stack: pyinfra INVENTORY deploy.py
 
-Phases, in order (each one in stackdeploy/phases.py):
+Phases, in order (one module each in stackdeploy/: engine, upload, images, startup, verify):
     ensure engine -> render files -> build images -> start in dependency waves -> verify
 
 The stack itself is data (group_data/all.py). Everything below is decided per host
@@ -10,14 +10,12 @@ before anything runs, so bad input stops here with one line and no host is chang
 from pyinfra import host
 
 from stackdeploy.desired import decide
-from stackdeploy.phases import (
-    announce,
-    build_images,
-    ensure_engine,
-    render_stack,
-    start_waves,
-    verify_stack,
-)
+from stackdeploy.engine import ensure_engine
+from stackdeploy.images import build_images
+from stackdeploy.remote import announce
+from stackdeploy.startup import start_waves
+from stackdeploy.upload import render_stack
+from stackdeploy.verify import verify_stack
 
 decisions = decide(host)
 plan = decisions.plan

@@ -16,8 +16,8 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import files, server
 
+from stackdeploy.engine import ensure_engine
 from stackdeploy.facts import DockerEngineStatus
-from stackdeploy.phases import ensure_engine
 from stackdeploy.placement import Placement
 
 DAEMON_JSON = "/etc/docker/daemon.json"

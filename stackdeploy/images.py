@@ -1,0 +1,85 @@
+"""Phase 3: images on the host: built where their fingerprint tag is missing, or shipped
+from the build host (build-once distribution). No registry is ever needed."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, Host, OperationError, deploy, operation
+
+from stackdeploy.facts import HostState
+from stackdeploy.plan import Plan
+from stackdeploy.remote import stackctl
+
+
+@operation(is_idempotent=True)
+def base_image(plan: Plan, state: HostState):
+    """Build the offline base image (debootstrap) unless its tag already exists."""
+    if plan.base_image is None or plan.base_image in state.images:
+        host.noop("base image present" if plan.base_image else "registry mode: no base image")
+        return
+    yield (f"sh {plan.stack.deploy_dir}/images/build-base.sh {shlex.quote(plan.base_image)} "
+           f"{shlex.quote(plan.stack.debian_mirror)}")
+
+
+@operation(is_idempotent=True)
+def service_images(plan: Plan, to_build: list[str]):
+    """Build the images whose fingerprint tag is missing, all at once."""
+    if not to_build:
+        host.noop("every image matches its build-context fingerprint")
+        return
+    yield stackctl(plan, "build", *to_build)
+
+
+STRICT_HOST_KEY = {"off": "no", "no": "no", "accept-new": "accept-new", "yes": "yes", "on": "yes"}
+
+
+def ssh_command(target: Host) -> list[str]:
+    """The ``ssh ...`` prefix that runs a command on ``target`` with its inventory data
+    (empty for @local, where commands run right here)."""
+    if target.name.startswith("@local"):
+        return []
+    data = target.data
+    command = ["ssh", "-o", "BatchMode=yes"]
+    if data.get("ssh_key"):
+        command += ["-i", str(data.get("ssh_key"))]
+    if data.get("ssh_port"):
+        command += ["-p", str(data.get("ssh_port"))]
+    if data.get("ssh_known_hosts_file"):
+        command += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
+    if data.get("ssh_strict_host_key_checking"):
+        value = STRICT_HOST_KEY.get(str(data.get("ssh_strict_host_key_checking")), "yes")
+        command += ["-o", f"StrictHostKeyChecking={value}"]
+    address = data.get("ssh_hostname") or target.name
+    user = data.get("ssh_user")
+    return [*command, f"{user}@{address}" if user else str(address)]
+
+
+def _ship(images: list[str], source: Host, target: Host) -> None:
+    save = shlex.join([*ssh_command(source), "docker", "save", *images])
+    load = shlex.join([*ssh_command(target), "docker", "load", "-q"])
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{save} | {load}"], capture_output=True,
+                            text=True, check=False, timeout=3600)
+    if result.returncode != 0:
+        raise OperationError(f"shipping {', '.join(images)} from {source.name} to {target.name} failed: "
+                             f"{result.stderr.strip()[-2000:]}")
+
+
+@operation(is_idempotent=True)
+def shipped_images(images: list[str], source: Host | None):
+    """Copy images this host runs but does not build from the build host, through this
+    control machine (docker save | docker load over SSH): no registry involved."""
+    if not images or source is None:
+        host.noop("no image to ship")
+        return
+    yield FunctionCommand(_ship, (images, source, host), {})
+
+
+@deploy("Build images")
+def build_images(plan: Plan, state: HostState, to_build: list[str], to_ship: list[str],
+                 builder: Host | None) -> None:
+    base_image(name="Offline base image (debootstrap, Python 3.11)", plan=plan, state=state)
+    service_images(name="Images of changed build contexts", plan=plan, to_build=to_build)
+    shipped_images(name="Images shipped from the build host", images=to_ship, source=builder)

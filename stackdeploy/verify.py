@@ -1,0 +1,64 @@
+"""Phase 5: probe every service (and dependencies on other hosts), print and save the summary."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from pyinfra import host
+from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+
+from stackdeploy import STATE_DIR
+from stackdeploy.facts import StackStatus
+from stackdeploy.plan import Plan
+from stackdeploy.remote import is_standin, stackctl
+from stackdeploy.report import render_table, write_report
+
+
+def _summarise(plan: Plan, status: dict, builds: dict, started: list[str]) -> None:
+    """Print the table and write the report; builds and readiness only for this run."""
+    rows = {
+        name: {**row, "standin": is_standin(plan, name), "build": builds.get(name),
+               "seconds_to_ready": row.get("seconds_to_ready") if name in started else None}
+        for name, row in status.items()
+    }
+    click.echo(render_table(host.name, rows), err=False)
+    write_report(STATE_DIR / "last-report.json", host.name, rows)
+    failed = {n: r["check"] for n, r in rows.items() if r["check"] != "ok"}
+    if failed:
+        raise OperationError("unhealthy: " + "; ".join(f"{n}: {why}" for n, why in failed.items()))
+
+
+def _run(command: str) -> str:
+    ok, output = host.run_shell_command(command)
+    if not ok:
+        raise OperationError(f"{command} failed: {output.stderr}")
+    return output.stdout
+
+
+def _verify_now(plan: Plan, built: list[str], started: list[str]) -> None:
+    status = json.loads(_run(stackctl(plan, "status")))
+    builds = json.loads(_run(f"cat {plan.stack.deploy_dir}/state/builds.json 2>/dev/null || echo '{{}}'"))
+    _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started)
+
+
+@operation(is_idempotent=True)
+def verified(plan: Plan, built: list[str], started: list[str], base_built: bool):
+    """Probe every service; print and save the summary.
+
+    Without changes the probe is a fact, so an untouched healthy stack reports no change
+    at all. pyinfra runs this body twice (prepare, then execute): print only when executing.
+    """
+    if not (built or started or base_built):
+        status = host.get_fact(StackStatus, deploy_dir=plan.stack.deploy_dir)
+        if all(row["check"] == "ok" for row in status.values()):
+            if host.state.is_executing:
+                _summarise(plan, status, {}, [])
+            host.noop(f"all {len(status)} services healthy")
+            return
+    yield FunctionCommand(_verify_now, (plan, built, started), {})
+
+
+@deploy("Verify the stack")
+def verify_stack(plan: Plan, built: list[str], started: list[str], base_built: bool) -> None:
+    verified(name="Health of every service", plan=plan, built=built, started=started, base_built=base_built)
