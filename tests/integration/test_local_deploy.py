@@ -112,6 +112,15 @@ def test_second_deploy_changes_nothing(first_deploy, session_tmp):
     assert identities() == before
 
 
+def test_dry_run_reports_exactly_what_the_real_run_changes(first_deploy, session_tmp):
+    before = identities()
+    change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
+    result = deploy(session_tmp, change, ROOT, "--dry")
+    assert result.returncode == 0, result.output[-4000:]
+    assert "[@local] image source: local; build: nothing; (re)start: creator-hub" in result.output
+    assert identities() == before  # nothing happened
+
+
 def test_env_change_recreates_one_service_without_rebuild_and_keeps_data(first_deploy, session_tmp):
     before = identities()
     result = deploy(session_tmp, {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}})
@@ -143,6 +152,21 @@ def test_source_change_rebuilds_and_recreates_only_that_service(first_deploy, se
     assert list(built) == ["ai-engine"]
     assert built["ai-engine"]["cached"] >= built["ai-engine"]["steps"] - 1  # only the code layer rebuilt
     login()  # secrets were not rotated: auth-service still reads the same database
+
+
+def test_failed_build_names_the_service_and_shows_its_log(first_deploy, session_tmp):
+    copy = session_tmp / "broken-build"
+    if not copy.exists():
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    requirements = copy / "files" / "services" / "ai-engine" / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "no-such-package-stackdeploy-test==0.0.1\n")
+    before = identities()
+    result = deploy(session_tmp, {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}, copy)
+    assert result.returncode != 0
+    assert "BUILD FAILED: service 'ai-engine' on host @local" in result.output
+    assert "/var/tmp/stackdeploy-itest/logs/build-ai-engine.log" in result.output
+    assert "no-such-package-stackdeploy-test" in result.output  # the log's tail
+    assert identities() == before  # nothing was started with a half-built image
 
 
 def test_failing_service_fails_loudly_with_its_logs(first_deploy, session_tmp):
