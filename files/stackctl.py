@@ -8,6 +8,7 @@ the parts that need a loop on the host itself:
     stackctl.py up SVC=HASH...        (re)create a wave's services, then gate on readiness
     stackctl.py gate SVC...           wait until services are ready (poll every 0.2 s)
     stackctl.py status                one probe of every service, as JSON
+    stackctl.py logs SVC...           the last log lines of services
 
 Readiness is probed directly (TCP connect / HTTP 200 to the container's address, or a
 command inside it), never by sleeping and never by waiting for Docker's own health
@@ -216,6 +217,12 @@ def gate(names: list[str], host: str, started: float | None = None) -> dict[str,
     return ready
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    for name in args.services:
+        print(f"last {LOG_LINES} log lines of {name} on host {args.host}:\n{last_logs(name)}")
+    return 0
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     gate(args.services, args.host)
     return 0
@@ -312,7 +319,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=socket.gethostname(), help="host name used in messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, func in (("build", cmd_build), ("up", cmd_up), ("gate", cmd_gate)):
+    for name, func in (("build", cmd_build), ("up", cmd_up), ("gate", cmd_gate), ("logs", cmd_logs)):
         p = sub.add_parser(name)
         p.add_argument("services", nargs="+")
         p.set_defaults(func=func)

@@ -11,7 +11,7 @@ from pyinfra.api import FunctionCommand, Host, OperationError, deploy, operation
 
 from stackdeploy.facts import HostState
 from stackdeploy.plan import Plan
-from stackdeploy.remote import stackctl
+from stackdeploy.remote import ssh_command, stackctl
 
 
 @operation(is_idempotent=True)
@@ -31,30 +31,6 @@ def service_images(plan: Plan, to_build: list[str]):
         host.noop("every image matches its build-context fingerprint")
         return
     yield stackctl(plan, "build", *to_build)
-
-
-STRICT_HOST_KEY = {"off": "no", "no": "no", "accept-new": "accept-new", "yes": "yes", "on": "yes"}
-
-
-def ssh_command(target: Host) -> list[str]:
-    """The ``ssh ...`` prefix that runs a command on ``target`` with its inventory data
-    (empty for @local, where commands run right here)."""
-    if target.name.startswith("@local"):
-        return []
-    data = target.data
-    command = ["ssh", "-o", "BatchMode=yes"]
-    if data.get("ssh_key"):
-        command += ["-i", str(data.get("ssh_key"))]
-    if data.get("ssh_port"):
-        command += ["-p", str(data.get("ssh_port"))]
-    if data.get("ssh_known_hosts_file"):
-        command += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
-    if data.get("ssh_strict_host_key_checking"):
-        value = STRICT_HOST_KEY.get(str(data.get("ssh_strict_host_key_checking")), "yes")
-        command += ["-o", f"StrictHostKeyChecking={value}"]
-    address = data.get("ssh_hostname") or target.name
-    user = data.get("ssh_user")
-    return [*command, f"{user}@{address}" if user else str(address)]
 
 
 def _ship(images: list[str], source: Host, target: Host) -> None:

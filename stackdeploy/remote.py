@@ -6,8 +6,32 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host, logger
+from pyinfra.api import Host
 
 from stackdeploy.plan import Plan
+
+STRICT_HOST_KEY = {"off": "no", "no": "no", "accept-new": "accept-new", "yes": "yes", "on": "yes"}
+
+
+def ssh_command(target: Host) -> list[str]:
+    """The ``ssh ...`` prefix that runs a command on ``target`` with its inventory data
+    (empty for @local, where commands run right here)."""
+    if target.name.startswith("@local"):
+        return []
+    data = target.data
+    command = ["ssh", "-o", "BatchMode=yes"]
+    if data.get("ssh_key"):
+        command += ["-i", str(data.get("ssh_key"))]
+    if data.get("ssh_port"):
+        command += ["-p", str(data.get("ssh_port"))]
+    if data.get("ssh_known_hosts_file"):
+        command += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
+    if data.get("ssh_strict_host_key_checking"):
+        value = STRICT_HOST_KEY.get(str(data.get("ssh_strict_host_key_checking")), "yes")
+        command += ["-o", f"StrictHostKeyChecking={value}"]
+    address = data.get("ssh_hostname") or target.name
+    user = data.get("ssh_user")
+    return [*command, f"{user}@{address}" if user else str(address)]
 
 
 def stackctl(plan: Plan, *args: str) -> str:

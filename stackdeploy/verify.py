@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import click
 from pyinfra import host
@@ -11,7 +12,7 @@ from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 from stackdeploy import STATE_DIR
 from stackdeploy.facts import StackStatus
 from stackdeploy.plan import Plan
-from stackdeploy.remote import is_standin, stackctl
+from stackdeploy.remote import is_standin, ssh_command, stackctl
 from stackdeploy.report import render_table, write_report
 
 
@@ -24,9 +25,23 @@ def _summarise(plan: Plan, status: dict, builds: dict, started: list[str]) -> No
     }
     click.echo(render_table(host.name, rows), err=False)
     write_report(STATE_DIR / "last-report.json", host.name, rows)
-    failed = {n: r["check"] for n, r in rows.items() if r["check"] != "ok"}
-    if failed:
-        raise OperationError("unhealthy: " + "; ".join(f"{n}: {why}" for n, why in failed.items()))
+    failed = {n: r for n, r in rows.items() if r["check"] != "ok"}
+    if failed and host.state.is_executing:
+        raise OperationError("\n".join(_failure(plan, name, row) for name, row in failed.items()))
+
+
+def _failure(plan: Plan, name: str, row: dict) -> str:
+    """One failed service: where, why, and its last log lines (fetched from its own host)."""
+    if row["state"] != "remote":
+        ok, output = host.run_shell_command(stackctl(plan, "logs", name))
+        logs = output.stdout if ok else output.stderr
+        return f"SERVICE FAILED: '{name}' on host {host.name}: {row['check']}\n{logs}"
+    service, owner = name.split("@", 1)
+    where = f"SERVICE FAILED: '{service}' on host {owner} (seen from {host.name}): {row['check']}"
+    command = [*ssh_command(host.inventory.get_host(owner)), "python3", f"{plan.stack.deploy_dir}/stackctl.py",
+               "--host", owner, "logs", service]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    return f"{where}\n{result.stdout or result.stderr}"
 
 
 def _run(command: str) -> str:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import stat
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from .conftest import GATEWAY, ROOT, changed_ops, containers, deploy, docker, identities
+from .conftest import GATEWAY, ROOT, TEST_HOST_DATA, changed_ops, containers, deploy, docker, identities
 
 SERVICES = {"postgres", "redis", "ollama", "chromadb", "auth-service", "creator-hub", "ai-engine",
             "channel-service", "api-gateway"}
@@ -51,6 +53,21 @@ def test_no_container_runs_as_root(first_deploy):
     for name, info in containers().items():
         uid = docker("exec", info["Id"], "id", "-u").strip()
         assert uid != "0", f"{name} runs as root"
+
+
+def test_secrets_stay_in_private_files(first_deploy):
+    root = Path(TEST_HOST_DATA["deploy_dir"])
+    private = [root / ".secrets.json", *sorted((root / "env").glob("*.env"))]
+    assert len(private) == 10
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((root / "env").stat().st_mode) == 0o700
+    secrets = json.loads((root / ".secrets.json").read_text())
+    assert set(secrets) == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
+    for name, info in containers().items():  # never in an image's config or history
+        image = json.loads(docker("image", "inspect", info["Config"]["Image"]))[0]
+        history = docker("history", "--no-trunc", info["Config"]["Image"])
+        assert not any(value in json.dumps(image) or value in history for value in secrets.values()), name
 
 
 def test_only_the_gateway_is_published(first_deploy):

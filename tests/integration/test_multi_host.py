@@ -192,7 +192,8 @@ def test_stopped_postgres_fails_the_deploy_naming_host_and_service(hosts, deploy
     try:
         result = deploy("--limit", "apps", extra=change)
         assert result.returncode != 0
-        assert f"postgres@{H1}: {H1}:5432 not answering" in result.output
+        assert f"SERVICE FAILED: 'postgres' on host {H1} (seen from {H3}): {H1}:5432 not answering" in result.output
+        assert f"last 30 log lines of postgres on host {H1}:" in result.output
     finally:
         recovered = deploy(extra=change)  # the full run starts postgres again
     assert recovered.returncode == 0, recovered.output[-4000:]
