@@ -165,6 +165,10 @@ def stop_host(info: dict[str, str]) -> None:
 
 
 def up(count: int) -> dict:
+    for tool in ("dockerd", "sshd", "ip", "ssh-keygen", "nsenter", "unshare", "iptables"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"simhosts: '{tool}' is missing (Debian packages: docker.io, openssh-server, "
+                             "openssh-client, iproute2, util-linux, iptables)")
     ensure_network()
     key = client_key()
     hosts = [host_info(i) for i in range(1, count + 1)]
