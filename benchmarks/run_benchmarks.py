@@ -65,11 +65,6 @@ def changed(before: dict, after: dict) -> list[str]:
     return sorted(n for n in after if before.get(n) != after[n])
 
 
-def built_services(output: str) -> list[str]:
-    return sorted(line.split("build ", 1)[1].split(":")[0] for line in output.splitlines()
-                  if "] build " in line and ": built" in line)
-
-
 def reset(keep_base: bool) -> None:
     """Remove the bench stack, its images and the build cache (optionally keep the base)."""
     for project in (STACK, f"{STACK}plain"):
@@ -149,11 +144,11 @@ def main() -> None:
     main_py.write_text(main_py.read_text() + "\n# benchmark code change\n")
     before = identities()
     results["change_s"], output = deploy(work, copy)
-    results["change_rebuilt"] = built_services(output)
+    report = json.loads((copy / ".deploy" / "last-report.json").read_text())["hosts"]["@local"]["services"]
+    results["change_rebuilt"] = sorted(name for name, row in report.items() if row.get("build"))
     results["change_recreated"] = changed(before, identities())
     build = state_json("builds.json").get("ai-engine", {})
     results["change_cached_steps"] = f"{build.get('cached')}/{build.get('steps')}"
-    report = json.loads((copy / ".deploy" / "last-report.json").read_text())["hosts"]["@local"]["services"]
     results["image_mb"] = {n: round((r.get("size") or 0) / 1e6) for n, r in report.items()}
     total_steps = sum(b.get("steps", 0) for b in state_json("builds.json").values())
     results["stack_steps_reused_pct"] = round(100 * (1 - (build.get("steps", 0) - build.get("cached", 0))
