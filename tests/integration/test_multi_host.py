@@ -198,3 +198,15 @@ def test_stopped_postgres_fails_the_deploy_naming_host_and_service(hosts, deploy
         recovered = deploy(extra=change)  # the full run starts postgres again
     assert recovered.returncode == 0, recovered.output[-4000:]
     assert f"[{H1}] image source: local; build: nothing; (re)start: postgres" in recovered.output
+
+
+def test_build_once_ships_missing_images_from_the_build_host(hosts, deployed):
+    once = {"image_distribution": "build-once", "service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
+    image = containers_on(hosts, H3)["creator-hub"]["Config"]["Image"]
+    docker_on(hosts, H3, "rmi", "-f", image)  # untag it: h3 no longer has the image it runs
+    before = identities(hosts)
+    result = deploy(extra=once)
+    assert result.returncode == 0, result.output[-4000:]
+    assert f"[{H3}] image source: local; build: nothing; ship: {image}; (re)start: nothing" in result.output
+    assert image in docker_on(hosts, H3, "images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert identities(hosts) == before  # same image, same config: nothing restarted
