@@ -23,6 +23,6 @@ announce(plan, decisions.to_build, decisions.to_start, decisions.base_to_build, 
 
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 render_stack(plan, decisions.secrets_json)
-build_images(plan, decisions.state, decisions.to_build, decisions.to_ship, decisions.builder)
+build_images(plan, decisions.base_to_build, decisions.to_build, decisions.to_ship, decisions.builder)
 start_waves(plan, decisions.to_start)
 verify_stack(plan, decisions.to_build, decisions.to_start, decisions.base_to_build or bool(decisions.to_ship))

@@ -34,6 +34,16 @@ deploy_dir = "/opt/creatorstack"
 #               deploy and remembered on the host so a flaky registry never flips it.
 image_source = "auto"
 
+# How images reach the hosts (no registry either way):
+#   "build-once":       one host (``build_host: True`` in its host data, else the first in
+#                       the inventory) builds every image; the others receive theirs with
+#                       docker save | docker load over SSH. When the build host is not part
+#                       of a run (--limit), each host builds what it lacks itself.
+#   "build-everywhere": each host builds the images of its own services.
+# build-once is the default: measured faster (benchmarks/results/), and only one host needs
+# to reach the package mirrors.
+image_distribution = "build-once"
+
 # A CA bundle on the target host for builds behind TLS interception. It is passed to
 # pip as a BuildKit secret and never stored in an image layer. None disables it.
 ca_bundle = "/etc/ssl/certs/ca-certificates.crt"

@@ -38,7 +38,8 @@ class HostDecisions:
 
     @property
     def base_to_build(self) -> bool:
-        return bool(self.plan.base_image and self.plan.base_image not in self.state.images)
+        """The offline base is needed only where something is built."""
+        return bool(self.to_build and self.plan.base_image and self.plan.base_image not in self.state.images)
 
 
 def load_stack(data: dict[str, Any]) -> model.Stack:
@@ -76,6 +77,21 @@ def build_host(stack: model.Stack, host: Host) -> Host | None:
     return next((h for h in hosts if h.data.get("build_host")), hosts[0])
 
 
+def images_to_get(plan: Plan, state: HostState, host: Host, builder: Host | None) -> tuple[list[str], list[str]]:
+    """(services to build here, images to ship here from the build host).
+
+    Build-once ships from the build host when it takes part in this run; when it does not
+    (``--limit apps``), each host builds what it lacks itself, so a limited run never
+    depends on a host it does not touch.
+    """
+    missing = [n for n, spec in plan.builds.items() if spec.image not in state.images]
+    if builder is None or builder.name == host.name:
+        return missing, []
+    if builder in list(host.inventory.iter_activated_hosts()):
+        return [], sorted({image for image in plan.own_built_images.values() if image not in state.images})
+    return [n for n in missing if n in plan.own_built_images], []
+
+
 def decide(host: Host) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change."""
     stack = load_stack(host.data.dict())
@@ -95,8 +111,7 @@ def decide(host: Host) -> HostDecisions:
     plan.files["state/image-source"] = image_source + "\n"
     plan.files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
     plan.files["images/build-base.sh"] = plan.base_script
-    to_build = [n for n, spec in plan.builds.items() if spec.image not in state.images]
-    to_ship = [image for image in plan.shipped if image not in state.images]
+    to_build, to_ship = images_to_get(plan, state, host, builder)
     to_start = [
         name for name, svc in plan.services.items()
         if state.containers.get(name, {}).get("state") != "running"

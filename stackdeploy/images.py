@@ -9,16 +9,15 @@ import subprocess
 from pyinfra import host
 from pyinfra.api import FunctionCommand, Host, OperationError, deploy, operation
 
-from stackdeploy.facts import HostState
 from stackdeploy.plan import Plan
 from stackdeploy.remote import ssh_command, stackctl
 
 
 @operation(is_idempotent=True)
-def base_image(plan: Plan, state: HostState):
-    """Build the offline base image (debootstrap) unless its tag already exists."""
-    if plan.base_image is None or plan.base_image in state.images:
-        host.noop("base image present" if plan.base_image else "registry mode: no base image")
+def base_image(plan: Plan, needed: bool):
+    """Build the offline base image (debootstrap) when this host builds and lacks it."""
+    if not needed or plan.base_image is None:
+        host.noop("no base image needed")
         return
     yield (f"sh {plan.stack.deploy_dir}/images/build-base.sh {shlex.quote(plan.base_image)} "
            f"{shlex.quote(plan.stack.debian_mirror)}")
@@ -54,8 +53,8 @@ def shipped_images(images: list[str], source: Host | None):
 
 
 @deploy("Build images")
-def build_images(plan: Plan, state: HostState, to_build: list[str], to_ship: list[str],
+def build_images(plan: Plan, base_needed: bool, to_build: list[str], to_ship: list[str],
                  builder: Host | None) -> None:
-    base_image(name="Offline base image (debootstrap, Python 3.11)", plan=plan, state=state)
+    base_image(name="Offline base image (debootstrap, Python 3.11)", plan=plan, needed=base_needed)
     service_images(name="Images of changed build contexts", plan=plan, to_build=to_build)
     shipped_images(name="Images shipped from the build host", images=to_ship, source=builder)

@@ -93,7 +93,7 @@ class Stack:
     shared_env: Mapping[str, str] = field(default_factory=dict)
     environment: str = "local"
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    image_distribution: str = "build-everywhere"
+    image_distribution: str = "build-once"
 
     def service(self, name: str) -> Service:
         return self.services[name]
@@ -308,6 +308,6 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         shared_env=_string_map("shared_env", data.get("shared_env", {})),
         environment=_environment(data.get("environment", "local")),
         placement=placement,
-        image_distribution=_choice("image_distribution", data.get("image_distribution", "build-everywhere"),
+        image_distribution=_choice("image_distribution", data.get("image_distribution", "build-once"),
                                    DISTRIBUTIONS),
     )

@@ -75,9 +75,9 @@ class Plan:
     builds: dict[str, ImageSpec] = field(default_factory=dict)  # images this host builds
 
     @property
-    def shipped(self) -> list[str]:
-        """Images this host runs but another host builds (build-once distribution)."""
-        return sorted({svc.image for name, svc in self.services.items() if svc.build_dir and name not in self.builds})
+    def own_built_images(self) -> dict[str, str]:
+        """Service -> image, for the images of this host's services that are built, not pulled."""
+        return {name: svc.image for name, svc in self.services.items() if svc.build_dir}
 
 
 def _read(path: Path) -> str:
@@ -243,7 +243,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
                where: Placement | None = None, host: str = "@local", builder: str | None = None) -> Plan:
     """Compute every file, image tag and config hash for the part of ``stack`` on ``host``.
 
-    ``builder`` names the host that builds every image (build-once distribution); None
+    ``builder`` names the host that can build every image (build-once distribution); None
     means each host builds the images of its own services (build-everywhere).
     """
     assert image_source in ("registry", "local"), image_source
@@ -254,8 +254,10 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     names = list(where.services_on[host])
     here = [stack.services[n] for n in names]
     specs = {name: _image_spec(svc, stack, image_source, base_image) for name, svc in stack.services.items()}
-    builds_here = [n for n in (stack.services if builder == host else names if builder is None else [])
-                   if specs[n].build_dir]
+    # Every host can build its own images (it does under build-everywhere, and under
+    # build-once when the build host is not part of the run); the build host can build all.
+    # The files therefore never depend on which hosts a run includes.
+    builds_here = [n for n in (stack.services if builder == host else names) if specs[n].build_dir]
 
     files: dict[str, str] = {}
     for name in builds_here:
