@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,10 +48,10 @@ def hosts() -> Iterator[dict]:
     subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
 
 
-def deploy(*args: str, extra: dict | None = None, deploy_file: str = "deploy.py") -> DeployResult:
+def deploy(*args: str, extra: dict | None = None, deploy_file: str = "deploy.py", root: Path = ROOT) -> DeployResult:
     env = {**os.environ, "SIMHOSTS_EXTRA_DATA": json.dumps(extra or {})}
     started = time.monotonic()
-    result = subprocess.run([str(PYINFRA), "-y", INVENTORY, deploy_file, *args], cwd=ROOT, env=env,
+    result = subprocess.run([str(PYINFRA), "-y", INVENTORY, deploy_file, *args], cwd=root, env=env,
                             capture_output=True, text=True, timeout=1800, check=False)
     return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
 
@@ -210,3 +211,21 @@ def test_build_once_ships_missing_images_from_the_build_host(hosts, deployed):
     assert f"[{H3}] image source: local; build: nothing; ship: {image}; (re)start: nothing" in result.output
     assert image in docker_on(hosts, H3, "images", "--format", "{{.Repository}}:{{.Tag}}").split()
     assert identities(hosts) == before  # same image, same config: nothing restarted
+
+
+def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp_path):
+    """--limit apps leaves the build host (h1) out: h3 builds the changed image itself."""
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    main = copy / "files" / "services" / "creator-hub" / "app" / "main.py"
+    main.write_text(main.read_text() + "\n# limited code change\n")
+    change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
+    before = identities(hosts)
+    result = deploy("--limit", "apps", extra=change, root=copy)
+    assert result.returncode == 0, result.output[-4000:]
+    announced = next(line for line in result.output.splitlines() if f"[{H3}] image source:" in line)
+    assert "creator-hub" in announced.split("build: ")[1].split(";")[0] and "ship:" not in announced
+    after = identities(hosts)
+    assert {k for k in before if before[k] != after[k]} == {f"creator-hub@{H3}"}
+    restored = deploy(extra=change)  # back to the original code, from the full inventory
+    assert restored.returncode == 0, restored.output[-4000:]
