@@ -102,6 +102,7 @@ services = {
         "port": 11434,
         "image": {"registry": "ollama/ollama", "local": "ollama-standin"},
         "volumes": {"ollama-models": "/data"},
+        "env": {"OLLAMA_MODELS": "/data/models"},  # the real Ollama keeps its models in the volume
         "health": {"tcp": True, "http": "/api/version"},
     },
     "chromadb": {
