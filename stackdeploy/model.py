@@ -95,12 +95,6 @@ class Stack:
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     image_distribution: str = "build-once"
 
-    def service(self, name: str) -> Service:
-        return self.services[name]
-
-    @property
-    def python_services(self) -> list[Service]:
-        return [s for s in self.services.values() if s.kind == "python"]
 
 
 def closest(word: str, choices: set[str]) -> str:

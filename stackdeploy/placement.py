@@ -71,10 +71,6 @@ class Placement:
         svc = self.stack.services[service]
         return any(not self.endpoint(host, dep).local for dep in (*svc.depends_on, *svc.routes.values()))
 
-    @property
-    def multi_host(self) -> bool:
-        return len(self.services_on) > 1
-
 
 def _placed_services(stack: Stack, host: HostSpec) -> tuple[str, ...]:
     groups = [g for g in stack.placement if g in host.groups]

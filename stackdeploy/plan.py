@@ -70,8 +70,6 @@ class Plan:
     files: dict[str, str]  # path relative to deploy dir -> content
     secret_files: frozenset[str]  # paths in ``files`` that hold secrets (mode 0600)
     waves: list[list[str]]  # waves of the whole stack (all hosts), by dependency
-    checks: dict[str, dict] = field(default_factory=dict)
-    remote: dict[str, dict] = field(default_factory=dict)  # dependencies on other hosts
     builds: dict[str, ImageSpec] = field(default_factory=dict)  # images this host builds
 
     @property
@@ -307,7 +305,5 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         files=files,
         secret_files=frozenset(f"env/{name}.env" for name in names),
         waves=waves({n: s.depends_on for n, s in stack.services.items()}),
-        checks=checks,
-        remote=remote,
         builds={n: specs[n] for n in builds_here},
     )

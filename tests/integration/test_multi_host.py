@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+
+from tests.hosts.simhosts import port_open
 
 from .conftest import ROOT, DeployResult, changed_ops
 
@@ -72,14 +73,6 @@ def containers_on(hosts: dict, address: str) -> dict[str, dict]:
 def identities(hosts: dict) -> dict[str, tuple[str, str]]:
     return {f"{name}@{address}": (info["Id"], info["State"]["StartedAt"])
             for address in hosts for name, info in containers_on(hosts, address).items()}
-
-
-def port_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

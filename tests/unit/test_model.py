@@ -21,9 +21,9 @@ def error_of(data: dict) -> str:
 def test_the_shipped_stack_is_valid(data):
     stack = load(data, SERVICES_DIR)
     assert len(stack.services) == 9
-    assert stack.service("auth-service").workers == 2
-    assert stack.service("channel-service").depends_on == ("postgres", "redis", "auth-service", "ai-engine")
-    assert stack.service("ai-engine").wait_timeout == 180
+    assert stack.services["auth-service"].workers == 2
+    assert stack.services["channel-service"].depends_on == ("postgres", "redis", "auth-service", "ai-engine")
+    assert stack.services["ai-engine"].wait_timeout == 180
 
 
 def test_unknown_dependency_names_service_and_suggests(data):
@@ -104,7 +104,7 @@ def test_override_of_unknown_service(data):
 def test_overrides_apply_without_touching_the_base(data):
     data["service_overrides"] = {"auth-service": {"workers": 4}}
     stack = load(data, SERVICES_DIR)
-    assert stack.service("auth-service").workers == 4
+    assert stack.services["auth-service"].workers == 4
     assert data["services"]["auth-service"]["workers"] == 2
 
 
