@@ -108,9 +108,6 @@ def decide(host: Host) -> HostDecisions:
         raise StackInputError(f"{host.name}: {exc}") from None
     builder = build_host(stack, host)
     plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None)
-    plan.files["state/image-source"] = image_source + "\n"
-    plan.files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
-    plan.files["images/build-base.sh"] = plan.base_script
     to_build, to_ship = images_to_get(plan, state, host, builder)
     to_start = [
         name for name, svc in plan.services.items()

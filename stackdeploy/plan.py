@@ -65,7 +65,6 @@ class Plan:
     stack: Stack
     image_source: str
     base_image: str | None
-    base_script: str
     services: dict[str, ServicePlan]
     files: dict[str, str]  # path relative to deploy dir -> content
     secret_files: frozenset[str]  # paths in ``files`` that hold secrets (mode 0600)
@@ -281,6 +280,9 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     checks = {s.name: _check_spec(s) for s in here}
     remote = _remote_checks(where, host, names)
     files["state/checks.json"] = json.dumps({"local": checks, "remote": remote}, indent=2, sort_keys=True) + "\n"
+    files["state/image-source"] = image_source + "\n"  # what `auto` resolved to, kept for later runs
+    files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
+    files["images/build-base.sh"] = base_script
 
     compose = yaml.safe_load(files["compose.yaml"])
     for service in here:
@@ -300,7 +302,6 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         stack=stack,
         image_source=image_source,
         base_image=base_image if builds_here else None,
-        base_script=base_script,
         services=service_plans,
         files=files,
         secret_files=frozenset(f"env/{name}.env" for name in names),
