@@ -116,9 +116,10 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from stackdeploy.graph import waves as compute_waves  # noqa: PLC0415
-    from tests.conftest import group_data  # noqa: PLC0415
+    from stackdeploy.model import read_settings  # noqa: PLC0415
 
-    stack_waves = compute_waves({n: s.get("depends_on", []) for n, s in group_data()["services"].items()})
+    services = read_settings(ROOT / "group_data" / "all.py")["services"]
+    stack_waves = compute_waves({n: s.get("depends_on", []) for n, s in services.items()})
     results: dict[str, Any] = {"machine": machine()}
     work = Path(tempfile.mkdtemp(prefix="stackbench-"))
 
@@ -143,7 +144,7 @@ def main() -> None:
     main_py = copy / "files" / "services" / "ai-engine" / "app" / "main.py"
     main_py.write_text(main_py.read_text() + "\n# benchmark code change\n")
     before = identities()
-    results["change_s"], output = deploy(work, copy)
+    results["change_s"], _ = deploy(work, copy)
     report = json.loads((copy / ".deploy" / "last-report.json").read_text())["hosts"]["@local"]["services"]
     results["change_rebuilt"] = sorted(name for name, row in report.items() if row.get("build"))
     results["change_recreated"] = changed(before, identities())

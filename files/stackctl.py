@@ -186,29 +186,24 @@ def gate(names: list[str], host: str, started: float | None = None) -> dict[str,
     specs = checks()
     started = started or time.monotonic()
     ready: dict[str, float] = {}
-    reasons: dict[str, str] = {n: "not checked yet" for n in names}
     failed: dict[str, str] = {}
-    while True:
-        pending = [n for n in names if n not in ready and n not in failed]
-        if not pending:
-            break
+    pending = list(names)
+    while pending:
         infos = containers(pending)
         elapsed = time.monotonic() - started
         for name in pending:
             info = infos.get(name)
-            if info is None:
-                reasons[name] = "no container"
-                continue
-            reason = probe(info, specs[name])
+            reason = "no container" if info is None else probe(info, specs[name])
             if reason is None:
                 ready[name] = round(time.monotonic() - started, 2)
                 print(f"ready {name} after {ready[name]:.1f}s", flush=True)
                 continue
-            reasons[name] = reason
-            fatal = fatal_state(info)
+            fatal = fatal_state(info) if info else None
             if fatal or elapsed > specs[name]["timeout"]:
                 failed[name] = fatal or f"not ready within {specs[name]['timeout']:g}s: {reason}"
-        time.sleep(POLL_SECONDS)
+        pending = [n for n in names if n not in ready and n not in failed]
+        if pending:
+            time.sleep(POLL_SECONDS)
     for name, why in failed.items():
         print(f"\nSERVICE FAILED: '{name}' on host {host}: {why}\nlast {LOG_LINES} log lines of {name}:\n"
               f"{last_logs(name)}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,3 @@ def data_digest(value: Any) -> str:
 def short(fingerprint: str) -> str:
     """The part of a fingerprint used in image tags."""
     return fingerprint[:12]
-
-
-def combine(parts: Iterable[str]) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,12 @@ def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise StackError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """The public names a group_data file defines (how pyinfra reads it, minus pyinfra)."""
+    values = runpy.run_path(str(path))
+    return {k: v for k, v in values.items() if not k.startswith("__")}
 
 
 def _environment(value: Any) -> str:

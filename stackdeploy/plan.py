@@ -16,7 +16,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, TEMPLATES_DIR
-from stackdeploy.fingerprint import combine, data_digest, digest, short, tree_parts
+from stackdeploy.fingerprint import data_digest, digest, short, tree_parts
 from stackdeploy.graph import waves
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import HostSpec, Placement, place
@@ -246,7 +246,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     assert image_source in ("registry", "local"), image_source
     where = where or single_host(stack, host)
     base_script = _read(BASE_SCRIPT)
-    base_tag = short(combine([base_script, stack.debian_mirror]))
+    base_tag = short(digest({"build-base.sh": base_script, "mirror": stack.debian_mirror}))
     base_image = f"{SHARED_IMAGE_NAMESPACE}/base:{base_tag}" if image_source == "local" else None
     names = list(where.services_on[host])
     here = [stack.services[n] for n in names]
