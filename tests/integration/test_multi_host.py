@@ -211,7 +211,8 @@ def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp
     copy = tmp_path / "project"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
     main = copy / "files" / "services" / "creator-hub" / "app" / "main.py"
-    main.write_text(main.read_text() + "\n# limited code change\n")
+    # Unique per run: an image of an earlier run's change may still be on h3's engine.
+    main.write_text(main.read_text() + f"\n# limited code change {uuid.uuid4().hex}\n")
     change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
     before = identities(hosts)
     result = deploy("--limit", "apps", extra=change, root=copy)
