@@ -32,6 +32,8 @@ BRIDGE = "sdhbr0"
 SUBNET = "10.77.0"
 PREFIX = "sdh"
 READY_TIMEOUT = 60.0
+# dockerd's default cgroup parent, under cgroup v1 (this machine) and v2 (cgroupfs driver).
+CGROUP_PARENTS = ("/sys/fs/cgroup/pids/docker", "/sys/fs/cgroup/docker")
 
 SSHD_CONFIG = """\
 ListenAddress {address}
@@ -117,10 +119,40 @@ def wait_for(check, what: str) -> None:
         time.sleep(0.2)
 
 
+def read_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""  # gone meanwhile
+
+
+def container_root(pid: str) -> str:
+    """The root mount line of a process (its overlay names the engine's data root)."""
+    return read_or_empty(Path(f"/proc/{pid}/mountinfo")).split("\n", 1)[0]
+
+
+def kill_container_leftovers(info: dict[str, str]) -> None:
+    """SIGKILL every process still running in one of this host's containers.
+
+    Container processes live in their own namespaces, so killing the host's network
+    namespace does not reach them, and with live-restore (provision.py) dockerd leaves
+    them running when it stops. Left alone, a container would run twice once the host
+    comes back (two postgres on one data directory). They are found by cgroup and told
+    apart from other engines' containers by their root filesystem, which lies in this
+    host's data root.
+    """
+    marker = f"={info['data']}/docker/"
+    procs = [p for parent in CGROUP_PARENTS for p in Path(parent).rglob("cgroup.procs")]
+    pids = [pid for p in procs for pid in read_or_empty(p).split() if marker in container_root(pid)]
+    if pids:
+        sh("kill", "-KILL", *pids, check=False)
+
+
 def start_host(info: dict[str, str]) -> None:
     data, run = Path(info["data"]), Path(info["run"])
     if sh("ip", "netns", "pids", info["netns"], check=False).stdout.strip():
         return  # already running
+    kill_container_leftovers(info)  # of a run that ended without `down`
     for path in (data / "opt", data / "etc-docker", data / "docker", run):
         path.mkdir(parents=True, exist_ok=True)
     Path("/etc/docker").mkdir(exist_ok=True)
@@ -150,6 +182,14 @@ def start_host(info: dict[str, str]) -> None:
 
 
 def stop_host(info: dict[str, str]) -> None:
+    docker = ["docker", "-H", info["docker_host"]]
+    try:  # a clean shutdown first: with live-restore, containers outlive a dockerd stop
+        running = subprocess.run([*docker, "ps", "-q"], capture_output=True, text=True, timeout=30,
+                                 check=False).stdout.split()
+        if running:
+            subprocess.run([*docker, "stop", "-t", "10", *running], capture_output=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        pass  # an engine that hangs is killed below, its containers with it
     pids = sh("ip", "netns", "pids", info["netns"], check=False).stdout.split()
     if pids:
         sh("kill", "-TERM", *pids, check=False)
@@ -159,6 +199,7 @@ def stop_host(info: dict[str, str]) -> None:
         leftover = sh("ip", "netns", "pids", info["netns"], check=False).stdout.split()
         if leftover:
             sh("kill", "-KILL", *leftover, check=False)
+    kill_container_leftovers(info)
     sh("ip", "netns", "del", info["netns"], check=False)
     sh("ip", "link", "del", f"{info['netns']}v", check=False)
     shutil.rmtree(info["run"], ignore_errors=True)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.hosts.simhosts import port_open
+from tests.hosts.simhosts import STATE, container_root, port_open
 
 from .conftest import ROOT, DeployResult, changed_ops
 
@@ -223,3 +223,13 @@ def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp
     assert {k for k in before if before[k] != after[k]} == {f"creator-hub@{H3}"}
     restored = deploy(extra=change)  # back to the original code, from the full inventory
     assert restored.returncode == 0, restored.output[-4000:]
+
+
+def test_hosts_go_down_without_leaving_container_processes(hosts, deployed):
+    """Keep last: it takes the hosts down. Their containers must not outlive them (with
+    live-restore they would, and come back twice on the next `up`)."""
+    result = subprocess.run([*SIMHOSTS, "down"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    leftovers = [pid for pid in os.listdir("/proc")
+                 if pid.isdigit() and f"={STATE}/" in container_root(pid)]
+    assert leftovers == []
