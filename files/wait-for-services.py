@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 
 POLL_SECONDS = 0.2
+OUTPUT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -69,8 +70,9 @@ def wait_for(target: Target, started: float) -> None:
         try:
             probe(target.url)
             target.ready_after = time.monotonic() - started
-            print(f"wait-for-services: {target.name} is up ({target.url}) after {target.ready_after:.1f}s",
-                  flush=True)
+            with OUTPUT_LOCK:  # targets are waited for in threads: one whole line at a time
+                print(f"wait-for-services: {target.name} is up ({target.url}) after {target.ready_after:.1f}s",
+                      flush=True)
             return
         except (OSError, urllib.error.URLError, ValueError) as exc:
             target.last_error = str(exc) or type(exc).__name__

@@ -70,9 +70,19 @@ class Backends:
             await self.db.close()
 
     async def check_postgres(self) -> None:
+        """SELECT 1; after a database restart every pooled connection is dead, so a lost
+        connection retires the pool's connections and is retried once on a fresh one."""
         assert self.db is not None
-        async with self.db.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+        for attempt in (1, 2):
+            try:
+                async with self.db.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+                return
+            except (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError,
+                    ConnectionError):
+                if attempt == 2:
+                    raise
+                await self.db.expire_connections()
 
     async def check_redis(self) -> None:
         assert self.redis is not None
@@ -98,8 +108,12 @@ class Backends:
         return response.json()
 
 
-def create_app(name: str, backends: Backends, checks: dict[str, Check], schema: str = "") -> FastAPI:
-    """A FastAPI app whose lifespan opens the backends and whose /health runs ``checks``."""
+def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None = None,
+               schema: str = "") -> FastAPI:
+    """A FastAPI app whose lifespan opens the backends and whose /health checks PostgreSQL,
+    Redis (every service uses both) and each ``http_checks`` dependency (name -> URL)."""
+    checks: dict[str, Check] = {"postgres": backends.check_postgres, "redis": backends.check_redis}
+    checks.update({dep: backends.check_http(url) for dep, url in (http_checks or {}).items()})
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

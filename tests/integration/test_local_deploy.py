@@ -192,7 +192,9 @@ def test_failed_build_names_the_service_and_shows_its_log(first_deploy, session_
 
 
 def test_failing_service_fails_loudly_with_its_logs(first_deploy, session_tmp):
-    broken = {"service_overrides": {"creator-hub": {"health": {"http": "/no-such-endpoint"}, "wait_timeout": 5}}}
+    # Long enough for uvicorn to listen even on a busy machine, so the check's own answer
+    # (404), not "connection refused", is what the failure reports.
+    broken = {"service_overrides": {"creator-hub": {"health": {"http": "/no-such-endpoint"}, "wait_timeout": 20}}}
     result = deploy(session_tmp, broken)
     assert result.returncode != 0
     assert "SERVICE FAILED: 'creator-hub' on host @local" in result.output

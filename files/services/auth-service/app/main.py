@@ -27,11 +27,7 @@ TOKEN_TTL_SECONDS = 3600
 
 backends = Backends()
 hasher = PasswordHasher()
-app = create_app(
-    "auth-service", backends,
-    {"postgres": backends.check_postgres, "redis": backends.check_redis},
-    schema=SCHEMA,
-)
+app = create_app("auth-service", backends, schema=SCHEMA)
 
 
 class Credentials(BaseModel):

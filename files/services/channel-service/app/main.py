@@ -27,12 +27,7 @@ AI_ENGINE = env("AI_ENGINE_URL")
 backends = Backends()
 app = create_app(
     "channel-service", backends,
-    {
-        "postgres": backends.check_postgres,
-        "redis": backends.check_redis,
-        "auth-service": backends.check_http(f"{env('AUTH_SERVICE_URL')}/health"),
-        "ai-engine": backends.check_http(f"{AI_ENGINE}/health"),
-    },
+    {"auth-service": f"{env('AUTH_SERVICE_URL')}/health", "ai-engine": f"{AI_ENGINE}/health"},
     schema=SCHEMA,
 )
 

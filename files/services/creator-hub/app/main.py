@@ -28,15 +28,7 @@ UPLOAD_DIR = Path(env("UPLOAD_DIR", "/data/uploads"))
 CHUNK = 1024 * 1024
 
 backends = Backends()
-app = create_app(
-    "creator-hub", backends,
-    {
-        "postgres": backends.check_postgres,
-        "redis": backends.check_redis,
-        "auth-service": backends.check_http(f"{env('AUTH_SERVICE_URL')}/health"),
-    },
-    schema=SCHEMA,
-)
+app = create_app("creator-hub", backends, {"auth-service": f"{env('AUTH_SERVICE_URL')}/health"}, schema=SCHEMA)
 
 
 @app.post("/uploads", status_code=201)
