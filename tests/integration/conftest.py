@@ -54,9 +54,9 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-def containers() -> dict[str, dict]:
-    """service name -> docker inspect of the test stack's containers."""
-    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={STACK}").split()
+def containers(project: str = STACK) -> dict[str, dict]:
+    """service name -> docker inspect of a compose project's containers (the test stack's)."""
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").split()
     if not ids:
         return {}
     return {info["Config"]["Labels"]["com.docker.compose.service"]: info

@@ -1,0 +1,38 @@
+"""The README's deploy command, run as a user would: ./scripts/deploy-local.sh.
+
+It deploys the default stack of inventory/local.py (project "creatorstack", gateway on
+port 8080) to the local engine and leaves it running, exactly like the command does. On
+a machine where that stack already runs from the same code, both runs are no-ops.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from .conftest import DEPLOY_TIMEOUT, ROOT, changed_ops, containers
+
+PYINFRA = Path(sys.executable).parent / "pyinfra"
+
+
+def run(command: list[str]) -> tuple[int, str]:
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_readme_deploy_command_brings_up_the_default_stack_and_reruns_as_a_noop():
+    code, output = run(["./scripts/deploy-local.sh"])
+    assert code == 0, output[-6000:]
+    assert "stack on @local:" in output
+    health = httpx.get("http://127.0.0.1:8080/health", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    running = {n for n, i in containers("creatorstack").items() if i["State"]["Running"]}
+    assert len(running) == 9, running
+
+    code, output = run([str(PYINFRA), "-y", "inventory/local.py", "deploy.py"])
+    assert code == 0, output[-4000:]
+    assert "[@local] image source: local; build: nothing; (re)start: nothing" in output
+    assert changed_ops(output) == []
