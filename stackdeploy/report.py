@@ -6,7 +6,10 @@ import json
 import time
 from pathlib import Path
 
-COLUMNS = ("service", "image", "size", "state", "ready s", "build")
+# "check" is the deploy's own probe (HTTP 200, TCP or a command), which is what gates a run;
+# "container" is Docker's view (its HEALTHCHECK runs every 10 s, so right after a start it
+# may still say "starting" for a service the probe already found ready).
+COLUMNS = ("service", "image", "size", "check", "container", "ready s", "build")
 
 
 def _size(size: int | None) -> str:
@@ -25,7 +28,8 @@ def render_table(host_name: str, rows: dict[str, dict]) -> str:
         name + (" (STAND-IN)" if row.get("standin") else ""),
         row.get("image") or "-",
         _size(row.get("size")),
-        (row.get("health") or row.get("state") or "-") + ("" if row.get("check") == "ok" else " !"),
+        "ok" if row.get("check") == "ok" else "FAILED",
+        row.get("health") or row.get("state") or "-",
         "-" if row.get("seconds_to_ready") is None else f"{row['seconds_to_ready']:.1f}",
         _build(row.get("build")),
     ] for name, row in rows.items()]
