@@ -48,7 +48,6 @@ class Health:
     tcp: bool = False
     http: str | None = None
     command: tuple[str, ...] = ()
-    limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m"}
 
 
 @dataclass(frozen=True)
