@@ -10,6 +10,7 @@ from stackdeploy.facts import DockerEngineStatus
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
 CLI_PLUGINS = "/usr/local/lib/docker/cli-plugins"
+APT_RETRIES, APT_RETRY_DELAY = 12, 5  # up to a minute for a busy apt lock
 WAIT_FOR_ENGINE = (
     "for i in $(seq 1 300); do docker version >/dev/null 2>&1 && exit 0; sleep 0.2; done; "
     "echo 'docker engine did not answer within 60s' >&2; exit 1"
@@ -26,8 +27,11 @@ def ensure_engine(needs_debootstrap: bool) -> None:
                                          ("python3-venv", engine["compose"]))
                 if not present]
     if packages:
+        # apt's list lock does not wait (DPkg::Lock::Timeout covers only dpkg's): when
+        # another apt run holds it (unattended-upgrades on a fresh host, or hosts sharing
+        # one root), try again instead of failing the host.
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, update=True,
-                     no_recommends=True)
+                     no_recommends=True, _retries=APT_RETRIES, _retry_delay=APT_RETRY_DELAY)
     if not engine["server"]:
         if engine["systemd"]:
             server.shell(name="Start dockerd (systemd)", commands=["systemctl enable --now docker",
