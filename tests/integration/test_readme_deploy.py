@@ -8,14 +8,10 @@ a machine where that stack already runs from the same code, both runs are no-ops
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 
-from .conftest import DEPLOY_TIMEOUT, ROOT, changed_ops, containers
-
-PYINFRA = Path(sys.executable).parent / "pyinfra"
+from .conftest import DEPLOY_TIMEOUT, PYINFRA, ROOT, changed_ops, containers
 
 
 def run(command: list[str]) -> tuple[int, str]:
