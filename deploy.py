@@ -1,10 +1,12 @@
 """Deploy the whole stack: pyinfra INVENTORY deploy.py
 
-Phases, in order (one module each in stackdeploy/: engine, upload, images, startup, verify):
-    ensure engine -> render files -> build images -> start in dependency waves -> verify
+Phases, in order (one module each in stackdeploy/):
+    ensure engine -> lock -> stage the release -> build images -> roll out in dependency waves
+    -> verify -> record the release (switch ``current``, prune, audit, unlock)
 
 The stack itself is data (group_data/all.py). Everything below is decided per host
-before anything runs, so bad input stops here with one line and no host is changed.
+before anything runs, so bad input stops here with one line and no host is changed. A run
+with nothing to change takes no lock and reports no changes.
 """
 
 from pyinfra import host
@@ -12,17 +14,26 @@ from pyinfra import host
 from stackdeploy.desired import decide
 from stackdeploy.engine import ensure_engine
 from stackdeploy.images import build_images
+from stackdeploy.release import record_release, take_lock
 from stackdeploy.remote import announce
 from stackdeploy.startup import start_waves
-from stackdeploy.upload import render_stack
+from stackdeploy.upload import put_helper, render_stack
 from stackdeploy.verify import verify_stack
 
 decisions = decide(host)
 plan = decisions.plan
-announce(plan, decisions.to_build, decisions.to_start, decisions.base_to_build, decisions.to_ship)
+announce(decisions)
+run = {"deploy_dir": plan.stack.deploy_dir, "action": "deploy", "release": decisions.release,
+       "changed": decisions.changed_services, "keep": plan.stack.keep_releases}
 
 ensure_engine(needs_debootstrap=plan.image_source == "local")
-render_stack(plan, decisions.secrets_json)
-build_images(plan, decisions.base_to_build, decisions.to_build, decisions.to_ship, decisions.builder)
-start_waves(plan, decisions.to_start)
-verify_stack(plan, decisions.to_build, decisions.to_start, decisions.base_to_build or bool(decisions.to_ship))
+put_helper(decisions)
+if decisions.changes_anything:
+    take_lock(**run)
+render_stack(decisions)
+build_images(decisions)
+start_waves(decisions)
+verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services,
+             decisions.base_to_build or bool(decisions.to_ship))
+if decisions.changes_anything:
+    record_release(**run)

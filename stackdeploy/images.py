@@ -9,27 +9,29 @@ import subprocess
 from pyinfra import host
 from pyinfra.api import FunctionCommand, Host, OperationError, deploy, operation
 
-from stackdeploy.plan import Plan
+from stackdeploy import contract
+from stackdeploy.desired import HostDecisions
 from stackdeploy.remote import ssh_command, stackctl
 
 
 @operation(is_idempotent=True)
-def base_image(plan: Plan, needed: bool):
+def base_image(decisions: HostDecisions):
     """Build the offline base image (debootstrap) when this host builds and lacks it."""
-    if not needed or plan.base_image is None:
+    plan = decisions.plan
+    if not decisions.base_to_build or plan.base_image is None:
         host.noop("no base image needed")
         return
-    yield (f"sh {plan.stack.deploy_dir}/images/build-base.sh {shlex.quote(plan.base_image)} "
-           f"{shlex.quote(plan.stack.debian_mirror)}")
+    script = f"{plan.stack.deploy_dir}/{contract.RELEASES_DIR}/{decisions.release}/images/build-base.sh"
+    yield shlex.join(["sh", script, plan.base_image, plan.stack.debian_mirror])
 
 
 @operation(is_idempotent=True)
-def service_images(plan: Plan, to_build: list[str]):
+def service_images(decisions: HostDecisions):
     """Build the images whose fingerprint tag is missing, all at once."""
-    if not to_build:
+    if not decisions.to_build:
         host.noop("every image matches its build-context fingerprint")
         return
-    yield stackctl(plan, "build", *to_build)
+    yield stackctl(decisions.plan.stack.deploy_dir, "build", "--release", decisions.release, *decisions.to_build)
 
 
 def _ship(images: list[str], source: Host, target: Host) -> None:
@@ -53,8 +55,7 @@ def shipped_images(images: list[str], source: Host | None):
 
 
 @deploy("Build images")
-def build_images(plan: Plan, base_needed: bool, to_build: list[str], to_ship: list[str],
-                 builder: Host | None) -> None:
-    base_image(name="Offline base image (debootstrap, Python 3.11)", plan=plan, needed=base_needed)
-    service_images(name="Images of changed build contexts", plan=plan, to_build=to_build)
-    shipped_images(name="Images shipped from the build host", images=to_ship, source=builder)
+def build_images(decisions: HostDecisions) -> None:
+    base_image(name="Offline base image (debootstrap, Python 3.11)", decisions=decisions)
+    service_images(name="Images of changed build contexts", decisions=decisions)
+    shipped_images(name="Images shipped from the build host", images=decisions.to_ship, source=decisions.builder)

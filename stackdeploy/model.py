@@ -22,19 +22,22 @@ IMAGE_SOURCES = ("registry", "local", "auto")
 DISTRIBUTIONS = ("build-everywhere", "build-once")
 SERVICE_KEYS = {
     "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
-    "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits",
+    "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits", "stop_grace",
 }
 HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
     "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
     "shared_env", "environment", "placement", "private_address", "deploy_user",
-    "deploy_user_public_key", "image_distribution", "build_host",
+    "deploy_user_public_key", "image_distribution", "build_host", "keep_releases", "rollout_batch",
+    # Flags of one run, given with --data: rollback.py's target, and taking over a dead run's lock.
+    "release", "take_over_lock",
 }
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 DEFAULT_WAIT_TIMEOUT = 60.0
+DEFAULT_STOP_GRACE = 20.0
 
 
 class StackError(ValueError):
@@ -70,6 +73,7 @@ class Service:
     publish: int | None
     command: tuple[str, ...] = ()
     limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m"}
+    stop_grace: float = DEFAULT_STOP_GRACE  # seconds from SIGTERM to SIGKILL when a container is retired
 
     @property
     def env_prefix(self) -> str:
@@ -94,7 +98,8 @@ class Stack:
     environment: str = "local"
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     image_distribution: str = "build-once"
-
+    keep_releases: int = 5  # releases kept on each host with their images; older ones are pruned
+    rollout_batch: int = 1  # hosts updated at a time when a service runs on several hosts
 
 
 def closest(word: str, choices: set[str]) -> str:
@@ -104,6 +109,18 @@ def closest(word: str, choices: set[str]) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise StackError(f"{where}: must be a number of seconds above 0, got {value!r}")
+    return float(value)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if not _is_int(value) or value < 1:
+        raise StackError(f"{key}: must be an integer of at least 1, got {value!r}")
+    return value
 
 
 def _check_port(where: str, value: Any) -> int:
@@ -175,9 +192,7 @@ def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
     workers = raw.get("workers", 1)
     if not _is_int(workers) or workers < 1:
         raise StackError(f"{where}: workers must be an integer of at least 1, got {workers!r}")
-    timeout = raw.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise StackError(f"{where}: wait_timeout must be a number of seconds above 0, got {timeout!r}")
+    timeout = _seconds(f"{where}.wait_timeout", raw.get("wait_timeout", DEFAULT_WAIT_TIMEOUT))
     image = _string_map(f"{where}.image", raw.get("image", {}))
     if kind != "python" and set(image) != {"registry", "local"}:
         raise StackError(f"{where}: image must name both a 'registry' image and a 'local' recipe")
@@ -203,6 +218,7 @@ def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
         publish=publish,
         command=_string_list(f"{where}.command", raw.get("command", [])),
         limits=_parse_limits(f"{where}.limits", raw.get("limits", {})),
+        stop_grace=_seconds(f"{where}.stop_grace", raw.get("stop_grace", DEFAULT_STOP_GRACE)),
     )
 
 
@@ -310,4 +326,6 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         placement=placement,
         image_distribution=_choice("image_distribution", data.get("image_distribution", "build-once"),
                                    DISTRIBUTIONS),
+        keep_releases=_positive_int("keep_releases", data.get("keep_releases", 5)),
+        rollout_batch=_positive_int("rollout_batch", data.get("rollout_batch", 1)),
     )

@@ -9,13 +9,13 @@ its container is created from (compose settings, env file, mounted config, image
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from stackdeploy import FILES_DIR, SERVICES_DIR, TEMPLATES_DIR
+from stackdeploy import FILES_DIR, SERVICES_DIR, TEMPLATES_DIR, contract
 from stackdeploy.fingerprint import data_digest, digest, short, tree_parts
 from stackdeploy.graph import waves
 from stackdeploy.model import Service, Stack
@@ -56,6 +56,7 @@ class ServicePlan:
     build_dir: str | None  # relative to the deploy dir; None for pulled images
     source_dir: Path | None  # local folder synced to <build_dir>/src
     config_hash: str = ""
+    strategy: str = contract.RECREATE  # how a change reaches it: contract.ROLLING or contract.RECREATE
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,11 @@ class Plan:
     image_source: str
     base_image: str | None
     services: dict[str, ServicePlan]
-    files: dict[str, str]  # path relative to deploy dir -> content
+    files: dict[str, str]  # path relative to a release directory -> content
     secret_files: frozenset[str]  # paths in ``files`` that hold secrets (mode 0600)
     waves: list[list[str]]  # waves of the whole stack (all hosts), by dependency
     builds: dict[str, ImageSpec] = field(default_factory=dict)  # images this host builds
+    replicated: frozenset[str] = frozenset()  # services placed on several hosts (rolled host by host)
 
     @property
     def own_built_images(self) -> dict[str, str]:
@@ -144,9 +146,13 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
     ports = []
     config_mounts = []
     address = where.hosts[host].address
+    command = list(service.command)
     if service.kind == "gateway":
         ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
-        config_mounts.append(("./nginx/nginx.conf", "/etc/nginx/nginx.conf"))
+        # A stable directory outside the releases: the helper keeps nginx.conf and the route
+        # targets there and reloads nginx gracefully when they change.
+        config_mounts.append((f"{stack.deploy_dir}/{contract.GATEWAY_DIR}", contract.GATEWAY_CONF_MOUNT))
+        command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
     else:
         if service.publish:
             ports.append(f"{service.publish}:{service.port}")
@@ -157,7 +163,8 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
         "name": service.name,
         "image": image,
         "build": build_dir,
-        "command": _jinja.filters["compose_json"](list(service.command)) if service.command else None,
+        "command": _jinja.filters["compose_json"](command) if command else None,
+        "stop_grace": int(service.stop_grace),
         "healthcheck": healthcheck,
         "wait_timeout": int(service.wait_timeout),
         "depends_on": deps,
@@ -177,16 +184,27 @@ def _nginx_conf(gateway: Service, where: Placement, host: str) -> str:
         routes.append({
             "prefix": prefix,
             "upstream": target.replace("-", "_") if len(ends) > 1 else None,
-            "servers": [f"{e.address}:{e.port}" for e in ends],
+            # A local target is the container the helper has gated (targets/<service>.*),
+            # so a new container gets traffic only once it is ready.
+            "local": target if ends[0].local else None,
+            "servers": [f"{e.address}:{e.port}" for e in ends if not e.local],
             "websocket": prefix in gateway.websocket_routes,
         })
-    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT)
+    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
+                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets")
 
 
-def _check_spec(service: Service) -> dict:
+def _service_spec(service: Service, plan: ServicePlan) -> contract.ServiceSpec:
     return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
-            "command": list(service.health.command),
-            "timeout": service.wait_timeout}
+            "command": list(service.health.command), "timeout": service.wait_timeout,
+            "strategy": plan.strategy, "stop_grace": service.stop_grace, "config_hash": plan.config_hash,
+            "image": plan.image}
+
+
+def _strategy(service: Service, entry: dict) -> str:
+    """Apps roll (a second container beside the first); a published port can be held by one
+    container only, and infrastructure and the gateway's image are stop-then-start by nature."""
+    return contract.ROLLING if service.kind == "python" and not entry["ports"] else contract.RECREATE
 
 
 def _remote_checks(where: Placement, host: str, names: list[str]) -> dict[str, dict]:
@@ -272,31 +290,40 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
             "service.env.j2", service=service, env=_env_for(service, where, host, secrets))
 
     volumes = sorted({v for s in here for v in s.volumes})
-    files["compose.yaml"] = render("compose.yaml.j2", stack=stack, services=list(entries.values()),
-                                   volumes=volumes, image_source=image_source)
+
+    def compose_file(hashes: dict[str, str]) -> str:
+        return render("compose.yaml.j2", stack=stack, services=list(entries.values()), volumes=volumes,
+                      image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
+
     gateway = next((s for s in here if s.kind == "gateway"), None)
     if gateway:
         files["nginx/nginx.conf"] = _nginx_conf(gateway, where, host)
-    checks = {s.name: _check_spec(s) for s in here}
-    remote = _remote_checks(where, host, names)
-    files["state/checks.json"] = json.dumps({"local": checks, "remote": remote}, indent=2, sort_keys=True) + "\n"
-    files["state/image-source"] = image_source + "\n"  # what `auto` resolved to, kept for later runs
-    files["state/project.json"] = json.dumps({"name": stack.name}) + "\n"
     files["images/build-base.sh"] = base_script
 
-    compose = yaml.safe_load(files["compose.yaml"])
+    # Each service's config hash covers what its container is created from (its compose
+    # entry, env file and image) and becomes the container's label, so drift is read from
+    # what really runs. The gateway's nginx.conf is not part of it: it is reloaded, not
+    # recreated. The entry's build section depends on who builds; the container does not.
+    compose = yaml.safe_load(compose_file({}))
     for service in here:
         name = service.name
-        mounted = [files[source.removeprefix("./")] for source, _ in entries[name]["config_mounts"]]
-        # A gateway that balances over several replicas resolves them once at start, so it
-        # follows the config of the local replicas it names.
-        upstream = [service_plans[t].config_hash for t in service.routes.values()
-                    if len(where.endpoints(host, t)) > 1 and t in service_plans]
-        # The compose entry's build section depends on who builds; the container does not.
         compose["services"][name].pop("build", None)
-        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], mounted, upstream])
-        plan = service_plans[name]
-        service_plans[name] = ServicePlan(name, plan.image, plan.build_dir, plan.source_dir, config_hash)
+        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"]])
+        service_plans[name] = replace(service_plans[name], config_hash=config_hash,
+                                      strategy=_strategy(service, entries[name]))
+    files["compose.yaml"] = compose_file({n: p.config_hash for n, p in service_plans.items()})
+
+    all_waves = waves({n: s.depends_on for n, s in stack.services.items()})
+    release: contract.ReleaseManifest = {
+        "project": stack.name,
+        "waves": [[n for n in wave if n in service_plans] for wave in all_waves],
+        "services": {s.name: _service_spec(s, service_plans[s.name]) for s in here},
+        "remote": _remote_checks(where, host, names),
+        "gateway": {"service": gateway.name,
+                    "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local})}
+        if gateway else None,
+    }
+    files[contract.RELEASE_FILE] = json.dumps(release, indent=2, sort_keys=True) + "\n"
 
     return Plan(
         stack=stack,
@@ -305,6 +332,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         services=service_plans,
         files=files,
         secret_files=frozenset(f"env/{name}.env" for name in names),
-        waves=waves({n: s.depends_on for n, s in stack.services.items()}),
+        waves=all_waves,
         builds={n: specs[n] for n in builds_here},
+        replicated=frozenset(n for n in stack.services if len(where.hosts_of(n)) > 1),
     )

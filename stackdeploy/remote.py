@@ -1,14 +1,18 @@
-"""Small helpers shared by the phases: the host helper's command line, stand-in labels,
-and what a run announces before it changes anything."""
+"""Small helpers shared by the phases: the host helper's command line, ssh to another host,
+stand-in labels, and what a run announces before it changes anything."""
 
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 from pyinfra import host, logger
 from pyinfra.api import Host
 
 from stackdeploy.plan import Plan
+
+if TYPE_CHECKING:
+    from stackdeploy.desired import HostDecisions
 
 STRICT_HOST_KEY = {"off": "no", "no": "no", "accept-new": "accept-new", "yes": "yes", "on": "yes"}
 
@@ -34,10 +38,9 @@ def ssh_command(target: Host) -> list[str]:
     return [*command, f"{user}@{address}" if user else str(address)]
 
 
-def stackctl(plan: Plan, *args: str) -> str:
-    """Command line of the host helper (files/stackctl.py) on the current host."""
-    quoted = " ".join(shlex.quote(a) for a in args)
-    return f"python3 {plan.stack.deploy_dir}/stackctl.py --host {shlex.quote(host.name)} {quoted}"
+def stackctl(deploy_dir: str, *args: str, host_name: str | None = None) -> str:
+    """Command line of the host helper (files/stackctl.py) on the current host, every part quoted."""
+    return shlex.join(["python3", f"{deploy_dir}/stackctl.py", "--host", host_name or host.name, *args])
 
 
 def is_standin(plan: Plan, name: str) -> bool:
@@ -45,12 +48,22 @@ def is_standin(plan: Plan, name: str) -> bool:
     return plan.image_source == "local" and service is not None and service.image.get("local") == "ollama-standin"
 
 
-def announce(plan: Plan, to_build: list[str], to_start: list[str], base_build: bool, to_ship: list[str]) -> None:
+def describe_start(plan: Plan, name: str) -> str:
+    """A service to (re)start, with how: rolling apps keep serving, the rest stop first."""
+    return f"{name} (rolling)" if plan.services[name].strategy == "rolling" else f"{name} (stop-then-start)"
+
+
+def announce(decisions: HostDecisions) -> None:
     """Say, while preparing, exactly what this run will change on this host (--dry too)."""
-    builds = (["base image"] if base_build else []) + to_build
-    shipped = f"; ship: {', '.join(to_ship)}" if to_ship else ""
-    logger.info(f"{host.print_prefix}image source: {plan.image_source}; "
-                f"build: {', '.join(builds) or 'nothing'}{shipped}; (re)start: {', '.join(to_start) or 'nothing'}")
+    plan = decisions.plan
+    builds = (["base image"] if decisions.base_to_build else []) + decisions.to_build
+    shipped = f"; ship: {', '.join(decisions.to_ship)}" if decisions.to_ship else ""
+    reload = [n for n in decisions.changed_services if n not in decisions.to_start]
+    reloads = f"; reload: {', '.join(reload)}" if reload else ""
+    starts = ", ".join(describe_start(plan, n) for n in decisions.to_start) or "nothing"
+    logger.info(f"{host.print_prefix}release: {decisions.release} ({'new' if decisions.new_release else 'current'}); "
+                f"image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}{shipped}; "
+                f"(re)start: {starts}{reloads}")
     for name in plan.services:
         if is_standin(plan, name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

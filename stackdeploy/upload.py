@@ -1,12 +1,14 @@
-"""Phase 2: every rendered file, the build sources and the host helper onto the host.
+"""Phase 2: the release's files onto the host, into a directory of their own.
 
-One operation for all files: it compares one hash listing of the deploy directory with
-the exact bytes wanted, so a no-op redeploy costs one command per host, also over SSH.
+A release is staged in ``releases/<id>/`` (a copy of the current release plus the files that
+differ), and only switched to (``current``) once it runs: a run that fails part-way leaves
+the running release's files untouched. The helper and the host's own state files sit
+outside the releases. The decision comes from one hash listing of the host, so a no-op
+redeploy costs one command per host, also over SSH.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import shlex
 from io import BytesIO
@@ -15,59 +17,68 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.operations import files
 
-from stackdeploy import FILES_DIR
-from stackdeploy.facts import FileHashes
-from stackdeploy.fingerprint import context_files
-from stackdeploy.plan import Plan
-
-MANAGED_DIRS = ("services/", "images/", "env/", "nginx/")
+from stackdeploy import contract
+from stackdeploy.desired import HostDecisions
 
 
-def _modes(plan: Plan, paths: list[str]) -> dict[str, list[str]]:
+def _mode(decisions: HostDecisions, rel: str) -> str:
+    if rel in decisions.plan.secret_files or rel == ".secrets.json":
+        return "600"
+    return "755" if rel == "stackctl.py" else "644"
+
+
+def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
+    """mkdir, upload, then chmod: every path quoted, secrets private before they land."""
+    dirs = sorted({posixpath.dirname(f"{root}/{rel}") for rel in wanted})
+    if dirs:
+        yield f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)}"
+    for rel, content in wanted.items():
+        yield FileUploadCommand(BytesIO(content), f"{root}/{rel}")
     modes: dict[str, list[str]] = {}
-    for rel in paths:
-        mode = "600" if rel in plan.secret_files or rel == ".secrets.json" else "755" if rel == "stackctl.py" else "644"
-        modes.setdefault(mode, []).append(rel)
-    return modes
+    for rel in wanted:
+        modes.setdefault(_mode(decisions, rel), []).append(rel)
+    for mode, paths in sorted(modes.items()):
+        yield f"cd {shlex.quote(root)} && chmod {mode} {' '.join(shlex.quote(p) for p in paths)}"
 
 
 @operation(is_idempotent=True)
-def stack_files(plan: Plan, files: dict[str, bytes]):
-    """Upload the files whose content differs (one hash listing of the host, not a fact
-    per file: that keeps a no-op redeploy fast over SSH) and remove stale managed files."""
-    root = plan.stack.deploy_dir
-    remote = host.get_fact(FileHashes, root=root)
-    changed = [rel for rel in sorted(files) if remote.get(rel) != hashlib.sha256(files[rel]).hexdigest()]
-    stale = [rel for rel in sorted(remote) if rel not in files and rel.startswith(MANAGED_DIRS)]
-    if not changed and not stale:
-        host.noop(f"{len(files)} files up to date")
+def helper_files(decisions: HostDecisions):
+    """The host helper, its contract, the secrets' host copy and the image-source record."""
+    if not decisions.top_files:
+        host.noop("helper and host state files up to date")
         return
-    dirs = sorted({posixpath.dirname(f"{root}/{rel}") for rel in changed})
+    root = decisions.plan.stack.deploy_dir
+    yield f"mkdir -p {shlex.quote(root)}/state"
+    yield from _upload(root, decisions, decisions.top_files)
+
+
+@operation(is_idempotent=True)
+def release_files(decisions: HostDecisions):
+    """Stage a new release: copy the current one, then upload only the files that differ."""
+    if not decisions.new_release:
+        host.noop(f"release {decisions.release} is current: files up to date")
+        return
+    base = decisions.plan.stack.deploy_dir
+    root = f"{base}/{contract.RELEASES_DIR}/{decisions.release}"
+    current = f"{base}/{contract.CURRENT_LINK}"
     # env/ holds secrets: make it private before anything lands in it.
-    yield f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)} {root}/env && chmod 700 {root}/env"
-    for rel in changed:
-        yield FileUploadCommand(BytesIO(files[rel]), f"{root}/{rel}")
-    for mode, paths in _modes(plan, changed).items():
-        yield f"cd {root} && chmod {mode} {' '.join(shlex.quote(p) for p in paths)}"
+    yield (f"mkdir -p {shlex.quote(root)}/env && chmod 700 {shlex.quote(root)}/env && "
+           f"if [ -d {shlex.quote(current)}/ ]; then cp -a {shlex.quote(current)}/. {shlex.quote(root)}/; fi")
+    wanted = {rel: decisions.release_files[rel] for rel in decisions.changed_files}
+    yield from _upload(root, decisions, wanted)
+    stale = sorted(rel for rel in decisions.current_files if rel not in decisions.release_files)
     if stale:
-        yield f"cd {root} && rm -f {' '.join(shlex.quote(p) for p in stale)}"
+        yield f"cd {shlex.quote(root)} && rm -f {' '.join(shlex.quote(p) for p in stale)}"
 
 
-def desired_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
-    """Every file the host should have under the deploy dir, with its exact bytes."""
-    files = {rel: content.encode() for rel, content in plan.files.items()}
-    files[".secrets.json"] = secrets_json.encode()
-    files["stackctl.py"] = (FILES_DIR / "stackctl.py").read_bytes()
-    for spec in plan.builds.values():
-        if spec.source_dir is not None:
-            for path in context_files(spec.source_dir):
-                files[f"{spec.build_dir}/src/{path.relative_to(spec.source_dir).as_posix()}"] = path.read_bytes()
-    return files
+def put_helper(decisions: HostDecisions) -> None:
+    """The deploy directory and the helper, which everything after this (the lock too) uses."""
+    root = decisions.plan.stack.deploy_dir
+    files.directory(name=f"Deploy directory {root}", path=root, mode="750")
+    helper_files(name="Host helper and state files", decisions=decisions)
 
 
 @deploy("Render stack files")
-def render_stack(plan: Plan, secrets_json: str) -> None:
-    """Put every rendered file, the build sources and the host helper under the deploy dir."""
-    root = plan.stack.deploy_dir
-    files.directory(name=f"Deploy directory {root}", path=root, mode="750")
-    stack_files(name="Rendered files, sources and host helper", plan=plan, files=desired_files(plan, secrets_json))
+def render_stack(decisions: HostDecisions) -> None:
+    """Stage the release when it is new (the current one is never edited)."""
+    release_files(name="Stage the release's files", decisions=decisions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
 import click
@@ -33,14 +34,15 @@ def _summarise(plan: Plan, status: dict, builds: dict, started: list[str]) -> No
 def _failure(plan: Plan, name: str, row: dict) -> str:
     """One failed service: where, why, and its last log lines (fetched from its own host)."""
     if row["state"] != "remote":
-        ok, output = host.run_shell_command(stackctl(plan, "logs", name))
+        ok, output = host.run_shell_command(stackctl(plan.stack.deploy_dir, "logs", name))
         logs = output.stdout if ok else output.stderr
         return f"SERVICE FAILED: '{name}' on host {host.name}: {row['check']}\n{logs}"
     service, owner = name.split("@", 1)
     where = f"SERVICE FAILED: '{service}' on host {owner} (seen from {host.name}): {row['check']}"
-    command = [*ssh_command(host.inventory.get_host(owner)), "python3", f"{plan.stack.deploy_dir}/stackctl.py",
-               "--host", owner, "logs", service]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    command = stackctl(plan.stack.deploy_dir, "logs", service, host_name=owner)
+    remote = shlex.join(ssh_command(host.inventory.get_host(owner)))
+    result = subprocess.run(f"{remote} {shlex.quote(command)}" if remote else command, shell=True,
+                            capture_output=True, text=True, timeout=60, check=False)
     return f"{where}\n{result.stdout or result.stderr}"
 
 
@@ -51,14 +53,15 @@ def _run(command: str) -> str:
     return output.stdout
 
 
-def _verify_now(plan: Plan, built: list[str], started: list[str]) -> None:
-    status = json.loads(_run(stackctl(plan, "status")))
-    builds = json.loads(_run(f"cat {plan.stack.deploy_dir}/state/builds.json 2>/dev/null || echo '{{}}'"))
+def _verify_now(plan: Plan, release: str, built: list[str], started: list[str]) -> None:
+    status = json.loads(_run(stackctl(plan.stack.deploy_dir, "status", "--release", release)))
+    builds_file = shlex.quote(f"{plan.stack.deploy_dir}/state/builds.json")
+    builds = json.loads(_run(f"if [ -f {builds_file} ]; then cat {builds_file}; else echo '{{}}'; fi"))
     _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started)
 
 
 @operation(is_idempotent=True)
-def verified(plan: Plan, built: list[str], started: list[str], base_built: bool):
+def verified(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool):
     """Probe every service; print and save the summary.
 
     Without changes the probe is a fact, so an untouched healthy stack reports no change
@@ -71,9 +74,11 @@ def verified(plan: Plan, built: list[str], started: list[str], base_built: bool)
                 _summarise(plan, status, {}, [])
             host.noop(f"all {len(status)} services healthy")
             return
-    yield FunctionCommand(_verify_now, (plan, built, started), {})
+    yield FunctionCommand(_verify_now, (plan, release, built, started), {})
 
 
 @deploy("Verify the stack")
-def verify_stack(plan: Plan, built: list[str], started: list[str], base_built: bool) -> None:
-    verified(name="Health of every service", plan=plan, built=built, started=started, base_built=base_built)
+def verify_stack(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool) -> None:
+    """Probe every service of ``release``; only a run that changed something re-probes as a change."""
+    verified(name="Health of every service", plan=plan, release=release, built=built, started=started,
+             base_built=base_built)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import JSONResponse
 
 Check = Callable[[], Awaitable[Any]]
@@ -44,6 +45,7 @@ class Backends:
         self.db: asyncpg.Pool | None = None
         self.redis: aioredis.Redis | None = None
         self.http: httpx.AsyncClient | None = None
+        self.sockets: set[WebSocket] = set()  # open WebSockets, closed with 1001 on shutdown
 
     async def open(self, schema: str = "") -> None:
         self.db = await asyncpg.create_pool(postgres_dsn(), min_size=1, max_size=5)
@@ -59,7 +61,9 @@ class Backends:
             host=env("REDIS_HOST"), port=int(env("REDIS_PORT")), password=env("REDIS_PASSWORD"),
             decode_responses=True,
         )
-        self.http = httpx.AsyncClient(timeout=10.0)
+        # A dependency being replaced may refuse a connection for a moment: retry it (on
+        # another address of the same name, when it has two during a rolling update).
+        self.http = httpx.AsyncClient(timeout=10.0, transport=httpx.AsyncHTTPTransport(retries=3))
 
     async def close(self) -> None:
         if self.http:
@@ -88,10 +92,18 @@ class Backends:
         assert self.redis is not None
         await self.redis.ping()
 
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """GET another service. A GET is safe to repeat, so one that meets a connection the
+        other side is closing (its old container draining in a rolling update) is retried."""
+        assert self.http is not None
+        try:
+            return await self.http.get(url, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+            return await self.http.get(url, **kwargs)
+
     def check_http(self, url: str) -> Check:
         async def check() -> None:
-            assert self.http is not None
-            response = await self.http.get(url, timeout=3.0)
+            response = await self.get(url, timeout=3.0)
             response.raise_for_status()
         return check
 
@@ -99,10 +111,7 @@ class Backends:
         """Ask auth-service who holds this bearer token; 401 when nobody does."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise HTTPException(status_code=401, detail="missing bearer token")
-        assert self.http is not None
-        response = await self.http.get(
-            f"{env('AUTH_SERVICE_URL')}/verify", headers={"Authorization": authorization}
-        )
+        response = await self.get(f"{env('AUTH_SERVICE_URL')}/verify", headers={"Authorization": authorization})
         if response.status_code != 200:
             raise HTTPException(status_code=401, detail="invalid or revoked token")
         return response.json()
@@ -118,6 +127,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         await backends.open(schema)
+        close_sockets_on_sigterm(backends)
         yield
         await backends.close()
 
@@ -140,6 +150,26 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
         )
 
     return app
+
+
+def close_sockets_on_sigterm(backends: Backends) -> None:
+    """On SIGTERM (a deploy retiring this container), close open WebSockets with 1001 "going
+    away" so clients reconnect to the new container, then let uvicorn shut down gracefully
+    (it would otherwise close them with 1012 after the listening socket is gone)."""
+    loop = asyncio.get_running_loop()
+    uvicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    async def close_then_exit(signum: int, frame: Any) -> None:
+        sockets = list(backends.sockets)
+        await asyncio.gather(*(ws.close(code=1001, reason="server restarting") for ws in sockets),
+                             return_exceptions=True)
+        if callable(uvicorn_handler):
+            uvicorn_handler(signum, frame)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(close_then_exit(signum, frame)))
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def authorization_header(authorization: str | None = Header(default=None)) -> str | None:

@@ -70,8 +70,8 @@ def test_connector_data_is_not_a_typo(data):
         ("workers", "2", "service 'auth-service': workers must be an integer of at least 1, got '2'"),
         ("port", 70000, "service 'auth-service': port must be an integer from 1 to 65535, got 70000"),
         ("port", 0, "service 'auth-service': port must be an integer from 1 to 65535, got 0"),
-        ("wait_timeout", 0, "service 'auth-service': wait_timeout must be a number of seconds above 0, got 0"),
-        ("wait_timeout", -5, "service 'auth-service': wait_timeout must be a number of seconds above 0, got -5"),
+        ("wait_timeout", 0, "service 'auth-service'.wait_timeout: must be a number of seconds above 0, got 0"),
+        ("wait_timeout", -5, "service 'auth-service'.wait_timeout: must be a number of seconds above 0, got -5"),
         ("kind", "java", "service 'auth-service': kind must be one of python, infra, gateway, got 'java'"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -98,11 +99,26 @@ def test_env_files_wire_dependencies_and_hold_secrets(data):
 
 def test_gateway_routes_and_websocket(data):
     conf = make_plan(data).files["nginx/nginx.conf"]
-    for prefix, target in [("/api/auth/", "auth-service:8001"), ("/api/creators/", "creator-hub:8002"),
-                           ("/api/ai/", "ai-engine:8003"), ("/api/channels/", "channel-service:8004")]:
-        assert f"location {prefix} {{\n            set $upstream {target};" in conf
+    for prefix, target in [("/api/auth/", "auth-service"), ("/api/creators/", "creator-hub"),
+                           ("/api/ai/", "ai-engine"), ("/api/channels/", "channel-service")]:
+        # The target is the container the helper gated, kept in the gateway's live config.
+        assert f"location {prefix} {{\n            include /etc/nginx/stack/targets/{target}.conf;" in conf
     assert conf.count("proxy_set_header Upgrade $http_upgrade;") == 1
     assert "location = /health" in conf
+
+
+def test_release_manifest_says_how_each_service_is_replaced(data):
+    plan = make_plan(data)
+    manifest = json.loads(plan.files["release.json"])
+    strategies = {name: spec["strategy"] for name, spec in manifest["services"].items()}
+    assert {n for n, s in strategies.items() if s == "rolling"} == {
+        "auth-service", "creator-hub", "ai-engine", "channel-service"}
+    assert manifest["gateway"] == {"service": "api-gateway", "routed": [
+        "ai-engine", "auth-service", "channel-service", "creator-hub"]}
+    assert all(spec["config_hash"] == plan.services[n].config_hash for n, spec in manifest["services"].items())
+    compose = yaml.safe_load(plan.files["compose.yaml"])
+    assert compose["services"]["auth-service"]["labels"] == {
+        "stackdeploy.config-hash": plan.services["auth-service"].config_hash}
 
 
 def test_dockerignore_keeps_only_the_service_files(data):
@@ -170,9 +186,10 @@ def test_workers_change_rebuilds_that_service(data):
     assert {n for n in before.services if before.services[n].image != after.services[n].image} == {"auth-service"}
 
 
-def test_nginx_change_recreates_gateway(data):
+def test_nginx_change_reloads_the_gateway_without_recreating_it(data):
     before = make_plan(data)
     data["services"]["api-gateway"]["routes"]["/api/v2/auth/"] = "auth-service"
     after = make_plan(data)
+    assert before.files["nginx/nginx.conf"] != after.files["nginx/nginx.conf"]
     assert {n for n in before.services
-            if before.services[n].config_hash != after.services[n].config_hash} == {"api-gateway"}
+            if before.services[n].config_hash != after.services[n].config_hash} == set()

@@ -65,6 +65,7 @@ async def channel_socket(websocket: WebSocket, channel: str, token: str = "") ->
         await websocket.close(code=1008)
         return
     await websocket.accept()
+    backends.sockets.add(websocket)
     assert backends.redis is not None
     pubsub = backends.redis.pubsub()
     await pubsub.subscribe(f"channel:{channel}")
@@ -82,9 +83,10 @@ async def channel_socket(websocket: WebSocket, channel: str, token: str = "") ->
             await _publish(channel, user["username"], text)
             if text.startswith("/ai "):
                 asyncio.create_task(_ask_ai(channel, text[4:]))
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, RuntimeError):  # the client left, or we closed it (shutdown: 1001)
         pass
     finally:
+        backends.sockets.discard(websocket)
         relay_task.cancel()
         await pubsub.unsubscribe()
         await pubsub.aclose()

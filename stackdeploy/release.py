@@ -1,0 +1,76 @@
+"""The run around the phases: the deploy lock, the release record and the audit log.
+
+A run that changes a host takes that host's lock first (``stackctl.py lock acquire``): a
+second run, from any control machine, is refused at once and told who holds it. The lock
+is tied to the run's own process on the host (its sshd session, or pyinfra on @local), so
+a run that died is recognised and its lock can be taken over with ``take_over_lock``.
+A run that ends records the release and an audit line and unlocks (``stackctl.py
+finish``): on success as its last operation, on failure from a pyinfra callback, since
+pyinfra drops a failed host from every later operation.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyinfra import host, logger
+from pyinfra.api import Host, State, deploy, operation
+from pyinfra.api.state import BaseStateCallback
+
+from stackdeploy.remote import stackctl
+from stackdeploy.runinfo import STARTED, actor
+
+_runs: dict[str, dict] = {}  # host name -> what finish needs, for the failure callback
+
+
+def _finish_args(run: dict, result: str) -> list[str]:
+    return ["finish", "--release", run["release"], "--action", run["action"], "--result", result,
+            "--changed", ",".join(run["changed"]), "--actor", json.dumps(actor()),
+            "--started", str(STARTED), "--keep", str(run["keep"])]
+
+
+class FinishOnFailure(BaseStateCallback):
+    """When an operation fails on a host this run locked, record the failure and unlock it."""
+
+    @staticmethod
+    def operation_host_error(state: State, host: Host, op_hash, retry_count: int = 0, max_retries: int = 0):
+        run = _runs.pop(host.name, None)
+        if run is None:
+            return
+        ok, output = host.run_shell_command(stackctl(run["deploy_dir"], *_finish_args(run, "failed"),
+                                                     host_name=host.name))
+        if not ok:
+            logger.error(f"{host.print_prefix}could not record the failure and unlock: {output.stderr}")
+
+
+def _register(run: dict) -> None:
+    if not any(isinstance(h, FinishOnFailure) for h in host.state.callback_handlers):
+        host.state.add_callback_handler(FinishOnFailure())
+    _runs[host.name] = run
+
+
+@operation(is_idempotent=False)
+def lock(deploy_dir: str, action: str, release: str, take_over: bool):
+    """Take this host's deploy lock, or fail naming who holds it."""
+    holder = json.dumps({**actor(), "action": action, "release": release})
+    yield stackctl(deploy_dir, "lock", "acquire", "--holder", holder, *(["--take-over"] if take_over else []))
+
+
+@operation(is_idempotent=False)
+def finish(deploy_dir: str, run: dict):
+    """Switch ``current`` to the release, record it, prune old releases, audit and unlock."""
+    yield stackctl(deploy_dir, *_finish_args(run, "ok"))
+
+
+@deploy("Deploy lock")
+def take_lock(deploy_dir: str, action: str, release: str, changed: list[str], keep: int) -> None:
+    run = {"deploy_dir": deploy_dir, "action": action, "release": release, "changed": changed, "keep": keep}
+    _register(run)
+    lock(name=f"Lock the host for this {action}", deploy_dir=deploy_dir, action=action, release=release,
+         take_over=bool(host.data.get("take_over_lock")))
+
+
+@deploy("Record the release")
+def record_release(deploy_dir: str, action: str, release: str, changed: list[str], keep: int) -> None:
+    run = {"deploy_dir": deploy_dir, "action": action, "release": release, "changed": changed, "keep": keep}
+    finish(name="Switch to the release, record it, audit and unlock", deploy_dir=deploy_dir, run=run)
