@@ -47,6 +47,9 @@ RELOAD_TIMEOUT = 15.0
 # base image, not steps of ours, and are not counted).
 STEP_RE = re.compile(r"^#(\d+) \[[^\]]*\d+/\d+\] (?!FROM )")
 CACHED_RE = re.compile(r"^#(\d+) CACHED")
+# uvicorn with several workers keeps its container up and respawns workers that crash:
+# its log is the only sign that the app cannot start.
+WORKER_DIED_RE = re.compile(r"Child process \[\d+\] died")
 SHELLS = {"sh", "bash", "dash", "zsh", "sudo", "su", "timeout", "env", "nice"}
 ROOT = Path(__file__).resolve().parent
 STATE = ROOT / contract.STATE_DIR
@@ -205,6 +208,12 @@ def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
     return None
 
 
+def workers_dying(container_id: str) -> str | None:
+    result = run(["docker", "logs", "--tail", "200", container_id], timeout=10)
+    deaths = len(WORKER_DIED_RE.findall(result.stdout + result.stderr))
+    return f"its worker processes keep dying ({deaths} so far)" if deaths >= CRASH_RESTARTS else None
+
+
 def crashed(info: dict) -> str | None:
     """A container that exited or crash-loops will not become ready: say so at once."""
     state = info["State"]
@@ -251,8 +260,14 @@ def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
         state["info"] = infos[0]
         return probe(infos[0], spec, project)
 
-    ready, failed = poll({"c": check}, {"c": time.monotonic() + spec["timeout"]},
-                         lambda _key: crashed(state["info"]) if "info" in state else None)
+    polls = iter(range(1_000_000))
+
+    def fatal(_key: str) -> str | None:
+        if "info" not in state:
+            return None
+        return crashed(state["info"]) or (workers_dying(container_id) if next(polls) % 5 == 4 else None)
+
+    ready, failed = poll({"c": check}, {"c": time.monotonic() + spec["timeout"]}, fatal)
     if failed:
         raise Failed(failed["c"])
     return ready["c"]
