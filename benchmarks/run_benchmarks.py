@@ -94,8 +94,8 @@ def readiness(waves: list[list[str]]) -> tuple[float, float]:
 
 def plain_compose(up_args: list[str]) -> float:
     started = time.monotonic()
-    sh("docker", "compose", "-p", f"{STACK}plain", "--project-directory", DEPLOY_DIR,
-       "-f", f"{DEPLOY_DIR}/compose.yaml", "up", *up_args)
+    sh("docker", "compose", "-p", f"{STACK}plain", "--project-directory", f"{DEPLOY_DIR}/current",
+       "-f", f"{DEPLOY_DIR}/current/compose.yaml", "up", *up_args)
     return time.monotonic() - started
 
 

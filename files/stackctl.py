@@ -680,10 +680,27 @@ def prune(project: str, keep: int) -> list[str]:
     return removed + stale
 
 
+def audit(actor: contract.Actor, action: str, release: str, changed: list[str], result: str,
+          started: float) -> None:
+    """Append one line to the audit log (opened in append mode: lines are never rewritten)."""
+    entry: contract.AuditEntry = {**actor, "at": time.time(), "action": action, "release": release,
+                                  "changed": changed, "result": result, "seconds": round(time.time() - started, 1)}
+    path = ROOT / contract.AUDIT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as log:
+        log.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
 def cmd_finish(args: argparse.Namespace) -> int:
     """End of a run: on success switch ``current`` and record the release; always audit and unlock."""
     actor = json.loads(args.actor)
     changed = [s for s in args.changed.split(",") if s]
+    holder = read_json(ROOT / contract.LOCK_FILE, None)
+    pid, start = anchor()
+    if holder and (holder["anchor_pid"], holder["anchor_start"]) != (pid, start):
+        # This run never got the lock (another one holds it): record the refusal, touch nothing.
+        audit(actor, args.action, args.release, changed, "refused", args.started)
+        return 0
     new_release = args.release != current_release()
     if args.result == "ok" and (release_dir(args.release) / contract.RELEASE_FILE).exists():
         switch_current(args.release)
@@ -696,7 +713,12 @@ def cmd_finish(args: argparse.Namespace) -> int:
         }
         write_json(ROOT / contract.RELEASES_FILE, [*releases(), record])
     if args.result == "ok":
-        removed = prune(manifest(args.release)["project"], args.keep)
+        m = manifest(args.release)
+        orphans = [c for c in containers(m["project"]) if service_of(c) not in m["services"]]
+        if orphans:  # services no longer placed on this host
+            retire(orphans, 20)
+            print(f"removed: {', '.join(name_of(c) for c in orphans)}")
+        removed = prune(m["project"], args.keep)
         if removed:
             print(f"pruned: {', '.join(removed)}")
         for legacy in ("compose.yaml", "compose.build.yaml", "env", "services", "images", "nginx",
@@ -706,11 +728,7 @@ def cmd_finish(args: argparse.Namespace) -> int:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-    entry: contract.AuditEntry = {**actor, "at": time.time(), "action": args.action, "release": args.release,
-                                  "changed": changed, "result": args.result,
-                                  "seconds": round(time.time() - args.started, 1)}
-    with (ROOT / contract.AUDIT_FILE).open("a") as audit:
-        audit.write(json.dumps(entry, sort_keys=True) + "\n")
+    audit(actor, args.action, args.release, changed, args.result, args.started)
     (ROOT / contract.LOCK_FILE).unlink(missing_ok=True)
     print(f"{args.action} {args.result}: release {args.release}" + (" (now current)" if args.result == "ok" else ""))
     return 0

@@ -61,9 +61,9 @@ def announce(decisions: HostDecisions) -> None:
     reload = [n for n in decisions.changed_services if n not in decisions.to_start]
     reloads = f"; reload: {', '.join(reload)}" if reload else ""
     starts = ", ".join(describe_start(plan, n) for n in decisions.to_start) or "nothing"
-    logger.info(f"{host.print_prefix}release: {decisions.release} ({'new' if decisions.new_release else 'current'}); "
-                f"image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}{shipped}; "
-                f"(re)start: {starts}{reloads}")
+    logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"
+                f"{shipped}; (re)start: {starts}{reloads}; "
+                f"release: {decisions.release} ({'new' if decisions.new_release else 'current'})")
     for name in plan.services:
         if is_standin(plan, name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

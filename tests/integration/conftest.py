@@ -8,6 +8,7 @@ itself installs and starts the Docker engine when none answers.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -39,15 +40,34 @@ class DeployResult:
     seconds: float
 
 
-def deploy(tmp_path: Path, extra: dict[str, Any] | None = None, root: Path = ROOT,
-           *args: str) -> DeployResult:
-    """Run ``pyinfra -y INVENTORY deploy.py`` for the test stack; output is kept for asserts."""
-    inventory = tmp_path / f"inventory_{int(time.time() * 1000)}.py"
+def write_inventory(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
+    inventory = tmp_path / f"inventory_{time.time_ns()}.py"
     inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    return inventory
+
+
+def run_pyinfra(tmp_path: Path, script: str, extra: dict[str, Any] | None = None, root: Path = ROOT,
+                *args: str) -> DeployResult:
+    """Run ``pyinfra -y INVENTORY <script>`` for the test stack; output is kept for asserts."""
+    inventory = write_inventory(tmp_path, extra)
     started = time.monotonic()
-    result = subprocess.run([str(PYINFRA), "-y", str(inventory), "deploy.py", *args], cwd=root,
+    result = subprocess.run([str(PYINFRA), "-y", str(inventory), script, *args], cwd=root,
                             capture_output=True, text=True, timeout=DEPLOY_TIMEOUT, check=False)
     return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+
+
+def deploy(tmp_path: Path, extra: dict[str, Any] | None = None, root: Path = ROOT,
+           *args: str) -> DeployResult:
+    """Run ``pyinfra -y INVENTORY deploy.py`` for the test stack."""
+    return run_pyinfra(tmp_path, "deploy.py", extra, root, *args)
+
+
+def project_copy(tmp_path: Path, name: str) -> Path:
+    """A scratch copy of the project (no venv, no control-machine state), to change its code."""
+    copy = tmp_path / name
+    if not copy.exists():
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    return copy
 
 
 def docker(*args: str) -> str:

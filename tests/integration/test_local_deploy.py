@@ -134,7 +134,7 @@ def test_dry_run_reports_exactly_what_the_real_run_changes(first_deploy, session
     change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
     result = deploy(session_tmp, change, ROOT, "--dry")
     assert result.returncode == 0, result.output[-4000:]
-    assert "[@local] image source: local; build: nothing; (re)start: creator-hub" in result.output
+    assert "[@local] image source: local; build: nothing; (re)start: creator-hub (rolling); release: " in result.output
     assert identities() == before  # nothing happened
 
 
@@ -168,7 +168,7 @@ def test_source_change_rebuilds_and_recreates_only_that_service(first_deploy, se
         assert result.returncode == 0, result.output[-4000:]
     after = identities()
     assert {n for n in before if before[n] != after[n]} == {"ai-engine"}
-    assert "build: ai-engine; (re)start: ai-engine" in result.output
+    assert "build: ai-engine; (re)start: ai-engine (rolling)" in result.output
     report = json.loads((copy / ".deploy" / "last-report.json").read_text())["hosts"]["@local"]["services"]
     built = {name: row["build"] for name, row in report.items() if row["build"]}
     assert list(built) == ["ai-engine"]
@@ -194,13 +194,16 @@ def test_failed_build_names_the_service_and_shows_its_log(first_deploy, session_
 def test_failing_service_fails_loudly_with_its_logs(first_deploy, session_tmp):
     # Long enough for uvicorn to listen even on a busy machine, so the check's own answer
     # (404), not "connection refused", is what the failure reports.
+    before = identities()
     broken = {"service_overrides": {"creator-hub": {"health": {"http": "/no-such-endpoint"}, "wait_timeout": 20}}}
     result = deploy(session_tmp, broken)
     assert result.returncode != 0
     assert "SERVICE FAILED: 'creator-hub' on host @local" in result.output
     assert "GET /no-such-endpoint answered 404" in result.output
-    assert "last 30 log lines of creator-hub:" in result.output
+    assert "last 30 log lines of the new container:" in result.output
     assert "wait-for-services: postgres is up" in result.output  # a real log line of the container
+    assert "ROLLED BACK: the new container was removed; the previous version is still serving" in result.output
+    assert identities()["creator-hub"] == before["creator-hub"]  # the old container never stopped
 
 
 def test_redeploy_after_failure_recovers(first_deploy, session_tmp):

@@ -1,0 +1,15 @@
+"""Print the release history of every host, the current release marked: pyinfra INVENTORY releases.py
+
+Changes nothing. Each line: release id, action (deploy or rollback), result, who ran it
+from where, the deploy repository's commit and when.
+"""
+
+import click
+from pyinfra import host
+
+from stackdeploy.desired import load_stack
+from stackdeploy.facts import ReleaseHistory
+from stackdeploy.rollback import history_table
+
+stack = load_stack(host.data.dict())
+click.echo(history_table(host.name, host.get_fact(ReleaseHistory, deploy_dir=stack.deploy_dir)))

@@ -1,0 +1,27 @@
+"""Return to the previous release, or to a given one: pyinfra INVENTORY rollback.py [--data release=<id>]
+
+Each host goes back to the release before its current one (or to ``release``: the newest
+release kept on that host at or before that id). Like a deploy it takes the lock, rolls
+apps without downtime, gates every service on readiness, records the release and audits.
+"""
+
+from pyinfra import host
+
+from stackdeploy.desired import decide
+from stackdeploy.facts import ReleaseHistory
+from stackdeploy.release import record_release, take_lock
+from stackdeploy.rollback import decide_rollback
+from stackdeploy.startup import start_services
+from stackdeploy.verify import verify_stack
+
+plan = decide(host).plan
+rollback = decide_rollback(host, host.get_fact(ReleaseHistory, deploy_dir=plan.stack.deploy_dir))
+host.noop(f"rollback from {rollback.current} to {rollback.target}: {', '.join(rollback.to_change)}")
+run = {"deploy_dir": rollback.deploy_dir, "action": "rollback", "release": rollback.target,
+       "changed": rollback.to_change, "keep": rollback.keep}
+
+take_lock(**run)
+start_services(rollback.deploy_dir, rollback.target, rollback.waves, rollback.to_change, plan.replicated,
+               rollback.batch, {})
+verify_stack(plan, rollback.target, built=[], started=rollback.to_change, base_built=False)
+record_release(**run)
