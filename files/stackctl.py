@@ -55,6 +55,9 @@ ROOT = Path(__file__).resolve().parent
 STATE = ROOT / contract.STATE_DIR
 GATEWAY = ROOT / contract.GATEWAY_DIR
 GATEWAY_LOCK = threading.Lock()
+# Services of a wave roll out in parallel, but `docker compose up` calls run one at a time:
+# concurrent ones would each create the project's networks (Docker allows duplicate names).
+COMPOSE_LOCK = threading.Lock()
 
 
 class Failed(Exception):
@@ -394,8 +397,9 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
     if reuse:  # an interrupted run already started it
         new = reuse[-1]
     else:
-        checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--no-recreate",
-                        "--scale", f"{service}={len(old) + 1}", service), timeout=600)
+        with COMPOSE_LOCK:
+            checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--no-recreate",
+                            "--scale", f"{service}={len(old) + 1}", service), timeout=600)
         fresh = [c for c in containers(project, service) if c["Id"] not in {o["Id"] for o in old}]
         if not fresh:
             raise Failed("docker compose did not create a new container")
@@ -420,7 +424,8 @@ def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str)
     spec, project = m["services"][service], m["project"]
     if service == (m["gateway"] or {}).get("service"):
         sync_gateway(release, m)  # its config and targets must be in place before it starts
-    checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service), timeout=600)
+    with COMPOSE_LOCK:
+        checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service), timeout=600)
     new = serving(project, service, spec["config_hash"]) or (containers(project, service) or [None])[-1]
     if new is None:
         raise Failed("docker compose did not create a container")
@@ -430,7 +435,9 @@ def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str)
         logs = last_logs(new["Id"])
         previous = current_release()
         if previous and previous != release and service in manifest(previous)["services"]:
-            run(compose(previous, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service), timeout=600)
+            with COMPOSE_LOCK:
+                run(compose(previous, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service),
+                    timeout=600)
             restored = f"ROLLED BACK: {service} was recreated from the running release {previous}"
         else:
             restored = "no previous release to restore"
@@ -521,11 +528,24 @@ def image_size(image: str) -> int | None:
     return int(result.stdout.strip()) if result.returncode == 0 else None
 
 
+def service_check(m: contract.ReleaseManifest, name: str) -> Callable[[], str | None]:
+    """A readiness check of whichever container serves ``name`` at the time it is called."""
+    spec = m["services"][name]
+
+    def check() -> str | None:
+        info = serving(m["project"], name, spec["config_hash"])
+        return probe(info, spec, m["project"]) if info else "no container"
+    return check
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     release = args.release or current_release()
     m = manifest(release)
     ready = read_json(STATE / "ready.json", {})
     assert isinstance(ready, dict)
+    if args.wait:  # e.g. right after the engine restarted every container: let them come up
+        poll({name: service_check(m, name) for name in m["services"]},
+             {name: time.monotonic() + spec["timeout"] for name, spec in m["services"].items()})
     rows: dict[str, dict] = {}
     lock = threading.Lock()
 
@@ -758,6 +778,7 @@ def main(argv: list[str]) -> int:
     up.set_defaults(func=cmd_up)
     status = sub.add_parser("status")
     status.add_argument("--release", default="")
+    status.add_argument("--wait", action="store_true", help="first wait (within each timeout) for every service")
     status.set_defaults(func=cmd_status)
     logs = sub.add_parser("logs")
     logs.add_argument("services", nargs="+")

@@ -138,7 +138,7 @@ def read_host(host: Host, stack: model.Stack) -> HostState:
                               f"cannot tell what is on the host. Start it ({START_ENGINE_HINT}) and run again.")
     logger.warning(f"{host.print_prefix}Docker engine not answering: starting it before reading the host")
     systemd = host.get_fact(DockerEngineStatus)["systemd"]
-    ok, output = host.run_shell_command(" && ".join(start_engine_commands(systemd)))
+    ok, output = host.run_shell_command("\n".join(start_engine_commands(systemd)))
     if not ok:
         raise PyinfraError(f"{host.name}: could not start the Docker engine: {output.stderr}")
     return host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)

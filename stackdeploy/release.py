@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from pyinfra import host, logger
-from pyinfra.api import Host, State, deploy, operation
+from pyinfra.api import FunctionCommand, Host, OperationError, State, deploy, operation
 from pyinfra.api.state import BaseStateCallback
 
 from stackdeploy.remote import stackctl
@@ -49,11 +49,20 @@ def _register(run: dict) -> None:
     _runs[host.name] = run
 
 
+def _acquire(command: str) -> None:
+    ok, output = host.run_shell_command(command)
+    if not ok:
+        raise OperationError(output.stderr.strip())
+    if "took over" in output.stdout:  # taking over a dead run's lock is worth a warning
+        logger.warning(f"{host.print_prefix}{output.stdout.strip()}")
+
+
 @operation(is_idempotent=False)
 def lock(deploy_dir: str, action: str, release: str, take_over: bool):
     """Take this host's deploy lock, or fail naming who holds it."""
     holder = json.dumps({**actor(), "action": action, "release": release})
-    yield stackctl(deploy_dir, "lock", "acquire", "--holder", holder, *(["--take-over"] if take_over else []))
+    command = stackctl(deploy_dir, "lock", "acquire", "--holder", holder, *(["--take-over"] if take_over else []))
+    yield FunctionCommand(_acquire, (command,), {})
 
 
 @operation(is_idempotent=False)

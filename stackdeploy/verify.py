@@ -54,7 +54,7 @@ def _run(command: str) -> str:
 
 
 def _verify_now(plan: Plan, release: str, built: list[str], started: list[str]) -> None:
-    status = json.loads(_run(stackctl(plan.stack.deploy_dir, "status", "--release", release)))
+    status = json.loads(_run(stackctl(plan.stack.deploy_dir, "status", "--wait", "--release", release)))
     builds_file = shlex.quote(f"{plan.stack.deploy_dir}/state/builds.json")
     builds = json.loads(_run(f"if [ -f {builds_file} ]; then cat {builds_file}; else echo '{{}}'; fi"))
     _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started)

@@ -57,11 +57,11 @@ def test_no_container_runs_as_root(first_deploy):
 
 def test_secrets_stay_in_private_files(first_deploy):
     root = Path(TEST_HOST_DATA["deploy_dir"])
-    private = [root / ".secrets.json", *sorted((root / "env").glob("*.env"))]
+    private = [root / ".secrets.json", *sorted((root / "current" / "env").glob("*.env"))]
     assert len(private) == 10
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert stat.S_IMODE((root / "env").stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "current" / "env").stat().st_mode) == 0o700
     secrets = json.loads((root / ".secrets.json").read_text())
     assert set(secrets) == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"}
     for name, info in containers().items():  # never in an image's config or history

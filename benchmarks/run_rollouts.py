@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Benchmark rollouts under load: what a client sees while the stack changes.
+
+A load client (benchmarks/loadgen.py: keep-alive and new-connection clients, 60 req/s over
+the four apps' health routes, bounded in time and count, loopback only) runs through the
+gateway while, one after the other, each app gets a code change, creator-hub a config
+change, auth-service a broken release, and the stack is rolled back. For each: failed
+requests, the longest gap, and the deploy's wall time. For comparison, the same load
+during a plain ``docker compose up -d --force-recreate`` of one app (what a redeploy did
+before rolling updates). WebSockets to channel-service are watched during its change.
+
+Uses its own stack ("rollbench", port 28180). Prints a table and writes
+benchmarks/results/<date>-rollouts.md and benchmarks/results/rollouts.json.
+
+    .venv/bin/python benchmarks/run_rollouts.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.loadgen import HttpLoad, SocketWatch, register_and_login  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+PYINFRA = Path(sys.executable).parent / "pyinfra"
+STACK = "rollbench"
+DEPLOY_DIR = "/var/tmp/stackdeploy-rollbench"
+GATEWAY = "http://127.0.0.1:28180"
+HOST_DATA: dict[str, Any] = {"stack_name": STACK, "deploy_dir": DEPLOY_DIR, "gateway_port": 28180,
+                             "gateway_bind": "127.0.0.1", "environment": "rollbench"}
+PATHS = ["/api/auth/health", "/api/creators/health", "/api/ai/health", "/api/channels/health"]
+APPS = ["auth-service", "creator-hub", "ai-engine", "channel-service"]
+
+
+def pyinfra(workdir: Path, script: str, extra: dict | None = None, root: Path = ROOT) -> tuple[int, float, str]:
+    inventory = workdir / f"inv_{uuid.uuid4().hex[:8]}.py"
+    inventory.write_text(f"bench = [('@local', {{**{HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    started = time.monotonic()
+    result = subprocess.run([str(PYINFRA), "-y", str(inventory), script], cwd=root, capture_output=True,
+                            text=True, timeout=3600, check=False)
+    return result.returncode, time.monotonic() - started, result.stdout + result.stderr
+
+
+def under_load(action, socket_url: str | None = None) -> dict[str, Any]:
+    """Run ``action`` (returns (returncode, seconds, output)) with the load client running."""
+    watch = SocketWatch(socket_url, max_seconds=900) if socket_url else None
+    with HttpLoad(GATEWAY, PATHS, rate=60.0, max_seconds=900, max_requests=60_000) as load:
+        if watch:
+            watch.start()
+        time.sleep(1.0)
+        code, seconds, output = action()
+        time.sleep(1.0)
+        if watch:
+            watch.stop()
+    row = {"ok": code == 0, "deploy_s": round(seconds, 1), "requests": load.result.total,
+           "failed": load.result.failed, "gap_s": round(load.result.longest_gap_seconds, 2),
+           "rate": round(load.result.requests_per_second, 1)}
+    if watch:
+        row["ws_close_codes"] = sorted(set(watch.result.close_codes))
+        row["ws_failed_connects"] = watch.result.failed_connects
+    if code != 0 and "SERVICE FAILED" not in output:
+        raise RuntimeError(f"unexpected failure:\n{output[-4000:]}")
+    return row
+
+
+def code_change(copy: Path, service: str, broken: bool = False) -> None:
+    main = copy / "files" / "services" / service / "app" / "main.py"
+    original = (ROOT / "files" / "services" / service / "app" / "main.py").read_text()
+    tail = "raise RuntimeError('broken release')" if broken else "# benchmark change"
+    main.write_text(original + f"\n{tail}  # {uuid.uuid4().hex}\n")
+
+
+def reset() -> None:
+    subprocess.run(["docker", "compose", "-p", STACK, "down", "-v", "--remove-orphans"], capture_output=True,
+                   timeout=600, check=False)
+    shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
+
+
+def main() -> int:
+    reset()
+    workdir = Path(tempfile.mkdtemp(prefix="rollbench-"))
+    copy = workdir / "project"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "rows": {}}
+    try:
+        code, seconds, output = pyinfra(workdir, "deploy.py", root=copy)
+        if code != 0:
+            raise RuntimeError(output[-4000:])
+        results["cold_deploy_s"] = round(seconds, 1)
+        token = register_and_login(GATEWAY)
+        socket_url = f"ws://127.0.0.1:28180/api/channels/ws/lobby?token={token}"
+        rows = results["rows"]
+        for service in APPS:
+            code_change(copy, service)
+            rows[f"code change {service}"] = under_load(lambda: pyinfra(workdir, "deploy.py", root=copy),
+                                                        socket_url if service == "channel-service" else None)
+            print(f"code change {service}: {rows[f'code change {service}']}", flush=True)
+        env = {"service_overrides": {"creator-hub": {"env": {"BENCH": uuid.uuid4().hex[:8]}}}}
+        rows["config change creator-hub"] = under_load(lambda: pyinfra(workdir, "deploy.py", env, copy))
+        code_change(copy, "auth-service", broken=True)
+        rows["broken release auth-service"] = under_load(lambda: pyinfra(workdir, "deploy.py", env, copy))
+        code_change(copy, "auth-service")
+        rows["rollback (previous release)"] = under_load(lambda: pyinfra(workdir, "rollback.py", env, copy))
+
+        def plain_recreate() -> tuple[int, float, str]:
+            started = time.monotonic()
+            result = subprocess.run(["docker", "compose", "-p", STACK, "--project-directory", f"{DEPLOY_DIR}/current",
+                                     "-f", f"{DEPLOY_DIR}/current/compose.yaml", "up", "-d", "--no-deps",
+                                     "--force-recreate", "--wait", "auth-service"], capture_output=True,
+                                    text=True, timeout=600, check=False)
+            return result.returncode, time.monotonic() - started, result.stdout + result.stderr
+
+        rows["plain compose recreate auth-service (before)"] = under_load(plain_recreate)
+    finally:
+        reset()
+        shutil.rmtree(workdir, ignore_errors=True)
+    write(results)
+    return 0
+
+
+def write(results: dict[str, Any]) -> None:
+    header = f"{'scenario':<46} {'result':<7} {'deploy s':>8} {'requests':>8} {'failed':>6} {'gap s':>6}  websockets"
+    lines = [header, "-" * len(header)]
+    for name, row in results["rows"].items():
+        ws = (f"close codes {row['ws_close_codes']}, failed connects {row['ws_failed_connects']}"
+              if "ws_close_codes" in row else "-")
+        lines.append(f"{name:<46} {'ok' if row['ok'] else 'FAILED':<7} {row['deploy_s']:>8.1f} {row['requests']:>8} "
+                     f"{row['failed']:>6} {row['gap_s']:>6.2f}  {ws}")
+    table = "\n".join(lines)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    day = results["date"][:10]
+    (RESULTS / f"{day}-rollouts.md").write_text(
+        f"# Rollouts under load, {results['date']}\n\nLoad: 60 req/s through the gateway (2 keep-alive and 2 "
+        f"new-connection clients) over the four apps' /health routes; 2 WebSockets during the channel-service "
+        f"change. Cold deploy of the bench stack: {results['cold_deploy_s']} s.\n\n```\n{table}\n```\n")
+    (RESULTS / "rollouts.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
