@@ -22,6 +22,7 @@ import httpx
 import pytest
 import websockets
 
+from benchmarks.loadgen import HttpLoad
 from tests.hosts.simhosts import STATE, container_root, port_open
 
 from .conftest import ROOT, DeployResult, changed_ops
@@ -223,6 +224,31 @@ def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp
     assert {k for k in before if before[k] != after[k]} == {f"creator-hub@{H3}"}
     restored = deploy(extra=change)  # back to the original code, from the full inventory
     assert restored.returncode == 0, restored.output[-4000:]
+
+
+def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path):
+    """auth-service on h2 and h3 behind h3's gateway: a code change reaches one host at a time
+    (rollout_batch 1) and the gateway keeps answering from the other."""
+    spread = {"placement": {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
+                            "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}}
+    first = deploy(extra=spread)
+    assert first.returncode == 0, first.output[-4000:]
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    main = copy / "files" / "services" / "auth-service" / "app" / "main.py"
+    main.write_text(main.read_text() + f"\n# rolling across hosts {uuid.uuid4().hex}\n")
+    before = identities(hosts)
+    with HttpLoad(GATEWAY, ["/api/auth/health", "/api/creators/health"], rate=60, max_seconds=900) as load:
+        result = deploy(extra=spread, root=copy)
+    assert result.returncode == 0, result.output[-4000:]
+    after = identities(hosts)
+    assert {f"auth-service@{H2}", f"auth-service@{H3}"} <= {k for k in before if before[k] != after[k]}
+    assert load.result.failed == 0, load.result.summary()
+    new_h2, new_h3 = containers_on(hosts, H2)["auth-service"], containers_on(hosts, H3)["auth-service"]
+    assert new_h3["Created"] > new_h2["State"]["StartedAt"]  # h3 began only once h2 was done
+    restored = deploy()  # back to the usual placement: h2's auth-service is removed
+    assert restored.returncode == 0, restored.output[-4000:]
+    assert "auth-service" not in containers_on(hosts, H2)
 
 
 def test_hosts_go_down_without_leaving_container_processes(hosts, deployed):

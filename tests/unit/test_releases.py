@@ -1,0 +1,117 @@
+"""Release bookkeeping without an engine: choosing a rollback target, the history table,
+the facts' parsing of recorded output, and the host helper's lock ownership."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stackdeploy import FILES_DIR, contract
+from stackdeploy.desired import StackInputError
+from stackdeploy.facts import FileHashes, StackHostState
+from stackdeploy.rollback import choose_target, history_table
+
+
+def record(release: str, result: str = "ok", action: str = "deploy") -> dict:
+    return {"id": release, "result": result, "action": action, "at": 1795666882.0, "user": "root",
+            "control_host": "laptop", "commit": "abc123", "services": {}}
+
+
+HISTORY = {
+    "current": "R3",
+    "manifests": {"R1": {}, "R2": {}, "R3": {}, "R4": {}},
+    "releases": [record("R1"), record("R2"), record("R2b", "failed"), record("R3"), record("R4", "failed")],
+}
+
+
+def test_rollback_goes_to_the_last_good_release_before_current():
+    assert choose_target("h", HISTORY, None) == "R2"
+
+
+def test_rollback_to_a_named_release_or_the_newest_before_it():
+    assert choose_target("h", HISTORY, "R1") == "R1"
+    assert choose_target("h", HISTORY, "R2c") == "R2"  # a run that did not change this host
+
+
+def test_rollback_refuses_what_the_host_does_not_keep():
+    with pytest.raises(StackInputError, match="release R0 is not kept on this host"):
+        choose_target("h", HISTORY, "R0")
+    with pytest.raises(StackInputError, match="no earlier release to roll back to"):
+        choose_target("h", {**HISTORY, "current": "R1"}, None)
+
+
+def test_history_marks_only_the_newest_record_of_the_current_release():
+    history = {**HISTORY, "releases": [*HISTORY["releases"], record("R3", action="rollback")]}
+    marked = [line for line in history_table("h", history).splitlines() if line.strip().startswith("*")]
+    assert len(marked) == 1 and "rollback" in marked[0]
+
+
+def test_host_state_reads_labels_engine_and_current_release():
+    output = [
+        "--stackdeploy:engine", "up",
+        "--stackdeploy:containers",
+        "auth-service aaa running hash1", "auth-service bbb running hash2", "postgres ccc exited",
+        "--stackdeploy:images", "itest/auth-service:1", "stackdeploy/base:2",
+        "--stackdeploy:secrets", '{"JWT_SECRET": "x"}',
+        "--stackdeploy:image-source", "local",
+        "--stackdeploy:current", "releases/20261126T042131Z",
+    ]
+    state = StackHostState().process(output)
+    assert state.engine == "up" and state.current == "20261126T042131Z" and state.image_source == "local"
+    assert not state.up_to_date("auth-service", "hash2")  # two containers: a rollout was interrupted
+    assert not state.up_to_date("postgres", "")
+    assert state.images == {"itest/auth-service:1", "stackdeploy/base:2"}
+
+
+def test_a_stopped_engine_reads_as_down_not_as_an_empty_host():
+    state = StackHostState().process(["--stackdeploy:engine", "down"])
+    assert state.engine == "down"
+
+
+def test_file_hashes_split_release_and_top_level_files():
+    found = FileHashes().process(["aa  current/compose.yaml", "bb  current/env/redis.env", "cc  stackctl.py"])
+    assert found.release == {"compose.yaml": "aa", "env/redis.env": "bb"}
+    assert found.top == {"stackctl.py": "cc"}
+
+
+@pytest.fixture
+def helper(tmp_path: Path) -> Path:
+    """The host helper and its contract in a scratch deploy directory."""
+    (tmp_path / "stackctl.py").write_bytes((FILES_DIR / "stackctl.py").read_bytes())
+    (tmp_path / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
+    return tmp_path
+
+
+def stackctl(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(root / "stackctl.py"), "--host", "h", *args], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_lock_is_refused_to_a_second_run_and_released_by_its_holder(helper):
+    holder = json.dumps({"user": "ana", "control_host": "laptop", "commit": "", "action": "deploy", "release": "R9"})
+    # Each call below is its own process tree, like two runs: the first one's anchor (this
+    # pytest process) is alive, so the lock it left is live.
+    assert stackctl(helper, "lock", "acquire", "--holder", holder).returncode == 0
+    lock = json.loads((helper / "state" / "deploy.lock").read_text())
+    assert lock["anchor_pid"] == os.getpid()
+    again = stackctl(helper, "lock", "acquire", "--holder", holder)
+    assert again.returncode == 0  # same anchor (this process): the same run, not a second one
+    # Another run: its anchor is another live process (a python that runs the helper).
+    second = subprocess.run([sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:])"
+                             ".returncode)", sys.executable, str(helper / "stackctl.py"), "--host", "h", "lock",
+                             "acquire", "--holder", holder], capture_output=True, text=True, timeout=30, check=False)
+    assert second.returncode == 1
+    assert "DEPLOY LOCKED: host h is held by ana@laptop" in second.stderr and "Wait for it to finish" in second.stderr
+    lock["anchor_pid"], lock["anchor_start"] = 1, "not-init's-start"  # a holder that died
+    (helper / "state" / "deploy.lock").write_text(json.dumps(lock))
+    refused = stackctl(helper, "lock", "acquire", "--holder", holder)
+    assert refused.returncode == 1 and "whose process is gone" in refused.stderr and "ana@laptop" in refused.stderr
+    taken = stackctl(helper, "lock", "acquire", "--holder", holder, "--take-over")
+    assert taken.returncode == 0 and "took over the stale lock of ana@laptop" in taken.stdout
+    assert stackctl(helper, "lock", "release").returncode == 0
+    assert not (helper / "state" / "deploy.lock").exists()
