@@ -689,8 +689,9 @@ def prune(project: str, keep: int) -> list[str]:
         if directory.name not in kept:
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory.name)
-    wanted = {spec["image"] for r in kept if (release_dir(r) / contract.RELEASE_FILE).exists()
-              for spec in manifest(r)["services"].values()}
+    manifests = [manifest(r) for r in kept if (release_dir(r) / contract.RELEASE_FILE).exists()]
+    wanted = {spec["image"] for m in manifests for spec in m["services"].values()}
+    wanted |= {image for m in manifests for image in m.get("builds", [])}
     in_use = {c["Config"]["Image"] for c in containers(project)}
     listing = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
                    f"reference={project}/*"]).stdout.split()

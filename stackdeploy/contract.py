@@ -74,6 +74,7 @@ class ReleaseManifest(TypedDict):
     services: dict[str, ServiceSpec]
     remote: dict[str, RemoteCheck]
     gateway: GatewaySpec | None
+    builds: list[str]  # images this host builds (the build host builds some it does not run)
 
 
 class Actor(TypedDict):

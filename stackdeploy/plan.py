@@ -322,6 +322,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         "gateway": {"service": gateway.name,
                     "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local})}
         if gateway else None,
+        "builds": sorted(specs[n].image for n in builds_here),
     }
     files[contract.RELEASE_FILE] = json.dumps(release, indent=2, sort_keys=True) + "\n"
 
