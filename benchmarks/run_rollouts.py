@@ -131,12 +131,14 @@ def main() -> int:
 
 
 def write(results: dict[str, Any]) -> None:
-    header = f"{'scenario':<46} {'result':<7} {'deploy s':>8} {'requests':>8} {'failed':>6} {'gap s':>6}  websockets"
+    header = f"{'scenario':<46} {'result':<11} {'deploy s':>8} {'requests':>8} {'failed':>6} {'gap s':>6}  websockets"
     lines = [header, "-" * len(header)]
     for name, row in results["rows"].items():
         ws = (f"close codes {row['ws_close_codes']}, failed connects {row['ws_failed_connects']}"
               if "ws_close_codes" in row else "-")
-        lines.append(f"{name:<46} {'ok' if row['ok'] else 'FAILED':<7} {row['deploy_s']:>8.1f} {row['requests']:>8} "
+        # A run that failed here failed its gate and was rolled back (anything else raises).
+        outcome = "ok" if row["ok"] else "rolled back"
+        lines.append(f"{name:<46} {outcome:<11} {row['deploy_s']:>8.1f} {row['requests']:>8} "
                      f"{row['failed']:>6} {row['gap_s']:>6.2f}  {ws}")
     table = "\n".join(lines)
     print(table)
@@ -150,4 +152,7 @@ def write(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--rewrite"]:  # re-render the table of the last run (benchmarks/results/rollouts.json)
+        write(json.loads((RESULTS / "rollouts.json").read_text()))
+        sys.exit(0)
     sys.exit(main())

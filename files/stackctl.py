@@ -692,9 +692,11 @@ def prune(project: str, keep: int) -> list[str]:
     manifests = [manifest(r) for r in kept if (release_dir(r) / contract.RELEASE_FILE).exists()]
     wanted = {spec["image"] for m in manifests for spec in m["services"].values()}
     wanted |= {image for m in manifests for image in m.get("builds", [])}
-    in_use = {c["Config"]["Image"] for c in containers(project)}
+    ids = checked(["docker", "ps", "-aq"]).split()
+    in_use = {c["Config"]["Image"] for c in json.loads(checked(["docker", "inspect", *ids]))} if ids else set()
+    namespace = manifest(current_release()).get("namespace", project)
     listing = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
-                   f"reference={project}/*"]).stdout.split()
+                   f"reference={namespace}/*"]).stdout.split()
     stale = [image for image in listing if image not in wanted | in_use]
     if stale:
         run(["docker", "image", "rm", *stale], timeout=300)

@@ -75,6 +75,7 @@ class ReleaseManifest(TypedDict):
     remote: dict[str, RemoteCheck]
     gateway: GatewaySpec | None
     builds: list[str]  # images this host builds (the build host builds some it does not run)
+    namespace: str  # the stack's own images are <namespace>/<service>:<tag> (pruned with old releases)
 
 
 class Actor(TypedDict):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
+import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +30,12 @@ from stackdeploy.facts import (
     HostState,
     RegistryReachable,
     StackHostState,
+    parse_image_ids,
 )
 from stackdeploy.fingerprint import context_files
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
+from stackdeploy.remote import ssh_prefix
 from stackdeploy.runinfo import RELEASE_ID
 
 
@@ -53,9 +58,10 @@ class HostDecisions:
     top_files: dict[str, bytes]  # deploy-directory files outside the releases that differ
     to_build: list[str]
     to_start: list[str]
-    to_ship: list[str]  # images to copy from the build host (build-once distribution)
+    to_ship: list[str]  # images to copy from the build host (build-once) or from images_from
     reload_gateway: bool  # the gateway's nginx.conf changes: a graceful reload, no restart
     builder: Host | None
+    ship_from: list[str] | None = None  # ssh prefix of images_from (promotion), else the builder
 
     @property
     def base_to_build(self) -> bool:
@@ -167,6 +173,31 @@ def differs(wanted: dict[str, bytes], remote: dict[str, str]) -> list[str]:
     return [rel for rel in sorted(wanted) if remote.get(rel) != hashlib.sha256(wanted[rel]).hexdigest()]
 
 
+@cache
+def source_image_ids(source: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Tag -> image id on the ``images_from`` host (read once per run, over SSH)."""
+    data = dict(source)
+    command = [*ssh_prefix(data["ssh_hostname"], data), "docker", "images", "--no-trunc", "--format",
+               shlex.quote("{{.Repository}}:{{.Tag}} {{.ID}}")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise StackInputError(f"images_from: cannot list the images on {data['ssh_hostname']}: "
+                              f"{result.stderr.strip()[-500:]}")
+    return parse_image_ids(result.stdout.splitlines())
+
+
+def promoted_images(stack: model.Stack, plan: Plan, host: Host) -> dict[str, str]:
+    """The ids ``images_from`` holds for every image this host runs; refuses what it lacks."""
+    assert stack.images_from is not None
+    ids = source_image_ids(tuple(sorted(stack.images_from.items())))
+    needed = sorted(set(plan.own_built_images.values()))
+    missing = [image for image in needed if image not in ids]
+    if missing:
+        raise StackInputError(f"{host.name}: images_from {stack.images_from['ssh_hostname']} does not have "
+                              f"{', '.join(missing)}: deploy this commit there first")
+    return {image: ids[image] for image in needed}
+
+
 def decide(host: Host) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change."""
     stack = load_stack(host.data.dict())
@@ -183,7 +214,15 @@ def decide(host: Host) -> HostDecisions:
         raise StackInputError(f"{host.name}: {exc}") from None
     builder = build_host(stack, host)
     plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None)
-    to_build, to_ship = images_to_get(plan, state, host, builder)
+    ship_from = None
+    if stack.images_from:  # promotion: the source's very images, pinned by id, never a build here
+        pinned = promoted_images(stack, plan, host)
+        plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None,
+                          image_ids=pinned)
+        to_build, to_ship = [], [image for image, image_id in pinned.items() if state.image_ids.get(image) != image_id]
+        ship_from = ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
+    else:
+        to_build, to_ship = images_to_get(plan, state, host, builder)
     deployed = host.get_fact(FileHashes, root=stack.deploy_dir)
     files = release_files(plan)
     changed = differs(files, deployed.release)
@@ -202,4 +241,5 @@ def decide(host: Host) -> HostDecisions:
         reload_gateway=conf is not None and differs({"g": conf}, {"g": deployed.top.get("gateway/nginx.conf", "")})
         != [],
         builder=builder,
+        ship_from=ship_from,
     )

@@ -37,6 +37,7 @@ class HostState:
     engine: str = ENGINE_ABSENT  # ENGINE_ABSENT (no dockerd: a fresh host), ENGINE_DOWN or ENGINE_UP
     containers: dict[str, list[ContainerState]] = field(default_factory=dict)  # service -> containers
     images: set[str] = field(default_factory=set)
+    image_ids: dict[str, str] = field(default_factory=dict)  # tag -> image id
     secrets_json: str = ""
     image_source: str = ""
     current: str = ""  # the release ``current`` points at
@@ -57,6 +58,16 @@ def _sections(lines: list[str]) -> dict[str, list[str]]:
         elif current:
             out[current].append(line)
     return out
+
+
+def parse_image_ids(lines: list[str]) -> dict[str, str]:
+    """``docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}'`` lines as tag -> id."""
+    found = {}
+    for line in lines:
+        tag, _, image_id = line.strip().partition(" ")
+        if tag and not tag.endswith(":<none>"):
+            found[tag] = image_id.strip()
+    return found
 
 
 def _cat_if_present(path: str) -> str:
@@ -88,7 +99,7 @@ class StackHostState(FactBase[HostState]):
             f"echo {SECTION}containers",
             f"docker ps -a --no-trunc --filter label=com.docker.compose.project={p} --format {fmt}",
             f"echo {SECTION}images",
-            "docker images --format '{{.Repository}}:{{.Tag}}'",
+            "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'",
             f"echo {SECTION}secrets",
             _cat_if_present(f"{d}/.secrets.json"),
             f"echo {SECTION}image-source",
@@ -105,7 +116,8 @@ class StackHostState(FactBase[HostState]):
             if len(fields) >= 3 and fields[0]:
                 found = ContainerState(fields[1], fields[2], fields[3] if len(fields) > 3 else "")
                 state.containers.setdefault(fields[0], []).append(found)
-        state.images = {line.strip() for line in parts.get("images", []) if line.strip()}
+        state.image_ids = parse_image_ids(parts.get("images", []))
+        state.images = set(state.image_ids)
         state.secrets_json = "\n".join(parts.get("secrets", []))
         state.image_source = "".join(parts.get("image-source", [])).strip()
         state.current = "".join(parts.get("current", [])).strip().rsplit("/", 1)[-1]

@@ -34,20 +34,22 @@ def service_images(decisions: HostDecisions):
     yield stackctl(decisions.plan.stack.deploy_dir, "build", "--release", decisions.release, *decisions.to_build)
 
 
-def _ship(images: list[str], source: Host, target: Host) -> None:
-    save = shlex.join([*ssh_command(source), "docker", "save", *images])
+def _ship(images: list[str], source: list[str], target: Host) -> None:
+    save = shlex.join([*source, "docker", "save", *images])
     load = shlex.join([*ssh_command(target), "docker", "load", "-q"])
     result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{save} | {load}"], capture_output=True,
                             text=True, check=False, timeout=3600)
     if result.returncode != 0:
-        raise OperationError(f"shipping {', '.join(images)} from {source.name} to {target.name} failed: "
+        raise OperationError(f"shipping {', '.join(images)} from {source[-1] if source else 'here'} to "
+                             f"{target.name} failed: "
                              f"{result.stderr.strip()[-2000:]}")
 
 
 @operation(is_idempotent=True)
-def shipped_images(images: list[str], source: Host | None):
-    """Copy images this host runs but does not build from the build host, through this
-    control machine (docker save | docker load over SSH): no registry involved."""
+def shipped_images(images: list[str], source: list[str] | None):
+    """Copy images this host runs but does not build from the build host (or, promoting, from
+    ``images_from``), through this control machine (docker save | docker load over SSH): no
+    registry involved. ``source`` is the ssh prefix of the host that has them."""
     if not images or source is None:
         host.noop("no image to ship")
         return
@@ -58,4 +60,7 @@ def shipped_images(images: list[str], source: Host | None):
 def build_images(decisions: HostDecisions) -> None:
     base_image(name="Offline base image (debootstrap, Python 3.11)", decisions=decisions)
     service_images(name="Images of changed build contexts", decisions=decisions)
-    shipped_images(name="Images shipped from the build host", images=decisions.to_ship, source=decisions.builder)
+    source = decisions.ship_from
+    if source is None and decisions.builder is not None:
+        source = ssh_command(decisions.builder)
+    shipped_images(name="Images shipped from the build host", images=decisions.to_ship, source=source)

@@ -30,6 +30,7 @@ SETTINGS = {
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
     "shared_env", "environment", "placement", "private_address", "deploy_user",
     "deploy_user_public_key", "image_distribution", "build_host", "keep_releases", "rollout_batch",
+    "images_from", "image_namespace",
     # Flags of one run, given with --data: rollback.py's target, and taking over a dead run's lock.
     "release", "take_over_lock",
 }
@@ -100,6 +101,10 @@ class Stack:
     image_distribution: str = "build-once"
     keep_releases: int = 5  # releases kept on each host with their images; older ones are pruned
     rollout_batch: int = 1  # hosts updated at a time when a service runs on several hosts
+    image_namespace: str = ""  # images are <image_namespace>/<service>:<fingerprint>
+    # Promotion: ship every image from this host (SSH settings, pyinfra's ssh_* names) instead of
+    # building, so production runs the very image ids staging verified. None: build as usual.
+    images_from: Mapping[str, str] | None = None
 
 
 def closest(word: str, choices: set[str]) -> str:
@@ -267,6 +272,33 @@ def _parse_placement(raw: Any, services: Mapping[str, Service]) -> dict[str, tup
     return placement
 
 
+SSH_SOURCE_KEYS = {"ssh_hostname", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
+                   "ssh_strict_host_key_checking"}
+
+
+def _name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise StackError(f"{key}: must be lowercase letters, digits and '-', got {value!r}")
+    return value
+
+
+def _ssh_source(value: Any) -> dict[str, str] | None:
+    """``images_from``: None, an SSH destination ("user@host", your ssh config applies), or
+    a mapping of pyinfra's ssh_* settings with at least ssh_hostname."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        user, _, hostname = value.rpartition("@")
+        return {"ssh_hostname": hostname, **({"ssh_user": user} if user else {})}
+    source = _string_map("images_from", value)
+    for key in source:
+        if key not in SSH_SOURCE_KEYS:
+            raise StackError(f"images_from: unknown key '{key}'{closest(key, SSH_SOURCE_KEYS)}")
+    if "ssh_hostname" not in source:
+        raise StackError("images_from: ssh_hostname is required")
+    return source
+
+
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise StackError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
@@ -328,4 +360,6 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
                                    DISTRIBUTIONS),
         keep_releases=_positive_int("keep_releases", data.get("keep_releases", 5)),
         rollout_batch=_positive_int("rollout_batch", data.get("rollout_batch", 1)),
+        image_namespace=_name("image_namespace", data.get("image_namespace", name)),
+        images_from=_ssh_source(data.get("images_from")),
     )

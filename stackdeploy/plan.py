@@ -244,7 +244,7 @@ def _image_spec(service: Service, stack: Stack, image_source: str, base_image: s
         context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
         source_dir = SERVICES_DIR / service.name
         fingerprint = digest({**context, **tree_parts(source_dir, "src")})
-        return ImageSpec(f"{stack.name}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
+        return ImageSpec(f"{stack.image_namespace}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
                          context, source_dir)
     if image_source == "local":
         recipe = service.image["local"]
@@ -255,11 +255,14 @@ def _image_spec(service: Service, stack: Stack, image_source: str, base_image: s
 
 
 def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
-               where: Placement | None = None, host: str = "@local", builder: str | None = None) -> Plan:
+               where: Placement | None = None, host: str = "@local", builder: str | None = None,
+               image_ids: dict[str, str] | None = None) -> Plan:
     """Compute every file, image tag and config hash for the part of ``stack`` on ``host``.
 
     ``builder`` names the host that can build every image (build-once distribution); None
-    means each host builds the images of its own services (build-everywhere).
+    means each host builds the images of its own services (build-everywhere). ``image_ids``
+    (promotion) pins each image's id into the config hash, so a container still running
+    another build of the same tag is replaced by the promoted one.
     """
     assert image_source in ("registry", "local"), image_source
     where = where or single_host(stack, host)
@@ -308,7 +311,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     for service in here:
         name = service.name
         compose["services"][name].pop("build", None)
-        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"]])
+        pinned = (image_ids or {}).get(service_plans[name].image)
+        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], *([pinned] if pinned else [])])
         service_plans[name] = replace(service_plans[name], config_hash=config_hash,
                                       strategy=_strategy(service, entries[name]))
     files["compose.yaml"] = compose_file({n: p.config_hash for n, p in service_plans.items()})
@@ -323,6 +327,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
                     "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local})}
         if gateway else None,
         "builds": sorted(specs[n].image for n in builds_here),
+        "namespace": stack.image_namespace,
     }
     files[contract.RELEASE_FILE] = json.dumps(release, indent=2, sort_keys=True) + "\n"
 

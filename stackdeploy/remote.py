@@ -4,10 +4,12 @@ stand-in labels, and what a run announces before it changes anything."""
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pyinfra import host, logger
 from pyinfra.api import Host
+from pyinfra.api.host import HostData
 
 from stackdeploy.plan import Plan
 
@@ -22,7 +24,12 @@ def ssh_command(target: Host) -> list[str]:
     (empty for @local, where commands run right here)."""
     if target.name.startswith("@local"):
         return []
-    data = target.data
+    return ssh_prefix(target.name, target.data)
+
+
+def ssh_prefix(name: str, data: Mapping[str, Any] | HostData) -> list[str]:
+    """``ssh ...`` to a host described by pyinfra's ssh_* settings (inventory data, or
+    ``images_from``); BatchMode, so a missing key fails instead of prompting."""
     command = ["ssh", "-o", "BatchMode=yes"]
     if data.get("ssh_key"):
         command += ["-i", str(data.get("ssh_key"))]
@@ -33,7 +40,7 @@ def ssh_command(target: Host) -> list[str]:
     if data.get("ssh_strict_host_key_checking"):
         value = STRICT_HOST_KEY.get(str(data.get("ssh_strict_host_key_checking")), "yes")
         command += ["-o", f"StrictHostKeyChecking={value}"]
-    address = data.get("ssh_hostname") or target.name
+    address = data.get("ssh_hostname") or name
     user = data.get("ssh_user")
     return [*command, f"{user}@{address}" if user else str(address)]
 

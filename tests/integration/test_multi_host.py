@@ -251,6 +251,38 @@ def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path)
     assert "auth-service" not in containers_on(hosts, H2)
 
 
+def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deployed, tmp_path):
+    """The simulated hosts are "staging"; a stack on this machine's engine is "production".
+    Production ships staging's images (from its build host, h1) instead of building, so it
+    runs the very image ids staging verified. Its images share staging's namespace."""
+    ssh_key = json.loads((Path(STATE) / "hosts.json").read_text())["ssh_key"]
+    production = {"stack_name": "promo", "image_namespace": "creatorstack", "environment": "promo",
+                  "deploy_dir": "/var/tmp/stackdeploy-promo", "gateway_port": 18380, "gateway_bind": "127.0.0.1",
+                  "images_from": {"ssh_hostname": H1, "ssh_user": "root", "ssh_key": ssh_key,
+                                  "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off"}}
+    # Not named "production": group_data/production.py would apply to a group of that name.
+    inventory = tmp_path / "promoted.py"
+    inventory.write_text(f"promoted = [('@local', {production!r})]\n")
+    try:
+        result = subprocess.run([str(PYINFRA), "-y", str(inventory), "deploy.py"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=1800, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
+        assert "[@local] image source: local; build: nothing;" in output
+        local = json.loads(subprocess.run(["docker", "inspect", *subprocess.run(
+            ["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=promo"], capture_output=True,
+            text=True, check=True).stdout.split()], capture_output=True, text=True, check=True).stdout)
+        assert len(local) == 9
+        for info in local:
+            staged = docker_on(hosts, H1, "image", "inspect", "--format", "{{.Id}}", info["Config"]["Image"]).strip()
+            assert info["Image"] == staged, info["Config"]["Image"]
+        assert httpx.get("http://127.0.0.1:18380/api/auth/health", timeout=10).status_code == 200
+    finally:
+        subprocess.run(["docker", "compose", "-p", "promo", "down", "-v"], capture_output=True, timeout=300,
+                       check=False)
+        shutil.rmtree("/var/tmp/stackdeploy-promo", ignore_errors=True)
+
+
 def test_hosts_go_down_without_leaving_container_processes(hosts, deployed):
     """Keep last: it takes the hosts down. Their containers must not outlive them (with
     live-restore they would, and come back twice on the next `up`)."""
