@@ -17,7 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Header, HTTPException, WebSocket
+from fastapi import FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 Check = Callable[[], Awaitable[Any]]
@@ -132,6 +133,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
         await backends.close()
 
     app = FastAPI(title=name, lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, trimmed_validation_error)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -150,6 +152,26 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
         )
 
     return app
+
+
+ECHO_LIMIT = 100  # characters of a rejected value quoted back in a 422
+
+
+def _trim(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > ECHO_LIMIT:
+        return value[:ECHO_LIMIT] + f"... ({len(value)} characters)"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return f"({type(value).__name__})"
+
+
+async def trimmed_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A 422 that says what was wrong without echoing the whole input back (a 10 kB
+    username is not returned as a 10 kB error)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""),
+               **({"input": _trim(e["input"])} if "input" in e else {})} for e in exc.errors()[:20]]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def close_sockets_on_sigterm(backends: Backends) -> None:

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Offline postgres image entrypoint: same contract as the official image
 # (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB; data in $PGDATA), initialised once.
+# Any other command (psql, pg_dump, ...) runs as given, like the official image's entrypoint.
 set -eu
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+if [ "${1:-}" = "postgres" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
     user="${POSTGRES_USER:-postgres}"
     pwfile="$(mktemp)"

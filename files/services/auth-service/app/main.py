@@ -27,6 +27,10 @@ TOKEN_TTL_SECONDS = 3600
 
 backends = Backends()
 hasher = PasswordHasher()
+# An unknown username is checked against this hash, so it costs as long as a wrong password
+# and the answer time does not tell which usernames exist.
+DUMMY_HASH = hasher.hash(uuid.uuid4().hex)
+REQUIRED_CLAIMS = ["sub", "name", "jti", "exp"]
 app = create_app("auth-service", backends, schema=SCHEMA)
 
 
@@ -55,9 +59,9 @@ async def login(body: Credentials) -> dict:
         "SELECT id, password_hash FROM users WHERE username = $1", body.username
     )
     try:
+        hasher.verify(row["password_hash"] if row else DUMMY_HASH, body.password)
         if row is None:
             raise VerifyMismatchError()
-        hasher.verify(row["password_hash"], body.password)
     except VerifyMismatchError:
         raise HTTPException(status_code=401, detail="wrong username or password") from None
     jti = uuid.uuid4().hex
@@ -74,9 +78,12 @@ async def _claims(authorization: str | None) -> dict:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise HTTPException(status_code=401, detail="missing bearer token")
     try:
-        claims = jwt.decode(authorization[7:], env("JWT_SECRET"), algorithms=["HS256"])
+        claims = jwt.decode(authorization[7:], env("JWT_SECRET"), algorithms=["HS256"],
+                            options={"require": REQUIRED_CLAIMS})
     except jwt.PyJWTError:
         raise HTTPException(status_code=401, detail="invalid token") from None
+    if not str(claims["sub"]).isdigit():
+        raise HTTPException(status_code=401, detail="invalid token")
     if not await backends.redis.exists(f"session:{claims['jti']}"):
         raise HTTPException(status_code=401, detail="session revoked or expired")
     return claims

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import WebSocket, WebSocketDisconnect
-from stackapp import Backends, create_app, env
+from fastapi import Depends, HTTPException, Query, WebSocket, WebSocketDisconnect
+from stackapp import Backends, authorization_header, create_app, env
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 AI_ENGINE = env("AI_ENGINE_URL")
+REVERIFY_SECONDS = 2.0  # how often an open socket's token is checked again (logout reaches it)
 
 backends = Backends()
 app = create_app(
@@ -48,11 +49,13 @@ async def _ask_ai(channel: str, prompt: str) -> None:
 
 
 @app.get("/channels/{channel}/history")
-async def history(channel: str, limit: int = 50) -> list[dict]:
+async def history(channel: str, limit: int = Query(50, ge=1, le=500),
+                  authorization: str | None = Depends(authorization_header)) -> list[dict]:
+    await backends.current_user(authorization)
     assert backends.db is not None
     rows = await backends.db.fetch(
         "SELECT username, body, created_at FROM messages WHERE channel = $1 ORDER BY id DESC LIMIT $2",
-        channel, min(limit, 500),
+        channel, limit,
     )
     return [{"from": r["username"], "text": r["body"], "at": r["created_at"].isoformat()} for r in rows]
 
@@ -76,10 +79,29 @@ async def channel_socket(websocket: WebSocket, channel: str, token: str = "") ->
             if message["type"] == "message":
                 await websocket.send_text(message["data"])
 
-    relay_task = asyncio.create_task(relay())
+    async def still_authorised() -> None:
+        """Logout (or expiry) revokes the token for this open socket too, within seconds."""
+        while True:
+            await asyncio.sleep(REVERIFY_SECONDS)
+            try:
+                await backends.current_user(f"Bearer {token}")
+            except HTTPException:
+                await websocket.close(code=1008, reason="token revoked or expired")
+                return
+
+    tasks = [asyncio.create_task(relay()), asyncio.create_task(still_authorised())]
     try:
         while True:
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is None:  # a binary frame: this protocol is text only
+                await websocket.close(code=1003, reason="text frames only")
+                break
+            text = message["text"]
+            if text.startswith("/ai ") and not text[4:].strip():
+                await websocket.send_json({"from": "channel-service", "error": "empty /ai prompt: nothing sent"})
+                continue
             await _publish(channel, user["username"], text)
             if text.startswith("/ai "):
                 asyncio.create_task(_ask_ai(channel, text[4:]))
@@ -87,6 +109,7 @@ async def channel_socket(websocket: WebSocket, channel: str, token: str = "") ->
         pass
     finally:
         backends.sockets.discard(websocket)
-        relay_task.cancel()
+        for task in tasks:
+            task.cancel()
         await pubsub.unsubscribe()
         await pubsub.aclose()
