@@ -29,7 +29,7 @@ run = {"deploy_dir": plan.stack.deploy_dir, "action": "deploy", "release": decis
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 put_helper(decisions)
 if decisions.changes_anything:
-    take_lock(**run)
+    take_lock(**run, current=decisions.state.current)
 render_stack(decisions)
 build_images(decisions)
 start_waves(decisions)

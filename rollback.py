@@ -20,7 +20,7 @@ host.noop(f"rollback from {rollback.current} to {rollback.target}: {', '.join(ro
 run = {"deploy_dir": rollback.deploy_dir, "action": "rollback", "release": rollback.target,
        "changed": rollback.to_change, "keep": rollback.keep}
 
-take_lock(**run)
+take_lock(**run, current=rollback.current)
 start_services(rollback.deploy_dir, rollback.target, rollback.waves, rollback.to_change, plan.replicated,
                rollback.batch, {})
 verify_stack(plan, rollback.target, built=[], started=rollback.to_change, base_built=False)

@@ -7,7 +7,6 @@ once, in stackcontract.py (shipped beside it from stackdeploy/contract.py).
 
     stackctl.py build --release R SVC...   build images in parallel, one log per service
     stackctl.py up --release R SVC...      roll out services, gated on readiness, with rollback
-    stackctl.py up --release R --wave K    the same, for the services of wave K that differ
     stackctl.py status [--release R]       one probe of every service, as JSON
     stackctl.py logs SVC...                the last log lines of services
     stackctl.py lock acquire|release|show  the deploy lock
@@ -55,6 +54,7 @@ ROOT = Path(__file__).resolve().parent
 STATE = ROOT / contract.STATE_DIR
 GATEWAY = ROOT / contract.GATEWAY_DIR
 GATEWAY_LOCK = threading.Lock()
+READY: dict[str, float] = {}  # service -> seconds its gate took, in this call
 # Services of a wave roll out in parallel, but `docker compose up` calls run one at a time:
 # concurrent ones would each create the project's networks (Docker allows duplicate names).
 COMPOSE_LOCK = threading.Lock()
@@ -125,7 +125,12 @@ def containers(project: str, service: str | None = None) -> list[dict]:
     ids = checked(["docker", "ps", "-aq", *filters]).split()
     if not ids:
         return []
-    infos = json.loads(checked(["docker", "inspect", *ids]))
+    # A container another thread removes between the two calls is simply not there any more:
+    # inspect then exits non-zero but still prints the others.
+    result = run(["docker", "inspect", *ids])
+    infos = json.loads(result.stdout or "[]")
+    if not infos and result.returncode != 0:
+        raise Failed(f"docker inspect failed: {result.stderr.strip()[-500:]}")
     return sorted(infos, key=lambda info: info["Created"])
 
 
@@ -297,6 +302,10 @@ def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], ho
 
 # ---------------------------------------------------------------- gateway
 
+def gateway_service(m: contract.ReleaseManifest) -> str | None:
+    return m["gateway"]["service"] if m["gateway"] else None
+
+
 def gateway_container(m: contract.ReleaseManifest) -> dict | None:
     """The running gateway that reads the live config (one from before releases does not)."""
     if not m["gateway"]:
@@ -355,6 +364,16 @@ def target_files(service: str, target: str) -> dict[str, str]:
             f"targets/{service}.servers": f"server {target};\n"}
 
 
+def targeted_container_runs(service: str) -> bool:
+    """Whether the gateway's current target for ``service`` names a running container."""
+    path = GATEWAY / "targets" / f"{service}.conf"
+    if not path.exists():
+        return False
+    name = path.read_text().split()[-1].rsplit(":", 1)[0]
+    state = run(["docker", "inspect", "--format", "{{.State.Running}}", name], timeout=10)
+    return state.returncode == 0 and state.stdout.strip() == "true"
+
+
 def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, str] | None = None) -> bool:
     """Bring the gateway's live config (nginx.conf and targets) to ``release``; targets name the
     serving container of each routed service (``override``: service -> container name).
@@ -365,20 +384,25 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
         files = {"nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
         for service in m["gateway"]["routed"]:
             chosen = (override or {}).get(service)
+            if chosen is None and targeted_container_runs(service):
+                continue  # only a gated container becomes a target: leave a live one alone
             if chosen is None:
                 info = serving(m["project"], service, m["services"][service]["config_hash"])
                 chosen = name_of(info) if info else service  # not started yet: its DNS name
             files.update(target_files(service, f"{chosen}:{m['services'][service]['port']}"))
-        previous = {rel: (GATEWAY / rel).read_text() for rel in files if (GATEWAY / rel).exists()}
+        previous = {rel: (GATEWAY / rel).read_text() if (GATEWAY / rel).exists() else None for rel in files}
         changed = [rel for rel, text in files.items() if write_if_changed(GATEWAY / rel, text)]
         gateway = gateway_container(m)
         if changed and gateway is not None:
             try:
                 reload_gateway(gateway["Id"])
             except Failed:
-                for rel in changed:  # keep serving the config that worked
-                    if rel in previous:
+                for rel in changed:  # back to the config that worked, and make nginx read it
+                    if previous[rel] is None:
+                        (GATEWAY / rel).unlink(missing_ok=True)
+                    else:
                         write_if_changed(GATEWAY / rel, previous[rel])
+                run(["docker", "kill", "--signal", "HUP", gateway["Id"]], timeout=30)
                 raise
         return bool(changed)
 
@@ -394,7 +418,8 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
         run(["docker", "rm", "-f", *(c["Id"] for c in broken)], timeout=60)
     old = [c for c in existing if running(c)]
     reuse = [c for c in old if config_hash(c) == spec["config_hash"]]
-    if reuse:  # an interrupted run already started it
+    created = not reuse
+    if reuse:  # an interrupted run already started it (or left a duplicate beside it)
         new = reuse[-1]
     else:
         with COMPOSE_LOCK:
@@ -404,25 +429,29 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
         if not fresh:
             raise Failed("docker compose did not create a new container")
         new = fresh[-1]
+    previous = [c for c in old if c["Id"] != new["Id"]]
     try:
         seconds = gate(new["Id"], spec, project)
         sync_gateway(release, m, {service: name_of(new)})
     except Failed as exc:
         logs = last_logs(new["Id"])
-        run(["docker", "rm", "-f", new["Id"]], timeout=60)
-        still = (f"the previous version is still serving: container {name_of(old[-1])}, image "
-                 f"{old[-1]['Config']['Image']}" if old else "no previous version was running")
+        if created:  # never remove a container this run did not start: it may be the one serving
+            run(["docker", "rm", "-f", new["Id"]], timeout=60)
+        still = (f"the previous version is still serving: container {name_of(previous[-1])}, image "
+                 f"{previous[-1]['Config']['Image']}" if previous else "no previous version was running")
         raise Failed(f"{exc}\nlast {LOG_LINES} log lines of the new container:\n{logs}\n"
-                     f"ROLLED BACK: the new container was removed; {still}") from None
-    retire([c for c in old if c["Id"] != new["Id"]], spec["stop_grace"])
-    return f"ready {service} after {seconds:.1f}s (rolling: {len(old)} old container(s) drained)"
+                     f"ROLLED BACK: {'the new container was removed; ' if created else ''}{still}") from None
+    retire(previous, spec["stop_grace"])
+    READY[service] = seconds
+    return f"ready {service} after {seconds:.1f}s (rolling: {len(previous)} old container(s) drained)"
 
 
 def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str) -> str:
     """Stop-then-start (infrastructure, gateway image, published apps); on failure the previous
     release's container is brought back when there is one."""
     spec, project = m["services"][service], m["project"]
-    if service == (m["gateway"] or {}).get("service"):
+    is_gateway = service == gateway_service(m)
+    if is_gateway:
         sync_gateway(release, m)  # its config and targets must be in place before it starts
     with COMPOSE_LOCK:
         checked(compose(release, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service), timeout=600)
@@ -430,11 +459,14 @@ def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str)
     if new is None:
         raise Failed("docker compose did not create a container")
     try:
-        return f"ready {service} after {gate(new['Id'], spec, project):.1f}s (stop-then-start)"
+        READY[service] = gate(new["Id"], spec, project)
+        return f"ready {service} after {READY[service]:.1f}s (stop-then-start)"
     except Failed as exc:
         logs = last_logs(new["Id"])
         previous = current_release()
         if previous and previous != release and service in manifest(previous)["services"]:
+            if is_gateway:
+                sync_gateway(previous, manifest(previous))  # the config the old gateway ran with
             with COMPOSE_LOCK:
                 run(compose(previous, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service),
                     timeout=600)
@@ -451,11 +483,7 @@ def up_to_date(m: contract.ReleaseManifest, service: str) -> bool:
 
 def cmd_up(args: argparse.Namespace) -> int:
     m = manifest(args.release)
-    if args.wave is not None:
-        wave = m["waves"][args.wave] if args.wave < len(m["waves"]) else []
-        names = [s for s in wave if not up_to_date(m, s) or s == (m["gateway"] or {}).get("service")]
-    else:
-        names = list(args.services)
+    names = list(args.services)
     if not names:
         print("nothing to change")
         return 0
@@ -468,7 +496,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def one(service: str) -> tuple[str, str | None]:
         try:
-            if service == (m["gateway"] or {}).get("service") and up_to_date(m, service):
+            if service == gateway_service(m) and up_to_date(m, service):
                 changed = sync_gateway(args.release, m)
                 return service, f"{service}: config {'reloaded gracefully' if changed else 'unchanged'}"
             if m["services"][service]["strategy"] == contract.ROLLING:
@@ -484,7 +512,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if line:
             print(line, flush=True)
     update_json(STATE / "waves.json", {",".join(sorted(names)): round(time.monotonic() - started, 2)})
-    update_json(STATE / "ready.json", {s: round(time.monotonic() - started, 2) for s, line in results if line})
+    update_json(STATE / "ready.json", {s: round(READY[s], 2) for s, line in results if line and s in READY})
     return 1 if any(line is None for _s, line in results) else 0
 
 
@@ -631,7 +659,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         return 0
     mine = bool(current) and current["anchor_pid"] == pid and current["anchor_start"] == start
     if args.action == "release":
-        if current and not mine and not args.force:
+        if current and not mine:
             print(f"lock on host {args.host} is held by {describe(current)}, not by this run: left alone",
                   file=sys.stderr)
             return 1
@@ -639,7 +667,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
         return 0
     holder: contract.LockHolder = {**json.loads(args.holder), "since": time.time(), "anchor_pid": pid,
                                    "anchor_start": start}
-    if current and not mine:
+    if mine:
+        print(f"locked host {args.host} (already held by this run)")
+        return 0
+    if current:
         if holder_alive(current):
             print(f"DEPLOY LOCKED: host {args.host} is held by {describe(current)}. "
                   f"Wait for it to finish.", file=sys.stderr)
@@ -648,16 +679,28 @@ def cmd_lock(args: argparse.Namespace) -> int:
             print(f"DEPLOY LOCKED: host {args.host} is held by {describe(current)}, whose process is gone "
                   f"(the run died). Take the lock over with --data take_over_lock=true.", file=sys.stderr)
             return 1
-        print(f"took over the stale lock of {describe(current)}")
-        path.unlink()
-    if not mine:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            print(f"DEPLOY LOCKED: host {args.host} was locked a moment ago by another run", file=sys.stderr)
+        try:  # a rename succeeds for one taker only
+            path.rename(path.with_name(f"{path.name}.stale-{pid}"))
+        except FileNotFoundError:
+            print(f"DEPLOY LOCKED: host {args.host}: another run took the stale lock over first", file=sys.stderr)
             return 1
-        with os.fdopen(fd, "w") as handle:
-            json.dump(holder, handle, indent=2, sort_keys=True)
+        path.with_name(f"{path.name}.stale-{pid}").unlink()
+        print(f"took over the stale lock of {describe(current)}")
+    # Complete before it is visible: written aside, then linked into place (fails if taken).
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    tmp.write_text(json.dumps(holder, indent=2, sort_keys=True))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        print(f"DEPLOY LOCKED: host {args.host} was locked a moment ago by another run", file=sys.stderr)
+        return 1
+    finally:
+        tmp.unlink()
+    if args.expect_current is not None and current_release() != args.expect_current:
+        path.unlink()  # another run changed the host after this one read it: its plan is stale
+        print(f"DEPLOY REFUSED: host {args.host} changed since this run read it (current release is now "
+              f"{current_release() or 'none'}, was {args.expect_current or 'none'}). Run it again.", file=sys.stderr)
+        return 1
     print(f"locked host {args.host} for {holder['action']} by {holder['user']}@{holder['control_host']}")
     return 0
 
@@ -692,8 +735,7 @@ def prune(project: str, keep: int) -> list[str]:
     manifests = [manifest(r) for r in kept if (release_dir(r) / contract.RELEASE_FILE).exists()]
     wanted = {spec["image"] for m in manifests for spec in m["services"].values()}
     wanted |= {image for m in manifests for image in m.get("builds", [])}
-    ids = checked(["docker", "ps", "-aq"]).split()
-    in_use = {c["Config"]["Image"] for c in json.loads(checked(["docker", "inspect", *ids]))} if ids else set()
+    in_use = set(checked(["docker", "ps", "-a", "--format", "{{.Image}}"]).split())
     namespace = manifest(current_release()).get("namespace", project)
     listing = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
                    f"reference={namespace}/*"]).stdout.split()
@@ -720,41 +762,51 @@ def cmd_finish(args: argparse.Namespace) -> int:
     changed = [s for s in args.changed.split(",") if s]
     holder = read_json(ROOT / contract.LOCK_FILE, None)
     pid, start = anchor()
-    if holder and (holder["anchor_pid"], holder["anchor_start"]) != (pid, start):
-        # This run never got the lock (another one holds it): record the refusal, touch nothing.
-        audit(actor, args.action, args.release, changed, "refused", args.started)
+    if not holder or (holder["anchor_pid"], holder["anchor_start"]) != (pid, start):
+        # This run never got the lock (another holds it, or it failed before taking it):
+        # record the attempt, touch nothing else.
+        audit(actor, args.action, args.release, changed, "refused" if holder else args.result, args.started)
         return 0
-    new_release = args.release != current_release()
-    if args.result == "ok" and (release_dir(args.release) / contract.RELEASE_FILE).exists():
-        switch_current(args.release)
-    if new_release or args.action == "rollback":
-        m = manifest(args.release) if (release_dir(args.release) / contract.RELEASE_FILE).exists() else None
-        record: contract.ReleaseRecord = {
-            **actor, "id": args.release, "action": args.action, "at": time.time(), "result": args.result,
-            "services": {n: {"image": s["image"], "config_hash": s["config_hash"]}
-                         for n, s in (m["services"] if m else {}).items()},
-        }
-        write_json(ROOT / contract.RELEASES_FILE, [*releases(), record])
-    if args.result == "ok":
-        m = manifest(args.release)
-        orphans = [c for c in containers(m["project"]) if service_of(c) not in m["services"]]
-        if orphans:  # services no longer placed on this host
-            retire(orphans, 20)
-            print(f"removed: {', '.join(name_of(c) for c in orphans)}")
-        removed = prune(m["project"], args.keep)
-        if removed:
-            print(f"pruned: {', '.join(removed)}")
-        for legacy in ("compose.yaml", "compose.build.yaml", "env", "services", "images", "nginx",
-                       "state/applied", "state/checks.json"):  # files of the layout before releases
-            path = ROOT / legacy
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    audit(actor, args.action, args.release, changed, args.result, args.started)
-    (ROOT / contract.LOCK_FILE).unlink(missing_ok=True)
+    try:
+        if args.result == "ok":
+            complete(args.release, args.action, args.keep, actor)
+        elif args.release != current_release() and (release_dir(args.release) / contract.RELEASE_FILE).exists():
+            record(args.release, args.action, "failed", actor)
+    finally:  # whatever happened above, the run is over: audit it and unlock
+        audit(actor, args.action, args.release, changed, args.result, args.started)
+        (ROOT / contract.LOCK_FILE).unlink(missing_ok=True)
     print(f"{args.action} {args.result}: release {args.release}" + (" (now current)" if args.result == "ok" else ""))
     return 0
+
+
+def record(release: str, action: str, result: str, actor: contract.Actor) -> None:
+    m = manifest(release)
+    entry: contract.ReleaseRecord = {
+        **actor, "id": release, "action": action, "at": time.time(), "result": result,
+        "services": {n: {"image": s["image"], "config_hash": s["config_hash"]} for n, s in m["services"].items()},
+    }
+    write_json(ROOT / contract.RELEASES_FILE, [*releases(), entry])
+
+
+def complete(release: str, action: str, keep: int, actor: contract.Actor) -> None:
+    """A good run: switch ``current``, record the release, remove orphans, prune, drop old layout files."""
+    if release != current_release() or action == "rollback":
+        switch_current(release)
+        record(release, action, "ok", actor)
+    m = manifest(release)
+    orphans = [c for c in containers(m["project"]) if service_of(c) not in m["services"]]
+    for orphan in orphans:  # services no longer placed here; compose set StopTimeout from stop_grace
+        retire([orphan], orphan["Config"].get("StopTimeout") or 20)
+    removed = prune(m["project"], keep) + [name_of(c) for c in orphans]
+    if removed:
+        print(f"removed: {', '.join(removed)}")
+    for legacy in ("compose.yaml", "compose.build.yaml", "env", "services", "images", "nginx",
+                   "state/applied", "state/checks.json"):  # files of the layout before releases
+        path = ROOT / legacy
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def cmd_releases(args: argparse.Namespace) -> int:
@@ -776,7 +828,6 @@ def main(argv: list[str]) -> int:
     build.set_defaults(func=cmd_build)
     up = sub.add_parser("up")
     up.add_argument("--release", required=True)
-    up.add_argument("--wave", type=int)
     up.add_argument("services", nargs="*")
     up.set_defaults(func=cmd_up)
     status = sub.add_parser("status")
@@ -790,7 +841,7 @@ def main(argv: list[str]) -> int:
     lock.add_argument("action", choices=("acquire", "release", "show"))
     lock.add_argument("--holder", default="{}", help="JSON: user, control_host, commit, action, release")
     lock.add_argument("--take-over", action="store_true", help="take over a lock whose holder died")
-    lock.add_argument("--force", action="store_true", help="release a lock this run does not hold")
+    lock.add_argument("--expect-current", help="refuse unless this is still the current release")
     lock.set_defaults(func=cmd_lock)
     finish = sub.add_parser("finish")
     finish.add_argument("--release", required=True)

@@ -214,11 +214,9 @@ def decide(host: Host) -> HostDecisions:
         raise StackInputError(f"{host.name}: {exc}") from None
     builder = build_host(stack, host)
     plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None)
-    ship_from = None
-    if stack.images_from:  # promotion: the source's very images, pinned by id, never a build here
+    ship_from, pinned = None, {}
+    if stack.images_from:  # promotion: the source's very images, by id, never a build here
         pinned = promoted_images(stack, plan, host)
-        plan = build_plan(stack, image_source, values, where, host.name, builder.name if builder else None,
-                          image_ids=pinned)
         to_build, to_ship = [], [image for image, image_id in pinned.items() if state.image_ids.get(image) != image_id]
         ship_from = ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
     else:
@@ -236,7 +234,9 @@ def decide(host: Host) -> HostDecisions:
         release_files=files, changed_files=changed, current_files=sorted(deployed.release),
         top_files={rel: top[rel] for rel in differs(top, deployed.top)},
         to_build=to_build,
-        to_start=[name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)],
+        # A promoted image replaces a container still running another build of the same tag.
+        to_start=[name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
+                  or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])],
         to_ship=to_ship,
         reload_gateway=conf is not None and differs({"g": conf}, {"g": deployed.top.get("gateway/nginx.conf", "")})
         != [],

@@ -28,6 +28,7 @@ class ContainerState:
     id: str
     state: str
     config_hash: str
+    image_id: str = ""
 
 
 @dataclass
@@ -82,8 +83,8 @@ class StackHostState(FactBase[HostState]):
 
     def command(self, deploy_dir: str, project: str) -> str:
         d, p = shlex.quote(deploy_dir), shlex.quote(project)
-        fmt = shlex.quote('{{.Label "com.docker.compose.service"}} {{.ID}} {{.State}} '
-                          f'{{{{.Label "{contract.CONFIG_HASH_LABEL}"}}}}')
+        fmt = shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} '
+                          f'{{{{.Image}}}} {{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
         engine = (
             f"echo {SECTION}engine; "
             "if ! command -v docker >/dev/null; then echo absent; exit 0; fi; "
@@ -97,7 +98,8 @@ class StackHostState(FactBase[HostState]):
             "set -e",
             engine,
             f"echo {SECTION}containers",
-            f"docker ps -a --no-trunc --filter label=com.docker.compose.project={p} --format {fmt}",
+            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={p})",
+            f'if [ -n "$ids" ]; then docker inspect --format {fmt} $ids; fi',
             f"echo {SECTION}images",
             "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'",
             f"echo {SECTION}secrets",
@@ -113,8 +115,9 @@ class StackHostState(FactBase[HostState]):
         state = HostState(engine="".join(parts.get("engine", [])).strip() or ENGINE_ABSENT)
         for line in parts.get("containers", []):
             fields = line.split()
-            if len(fields) >= 3 and fields[0]:
-                found = ContainerState(fields[1], fields[2], fields[3] if len(fields) > 3 else "")
+            if len(fields) == 5 and fields[0]:
+                config_hash = "" if fields[4] == "<no value>" else fields[4]
+                found = ContainerState(fields[1], fields[2], config_hash, fields[3])
                 state.containers.setdefault(fields[0], []).append(found)
         state.image_ids = parse_image_ids(parts.get("images", []))
         state.images = set(state.image_ids)

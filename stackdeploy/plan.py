@@ -255,14 +255,11 @@ def _image_spec(service: Service, stack: Stack, image_source: str, base_image: s
 
 
 def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
-               where: Placement | None = None, host: str = "@local", builder: str | None = None,
-               image_ids: dict[str, str] | None = None) -> Plan:
+               where: Placement | None = None, host: str = "@local", builder: str | None = None) -> Plan:
     """Compute every file, image tag and config hash for the part of ``stack`` on ``host``.
 
     ``builder`` names the host that can build every image (build-once distribution); None
-    means each host builds the images of its own services (build-everywhere). ``image_ids``
-    (promotion) pins each image's id into the config hash, so a container still running
-    another build of the same tag is replaced by the promoted one.
+    means each host builds the images of its own services (build-everywhere).
     """
     assert image_source in ("registry", "local"), image_source
     where = where or single_host(stack, host)
@@ -311,8 +308,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     for service in here:
         name = service.name
         compose["services"][name].pop("build", None)
-        pinned = (image_ids or {}).get(service_plans[name].image)
-        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"], *([pinned] if pinned else [])])
+        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"]])
         service_plans[name] = replace(service_plans[name], config_hash=config_hash,
                                       strategy=_strategy(service, entries[name]))
     files["compose.yaml"] = compose_file({n: p.config_hash for n, p in service_plans.items()})

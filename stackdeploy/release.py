@@ -58,10 +58,12 @@ def _acquire(command: str) -> None:
 
 
 @operation(is_idempotent=False)
-def lock(deploy_dir: str, action: str, release: str, take_over: bool):
-    """Take this host's deploy lock, or fail naming who holds it."""
+def lock(deploy_dir: str, action: str, release: str, take_over: bool, expect_current: str):
+    """Take this host's deploy lock, or fail naming who holds it; also fail when another run
+    changed the current release after this one read the host (its plan would be stale)."""
     holder = json.dumps({**actor(), "action": action, "release": release})
-    command = stackctl(deploy_dir, "lock", "acquire", "--holder", holder, *(["--take-over"] if take_over else []))
+    command = stackctl(deploy_dir, "lock", "acquire", "--holder", holder, "--expect-current", expect_current,
+                       *(["--take-over"] if take_over else []))
     yield FunctionCommand(_acquire, (command,), {})
 
 
@@ -72,11 +74,11 @@ def finish(deploy_dir: str, run: dict):
 
 
 @deploy("Deploy lock")
-def take_lock(deploy_dir: str, action: str, release: str, changed: list[str], keep: int) -> None:
+def take_lock(deploy_dir: str, action: str, release: str, changed: list[str], keep: int, current: str) -> None:
     run = {"deploy_dir": deploy_dir, "action": action, "release": release, "changed": changed, "keep": keep}
     _register(run)
     lock(name=f"Lock the host for this {action}", deploy_dir=deploy_dir, action=action, release=release,
-         take_over=bool(host.data.get("take_over_lock")))
+         take_over=bool(host.data.get("take_over_lock")), expect_current=current)
 
 
 @deploy("Record the release")

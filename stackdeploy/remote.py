@@ -11,6 +11,7 @@ from pyinfra import host, logger
 from pyinfra.api import Host
 from pyinfra.api.host import HostData
 
+from stackdeploy import contract
 from stackdeploy.plan import Plan
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def is_standin(plan: Plan, name: str) -> bool:
 
 def describe_start(plan: Plan, name: str) -> str:
     """A service to (re)start, with how: rolling apps keep serving, the rest stop first."""
-    return f"{name} (rolling)" if plan.services[name].strategy == "rolling" else f"{name} (stop-then-start)"
+    return f"{name} (rolling)" if plan.services[name].strategy == contract.ROLLING else f"{name} (stop-then-start)"
 
 
 def announce(decisions: HostDecisions) -> None:

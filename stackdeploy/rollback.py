@@ -31,13 +31,13 @@ class RollbackDecisions:
 
 
 def choose_target(host_name: str, history: dict, wanted: str | None) -> str:
-    """``wanted`` (or the newest good release before it, when this host has none by that id:
-    a run records a release only on the hosts it changed); else the release before current."""
+    """``wanted`` (or the newest good release before it, when this host has no good one by that
+    id: a run records a release only on the hosts it changed); else the good release before current."""
     present = set(history["manifests"])
     good = sorted(r["id"] for r in history["releases"] if r["result"] == "ok" and r["id"] in present)
     here = ", ".join(sorted(present)) or "none"
     if wanted:
-        if wanted in present:
+        if wanted in good:
             return wanted
         earlier = [r for r in good if r <= wanted]
         if not earlier:

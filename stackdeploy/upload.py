@@ -41,15 +41,21 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
         yield f"cd {shlex.quote(root)} && chmod {mode} {' '.join(shlex.quote(p) for p in paths)}"
 
 
+HELPER_FILES = ("stackctl.py", "stackcontract.py")  # needed before the lock: it takes the lock
+STATE_FILES = (".secrets.json", "state/image-source")  # written under the lock
+
+
 @operation(is_idempotent=True)
-def helper_files(decisions: HostDecisions):
-    """The host helper, its contract, the secrets' host copy and the image-source record."""
-    if not decisions.top_files:
-        host.noop("helper and host state files up to date")
+def top_files(decisions: HostDecisions, names: tuple[str, ...], what: str):
+    """Deploy-directory files outside the releases: the helper and its contract (before the
+    lock), or the secrets' host copy and the image-source record (under it)."""
+    wanted = {rel: content for rel, content in decisions.top_files.items() if rel in names}
+    if not wanted:
+        host.noop(f"{what} up to date")
         return
     root = decisions.plan.stack.deploy_dir
     yield f"mkdir -p {shlex.quote(root)}/state"
-    yield from _upload(root, decisions, decisions.top_files)
+    yield from _upload(root, decisions, wanted)
 
 
 @operation(is_idempotent=True)
@@ -75,10 +81,12 @@ def put_helper(decisions: HostDecisions) -> None:
     """The deploy directory and the helper, which everything after this (the lock too) uses."""
     root = decisions.plan.stack.deploy_dir
     files.directory(name=f"Deploy directory {root}", path=root, mode="750")
-    helper_files(name="Host helper and state files", decisions=decisions)
+    top_files(name="Host helper", decisions=decisions, names=HELPER_FILES, what="host helper")
 
 
 @deploy("Render stack files")
 def render_stack(decisions: HostDecisions) -> None:
-    """Stage the release when it is new (the current one is never edited)."""
+    """The host's state files, and the release staged when it is new (the current one is never edited)."""
+    top_files(name="Secrets and image source on the host", decisions=decisions, names=STATE_FILES,
+              what="host state files")
     release_files(name="Stage the release's files", decisions=decisions)

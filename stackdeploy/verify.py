@@ -39,10 +39,10 @@ def _failure(plan: Plan, name: str, row: dict) -> str:
         return f"SERVICE FAILED: '{name}' on host {host.name}: {row['check']}\n{logs}"
     service, owner = name.split("@", 1)
     where = f"SERVICE FAILED: '{service}' on host {owner} (seen from {host.name}): {row['check']}"
-    command = stackctl(plan.stack.deploy_dir, "logs", service, host_name=owner)
-    remote = shlex.join(ssh_command(host.inventory.get_host(owner)))
-    result = subprocess.run(f"{remote} {shlex.quote(command)}" if remote else command, shell=True,
-                            capture_output=True, text=True, timeout=60, check=False)
+    command = [*ssh_command(host.inventory.get_host(owner)), stackctl(plan.stack.deploy_dir, "logs", service,
+                                                                      host_name=owner)]
+    result = subprocess.run(command if len(command) > 1 else ["sh", "-c", command[0]], capture_output=True,
+                            text=True, timeout=60, check=False)
     return f"{where}\n{result.stdout or result.stderr}"
 
 

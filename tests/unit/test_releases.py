@@ -36,6 +36,7 @@ def test_rollback_goes_to_the_last_good_release_before_current():
 def test_rollback_to_a_named_release_or_the_newest_before_it():
     assert choose_target("h", HISTORY, "R1") == "R1"
     assert choose_target("h", HISTORY, "R2c") == "R2"  # a run that did not change this host
+    assert choose_target("h", HISTORY, "R4") == "R3"  # R4 failed: never a target
 
 
 def test_rollback_refuses_what_the_host_does_not_keep():
@@ -55,7 +56,8 @@ def test_host_state_reads_labels_engine_and_current_release():
     output = [
         "--stackdeploy:engine", "up",
         "--stackdeploy:containers",
-        "auth-service aaa running hash1", "auth-service bbb running hash2", "postgres ccc exited",
+        "auth-service aaa running sha256:1 hash1", "auth-service bbb running sha256:2 hash2",
+        "postgres ccc exited sha256:3 <no value>",
         "--stackdeploy:images", "itest/auth-service:1", "stackdeploy/base:2",
         "--stackdeploy:secrets", '{"JWT_SECRET": "x"}',
         "--stackdeploy:image-source", "local",
