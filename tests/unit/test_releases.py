@@ -117,3 +117,13 @@ def test_lock_is_refused_to_a_second_run_and_released_by_its_holder(helper):
     assert taken.returncode == 0 and "took over the stale lock of ana@laptop" in taken.stdout
     assert stackctl(helper, "lock", "release").returncode == 0
     assert not (helper / "state" / "deploy.lock").exists()
+
+
+def test_lock_is_refused_when_the_host_changed_since_the_run_read_it(helper):
+    (helper / "releases" / "R2").mkdir(parents=True)
+    (helper / "current").symlink_to("releases/R2")
+    holder = json.dumps({"user": "ana", "control_host": "laptop", "commit": "", "action": "deploy", "release": "R3"})
+    stale = stackctl(helper, "lock", "acquire", "--holder", holder, "--expect-current", "R1")
+    assert stale.returncode == 1 and "changed since this run read it" in stale.stderr
+    assert not (helper / "state" / "deploy.lock").exists()
+    assert stackctl(helper, "lock", "acquire", "--holder", holder, "--expect-current", "R2").returncode == 0
