@@ -57,8 +57,12 @@ def test_history_needs_a_token(first_deploy):
 def test_a_filename_with_a_nul_byte_is_refused_and_leaves_nothing_behind(token):
     hub = containers()["creator-hub"]["Id"]
     before = docker("exec", hub, "ls", "/data/uploads").split()
-    response = httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth(token),
-                          files={"file": ("a\x00b.txt", b"payload")}, timeout=10)
+    # Raw multipart: httpx would percent-encode the NUL byte of a filename, a raw client does not.
+    boundary = "stackdeploy-test-boundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a'.encode() + b"\x00"
+            + f'b.txt"\r\nContent-Type: text/plain\r\n\r\npayload\r\n--{boundary}--\r\n'.encode())
+    response = httpx.post(f"{GATEWAY}/api/creators/uploads", content=body, timeout=10,
+                          headers={**auth(token), "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 422, response.text
     assert docker("exec", hub, "ls", "/data/uploads").split() == before
 
