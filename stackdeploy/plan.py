@@ -24,6 +24,9 @@ from stackdeploy.placement import HostSpec, Placement, place
 REGISTRY_PYTHON_BASE = "python:3.11-slim"
 CHROMADB_VERSION = "1.5.9"
 GATEWAY_LISTEN_PORT = 8080
+# Errors the gateway answers itself (not the apps'), as JSON.
+GATEWAY_ERRORS = [(400, "bad request"), (404, "no such route"), (405, "method not allowed"),
+                  (413, "request body too large"), (502, "upstream unavailable"), (504, "upstream timed out")]
 # Offline base and infrastructure images are content-addressed and not specific to one
 # stack, so every stack on a host (and the test stack) shares them.
 SHARED_IMAGE_NAMESPACE = "stackdeploy"
@@ -191,7 +194,7 @@ def _nginx_conf(gateway: Service, where: Placement, host: str) -> str:
             "websocket": prefix in gateway.websocket_routes,
         })
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
-                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets")
+                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS)
 
 
 def _service_spec(service: Service, plan: ServicePlan) -> contract.ServiceSpec:

@@ -148,3 +148,12 @@ def test_a_validation_error_does_not_echo_a_huge_input(first_deploy):
                           timeout=10)
     assert response.status_code == 422
     assert len(response.content) < 2000
+
+
+def test_the_gateways_own_errors_are_json(first_deploy):
+    missing = httpx.get(f"{GATEWAY}/no-such-route", timeout=10)
+    assert missing.status_code == 404 and missing.json() == {"error": "no such route", "status": 404}
+    too_large = httpx.post(f"{GATEWAY}/api/creators/uploads", content=b"x" * (51 * 1024 * 1024), timeout=60)
+    assert too_large.status_code == 413 and too_large.json() == {"error": "request body too large", "status": 413}
+    app_error = httpx.get(f"{GATEWAY}/api/auth/no-such-endpoint", timeout=10)  # the app's own 404 passes through
+    assert app_error.status_code == 404 and app_error.json() == {"detail": "Not Found"}
