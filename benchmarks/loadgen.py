@@ -205,6 +205,10 @@ class LoadResult:
     unrecovered_paths: list[str]
     duration_seconds: float
     stopped_by: str
+    # Requests retried once on a new connection because the server closed an idle keep-alive
+    # connection as they were sent (what browsers do for GETs, RFC 9110 9.2.2). An nginx
+    # reload closes its old workers' idle connections; the retried request is counted once.
+    retried_on_closed_keepalive: int = 0
 
     def summary(self) -> str:
         """One line for logs and assertion messages."""
@@ -212,6 +216,8 @@ class LoadResult:
         line = (f"{self.total} requests in {self.duration_seconds:.1f} s ({self.requests_per_second:.1f} req/s, "
                 f"stopped by {self.stopped_by}), {self.failed} failed ({self.client_errors} 4xx), "
                 f"longest gap {self.longest_gap_seconds:.2f} s; {paths}")
+        if self.retried_on_closed_keepalive:
+            line += f"; {self.retried_on_closed_keepalive} retried after a closed keep-alive connection"
         if self.failures:
             at, path, reason = self.failures[0]
             line += f"; first failure at {at:.2f} s {path}: {reason}"
@@ -269,6 +275,7 @@ class HttpLoad(_BoundedRun[LoadResult]):
         self.max_requests = max_requests
         self.timeout = timeout
         self._threads_total = keepalive_clients + fresh_clients
+        self._retried = 0
         self._interval = self._threads_total / rate
         self._issued = 0
         self._outcomes: list[RequestOutcome] = []
@@ -313,6 +320,10 @@ class HttpLoad(_BoundedRun[LoadResult]):
                     break
                 sent_at = self._elapsed()
                 reason = self._request(client, path)
+                if keepalive and reason is not None and reason.startswith("RemoteProtocolError: Server disconnected"):
+                    with self._lock:
+                        self._retried += 1
+                    reason = self._request(client, path)
                 self._record(sent_at, path, reason)
                 next_at = max(next_at + self._interval, time.monotonic())
 
@@ -350,6 +361,7 @@ class HttpLoad(_BoundedRun[LoadResult]):
             requests_per_second=round(len(outcomes) / duration_seconds, 2) if duration_seconds > 0 else 0.0,
             by_path=by_path, failed_by_path=failed_by_path, unrecovered_paths=unrecovered,
             duration_seconds=round(duration_seconds, 3), stopped_by=stopped_by,
+            retried_on_closed_keepalive=self._retried,
         )
 
 
@@ -371,6 +383,10 @@ class SocketWatchResult:
     messages_received: int
     duration_seconds: float
     stopped_by: str
+    # Requests retried once on a new connection because the server closed an idle keep-alive
+    # connection as they were sent (what browsers do for GETs, RFC 9110 9.2.2). An nginx
+    # reload closes its old workers' idle connections; the retried request is counted once.
+    retried_on_closed_keepalive: int = 0
 
     def summary(self) -> str:
         """One line for logs and assertion messages."""

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -69,6 +70,12 @@ def containers_on(hosts: dict, address: str) -> dict[str, dict]:
         return {}
     return {i["Config"]["Labels"]["com.docker.compose.service"]: i
             for i in json.loads(docker_on(hosts, address, "inspect", *ids))}
+
+
+def docker_time(value: str) -> datetime:
+    """Docker's RFC 3339 time with nanoseconds (trailing zeros trimmed) as a datetime."""
+    whole, _, fraction = value.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{whole}.{(fraction + '000000')[:6]}+00:00")
 
 
 def identities(hosts: dict) -> dict[str, tuple[str, str]]:
@@ -244,8 +251,11 @@ def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path)
     after = identities(hosts)
     assert {f"auth-service@{H2}", f"auth-service@{H3}"} <= {k for k in before if before[k] != after[k]}
     assert load.result.failed == 0, load.result.summary()
-    new_h2, new_h3 = containers_on(hosts, H2)["auth-service"], containers_on(hosts, H3)["auth-service"]
-    assert new_h3["Created"] > new_h2["State"]["StartedAt"]  # h3 began only once h2 was done
+    first, second = sorted((containers_on(hosts, H2)["auth-service"], containers_on(hosts, H3)["auth-service"]),
+                           key=lambda info: docker_time(info["Created"]))
+    # One host at a time: the second host's new container was created only after the first
+    # host's had started (and been gated).
+    assert docker_time(second["Created"]) > docker_time(first["State"]["StartedAt"])
     restored = deploy()  # back to the usual placement: h2's auth-service is removed
     assert restored.returncode == 0, restored.output[-4000:]
     assert "auth-service" not in containers_on(hosts, H2)
