@@ -14,7 +14,7 @@ from pyinfra import host
 from stackdeploy.desired import decide
 from stackdeploy.engine import ensure_engine
 from stackdeploy.images import build_images
-from stackdeploy.release import record_release, take_lock
+from stackdeploy.release import Run, record_release, take_lock
 from stackdeploy.remote import announce
 from stackdeploy.startup import start_waves
 from stackdeploy.upload import put_helper, render_stack
@@ -23,17 +23,17 @@ from stackdeploy.verify import verify_stack
 decisions = decide(host)
 plan = decisions.plan
 announce(decisions)
-run = {"deploy_dir": plan.stack.deploy_dir, "action": "deploy", "release": decisions.release,
-       "changed": decisions.changed_services, "keep": plan.stack.keep_releases}
+run = Run(deploy_dir=plan.stack.deploy_dir, action="deploy", release=decisions.release,
+          changed=decisions.changed_services, keep=plan.stack.keep_releases, current=decisions.state.current)
 
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 put_helper(decisions)
 if decisions.changes_anything:
-    take_lock(**run, current=decisions.state.current)
+    take_lock(run)
 render_stack(decisions)
 build_images(decisions)
 start_waves(decisions)
 verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services,
              decisions.base_to_build or bool(decisions.to_ship))
 if decisions.changes_anything:
-    record_release(**run)
+    record_release(run)

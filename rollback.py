@@ -9,7 +9,7 @@ from pyinfra import host
 
 from stackdeploy.desired import decide
 from stackdeploy.facts import ReleaseHistory
-from stackdeploy.release import record_release, take_lock
+from stackdeploy.release import Run, record_release, take_lock
 from stackdeploy.rollback import decide_rollback
 from stackdeploy.startup import start_services
 from stackdeploy.verify import verify_stack
@@ -17,11 +17,11 @@ from stackdeploy.verify import verify_stack
 plan = decide(host).plan
 rollback = decide_rollback(host, host.get_fact(ReleaseHistory, deploy_dir=plan.stack.deploy_dir))
 host.noop(f"rollback from {rollback.current} to {rollback.target}: {', '.join(rollback.to_change)}")
-run = {"deploy_dir": rollback.deploy_dir, "action": "rollback", "release": rollback.target,
-       "changed": rollback.to_change, "keep": rollback.keep}
+run = Run(deploy_dir=rollback.deploy_dir, action="rollback", release=rollback.target, changed=rollback.to_change,
+          keep=rollback.keep, current=rollback.current)
 
-take_lock(**run, current=rollback.current)
+take_lock(run)
 start_services(rollback.deploy_dir, rollback.target, rollback.waves, rollback.to_change, plan.replicated,
                rollback.batch, {})
 verify_stack(plan, rollback.target, built=[], started=rollback.to_change, base_built=False)
-record_release(**run)
+record_release(run)

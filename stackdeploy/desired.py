@@ -59,7 +59,7 @@ class HostDecisions:
     to_build: list[str]
     to_start: list[str]
     to_ship: list[str]  # images to copy from the build host (build-once) or from images_from
-    reload_gateway: bool  # the gateway's nginx.conf changes: a graceful reload, no restart
+    gateway_conf_changed: bool  # the gateway's nginx.conf changes: a graceful reload, no restart
     builder: Host | None
     ship_from: list[str] | None = None  # ssh prefix of images_from (promotion), else the builder
 
@@ -75,12 +75,12 @@ class HostDecisions:
     @property
     def changes_anything(self) -> bool:
         return bool(self.new_release or self.top_files or self.to_build or self.to_ship or self.to_start
-                    or self.reload_gateway)
+                    or self.gateway_conf_changed)
 
     @property
     def changed_services(self) -> list[str]:
         gateway = [n for n in self.plan.services if self.plan.stack.services[n].kind == "gateway"]
-        return sorted({*self.to_start, *(gateway if self.reload_gateway else [])})
+        return sorted({*self.to_start, *(gateway if self.gateway_conf_changed else [])})
 
 
 def load_stack(data: dict[str, Any]) -> model.Stack:
@@ -238,8 +238,7 @@ def decide(host: Host) -> HostDecisions:
         to_start=[name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
                   or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])],
         to_ship=to_ship,
-        reload_gateway=conf is not None and differs({"g": conf}, {"g": deployed.top.get("gateway/nginx.conf", "")})
-        != [],
+        gateway_conf_changed=conf is not None and bool(differs({"gateway/nginx.conf": conf}, deployed.top)),
         builder=builder,
         ship_from=ship_from,
     )

@@ -12,6 +12,7 @@ pyinfra drops a failed host from every later operation.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, Host, OperationError, State, deploy, operation
@@ -20,13 +21,26 @@ from pyinfra.api.state import BaseStateCallback
 from stackdeploy.remote import stackctl
 from stackdeploy.runinfo import STARTED, actor
 
-_runs: dict[str, dict] = {}  # host name -> what finish needs, for the failure callback
+
+@dataclass(frozen=True)
+class Run:
+    """One deploy or rollback on one host, as the lock and the release record see it."""
+
+    deploy_dir: str
+    action: str  # deploy or rollback
+    release: str
+    changed: list[str]
+    keep: int  # releases kept with their images
+    current: str  # the release the run read as current (a changed host refuses the lock)
 
 
-def _finish_args(run: dict, result: str) -> list[str]:
-    return ["finish", "--release", run["release"], "--action", run["action"], "--result", result,
-            "--changed", ",".join(run["changed"]), "--actor", json.dumps(actor()),
-            "--started", str(STARTED), "--keep", str(run["keep"])]
+_runs: dict[str, Run] = {}  # host name -> its run, for the failure callback
+
+
+def _finish_args(run: Run, result: str) -> list[str]:
+    return ["finish", "--release", run.release, "--action", run.action, "--result", result,
+            "--changed", ",".join(run.changed), "--actor", json.dumps(actor()),
+            "--started", str(STARTED), "--keep", str(run.keep)]
 
 
 class FinishOnFailure(BaseStateCallback):
@@ -37,13 +51,13 @@ class FinishOnFailure(BaseStateCallback):
         run = _runs.pop(host.name, None)
         if run is None:
             return
-        ok, output = host.run_shell_command(stackctl(run["deploy_dir"], *_finish_args(run, "failed"),
+        ok, output = host.run_shell_command(stackctl(run.deploy_dir, *_finish_args(run, "failed"),
                                                      host_name=host.name))
         if not ok:
             logger.error(f"{host.print_prefix}could not record the failure and unlock: {output.stderr}")
 
 
-def _register(run: dict) -> None:
+def _register(run: Run) -> None:
     if not any(isinstance(h, FinishOnFailure) for h in host.state.callback_handlers):
         host.state.add_callback_handler(FinishOnFailure())
     _runs[host.name] = run
@@ -58,30 +72,27 @@ def _acquire(command: str) -> None:
 
 
 @operation(is_idempotent=False)
-def lock(deploy_dir: str, action: str, release: str, take_over: bool, expect_current: str):
+def lock(run: Run, take_over: bool):
     """Take this host's deploy lock, or fail naming who holds it; also fail when another run
     changed the current release after this one read the host (its plan would be stale)."""
-    holder = json.dumps({**actor(), "action": action, "release": release})
-    command = stackctl(deploy_dir, "lock", "acquire", "--holder", holder, "--expect-current", expect_current,
+    holder = json.dumps({**actor(), "action": run.action, "release": run.release})
+    command = stackctl(run.deploy_dir, "lock", "acquire", "--holder", holder, "--expect-current", run.current,
                        *(["--take-over"] if take_over else []))
     yield FunctionCommand(_acquire, (command,), {})
 
 
 @operation(is_idempotent=False)
-def finish(deploy_dir: str, run: dict):
+def finish(run: Run):
     """Switch ``current`` to the release, record it, prune old releases, audit and unlock."""
-    yield stackctl(deploy_dir, *_finish_args(run, "ok"))
+    yield stackctl(run.deploy_dir, *_finish_args(run, "ok"))
 
 
 @deploy("Deploy lock")
-def take_lock(deploy_dir: str, action: str, release: str, changed: list[str], keep: int, current: str) -> None:
-    run = {"deploy_dir": deploy_dir, "action": action, "release": release, "changed": changed, "keep": keep}
+def take_lock(run: Run) -> None:
     _register(run)
-    lock(name=f"Lock the host for this {action}", deploy_dir=deploy_dir, action=action, release=release,
-         take_over=bool(host.data.get("take_over_lock")), expect_current=current)
+    lock(name=f"Lock the host for this {run.action}", run=run, take_over=bool(host.data.get("take_over_lock")))
 
 
 @deploy("Record the release")
-def record_release(deploy_dir: str, action: str, release: str, changed: list[str], keep: int) -> None:
-    run = {"deploy_dir": deploy_dir, "action": action, "release": release, "changed": changed, "keep": keep}
-    finish(name="Switch to the release, record it, audit and unlock", deploy_dir=deploy_dir, run=run)
+def record_release(run: Run) -> None:
+    finish(name="Switch to the release, record it, audit and unlock", run=run)
