@@ -21,6 +21,7 @@ period). A new container that fails its gate is removed and the old one never st
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -79,12 +80,17 @@ def read_json(path: Path, default: object) -> object:
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def write_json(path: Path, value: object) -> None:
+def replace_file(path: Path, text: str) -> None:
     """Write through a temporary file and a rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
     tmp.replace(path)
+
+
+def write_json(path: Path, value: object) -> None:
+    replace_file(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def update_json(path: Path, values: dict) -> None:
@@ -261,24 +267,24 @@ def poll(checks: dict[str, Callable[[], str | None]], deadlines: dict[str, float
 
 def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
     """Wait until one container is ready; fail at once when it crashes."""
-    state: dict[str, dict] = {}
+    last: list[dict] = []  # the latest inspect, which fatal() judges
 
     def check() -> str | None:
-        infos = json.loads(checked(["docker", "inspect", container_id]))
-        state["info"] = infos[0]
-        return probe(infos[0], spec, project)
+        last[:] = json.loads(checked(["docker", "inspect", container_id]))
+        return probe(last[0], spec, project)
 
-    polls = iter(range(1_000_000))
+    polls = itertools.count(1)
 
     def fatal(_key: str) -> str | None:
-        if "info" not in state:
+        if not last:
             return None
-        return crashed(state["info"]) or (workers_dying(container_id) if next(polls) % 5 == 4 else None)
+        # The log is read on every 5th poll (about once a second): cheap enough, soon enough.
+        return crashed(last[0]) or (workers_dying(container_id) if next(polls) % 5 == 0 else None)
 
-    ready, failed = poll({"c": check}, {"c": time.monotonic() + spec["timeout"]}, fatal)
+    ready, failed = poll({container_id: check}, {container_id: time.monotonic() + spec["timeout"]}, fatal)
     if failed:
-        raise Failed(failed["c"])
-    return ready["c"]
+        raise Failed(failed[container_id])
+    return ready[container_id]
 
 
 def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], host: str) -> None:
@@ -314,17 +320,14 @@ def gateway_container(m: contract.ReleaseManifest) -> dict | None:
     return gateway if gateway and contract.CONFIG_HASH_LABEL in gateway["Config"]["Labels"] else None
 
 
-def worker_pids(container_id: str) -> tuple[set[str], set[str]] | None:
-    """(active, shutting down) nginx worker pids, seen with ``docker top`` (None if unknown)."""
+def worker_pids(container_id: str) -> set[str] | None:
+    """Pids of the nginx workers that take new connections (not those shutting down), seen
+    with ``docker top`` (None when the host cannot list them)."""
     result = run(["docker", "top", container_id, "-eo", "pid,args"], timeout=10)
     if result.returncode != 0:
         return None
-    active, draining = set(), set()
-    for line in result.stdout.splitlines()[1:]:
-        pid, _, args = line.strip().partition(" ")
-        if "worker process" in args:
-            (draining if "shutting down" in args else active).add(pid)
-    return active, draining
+    return {line.strip().partition(" ")[0] for line in result.stdout.splitlines()[1:]
+            if "worker process" in line and "shutting down" not in line}
 
 
 def reload_gateway(container_id: str) -> None:
@@ -341,7 +344,7 @@ def reload_gateway(container_id: str) -> None:
     deadline = time.monotonic() + RELOAD_TIMEOUT
     while time.monotonic() < deadline:
         now = worker_pids(container_id)
-        if now and now[0] and not (now[0] & before[0]):
+        if now and not (now & before):
             return
         time.sleep(POLL_SECONDS)
     raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
@@ -350,11 +353,7 @@ def reload_gateway(container_id: str) -> None:
 def write_if_changed(path: Path, text: str) -> bool:
     if path.exists() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    tmp.replace(path)
+    replace_file(path, text)
     return True
 
 

@@ -72,7 +72,8 @@ def parse_image_ids(lines: list[str]) -> dict[str, str]:
 
 
 def _cat_if_present(path: str) -> str:
-    return f"if [ -f {path} ]; then cat {path}; fi"
+    quoted = shlex.quote(path)
+    return f"if [ -f {quoted} ]; then cat {quoted}; fi"
 
 
 class StackHostState(FactBase[HostState]):
@@ -103,9 +104,9 @@ class StackHostState(FactBase[HostState]):
             f"echo {SECTION}images",
             "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'",
             f"echo {SECTION}secrets",
-            _cat_if_present(f"{d}/.secrets.json"),
+            _cat_if_present(f"{deploy_dir}/.secrets.json"),
             f"echo {SECTION}image-source",
-            _cat_if_present(f"{d}/state/image-source"),
+            _cat_if_present(f"{deploy_dir}/state/image-source"),
             f"echo {SECTION}current",
             f"if [ -L {d}/{contract.CURRENT_LINK} ]; then readlink {d}/{contract.CURRENT_LINK}; fi",
         ])

@@ -59,7 +59,7 @@ def top_files(decisions: HostDecisions, names: tuple[str, ...], what: str):
 
 
 @operation(is_idempotent=True)
-def release_files(decisions: HostDecisions):
+def staged_release(decisions: HostDecisions):
     """Stage a new release: copy the current one, then upload only the files that differ."""
     if not decisions.new_release:
         host.noop(f"release {decisions.release} is current: files up to date")
@@ -89,4 +89,4 @@ def render_stack(decisions: HostDecisions) -> None:
     """The host's state files, and the release staged when it is new (the current one is never edited)."""
     top_files(name="Secrets and image source on the host", decisions=decisions, names=STATE_FILES,
               what="host state files")
-    release_files(name="Stage the release's files", decisions=decisions)
+    staged_release(name="Stage the release's files", decisions=decisions)
