@@ -135,7 +135,7 @@ services = {
         "kind": "python",
         "port": 8003,
         "workers": 1,
-        "depends_on": ["postgres", "redis", "ollama", "chromadb"],
+        "depends_on": ["postgres", "redis", "auth-service", "ollama", "chromadb"],
         "wait_timeout": 180,
         "secrets": ["POSTGRES_PASSWORD", "REDIS_PASSWORD"],
         "health": {"http": "/health"},
@@ -162,6 +162,11 @@ services = {
             "/api/channels/": "channel-service",
         },
         "websocket_routes": ["/api/channels/"],
+        # Requests with a body (POST, PUT, PATCH, DELETE) on these routes are refused with 401
+        # at the gateway, before their body is read, unless auth_verify accepts their token.
+        # The apps still check every request themselves.
+        "auth_routes": ["/api/creators/", "/api/ai/"],
+        "auth_verify": "/api/auth/verify",
         "health": {"tcp": True, "http": "/health"},
     },
 }

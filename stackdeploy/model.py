@@ -23,6 +23,7 @@ DISTRIBUTIONS = ("build-everywhere", "build-once")
 SERVICE_KEYS = {
     "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
     "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits", "stop_grace",
+    "auth_routes", "auth_verify",
 }
 HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
@@ -75,6 +76,10 @@ class Service:
     command: tuple[str, ...] = ()
     limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m"}
     stop_grace: float = DEFAULT_STOP_GRACE  # seconds from SIGTERM to SIGKILL when a container is retired
+    # Gateway: route prefixes whose requests with a body need a token that the gateway path
+    # ``auth_verify`` accepts, checked before the body is read.
+    auth_routes: tuple[str, ...] = ()
+    auth_verify: str | None = None
 
     @property
     def env_prefix(self) -> str:
@@ -138,6 +143,12 @@ def _string_list(where: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise StackError(f"{where}: must be a list of names, got {value!r}")
     return tuple(value)
+
+
+def _optional_path(where: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+        raise StackError(f"{where}: must be a path starting with '/', got {value!r}")
+    return value
 
 
 def _string_map(where: str, value: Any) -> dict[str, str]:
@@ -224,6 +235,8 @@ def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
         command=_string_list(f"{where}.command", raw.get("command", [])),
         limits=_parse_limits(f"{where}.limits", raw.get("limits", {})),
         stop_grace=_seconds(f"{where}.stop_grace", raw.get("stop_grace", DEFAULT_STOP_GRACE)),
+        auth_routes=_string_list(f"{where}.auth_routes", raw.get("auth_routes", [])),
+        auth_verify=_optional_path(f"{where}.auth_verify", raw.get("auth_verify")),
     )
 
 
@@ -256,9 +269,24 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
         for prefix, target in service.routes.items():
             if target not in services:
                 raise StackError(f"service '{service.name}': route {prefix} names unknown service '{target}'")
+        _check_gateway_prefixes(service)
     cycle = find_cycle({name: s.depends_on for name, s in services.items()})
     if cycle:
         raise StackError(f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def _check_gateway_prefixes(service: Service) -> None:
+    """websocket_routes and auth_routes name routes; auth_verify is a path under one."""
+    for key in ("websocket_routes", "auth_routes"):
+        for prefix in getattr(service, key):
+            if prefix not in service.routes:
+                raise StackError(f"service '{service.name}': {key} names {prefix}, which is not one of its "
+                                 f"routes{closest(prefix, set(service.routes))}")
+    if service.auth_routes and not service.auth_verify:
+        raise StackError(f"service '{service.name}': auth_routes needs auth_verify, the gateway path "
+                         "that accepts a valid token (e.g. \"/api/auth/verify\")")
+    if service.auth_verify and not any(service.auth_verify.startswith(p) for p in service.routes):
+        raise StackError(f"service '{service.name}': auth_verify {service.auth_verify} is not under any of its routes")
 
 
 def _parse_placement(raw: Any, services: Mapping[str, Service]) -> dict[str, tuple[str, ...]]:

@@ -25,8 +25,9 @@ REGISTRY_PYTHON_BASE = "python:3.11-slim"
 CHROMADB_VERSION = "1.5.9"
 GATEWAY_LISTEN_PORT = 8080
 # Errors the gateway answers itself (not the apps'), as JSON.
-GATEWAY_ERRORS = [(400, "bad request"), (404, "no such route"), (405, "method not allowed"),
-                  (413, "request body too large"), (502, "upstream unavailable"), (504, "upstream timed out")]
+GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
+                  (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
+                  (502, "upstream unavailable"), (504, "upstream timed out")]
 # Offline base and infrastructure images are content-addressed and not specific to one
 # stack, so every stack on a host (and the test stack) shares them.
 SHARED_IMAGE_NAMESPACE = "stackdeploy"
@@ -192,9 +193,14 @@ def _nginx_conf(gateway: Service, where: Placement, host: str) -> str:
             "local": target if ends[0].local else None,
             "servers": [f"{e.address}:{e.port}" for e in ends if not e.local],
             "websocket": prefix in gateway.websocket_routes,
+            "auth": prefix in gateway.auth_routes,
         })
+    auth = None
+    if gateway.auth_verify:  # the route it is under, and the path the gateway asks there
+        route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
+        auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
-                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS)
+                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth)
 
 
 def _service_spec(service: Service, plan: ServicePlan) -> contract.ServiceSpec:

@@ -3,6 +3,10 @@
 Copied into every Python service's build context by the deploy (like
 wait-for-services.py), so each image stays self-contained while the services share one
 implementation of settings, database and Redis connections, token checks and /health.
+
+A service gets PostgreSQL and Redis only when it declares them in ``depends_on`` (the
+deploy then writes ``POSTGRES_HOST`` / ``REDIS_HOST`` into its env file): nothing else is
+opened or checked, and ``asyncpg`` / ``redis`` need to be in its requirements.txt only then.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import httpx
-import redis.asyncio as aioredis
-from fastapi import FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+if TYPE_CHECKING:
+    import asyncpg
+    import redis.asyncio as aioredis
 
 Check = Callable[[], Awaitable[Any]]
 
@@ -30,6 +36,12 @@ def env(name: str, default: str | None = None) -> str:
     if value is None:
         raise RuntimeError(f"missing environment variable {name}")
     return value
+
+
+def declared(dependency: str) -> bool:
+    """Whether this service declared ``dependency`` (postgres, redis, auth-service...) in
+    ``depends_on``: the deploy writes ``<DEP>_HOST`` for each dependency and nothing else."""
+    return f"{dependency.upper().replace('-', '_')}_HOST" in os.environ
 
 
 def postgres_dsn() -> str:
@@ -49,19 +61,29 @@ class Backends:
         self.sockets: set[WebSocket] = set()  # open WebSockets, closed with 1001 on shutdown
 
     async def open(self, schema: str = "") -> None:
-        self.db = await asyncpg.create_pool(postgres_dsn(), min_size=1, max_size=5)
-        if schema:
-            async with self.db.acquire() as conn:
-                # Several workers start at once: serialise schema creation.
-                await conn.execute("SELECT pg_advisory_lock(7001)")
-                try:
-                    await conn.execute(schema)
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock(7001)")
-        self.redis = aioredis.Redis(
-            host=env("REDIS_HOST"), port=int(env("REDIS_PORT")), password=env("REDIS_PASSWORD"),
-            decode_responses=True,
-        )
+        """Connect to what the service declared; a schema without postgres is a mistake in
+        the service, said at startup rather than on the first request."""
+        if schema and not declared("postgres"):
+            raise RuntimeError("this service has a SQL schema but does not depend on postgres")
+        if declared("postgres"):
+            import asyncpg
+
+            self.db = await asyncpg.create_pool(postgres_dsn(), min_size=1, max_size=5)
+            if schema:
+                async with self.db.acquire() as conn:
+                    # Several workers start at once: serialise schema creation.
+                    await conn.execute("SELECT pg_advisory_lock(7001)")
+                    try:
+                        await conn.execute(schema)
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock(7001)")
+        if declared("redis"):
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.Redis(
+                host=env("REDIS_HOST"), port=int(env("REDIS_PORT")), password=env("REDIS_PASSWORD"),
+                decode_responses=True,
+            )
         # A dependency being replaced may refuse a connection for a moment: retry it (on
         # another address of the same name, when it has two during a rolling update).
         self.http = httpx.AsyncClient(timeout=10.0, transport=httpx.AsyncHTTPTransport(retries=3))
@@ -77,6 +99,8 @@ class Backends:
     async def check_postgres(self) -> None:
         """SELECT 1; after a database restart every pooled connection is dead, so a lost
         connection retires the pool's connections and is retried once on a fresh one."""
+        import asyncpg
+
         assert self.db is not None
         for attempt in (1, 2):
             try:
@@ -120,9 +144,13 @@ class Backends:
 
 def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None = None,
                schema: str = "") -> FastAPI:
-    """A FastAPI app whose lifespan opens the backends and whose /health checks PostgreSQL,
-    Redis (every service uses both) and each ``http_checks`` dependency (name -> URL)."""
-    checks: dict[str, Check] = {"postgres": backends.check_postgres, "redis": backends.check_redis}
+    """A FastAPI app whose lifespan opens the backends and whose /health checks PostgreSQL
+    and Redis (when declared) and each ``http_checks`` dependency (name -> URL)."""
+    checks: dict[str, Check] = {}
+    if declared("postgres"):
+        checks["postgres"] = backends.check_postgres
+    if declared("redis"):
+        checks["redis"] = backends.check_redis
     checks.update({dep: backends.check_http(url) for dep, url in (http_checks or {}).items()})
 
     @asynccontextmanager
@@ -134,6 +162,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
 
     app = FastAPI(title=name, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, trimmed_validation_error)
+    app.add_exception_handler(UnicodeEncodeError, unencodable_text)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -174,6 +203,13 @@ async def trimmed_validation_error(_request: Request, exc: Exception) -> JSONRes
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def unencodable_text(_request: Request, _exc: Exception) -> JSONResponse:
+    """JSON may carry lone surrogates ("\\ud800") that no database or hash can encode as
+    UTF-8: the client sent text that is not Unicode, so it is their error, not a 500."""
+    return JSONResponse({"detail": [{"loc": ["body"], "msg": "text must be valid Unicode (no lone surrogates)",
+                                     "type": "unicode"}]}, status_code=422)
+
+
 def close_sockets_on_sigterm(backends: Backends) -> None:
     """On SIGTERM (a deploy retiring this container), close open WebSockets with 1001 "going
     away" so clients reconnect to the new container, then let uvicorn shut down gracefully
@@ -197,3 +233,11 @@ def close_sockets_on_sigterm(backends: Backends) -> None:
 def authorization_header(authorization: str | None = Header(default=None)) -> str | None:
     """FastAPI dependency: the raw Authorization header."""
     return authorization
+
+
+def user_of(backends: Backends) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A FastAPI dependency for routes that need a signed-in user: ``{"user_id", "username"}``
+    from auth-service, or a 401. The route's OpenAPI entry then documents the header."""
+    async def current_user(authorization: str | None = Depends(authorization_header)) -> dict[str, Any]:
+        return await backends.current_user(authorization)
+    return current_user

@@ -93,11 +93,12 @@ def test_end_to_end_through_the_gateway(first_deploy):
     assert httpx.get(f"{GATEWAY}/api/creators/uploads", timeout=10).status_code == 401
 
     for text in ("postgres stores relational data", "redis is an in-memory cache", "nginx is a web server"):
-        assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": text}, timeout=30).status_code == 201
+        assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": text}, headers=auth,
+                          timeout=30).status_code == 201
     matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "in-memory cache redis", "n_results": 3},
-                         timeout=30).json()["matches"]
+                         headers=auth, timeout=30).json()["matches"]
     assert matches[0]["text"] == "redis is an in-memory cache"
-    completion = httpx.post(f"{GATEWAY}/api/ai/complete", json={"prompt": "hello"}, timeout=30).json()
+    completion = httpx.post(f"{GATEWAY}/api/ai/complete", json={"prompt": "hello"}, headers=auth, timeout=30).json()
     assert "stand-in" in completion["response"]
 
     async def two_clients() -> list[dict]:

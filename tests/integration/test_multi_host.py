@@ -133,6 +133,7 @@ def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts
         "postgres": {(H1, "5432")},
         "redis": {(H1, "6379")},
         "ai-engine": {(H2, "8003")},
+        "auth-service": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
         "api-gateway": {("0.0.0.0", "8080")},
     }
 
@@ -145,9 +146,10 @@ def test_end_to_end_through_the_gateway_across_hosts(hosts, deployed):
                       timeout=10).status_code == 201
     assert [u["filename"] for u in httpx.get(f"{GATEWAY}/api/creators/uploads", headers=auth, timeout=10).json()] \
         == ["a.txt"]
-    assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": "hosts in namespaces"}, timeout=30).status_code \
-        == 201
-    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "namespaces"}, timeout=30).json()["matches"]
+    assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": "hosts in namespaces"}, headers=auth,
+                      timeout=30).status_code == 201
+    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "namespaces"}, headers=auth,
+                         timeout=30).json()["matches"]
     assert matches and matches[0]["text"] == "hosts in namespaces"
 
     async def exchange() -> dict:

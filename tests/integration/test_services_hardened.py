@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import statistics
 import time
 import uuid
@@ -157,3 +158,45 @@ def test_the_gateways_own_errors_are_json(first_deploy):
     assert too_large.status_code == 413 and too_large.json() == {"error": "request body too large", "status": 413}
     app_error = httpx.get(f"{GATEWAY}/api/auth/no-such-endpoint", timeout=10)  # the app's own 404 passes through
     assert app_error.status_code == 404 and app_error.json() == {"detail": "Not Found"}
+
+
+def test_ai_engine_needs_a_token_and_a_document_belongs_to_its_writer(token):
+    doc = {"id": f"doc-{uuid.uuid4().hex[:8]}", "text": "owned by its first writer"}
+    for path, body in (("documents", doc), ("query", {"text": "owned"}), ("complete", {"prompt": "hi"})):
+        assert httpx.post(f"{GATEWAY}/api/ai/{path}", json=body, timeout=30).status_code == 401, path
+    assert httpx.post(f"{GATEWAY}/api/ai/documents", json=doc, headers=auth(token), timeout=30).status_code == 201
+    other = register_and_login(GATEWAY)
+    overwrite = httpx.post(f"{GATEWAY}/api/ai/documents", json={**doc, "text": "hijacked"}, headers=auth(other),
+                           timeout=30)
+    assert overwrite.status_code == 403, overwrite.text
+    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "owned by its first writer", "n_results": 1},
+                         headers=auth(token), timeout=30).json()["matches"]
+    assert matches[0] == {**matches[0], "id": doc["id"], "text": doc["text"]}
+
+
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(first_deploy):
+    """The gateway answers 401 to the headers alone: 45 MB announced, not one byte sent."""
+    host, port = GATEWAY.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /api/creators/uploads HTTP/1.1\r\nHost: test\r\nContent-Length: 45000000\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+        conn.settimeout(10)
+        status_line = conn.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 401 Unauthorized"
+
+
+def test_an_upload_downloads_whole_and_by_range_by_its_owner_only(token):
+    content = bytes(range(256)) * 4096  # 1 MiB
+    uploaded = httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth(token),
+                          files={"file": ("data.bin", content)}, timeout=30).json()
+    url = f"{GATEWAY}/api/creators/uploads/{uploaded['id']}"
+    assert httpx.get(url, headers=auth(token), timeout=10).json()["sha256"] == hashlib.sha256(content).hexdigest()
+    whole = httpx.get(f"{url}/content", headers=auth(token), timeout=30)
+    assert whole.status_code == 200 and whole.content == content
+    assert 'filename="data.bin"' in whole.headers["content-disposition"]
+    part = httpx.get(f"{url}/content", headers={**auth(token), "Range": "bytes=1000-1999"}, timeout=10)
+    assert part.status_code == 206 and part.content == content[1000:2000]
+    other = register_and_login(GATEWAY)
+    assert httpx.get(f"{url}/content", headers=auth(other), timeout=10).status_code == 404
+    assert httpx.get(url, headers=auth(other), timeout=10).status_code == 404
+    assert httpx.get(f"{url}/content", timeout=10).status_code == 401

@@ -13,8 +13,9 @@ def test_waves_of_the_shipped_stack(data):
     stack = load(data, SERVICES_DIR)
     assert waves({n: s.depends_on for n, s in stack.services.items()}) == [
         ["chromadb", "ollama", "postgres", "redis"],
-        ["ai-engine", "auth-service"],
-        ["channel-service", "creator-hub"],
+        ["auth-service"],
+        ["ai-engine", "creator-hub"],
+        ["channel-service"],
         ["api-gateway"],
     ]
 

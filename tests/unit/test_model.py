@@ -116,3 +116,15 @@ def test_health_key_typo(data):
 def test_infra_needs_both_image_sources(data):
     data["services"]["redis"]["image"] = {"registry": "redis:7"}
     assert error_of(data) == "service 'redis': image must name both a 'registry' image and a 'local' recipe"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"auth_routes": ["/api/creator/"]}, "auth_routes names /api/creator/, which is not one of its routes (did"),
+    ({"websocket_routes": ["/api/chanels/"]}, "websocket_routes names /api/chanels/"),
+    ({"auth_verify": None}, "auth_routes needs auth_verify"),
+    ({"auth_verify": "/verify"}, "auth_verify /verify is not under any of its routes"),
+    ({"auth_verify": "api/auth/verify"}, "must be a path starting with '/'"),
+])
+def test_gateway_auth_and_websocket_routes_must_name_its_routes(data, change, expected):
+    data["services"]["api-gateway"].update(change)
+    assert expected in error_of(data)

@@ -102,9 +102,16 @@ def test_gateway_routes_and_websocket(data):
     for prefix, target in [("/api/auth/", "auth-service"), ("/api/creators/", "creator-hub"),
                            ("/api/ai/", "ai-engine"), ("/api/channels/", "channel-service")]:
         # The target is the container the helper gated, kept in the gateway's live config.
-        assert f"location {prefix} {{\n            include /etc/nginx/stack/targets/{target}.conf;" in conf
+        location = conf.split(f"location {prefix} {{\n")[1].split("}")[0]
+        assert f"include /etc/nginx/stack/targets/{target}.conf;" in location
+        # Writes to creator-hub and ai-engine are authenticated before their body is read.
+        assert ("auth_request /__gateway_auth;" in location) == (prefix in {"/api/creators/", "/api/ai/"})
     assert conf.count("proxy_set_header Upgrade $http_upgrade;") == 1
     assert "location = /health" in conf
+    check = conf.split("location = /__gateway_auth {\n")[1].split("\n        }\n")[0]
+    assert "include /etc/nginx/stack/targets/auth-service.conf;" in check
+    assert "rewrite ^ /verify? break;" in check
+    assert "proxy_pass_request_body off;" in check
 
 
 def test_release_manifest_says_how_each_service_is_replaced(data):

@@ -2,15 +2,21 @@
 
 Talks to both over their HTTP APIs, so the image carries no ML libraries. Embeddings
 come from Ollama's /api/embeddings and are handed to ChromaDB with each document.
+
+Every route but /health needs a signed-in user (checked with auth-service): writes so that
+nobody can add or overwrite documents anonymously, and reads and completions too, since
+they return stored documents and cost model time. A document belongs to the user who
+first stored it; only they can overwrite it by id.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException
 from pydantic import BaseModel, Field
-from stackapp import Backends, create_app, env
+from stackapp import Backends, create_app, env, user_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -18,6 +24,8 @@ CREATE TABLE IF NOT EXISTS documents (
     chars INTEGER NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- Documents stored before ownership existed have none; the first user to write one claims it.
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS owner_id BIGINT;
 """
 OLLAMA = env("OLLAMA_URL")
 CHROMA = env("CHROMADB_URL")
@@ -27,24 +35,32 @@ COLLECTIONS = f"{CHROMA}/api/v2/tenants/default_tenant/databases/default_databas
 backends = Backends()
 app = create_app(
     "ai-engine", backends,
-    {"ollama": f"{OLLAMA}/api/version", "chromadb": f"{CHROMA}/api/v2/heartbeat"},
+    {"ollama": f"{OLLAMA}/api/version", "chromadb": f"{CHROMA}/api/v2/heartbeat",
+     "auth-service": f"{env('AUTH_SERVICE_URL')}/health"},
     schema=SCHEMA,
 )
+SIGNED_IN = Depends(user_of(backends))
+
+
+# What ChromaDB accepts as a metadata value: short strings, 64-bit integers, finite floats.
+MetadataValue = (Annotated[str, Field(max_length=1000)] | bool | Annotated[int, Field(ge=-2**63, lt=2**63)]
+                 | Annotated[float, Field(allow_inf_nan=False)])
 
 
 class Document(BaseModel):
     text: str = Field(min_length=1, max_length=100_000)
-    id: str | None = None
-    metadata: dict[str, str | int | float | bool] | None = None
+    id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    metadata: dict[Annotated[str, Field(min_length=1, max_length=100)], MetadataValue] | None = Field(
+        default=None, max_length=32)
 
 
 class Query(BaseModel):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=100_000)
     n_results: int = Field(default=3, ge=1, le=50)
 
 
 class Prompt(BaseModel):
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, max_length=100_000)
 
 
 async def _post(url: str, payload: dict) -> dict:
@@ -65,23 +81,30 @@ async def _collection_id() -> str:
     return result["id"]
 
 
-@app.post("/documents", status_code=201)
-async def add_document(doc: Document) -> dict:
+@app.post("/documents", status_code=201, responses={403: {"description": "the id belongs to another user"}})
+async def add_document(doc: Document, user: dict = SIGNED_IN) -> dict:
     doc_id = doc.id or uuid.uuid4().hex
     payload = {"ids": [doc_id], "embeddings": [await _embed(doc.text)], "documents": [doc.text]}
     if doc.metadata:
         payload["metadatas"] = [doc.metadata]
-    await _post(f"{COLLECTIONS}/{await _collection_id()}/upsert", payload)
     assert backends.db is not None
-    await backends.db.execute(
-        "INSERT INTO documents (id, chars) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET chars = $2",
-        doc_id, len(doc.text),
-    )
+    async with backends.db.acquire() as conn, conn.transaction():
+        # The row is claimed (or found to be someone else's) before ChromaDB is written, and
+        # committed only once ChromaDB has the document.
+        owned = await conn.fetchval(
+            "INSERT INTO documents (id, chars, owner_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE "
+            "SET chars = $2, owner_id = $3 WHERE documents.owner_id IS NULL OR documents.owner_id = $3 "
+            "RETURNING id",
+            doc_id, len(doc.text), user["user_id"],
+        )
+        if owned is None:
+            raise HTTPException(status_code=403, detail="this document id belongs to another user")
+        await _post(f"{COLLECTIONS}/{await _collection_id()}/upsert", payload)
     return {"id": doc_id}
 
 
 @app.post("/query")
-async def query(q: Query) -> dict:
+async def query(q: Query, _user: dict = SIGNED_IN) -> dict:
     result = await _post(
         f"{COLLECTIONS}/{await _collection_id()}/query",
         {"query_embeddings": [await _embed(q.text)], "n_results": q.n_results,
@@ -92,6 +115,6 @@ async def query(q: Query) -> dict:
 
 
 @app.post("/complete")
-async def complete(p: Prompt) -> dict:
+async def complete(p: Prompt, _user: dict = SIGNED_IN) -> dict:
     result = await _post(f"{OLLAMA}/api/generate", {"model": MODEL, "prompt": p.prompt, "stream": False})
     return {"model": result.get("model", MODEL), "response": result["response"]}

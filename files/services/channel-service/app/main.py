@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import Depends, HTTPException, Query, WebSocket, WebSocketDisconnect
-from stackapp import Backends, authorization_header, create_app, env
+from fastapi import Depends, HTTPException, Path, Query, WebSocket, WebSocketDisconnect
+from stackapp import Backends, create_app, env, user_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -24,6 +24,20 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 AI_ENGINE = env("AI_ENGINE_URL")
 REVERIFY_SECONDS = 2.0  # how often an open socket's token is checked again (logout reaches it)
+MAX_MESSAGE_CHARS = 10_000
+CHANNEL_NAME = Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="letters, digits, '_', '.', '-'")
+
+
+def refusal(text: str) -> str | None:
+    """Why a message is not posted (answered to its sender only), or None to post it."""
+    if len(text) > MAX_MESSAGE_CHARS:
+        return f"message too long: at most {MAX_MESSAGE_CHARS} characters"
+    if "\x00" in text:
+        return "message contains a NUL character"
+    if text.startswith("/ai ") and not text[4:].strip():
+        return "empty /ai prompt: nothing sent"
+    return None
+
 
 backends = Backends()
 app = create_app(
@@ -31,6 +45,7 @@ app = create_app(
     {"auth-service": f"{env('AUTH_SERVICE_URL')}/health", "ai-engine": f"{AI_ENGINE}/health"},
     schema=SCHEMA,
 )
+SIGNED_IN = Depends(user_of(backends))
 
 
 async def _publish(channel: str, username: str, body: str) -> None:
@@ -41,17 +56,18 @@ async def _publish(channel: str, username: str, body: str) -> None:
     await backends.redis.publish(f"channel:{channel}", json.dumps({"from": username, "text": body}))
 
 
-async def _ask_ai(channel: str, prompt: str) -> None:
+async def _ask_ai(channel: str, prompt: str, token: str) -> None:
+    """ai-engine answers signed-in users only: ask on behalf of the one who wrote ``/ai``."""
     assert backends.http is not None
-    response = await backends.http.post(f"{AI_ENGINE}/complete", json={"prompt": prompt}, timeout=60.0)
+    response = await backends.http.post(f"{AI_ENGINE}/complete", json={"prompt": prompt}, timeout=60.0,
+                                        headers={"Authorization": f"Bearer {token}"})
     answer = response.json().get("response", "") if response.status_code == 200 else "(ai-engine failed)"
     await _publish(channel, "ai-engine", answer)
 
 
 @app.get("/channels/{channel}/history")
-async def history(channel: str, limit: int = Query(50, ge=1, le=500),
-                  authorization: str | None = Depends(authorization_header)) -> list[dict]:
-    await backends.current_user(authorization)
+async def history(channel: str = CHANNEL_NAME, limit: int = Query(50, ge=1, le=500),
+                  _user: dict = SIGNED_IN) -> list[dict]:
     assert backends.db is not None
     rows = await backends.db.fetch(
         "SELECT username, body, created_at FROM messages WHERE channel = $1 ORDER BY id DESC LIMIT $2",
@@ -61,7 +77,7 @@ async def history(channel: str, limit: int = Query(50, ge=1, le=500),
 
 
 @app.websocket("/ws/{channel}")
-async def channel_socket(websocket: WebSocket, channel: str, token: str = "") -> None:
+async def channel_socket(websocket: WebSocket, channel: str = CHANNEL_NAME, token: str = "") -> None:
     try:
         user = await backends.current_user(f"Bearer {token}")
     except Exception:  # noqa: BLE001 - any auth failure closes with policy violation
@@ -99,12 +115,12 @@ async def channel_socket(websocket: WebSocket, channel: str, token: str = "") ->
                 await websocket.close(code=1003, reason="text frames only")
                 break
             text = message["text"]
-            if text.startswith("/ai ") and not text[4:].strip():
-                await websocket.send_json({"from": "channel-service", "error": "empty /ai prompt: nothing sent"})
+            if problem := refusal(text):
+                await websocket.send_json({"from": "channel-service", "error": problem})
                 continue
             await _publish(channel, user["username"], text)
             if text.startswith("/ai "):
-                asyncio.create_task(_ask_ai(channel, text[4:]))
+                asyncio.create_task(_ask_ai(channel, text[4:], token))
     except (WebSocketDisconnect, RuntimeError):  # the client left, or we closed it (shutdown: 1001)
         pass
     finally:

@@ -1,7 +1,8 @@
 """creator-hub: authenticated uploads into a named volume, metadata in PostgreSQL.
 
 The bearer token is checked with auth-service on every request, so a logout there
-locks the client out here at once.
+locks the client out here at once. Each user sees and downloads only their own uploads;
+another user's upload id answers 404, as if it did not exist.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, HTTPException, UploadFile
-from stackapp import Backends, authorization_header, create_app, env
+from fastapi.responses import FileResponse
+from stackapp import Backends, create_app, env, user_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -29,6 +32,8 @@ CHUNK = 1024 * 1024
 
 backends = Backends()
 app = create_app("creator-hub", backends, {"auth-service": f"{env('AUTH_SERVICE_URL')}/health"}, schema=SCHEMA)
+SIGNED_IN = Depends(user_of(backends))
+NOT_FOUND = {404: {"description": "no upload with this id belongs to the caller"}}
 
 
 def clean_filename(name: str | None) -> str:
@@ -41,9 +46,24 @@ def clean_filename(name: str | None) -> str:
     return name
 
 
+def _upload_json(row: Any) -> dict:
+    return {"id": str(row["id"]), "filename": row["filename"], "size": row["size_bytes"],
+            "sha256": row["sha256"], "created_at": row["created_at"].isoformat()}
+
+
+async def _own_upload(upload_id: uuid.UUID, user: dict) -> Any:
+    assert backends.db is not None
+    row = await backends.db.fetchrow(
+        "SELECT id, filename, size_bytes, sha256, created_at FROM uploads WHERE id = $1 AND owner_id = $2",
+        upload_id, user["user_id"],
+    )
+    if row is None:
+        raise HTTPException(status_code=404, detail="no such upload")
+    return row
+
+
 @app.post("/uploads", status_code=201)
-async def upload(file: UploadFile, authorization: str | None = Depends(authorization_header)) -> dict:
-    user = await backends.current_user(authorization)
+async def upload(file: UploadFile, user: dict = SIGNED_IN) -> dict:
     filename = clean_filename(file.filename)
     upload_id = uuid.uuid4()
     digest = hashlib.sha256()
@@ -67,15 +87,27 @@ async def upload(file: UploadFile, authorization: str | None = Depends(authoriza
 
 
 @app.get("/uploads")
-async def list_uploads(authorization: str | None = Depends(authorization_header)) -> list[dict]:
-    user = await backends.current_user(authorization)
+async def list_uploads(user: dict = SIGNED_IN) -> list[dict]:
     assert backends.db is not None
     rows = await backends.db.fetch(
         "SELECT id, filename, size_bytes, sha256, created_at FROM uploads "
         "WHERE owner_id = $1 ORDER BY created_at", user["user_id"],
     )
-    return [
-        {"id": str(r["id"]), "filename": r["filename"], "size": r["size_bytes"],
-         "sha256": r["sha256"], "created_at": r["created_at"].isoformat()}
-        for r in rows
-    ]
+    return [_upload_json(r) for r in rows]
+
+
+@app.get("/uploads/{upload_id}", responses=NOT_FOUND)
+async def upload_metadata(upload_id: uuid.UUID, user: dict = SIGNED_IN) -> dict:
+    return _upload_json(await _own_upload(upload_id, user))
+
+
+@app.get("/uploads/{upload_id}/content", response_class=FileResponse, responses={
+    **NOT_FOUND,
+    200: {"content": {"application/octet-stream": {}}, "description": "the file, streamed"},
+    206: {"content": {"application/octet-stream": {}}, "description": "the requested byte range"},
+    416: {"description": "the range lies outside the file"},
+})
+async def download(upload_id: uuid.UUID, user: dict = SIGNED_IN) -> FileResponse:
+    """The file as uploaded, streamed from the volume; a Range header gets 206 and those bytes."""
+    row = await _own_upload(upload_id, user)
+    return FileResponse(UPLOAD_DIR / str(row["id"]), media_type="application/octet-stream", filename=row["filename"])
