@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from stackdeploy.model import read_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 def group_data() -> dict[str, Any]:
@@ -21,3 +24,20 @@ def group_data() -> dict[str, Any]:
 @pytest.fixture
 def data() -> dict[str, Any]:
     return group_data()
+
+
+def write_out(plan, root: Path) -> Path:
+    """Write a plan's files (``plan.files``: relative path -> text) under ``root``."""
+    for rel, content in plan.files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    return root
+
+
+def yamllint(root: Path) -> str:
+    """yamllint's findings, warnings included, for every YAML file under ``root`` ('' when clean),
+    with the project's config for rendered files (.yamllint.yaml)."""
+    result = subprocess.run([str(BIN / "yamllint"), "--strict", "-c", str(ROOT / ".yamllint.yaml"), "-f", "parsable",
+                             str(root)], capture_output=True, text=True, check=False)
+    return result.stdout + result.stderr if result.returncode else ""

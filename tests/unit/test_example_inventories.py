@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from tests.conftest import write_out, yamllint
+
 ROOT = Path(__file__).resolve().parents[2]
 PLANNER = """
 import json, sys
@@ -48,14 +50,21 @@ def plans(inventory_file: str) -> dict[str, SimpleNamespace]:
 @pytest.mark.parametrize("inventory_file", ["inventory/staging.py", "inventory/production.py"])
 def test_every_host_renders_a_valid_compose_file(tmp_path, inventory_file):
     for name, plan in plans(inventory_file).items():
-        root = tmp_path / name
-        for rel, content in plan.files.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text(content)
+        root = write_out(plan, tmp_path / name)
         result = subprocess.run([str(Path(sys.executable).parent / "docker-compose"), "-f",
                                  str(root / "compose.yaml"), "config", "-q"], capture_output=True, text=True,
                                 cwd=root, check=False)
         assert result.returncode == 0, f"{name}: {result.stderr}"
+
+
+@pytest.mark.parametrize("inventory_file", ["inventory/staging.py", "inventory/production.py"])
+def test_every_host_renders_yamllint_clean_yaml(tmp_path, inventory_file):
+    hosts = plans(inventory_file)
+    for name, plan in hosts.items():
+        write_out(plan, tmp_path / name)
+    assert len(hosts) > 1 and len(list(tmp_path.glob("*/compose.yaml"))) == len(hosts)
+    findings = yamllint(tmp_path)
+    assert not findings, findings
 
 
 def test_production_places_replicas_and_balances_them():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,22 +13,14 @@ import stackdeploy.plan as plan_module
 from stackdeploy import SERVICES_DIR
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
+from tests.conftest import BIN, ROOT, write_out, yamllint
 
-BIN = Path(sys.executable).parent
 SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secret-value",
            "JWT_SECRET": "jwt-secret-value"}
 
 
 def make_plan(data, image_source="local"):
     return build_plan(load(data, SERVICES_DIR), image_source, SECRETS)
-
-
-def write_out(plan, root: Path) -> Path:
-    for rel, content in plan.files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-    return root
 
 
 @pytest.mark.parametrize("image_source", ["local", "registry"])
@@ -41,14 +31,23 @@ def test_compose_passes_docker_compose_config(data, tmp_path, image_source):
     assert result.returncode == 0, result.stderr
 
 
-def test_dockerfiles_pass_hadolint(data, tmp_path):
-    root = write_out(make_plan(data), tmp_path)
+# Four Python services in both modes; the five offline infra images are built in local mode only.
+@pytest.mark.parametrize(("image_source", "count"), [("local", 9), ("registry", 4)])
+def test_dockerfiles_pass_hadolint(data, tmp_path, image_source, count):
+    root = write_out(make_plan(data, image_source), tmp_path)
     dockerfiles = sorted(root.glob("*/*/Dockerfile"))
-    assert len(dockerfiles) == 9  # four Python services, five offline infra images
-    for dockerfile in dockerfiles:
-        result = subprocess.run([str(BIN / "hadolint"), "--failure-threshold", "error", str(dockerfile)],
-                                capture_output=True, text=True, check=False)
-        assert result.returncode == 0, f"{dockerfile}: {result.stdout}"
+    assert len(dockerfiles) == count
+    result = subprocess.run([str(BIN / "hadolint"), "--config", str(ROOT / ".hadolint.yaml"), *map(str, dockerfiles)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("image_source", ["local", "registry"])
+def test_rendered_yaml_passes_yamllint(data, tmp_path, image_source):
+    root = write_out(make_plan(data, image_source), tmp_path)
+    assert {p.name for p in root.rglob("*.y*ml")} == {"compose.yaml", "compose.build.yaml"}
+    findings = yamllint(root)
+    assert not findings, findings
 
 
 def test_compose_shape(data):
