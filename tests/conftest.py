@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,3 +43,32 @@ def yamllint(root: Path) -> str:
     result = subprocess.run([str(BIN / "yamllint"), "--strict", "-c", str(ROOT / ".yamllint.yaml"), "-f", "parsable",
                              str(root)], capture_output=True, text=True, check=False)
     return result.stdout + result.stderr if result.returncode else ""
+
+
+PLANNER = """
+import json, sys
+from pyinfra.api import Config, Inventory, State
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory
+from stackdeploy.desired import inventory_placement, load_stack
+from stackdeploy.plan import build_plan
+
+secrets = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j"}
+with ctx_state.use(State(Inventory(([], {})), Config())):
+    inventory = make_inventory(sys.argv[1], cwd=".")
+State(inventory, Config())
+out = {}
+for host in inventory:
+    stack = load_stack(host.data.dict())
+    plan = build_plan(stack, "local", secrets, inventory_placement(stack, host), host.name)
+    out[host.name] = {"services": list(plan.services), "files": plan.files}
+print(json.dumps(out))
+"""
+
+
+def plans(inventory_file: str, root: Path = ROOT) -> dict[str, SimpleNamespace]:
+    """Plan every host of an inventory like the CLI loads it (in a subprocess: importing
+    pyinfra's CLI monkey-patches the interpreter with gevent)."""
+    result = subprocess.run([sys.executable, "-c", PLANNER, inventory_file], cwd=root, capture_output=True,
+                            text=True, check=True, timeout=120)
+    return {name: SimpleNamespace(**plan) for name, plan in json.loads(result.stdout).items()}

@@ -1,0 +1,82 @@
+"""The README's "Adding a service" path, followed to the letter in a scratch copy: copy the
+template, paste the README's own group_data snippet and route, place it, deploy, call it.
+
+The snippets are taken from the README itself, so a README that drifts from what works
+fails here rather than for the next newcomer.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, plans
+
+from .conftest import GATEWAY, containers, deploy, project_copy
+
+SERVICE = "notes-service"
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text[text.index("## Adding a service"):text.index("## Layout")]
+
+
+def add_service_as_documented(copy: Path) -> None:
+    section = readme_section()
+    # Step 1: cp -r files/services/_template files/services/notes-service, then name it.
+    command = re.search(r"cp -r (\S+) (\S+)", section)
+    assert command, "the README no longer says which folder to copy"
+    shutil.copytree(copy / command[1], copy / command[2])
+    main = copy / command[2] / "app" / "main.py"
+    main.write_text(main.read_text().replace('NAME = "template"', f'NAME = "{SERVICE}"')
+                    .replace("template_items", "notes_items"))
+    # Step 2: the README's services entry, pasted into group_data/all.py.
+    entry = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    all_py = copy / "group_data" / "all.py"
+    text = all_py.read_text().replace("services = {\n", "services = {\n" + entry, 1)
+    # Step 3: the route, and the gateway waits for the new service.
+    route = re.search(r'`("/api/notes/": "notes-service")`', section)[1]
+    text = text.replace('"routes": {\n', '"routes": {\n            ' + route + ",\n", 1)
+    text = text.replace('"depends_on": ["auth-service", "creator-hub", "ai-engine", "channel-service"]',
+                        f'"depends_on": ["auth-service", "creator-hub", "ai-engine", "channel-service", "{SERVICE}"]')
+    # Step 4: placement, for the inventories with groups.
+    text = text.replace('"apps": ["auth-service", "creator-hub", "channel-service"]',
+                        f'"apps": ["auth-service", "creator-hub", "channel-service", "{SERVICE}"]')
+    all_py.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def with_notes(first_deploy, session_tmp) -> Iterator[Path]:
+    copy = project_copy(session_tmp, "newcomer")
+    add_service_as_documented(copy)
+    result = deploy(session_tmp, None, copy)
+    assert result.returncode == 0, result.output[-6000:]
+    yield copy
+    restored = deploy(session_tmp)  # the usual stack again: notes-service is removed
+    assert restored.returncode == 0, restored.output[-6000:]
+    assert SERVICE not in containers()
+
+
+def test_the_documented_service_deploys_and_answers_through_the_gateway(with_notes):
+    health = httpx.get(f"{GATEWAY}/api/notes/health", timeout=10)
+    assert health.status_code == 200, health.text
+    assert health.json()["checks"] == {"postgres": "ok"}  # no Redis: it did not declare one
+    created = httpx.post(f"{GATEWAY}/api/notes/items", json={"text": "first note"}, timeout=10)
+    assert created.status_code == 201, created.text  # /api/notes/items reached the app as /items
+    assert {"id": created.json()["id"], "text": "first note"} in httpx.get(f"{GATEWAY}/api/notes/items",
+                                                                            timeout=10).json()
+    env = containers()[SERVICE]["Config"]["Env"]
+    assert any(v.startswith("POSTGRES_HOST=") for v in env)
+    assert not any(v.startswith("REDIS_HOST=") for v in env)
+
+
+def test_the_documented_placement_places_it_in_the_example_inventories(with_notes):
+    for inventory in ("inventory/staging.py", "inventory/production.py"):
+        hosts = plans(inventory, with_notes)
+        assert any(SERVICE in plan.services for plan in hosts.values()), inventory
