@@ -43,7 +43,11 @@ DEFAULT_STOP_GRACE = 20.0
 
 
 class StackError(ValueError):
-    """A problem in the stack definition, phrased for the person who wrote it."""
+    """A problem in the stack definition, phrased for the person who wrote it: one line,
+    even when the user's own key or value holds a line break."""
+
+    def __str__(self) -> str:
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,8 @@ def _parse_service(name: str, raw: Any, source_root: Path) -> Service:
 
 def _merge_overrides(services: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Apply per-environment overrides (``service_overrides``) without mutating inputs."""
+    if not isinstance(overrides, Mapping):
+        raise StackError(f"service_overrides: must be a mapping of service name to settings, got {overrides!r}")
     merged = {name: dict(raw) if isinstance(raw, Mapping) else raw for name, raw in services.items()}
     for name, changes in overrides.items():
         if name not in merged:

@@ -160,7 +160,9 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
         yield
         await backends.close()
 
-    app = FastAPI(title=name, lifespan=lifespan)
+    # FastAPI answers 400 itself to a body it cannot decode (invalid UTF-8): documented on
+    # every route so the schema tells clients the truth (schemathesis checks it does).
+    app = FastAPI(title=name, lifespan=lifespan, responses={400: {"description": "the body could not be parsed"}})
     app.add_exception_handler(RequestValidationError, trimmed_validation_error)
     app.add_exception_handler(UnicodeEncodeError, unencodable_text)
 
@@ -203,6 +205,11 @@ async def trimmed_validation_error(_request: Request, exc: Exception) -> JSONRes
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+def unprocessable(loc: list[str], msg: str) -> HTTPException:
+    """A 422 a route raises itself, shaped like FastAPI's own (the schema every route documents)."""
+    return HTTPException(status_code=422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
 async def unencodable_text(_request: Request, _exc: Exception) -> JSONResponse:
     """JSON may carry lone surrogates ("\\ud800") that no database or hash can encode as
     UTF-8: the client sent text that is not Unicode, so it is their error, not a 500."""
@@ -235,9 +242,13 @@ def authorization_header(authorization: str | None = Header(default=None)) -> st
     return authorization
 
 
+# The responses of a route that needs a signed-in user, for its OpenAPI entry.
+NEEDS_TOKEN: dict[int | str, dict[str, Any]] = {401: {"description": "missing, invalid or revoked bearer token"}}
+
+
 def user_of(backends: Backends) -> Callable[..., Awaitable[dict[str, Any]]]:
     """A FastAPI dependency for routes that need a signed-in user: ``{"user_id", "username"}``
-    from auth-service, or a 401. The route's OpenAPI entry then documents the header."""
+    from auth-service, or a 401. Declare ``responses=NEEDS_TOKEN`` on the route too."""
     async def current_user(authorization: str | None = Depends(authorization_header)) -> dict[str, Any]:
         return await backends.current_user(authorization)
     return current_user

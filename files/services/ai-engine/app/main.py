@@ -16,7 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException
 from pydantic import BaseModel, Field
-from stackapp import Backends, create_app, env, user_of
+from stackapp import NEEDS_TOKEN, Backends, create_app, env, user_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -81,7 +81,8 @@ async def _collection_id() -> str:
     return result["id"]
 
 
-@app.post("/documents", status_code=201, responses={403: {"description": "the id belongs to another user"}})
+@app.post("/documents", status_code=201,
+          responses={**NEEDS_TOKEN, 403: {"description": "the id belongs to another user"}})
 async def add_document(doc: Document, user: dict = SIGNED_IN) -> dict:
     doc_id = doc.id or uuid.uuid4().hex
     payload = {"ids": [doc_id], "embeddings": [await _embed(doc.text)], "documents": [doc.text]}
@@ -103,7 +104,7 @@ async def add_document(doc: Document, user: dict = SIGNED_IN) -> dict:
     return {"id": doc_id}
 
 
-@app.post("/query")
+@app.post("/query", responses=NEEDS_TOKEN)
 async def query(q: Query, _user: dict = SIGNED_IN) -> dict:
     result = await _post(
         f"{COLLECTIONS}/{await _collection_id()}/query",
@@ -114,7 +115,7 @@ async def query(q: Query, _user: dict = SIGNED_IN) -> dict:
     return {"matches": [{"id": i, "text": d, "distance": s} for i, d, s in zip(ids, docs, distances, strict=True)]}
 
 
-@app.post("/complete")
+@app.post("/complete", responses=NEEDS_TOKEN)
 async def complete(p: Prompt, _user: dict = SIGNED_IN) -> dict:
     result = await _post(f"{OLLAMA}/api/generate", {"model": MODEL, "prompt": p.prompt, "stream": False})
     return {"model": result.get("model", MODEL), "response": result["response"]}

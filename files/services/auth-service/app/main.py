@@ -13,7 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 from fastapi import Depends, HTTPException, Response
 from pydantic import BaseModel, Field
-from stackapp import Backends, authorization_header, create_app, env
+from stackapp import NEEDS_TOKEN, Backends, authorization_header, create_app, env
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -39,7 +39,7 @@ class Credentials(BaseModel):
     password: str = Field(min_length=8, max_length=256)
 
 
-@app.post("/register", status_code=201)
+@app.post("/register", status_code=201, responses={409: {"description": "username already taken"}})
 async def register(body: Credentials) -> dict:
     assert backends.db is not None
     row = await backends.db.fetchrow(
@@ -52,7 +52,7 @@ async def register(body: Credentials) -> dict:
     return {"id": row["id"], "username": body.username}
 
 
-@app.post("/login")
+@app.post("/login", responses={401: {"description": "wrong username or password"}})
 async def login(body: Credentials) -> dict:
     assert backends.db is not None and backends.redis is not None
     row = await backends.db.fetchrow(
@@ -89,13 +89,13 @@ async def _claims(authorization: str | None) -> dict:
     return claims
 
 
-@app.get("/verify")
+@app.get("/verify", responses=NEEDS_TOKEN)
 async def verify(authorization: str | None = Depends(authorization_header)) -> dict:
     claims = await _claims(authorization)
     return {"user_id": int(claims["sub"]), "username": claims["name"]}
 
 
-@app.post("/logout", status_code=204, response_class=Response)
+@app.post("/logout", status_code=204, response_class=Response, responses=NEEDS_TOKEN)
 async def logout(authorization: str | None = Depends(authorization_header)) -> Response:
     claims = await _claims(authorization)
     assert backends.redis is not None

@@ -11,7 +11,7 @@ import asyncio
 import json
 
 from fastapi import Depends, HTTPException, Path, Query, WebSocket, WebSocketDisconnect
-from stackapp import Backends, create_app, env, user_of
+from stackapp import NEEDS_TOKEN, Backends, create_app, env, user_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -65,7 +65,7 @@ async def _ask_ai(channel: str, prompt: str, token: str) -> None:
     await _publish(channel, "ai-engine", answer)
 
 
-@app.get("/channels/{channel}/history")
+@app.get("/channels/{channel}/history", responses=NEEDS_TOKEN)
 async def history(channel: str = CHANNEL_NAME, limit: int = Query(50, ge=1, le=500),
                   _user: dict = SIGNED_IN) -> list[dict]:
     assert backends.db is not None

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, UploadFile
 from fastapi.responses import FileResponse
-from stackapp import Backends, create_app, env, user_of
+from stackapp import NEEDS_TOKEN, Backends, create_app, env, unprocessable, user_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -33,7 +33,7 @@ CHUNK = 1024 * 1024
 backends = Backends()
 app = create_app("creator-hub", backends, {"auth-service": f"{env('AUTH_SERVICE_URL')}/health"}, schema=SCHEMA)
 SIGNED_IN = Depends(user_of(backends))
-NOT_FOUND = {404: {"description": "no upload with this id belongs to the caller"}}
+NOT_FOUND = {**NEEDS_TOKEN, 404: {"description": "no upload with this id belongs to the caller"}}
 
 
 def clean_filename(name: str | None) -> str:
@@ -41,8 +41,8 @@ def clean_filename(name: str | None) -> str:
     at most 255 characters. The file itself is stored under a generated id, never this name."""
     name = name or "upload"
     if len(name) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in name) or "/" in name or "\\" in name:
-        raise HTTPException(status_code=422, detail="filename must be 1-255 characters, without control "
-                                                    "characters or path separators")
+        raise unprocessable(["body", "file", "filename"], "filename must be 1-255 characters, without control "
+                                                          "characters or path separators")
     return name
 
 
@@ -62,7 +62,13 @@ async def _own_upload(upload_id: uuid.UUID, user: dict) -> Any:
     return row
 
 
-@app.post("/uploads", status_code=201)
+# OpenAPI links: a client (and schemathesis's stateful phase) learns that an upload's id
+# is what the metadata and download routes take.
+UPLOAD_LINKS = {name: {"operationId": op, "parameters": {"upload_id": "$response.body#/id"}}
+                for name, op in (("GetUpload", "get_upload"), ("DownloadUpload", "download_upload"))}
+
+
+@app.post("/uploads", status_code=201, responses={**NEEDS_TOKEN, 201: {"description": "stored", "links": UPLOAD_LINKS}})
 async def upload(file: UploadFile, user: dict = SIGNED_IN) -> dict:
     filename = clean_filename(file.filename)
     upload_id = uuid.uuid4()
@@ -86,7 +92,7 @@ async def upload(file: UploadFile, user: dict = SIGNED_IN) -> dict:
     return {"id": str(upload_id), "filename": filename, "size": size, "sha256": digest.hexdigest()}
 
 
-@app.get("/uploads")
+@app.get("/uploads", responses=NEEDS_TOKEN)
 async def list_uploads(user: dict = SIGNED_IN) -> list[dict]:
     assert backends.db is not None
     rows = await backends.db.fetch(
@@ -96,12 +102,12 @@ async def list_uploads(user: dict = SIGNED_IN) -> list[dict]:
     return [_upload_json(r) for r in rows]
 
 
-@app.get("/uploads/{upload_id}", responses=NOT_FOUND)
+@app.get("/uploads/{upload_id}", responses=NOT_FOUND, operation_id="get_upload")
 async def upload_metadata(upload_id: uuid.UUID, user: dict = SIGNED_IN) -> dict:
     return _upload_json(await _own_upload(upload_id, user))
 
 
-@app.get("/uploads/{upload_id}/content", response_class=FileResponse, responses={
+@app.get("/uploads/{upload_id}/content", operation_id="download_upload", response_class=FileResponse, responses={
     **NOT_FOUND,
     200: {"content": {"application/octet-stream": {}}, "description": "the file, streamed"},
     206: {"content": {"application/octet-stream": {}}, "description": "the requested byte range"},
