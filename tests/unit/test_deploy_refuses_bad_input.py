@@ -16,14 +16,14 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
     ("host_data", "expected"),
     [
         ({"service_overrides": {"auth-service": {"workers": 0}}},
-         "service 'auth-service': workers must be an integer of at least 1, got 0"),
+         "service_overrides.auth-service.workers: must be an integer of at least 1, got 0"),
         ({"service_overrides": {"creator-hub": {"depends_on": ["creator-hub"]}}},
-         "dependency cycle: creator-hub -> creator-hub"),
+         "service_overrides.creator-hub.depends_on: dependency cycle: creator-hub -> creator-hub"),
         ({"service_overrides": {"redis": {"publish": 8080}}},
          "host @local: services 'redis' and 'api-gateway' both publish port 8080"),
-        ({"image_sorce": "local"}, "unknown setting 'image_sorce' (did you mean 'image_source'?)"),
+        ({"image_sorce": "local"}, "image_sorce: unknown setting (did you mean 'image_source'?)"),
         ({"service_overrides": {"ai-engine": {"secrets": ["OPENAI_KEY"]}}},
-         "service 'ai-engine': secret 'OPENAI_KEY' is not declared in 'secrets'"),
+         "service_overrides.ai-engine.secrets: secret 'OPENAI_KEY' is not declared in 'secrets'"),
     ],
 )
 def test_bad_input_stops_before_any_operation(tmp_path, host_data, expected):
