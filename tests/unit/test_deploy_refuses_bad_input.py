@@ -80,3 +80,23 @@ def test_a_setting_given_with_data_names_data(tmp_path):
     output = refusal(inventory, "--dry", "--data", "image_distribution=build-onse")
     assert ("--> --data: image_distribution: must be one of build-everywhere, build-once, got 'build-onse' "
             "(did you mean 'build-once'?)") in output.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("rel", "text", "expected"),
+    [
+        ("group_data/all.py", "stack_name = 'x'\n\nservices = {'a' 1}\n",
+         "{tmp}/group_data/all.py line 3: invalid syntax. Perhaps you forgot a comma?"),
+        ("group_data/all.py", "stack_name = 'x'\nimage_source = sorce\n",
+         "{tmp}/group_data/all.py line 2: NameError: name 'sorce' is not defined"),
+        ("inventory.py", "local = ['@local'\n", "{tmp}/inventory.py line 1: '[' was never closed"),
+    ],
+    ids=["syntax-error", "exception", "inventory-syntax-error"],
+)
+def test_a_file_that_does_not_load_is_reported_with_its_line(tmp_path, rel, text, expected):
+    (tmp_path / "inventory.py").write_text("local = ['@local']\n")
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text(text)
+    output = refusal(tmp_path / "inventory.py", "--dry")
+    assert f"--> {expected.format(tmp=tmp_path)}" in output.splitlines()
+    assert "Connecting to hosts" not in output
