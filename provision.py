@@ -13,7 +13,7 @@ from pyinfra import host
 from stackdeploy.desired import inventory_placement, load_stack
 from stackdeploy.provision import provision_host
 
-stack = load_stack(host.data.dict())
+stack = load_stack(host)
 provision_host(
     where=inventory_placement(stack, host),
     deploy_user=host.data.get("deploy_user") or "deploy",

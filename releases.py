@@ -11,5 +11,5 @@ from stackdeploy.desired import load_stack
 from stackdeploy.facts import ReleaseHistory
 from stackdeploy.rollback import history_table
 
-stack = load_stack(host.data.dict())
+stack = load_stack(host)
 click.echo(history_table(host.name, host.get_fact(ReleaseHistory, deploy_dir=stack.deploy_dir)))

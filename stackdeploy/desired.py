@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from pyinfra import logger
 from pyinfra.api import Host
@@ -33,14 +32,11 @@ from stackdeploy.facts import (
     parse_image_ids,
 )
 from stackdeploy.fingerprint import context_files
+from stackdeploy.inputfiles import StackInputError, setting_source
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
 from stackdeploy.remote import ssh_prefix
 from stackdeploy.runinfo import RELEASE_ID
-
-
-class StackInputError(PyinfraError):
-    """Bad stack input: pyinfra prints it as one line and exits non-zero, no traceback."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +79,18 @@ class HostDecisions:
         return sorted({*self.to_start, *(gateway if self.gateway_conf_changed else [])})
 
 
-def load_stack(data: dict[str, Any]) -> model.Stack:
+def _refusal(exc: model.StackError, host: Host) -> StackInputError:
+    """``exc`` as the user's error, led by the file that gives ``host`` the setting it is about:
+    ``group_data/all.py: services.creator-hub.kind: must be one of ...``."""
+    source = setting_source(host, exc.setting)
+    return StackInputError(f"{source}: {exc}" if source else str(exc))
+
+
+def load_stack(host: Host) -> model.Stack:
     try:
-        return model.load(data, SERVICES_DIR)
+        return model.load(host.data.dict(), SERVICES_DIR)
     except model.StackError as exc:
-        raise StackInputError(f"invalid stack definition: {exc}") from None
+        raise _refusal(exc, host) from None
 
 
 def inventory_placement(stack: model.Stack, host: Host) -> Placement:
@@ -96,7 +99,7 @@ def inventory_placement(stack: model.Stack, host: Host) -> Placement:
     try:
         return place(stack, specs)
     except model.StackError as exc:
-        raise StackInputError(f"invalid stack definition: {exc}") from None
+        raise _refusal(exc, host) from None
 
 
 def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> str:
@@ -200,7 +203,7 @@ def promoted_images(stack: model.Stack, plan: Plan, host: Host) -> dict[str, str
 
 def decide(host: Host) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change."""
-    stack = load_stack(host.data.dict())
+    stack = load_stack(host)
     where = inventory_placement(stack, host)
     state = read_host(host, stack)
     image_source = resolve_image_source(stack, host, state)

@@ -91,7 +91,8 @@ def _check_published_ports(placement: Placement) -> None:
             ports += [service.port] if placement.is_published(host, name) and service.kind != "gateway" else []
             for port in ports:
                 if port in owners and owners[port] != name:
-                    raise StackError(f"host {host}: services '{owners[port]}' and '{name}' both publish port {port}")
+                    raise StackError("", f"host {host}: services '{owners[port]}' and '{name}' "
+                                         f"both publish port {port}")
                 owners[port] = name
 
 
@@ -103,14 +104,14 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
     for name, service in stack.services.items():
         where = placement.hosts_of(name)
         if not where:
-            raise StackError(f"service '{name}' is not placed on any host (add it to a 'placement' group)")
+            raise StackError("placement", f"service '{name}' is not placed on any host (add it to a 'placement' group)")
         if len(where) > 1 and service.kind != "python":
-            raise StackError(f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
-                             f"only python services may run on several hosts")
+            raise StackError("placement", f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
+                                          f"only python services may run on several hosts")
     for host in specs:
         for name in services_on[host]:
             if placement.is_published(host, name) and not specs[host].address:
-                raise StackError(f"host {host}: runs '{name}', which other hosts use, but has no "
-                                 f"'private_address' in the inventory")
+                raise StackError("", f"host {host}: runs '{name}', which other hosts use, but has no "
+                                     f"'private_address' in the inventory")
     _check_published_ports(placement)
     return placement

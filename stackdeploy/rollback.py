@@ -50,7 +50,7 @@ def choose_target(host_name: str, history: dict, wanted: str | None) -> str:
 
 
 def decide_rollback(host: Host, history: dict) -> RollbackDecisions:
-    stack = load_stack(host.data.dict())
+    stack = load_stack(host)
     if not history["current"]:
         raise StackInputError(f"{host.name}: nothing deployed with releases in {stack.deploy_dir}")
     target = choose_target(host.name, history, host.data.get("release"))

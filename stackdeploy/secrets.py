@@ -44,10 +44,8 @@ def resolve(names: Sequence[str], store: Path, on_host: Mapping[str, str] | None
     on_host = dict(on_host or {})
     for name in names:
         if name in on_host and name in local and on_host[name] != local[name]:
-            raise StackError(
-                f"secret '{name}' differs between the host and {store}; "
-                "remove the stale copy (the host's is what its data was created with)"
-            )
+            raise StackError("", f"secret '{name}' differs between the host and {store}; "
+                                 "remove the stale copy (the host's is what its data was created with)")
     resolved = {**local, **on_host}
     for name in names:
         resolved.setdefault(name, random_source.token_hex(SECRET_BYTES))
@@ -63,4 +61,4 @@ def parse_host_copy(text: str | None) -> dict[str, str] | None:
     try:
         return dict(json.loads(text))
     except ValueError as exc:
-        raise StackError(f"the host's secrets file is not valid JSON: {exc}") from None
+        raise StackError("", f"the host's secrets file is not valid JSON: {exc}") from None

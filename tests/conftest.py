@@ -59,7 +59,7 @@ with ctx_state.use(State(Inventory(([], {})), Config())):
 State(inventory, Config())
 out = {}
 for host in inventory:
-    stack = load_stack(host.data.dict())
+    stack = load_stack(host)
     plan = build_plan(stack, "local", secrets, inventory_placement(stack, host), host.name)
     out[host.name] = {"services": list(plan.services), "files": plan.files}
 print(json.dumps(out))

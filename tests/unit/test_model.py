@@ -1,4 +1,4 @@
-"""Validation: each bad input gives one clear line naming the service and the key."""
+"""Validation: each bad input gives one clear line led by the key path of the setting."""
 
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ def test_the_shipped_stack_is_valid(data):
 def test_unknown_dependency_names_service_and_suggests(data):
     data["services"]["creator-hub"]["depends_on"] = ["postgres", "auth-servce"]
     assert error_of(data) == (
-        "service 'creator-hub': depends_on names unknown service 'auth-servce' (did you mean 'auth-service'?)"
+        "services.creator-hub.depends_on: unknown service 'auth-servce' (did you mean 'auth-service'?)"
     )
 
 
 def test_dependency_cycle_is_printed(data):
     data["services"]["postgres"]["depends_on"] = ["channel-service"]
-    message = error_of(data)
-    assert message.startswith("dependency cycle: ")
-    path = message.removeprefix("dependency cycle: ").split(" -> ")
+    where, _, cycle = error_of(data).partition(": dependency cycle: ")
+    assert where in ("services.postgres.depends_on", "services.channel-service.depends_on")
+    path = cycle.split(" -> ")
     assert path[0] == path[-1]
     assert {"postgres", "channel-service"} <= set(path)
 
@@ -49,12 +49,12 @@ def test_unknown_service_in_placement(data):
 
 def test_unknown_service_key_suggests_closest(data):
     data["services"]["ai-engine"]["wokers"] = 2
-    assert error_of(data) == "service 'ai-engine': unknown key 'wokers' (did you mean 'workers'?)"
+    assert error_of(data) == "services.ai-engine.wokers: unknown key (did you mean 'workers'?)"
 
 
 def test_unknown_top_level_setting_suggests_closest(data):
     data["image_sorce"] = "local"
-    assert error_of(data) == "unknown setting 'image_sorce' (did you mean 'image_source'?)"
+    assert error_of(data) == "image_sorce: unknown setting (did you mean 'image_source'?)"
 
 
 def test_connector_data_is_not_a_typo(data):
@@ -66,13 +66,13 @@ def test_connector_data_is_not_a_typo(data):
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("workers", 0, "service 'auth-service': workers must be an integer of at least 1, got 0"),
-        ("workers", "2", "service 'auth-service': workers must be an integer of at least 1, got '2'"),
-        ("port", 70000, "service 'auth-service': port must be an integer from 1 to 65535, got 70000"),
-        ("port", 0, "service 'auth-service': port must be an integer from 1 to 65535, got 0"),
-        ("wait_timeout", 0, "service 'auth-service'.wait_timeout: must be a number of seconds above 0, got 0"),
-        ("wait_timeout", -5, "service 'auth-service'.wait_timeout: must be a number of seconds above 0, got -5"),
-        ("kind", "java", "service 'auth-service': kind must be one of python, infra, gateway, got 'java'"),
+        ("workers", 0, "services.auth-service.workers: must be an integer of at least 1, got 0"),
+        ("workers", "2", "services.auth-service.workers: must be an integer of at least 1, got '2'"),
+        ("port", 70000, "services.auth-service.port: must be an integer from 1 to 65535, got 70000"),
+        ("port", 0, "services.auth-service.port: must be an integer from 1 to 65535, got 0"),
+        ("wait_timeout", 0, "services.auth-service.wait_timeout: must be a number of seconds above 0, got 0"),
+        ("wait_timeout", -5, "services.auth-service.wait_timeout: must be a number of seconds above 0, got -5"),
+        ("kind", "java", "services.auth-service.kind: must be one of python, infra, gateway, got 'java'"),
     ],
 )
 def test_wrong_type_or_range(data, key, value, expected):
@@ -83,12 +83,12 @@ def test_wrong_type_or_range(data, key, value, expected):
 def test_missing_source_folder(data):
     data["services"]["billing"] = {"kind": "python", "port": 8005}
     message = error_of(data)
-    assert re.fullmatch(r"service 'billing': source folder .*files/services/billing does not exist", message)
+    assert re.fullmatch(r"services\.billing: source folder .*files/services/billing does not exist", message)
 
 
 def test_missing_secret(data):
     data["services"]["auth-service"]["secrets"].append("STRIPE_KEY")
-    assert error_of(data) == "service 'auth-service': secret 'STRIPE_KEY' is not declared in 'secrets'"
+    assert error_of(data) == "services.auth-service.secrets: secret 'STRIPE_KEY' is not declared in 'secrets'"
 
 
 def test_unknown_image_source(data):
@@ -98,7 +98,7 @@ def test_unknown_image_source(data):
 
 def test_override_of_unknown_service(data):
     data["service_overrides"] = {"auth-servise": {"workers": 4}}
-    assert error_of(data) == "service_overrides: unknown service 'auth-servise' (did you mean 'auth-service'?)"
+    assert error_of(data) == "service_overrides.auth-servise: unknown service (did you mean 'auth-service'?)"
 
 
 def test_overrides_apply_without_touching_the_base(data):
@@ -110,19 +110,59 @@ def test_overrides_apply_without_touching_the_base(data):
 
 def test_health_key_typo(data):
     data["services"]["redis"]["health"] = {"tpc": True}
-    assert error_of(data) == "service 'redis'.health: unknown key 'tpc' (did you mean 'tcp'?)"
+    assert error_of(data) == "services.redis.health.tpc: unknown key (did you mean 'tcp'?)"
 
 
 def test_infra_needs_both_image_sources(data):
     data["services"]["redis"]["image"] = {"registry": "redis:7"}
-    assert error_of(data) == "service 'redis': image must name both a 'registry' image and a 'local' recipe"
+    assert error_of(data) == "services.redis.image: must name both a 'registry' image and a 'local' recipe"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    [
+        (("services", "creator-hub", "kind"), "pyhton",
+         "services.creator-hub.kind: must be one of python, infra, gateway, got 'pyhton' (did you mean 'python'?)"),
+        (("image_source",), "locl",
+         "image_source: must be one of registry, local, auto, got 'locl' (did you mean 'local'?)"),
+        (("image_distribution",), "build-onse",
+         "image_distribution: must be one of build-everywhere, build-once, got 'build-onse' "
+         "(did you mean 'build-once'?)"),
+        (("services", "postgres", "image", "local"), "postgress",
+         "services.postgres.image.local: must be one of chromadb, nginx, ollama-standin, postgres, redis, "
+         "got 'postgress' (did you mean 'postgres'?)"),
+    ],
+    ids=["kind", "image_source", "image_distribution", "local-recipe"],
+)
+def test_a_mistyped_choice_suggests_the_closest_value(data, setting, value, expected):
+    *parents, key = setting
+    target = data
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    assert error_of(data) == expected
+
+
+def test_a_setting_given_by_an_override_is_named_under_service_overrides(data):
+    data["service_overrides"] = {"auth-service": {"workers": 0, "wokers": 1}}
+    assert error_of(data) == "service_overrides.auth-service.wokers: unknown key (did you mean 'workers'?)"
+    del data["service_overrides"]["auth-service"]["wokers"]
+    assert error_of(data) == "service_overrides.auth-service.workers: must be an integer of at least 1, got 0"
+    data["services"]["auth-service"]["port"] = 0  # the base definition stays under services
+    assert error_of(data) == "services.auth-service.port: must be an integer from 1 to 65535, got 0"
+
+
+def test_a_cycle_an_override_closes_is_named_at_the_override(data):
+    data["service_overrides"] = {"postgres": {"depends_on": ["creator-hub"]}}
+    assert error_of(data) == ("service_overrides.postgres.depends_on: dependency cycle: "
+                              "postgres -> creator-hub -> postgres")
 
 
 @pytest.mark.parametrize(("change", "expected"), [
-    ({"auth_routes": ["/api/creator/"]}, "auth_routes names /api/creator/, which is not one of its routes (did"),
-    ({"websocket_routes": ["/api/chanels/"]}, "websocket_routes names /api/chanels/"),
-    ({"auth_verify": None}, "auth_routes needs auth_verify"),
-    ({"auth_verify": "/verify"}, "auth_verify /verify is not under any of its routes"),
+    ({"auth_routes": ["/api/creator/"]}, "auth_routes: names /api/creator/, which is not one of the routes (did"),
+    ({"websocket_routes": ["/api/chanels/"]}, "websocket_routes: names /api/chanels/"),
+    ({"auth_verify": None}, "auth_routes: needs auth_verify"),
+    ({"auth_verify": "/verify"}, "auth_verify: /verify is not under any of the routes"),
     ({"auth_verify": "api/auth/verify"}, "must be a path starting with '/'"),
 ])
 def test_gateway_auth_and_websocket_routes_must_name_its_routes(data, change, expected):
