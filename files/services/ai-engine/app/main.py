@@ -50,8 +50,9 @@ MetadataValue = (Annotated[str, Field(max_length=1000)] | bool | Annotated[int, 
 class Document(BaseModel):
     text: str = Field(min_length=1, max_length=100_000)
     id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    metadata: dict[Annotated[str, Field(min_length=1, max_length=100)], MetadataValue] | None = Field(
-        default=None, max_length=32)
+    # ChromaDB reserves keys starting with '#' or '$' (found by schemathesis).
+    metadata: dict[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^#$]")], MetadataValue] | None = (
+        Field(default=None, max_length=32))
 
 
 class Query(BaseModel):
