@@ -6,7 +6,8 @@ source folder in ``files/services/<name>/`` (an ``app`` package with ``app.main:
 and a ``requirements.txt``).
 
 Keys of a service:
-    kind          "python" (built from files/services/<name>), "infra", or "gateway"
+    kind          "python" (built from files/services/<name>), "infra", "gateway", or
+                  "monitor" (the health monitor: built like python, runs on every host)
     port          the port the service listens on inside the stack network
     workers       uvicorn worker processes (python services only)
     depends_on    services that must be ready before this one starts
@@ -19,6 +20,7 @@ Keys of a service:
     volumes       named volumes: {"volume-name": "/path/in/container"}
     env           extra environment (plain values; secrets go in ``secrets``)
     secrets       names of generated secrets this service receives, as env variables
+    restarts_with dependencies whose restart by the monitor restarts this service too
 """
 
 stack_name = "creatorstack"
@@ -147,6 +149,15 @@ services = {
         "depends_on": ["postgres", "redis", "auth-service", "ai-engine"],
         "wait_timeout": 180,
         "secrets": ["POSTGRES_PASSWORD", "REDIS_PASSWORD"],
+        "health": {"http": "/health"},
+    },
+    "stack-monitor": {
+        # Runs on every host: restarts a hung or unhealthy service (files/services/stack-monitor).
+        # It holds the Docker socket, which amounts to root on the host (see README).
+        "kind": "monitor",
+        "port": 8010,
+        "workers": 1,
+        "wait_timeout": 30,
         "health": {"http": "/health"},
     },
     "api-gateway": {

@@ -24,6 +24,7 @@ GATEWAY_DIR = "gateway"
 STATE_DIR = "state"
 RELEASE_FILE = "release.json"  # inside each release directory
 LOCK_FILE = "state/deploy.lock"
+MONITOR_DIR = "monitor"  # the monitor's event log (events.jsonl), beside state/
 AUDIT_FILE = "state/audit.jsonl"
 RELEASES_FILE = "state/releases.json"
 CONFIG_HASH_LABEL = "stackdeploy.config-hash"
@@ -46,6 +47,8 @@ class ServiceSpec(TypedDict):
     stop_grace: float  # seconds between SIGTERM and SIGKILL when a container is retired
     config_hash: str  # also the CONFIG_HASH_LABEL of a container running this release
     image: str
+    kind: str  # the monitor skips its own kind
+    restarts_with: list[str]  # restarted by the monitor together with any of these
 
 
 class RemoteCheck(TypedDict):
@@ -64,6 +67,8 @@ class GatewaySpec(TypedDict):
 
     service: str
     routed: list[str]
+    port: int  # where nginx listens inside the stack network
+    routes: dict[str, str]  # route prefix -> its target's health path (the monitor's readiness)
 
 
 class ReleaseManifest(TypedDict):

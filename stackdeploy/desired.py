@@ -108,7 +108,7 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
         return stack.image_source
     if state.image_source in ("registry", "local"):
         return state.image_source
-    images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if s.kind != "python"]
+    images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if not s.built_from_source]
     return "registry" if host.get_fact(RegistryReachable, images=images) else "local"
 
 

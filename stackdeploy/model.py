@@ -21,14 +21,16 @@ from typing import Any
 from stackdeploy import TEMPLATES_DIR
 from stackdeploy.graph import find_cycle
 
-KINDS = ("python", "infra", "gateway")
+KINDS = ("python", "infra", "gateway", "monitor")
+# Kinds built from their source folder in files/services/<name> (the monitor is a Python app too).
+SOURCE_KINDS = ("python", "monitor")
 IMAGE_SOURCES = ("registry", "local", "auto")
 DISTRIBUTIONS = ("build-everywhere", "build-once")
 RECIPES_DIR = TEMPLATES_DIR / "images"
 SERVICE_KEYS = {
     "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
     "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits", "stop_grace",
-    "auth_routes", "auth_verify",
+    "auth_routes", "auth_verify", "restarts_with",
 }
 HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
@@ -102,6 +104,13 @@ class Service:
     # ``auth_verify`` accepts, checked before the body is read.
     auth_routes: tuple[str, ...] = ()
     auth_verify: str | None = None
+    # Dependencies whose restart by the monitor restarts this service too (e.g. one that
+    # cannot reconnect by itself).
+    restarts_with: tuple[str, ...] = ()
+
+    @property
+    def built_from_source(self) -> bool:
+        return self.kind in SOURCE_KINDS
 
     @property
     def env_prefix(self) -> str:
@@ -260,11 +269,11 @@ def _parse_service(name: str, raw: Any, source_root: Path, overridden: Mapping[s
     if "port" not in raw:
         raise StackError(where, "port is required")
     image = _string_map(at("image"), raw.get("image", {}))
-    if kind != "python":
+    if kind not in SOURCE_KINDS:
         if set(image) != {"registry", "local"}:
             raise StackError(at("image"), "must name both a 'registry' image and a 'local' recipe")
         _choice(f"{at('image')}.local", image["local"], local_recipes())
-    if kind == "python" and not (source_root / name).is_dir():
+    if kind in SOURCE_KINDS and not (source_root / name).is_dir():
         raise StackError(where, f"source folder {source_root / name} does not exist")
     publish = raw.get("publish")
     return Service(
@@ -287,6 +296,7 @@ def _parse_service(name: str, raw: Any, source_root: Path, overridden: Mapping[s
         stop_grace=_seconds(at("stop_grace"), raw.get("stop_grace", DEFAULT_STOP_GRACE)),
         auth_routes=_string_list(at("auth_routes"), raw.get("auth_routes", [])),
         auth_verify=_optional_path(at("auth_verify"), raw.get("auth_verify")),
+        restarts_with=_string_list(at("restarts_with"), raw.get("restarts_with", [])),
     )
 
 
@@ -322,6 +332,9 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
         for target in service.routes.values():
             _check_known(at("routes"), target, services, "service")
         _check_gateway_prefixes(service, at)
+        for dep in service.restarts_with:
+            if dep not in service.depends_on:
+                raise StackError(at("restarts_with"), f"names '{dep}', which is not in depends_on")
     cycle = find_cycle({name: s.depends_on for name, s in services.items()})
     if cycle:
         # An override is what changed last, so a depends_on it gave is the likeliest cause.
@@ -397,8 +410,9 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         raise StackError("services", "must be a non-empty mapping of service name to settings")
     merged, overridden = _merge_overrides(raw_services, data.get("service_overrides", {}) or {})
     services = {name: _parse_service(name, raw, source_root, overridden) for name, raw in merged.items()}
-    if sum(1 for s in services.values() if s.kind == "gateway") > 1:
-        raise StackError("services", "at most one service may be of kind 'gateway'")
+    for kind in ("gateway", "monitor"):
+        if sum(1 for s in services.values() if s.kind == kind) > 1:
+            raise StackError("services", f"at most one service may be of kind '{kind}'")
     _check_references(services, secret_names, overridden)
     placement = _parse_placement(data.get("placement", {}) or {}, services)
     return Stack(

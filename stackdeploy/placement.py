@@ -73,10 +73,13 @@ class Placement:
 
 
 def _placed_services(stack: Stack, host: HostSpec) -> tuple[str, ...]:
+    """The services of the host's groups; every service for a host in none; the monitor
+    (which watches its own host) everywhere."""
     groups = [g for g in stack.placement if g in host.groups]
     if not groups:
         return tuple(stack.services)
     wanted = {name for g in groups for name in stack.placement[g]}
+    wanted |= {name for name, service in stack.services.items() if service.kind == "monitor"}
     return tuple(name for name in stack.services if name in wanted)
 
 
@@ -105,7 +108,7 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
         where = placement.hosts_of(name)
         if not where:
             raise StackError("placement", f"service '{name}' is not placed on any host (add it to a 'placement' group)")
-        if len(where) > 1 and service.kind != "python":
+        if len(where) > 1 and not service.built_from_source:
             raise StackError("placement", f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
                                           f"only python services may run on several hosts")
     for host in specs:

@@ -32,6 +32,7 @@ GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked beare
 # stack, so every stack on a host (and the test stack) shares them.
 SHARED_IMAGE_NAMESPACE = "stackdeploy"
 DOCKER_DNS = "127.0.0.11"
+DOCKER_SOCKET = "/var/run/docker.sock"
 BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
 WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
 COMMON_DIR = FILES_DIR / "common"
@@ -110,7 +111,7 @@ def _env_for(service: Service, where: Placement, host: str, secrets: dict[str, s
 
 
 def _has_docker_health(service: Service, image_source: str) -> bool:
-    return service.kind == "python" or bool(service.health.command) or image_source == "local"
+    return service.built_from_source or bool(service.health.command) or image_source == "local"
 
 
 def _python_files(service: Service, base_image: str, install_venv: bool) -> dict[str, str | bytes]:
@@ -149,13 +150,19 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
              else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
     ports = []
     config_mounts = []
+    monitor = service.kind == "monitor"
     address = where.hosts[host].address
     command = list(service.command)
+    if monitor:
+        # The engine API (root on this host, the documented trade-off), the releases to read,
+        # and a directory of its own for the event log.
+        config_mounts += [(DOCKER_SOCKET, DOCKER_SOCKET, "rw"), (stack.deploy_dir, "/stack", "ro"),
+                          (f"{stack.deploy_dir}/{contract.MONITOR_DIR}", "/monitor", "rw")]
     if service.kind == "gateway":
         ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
         # A stable directory outside the releases: the helper keeps nginx.conf and the route
         # targets there and reloads nginx gracefully when they change.
-        config_mounts.append((f"{stack.deploy_dir}/{contract.GATEWAY_DIR}", contract.GATEWAY_CONF_MOUNT))
+        config_mounts.append((f"{stack.deploy_dir}/{contract.GATEWAY_DIR}", contract.GATEWAY_CONF_MOUNT, "ro"))
         command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
     else:
         if service.publish:
@@ -177,10 +184,13 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
         "ports": ports,
         "networks": ["backend", "edge"] if edge else ["backend"],
         "limits": dict(service.limits),
+        # The socket belongs to root: the monitor runs as root, with no capabilities and a
+        # read-only filesystem.
+        "hardened_root": monitor,
     }
 
 
-def _nginx_conf(gateway: Service, where: Placement, host: str) -> str:
+def _nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None) -> str:
     """Routes: one target by name, resolved per request; several replicas as an upstream."""
     routes = []
     for prefix, target in sorted(gateway.routes.items()):
@@ -200,14 +210,15 @@ def _nginx_conf(gateway: Service, where: Placement, host: str) -> str:
         route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
         auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
-                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth)
+                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
+                  readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
 
 
 def _service_spec(service: Service, plan: ServicePlan) -> contract.ServiceSpec:
     return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
             "command": list(service.health.command), "timeout": service.wait_timeout,
             "strategy": plan.strategy, "stop_grace": service.stop_grace, "config_hash": plan.config_hash,
-            "image": plan.image}
+            "image": plan.image, "kind": service.kind, "restarts_with": list(service.restarts_with)}
 
 
 def _strategy(service: Service, entry: dict) -> str:
@@ -249,7 +260,7 @@ class ImageSpec:
 
 
 def _image_spec(service: Service, stack: Stack, image_source: str, base_image: str | None) -> ImageSpec:
-    if service.kind == "python":
+    if service.built_from_source:
         context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
         source_dir = SERVICES_DIR / service.name
         fingerprint = digest({**context, **tree_parts(source_dir, "src")})
@@ -306,7 +317,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
 
     gateway = next((s for s in here if s.kind == "gateway"), None)
     if gateway:
-        files["nginx/nginx.conf"] = _nginx_conf(gateway, where, host)
+        monitor = next((s for s in here if s.kind == "monitor"), None)
+        files["nginx/nginx.conf"] = _nginx_conf(gateway, where, host, monitor)
     files["images/build-base.sh"] = base_script
 
     # Each service's config hash covers what its container is created from (its compose
@@ -329,7 +341,9 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         "services": {s.name: _service_spec(s, service_plans[s.name]) for s in here},
         "remote": _remote_checks(where, host, names),
         "gateway": {"service": gateway.name,
-                    "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local})}
+                    "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local}),
+                    "port": GATEWAY_LISTEN_PORT,
+                    "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())}}
         if gateway else None,
         "builds": sorted(specs[n].image for n in builds_here),
         "namespace": stack.image_namespace,

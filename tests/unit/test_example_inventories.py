@@ -38,8 +38,10 @@ def test_every_host_renders_yamllint_clean_yaml(tmp_path, inventory_file):
 
 def test_production_places_replicas_and_balances_them():
     production = plans("inventory/production.py")
-    assert set(production["app-1.prod.internal"].services) == {"auth-service", "creator-hub", "channel-service"}
-    assert set(production["app-2.prod.internal"].services) == {"auth-service", "creator-hub", "channel-service"}
+    apps = {"auth-service", "creator-hub", "channel-service", "stack-monitor"}  # the monitor is on every host
+    assert set(production["app-1.prod.internal"].services) == apps
+    assert set(production["app-2.prod.internal"].services) == apps
+    assert all("stack-monitor" in plan.services for plan in production.values())
     conf = production["edge-1.prod.internal"].files["nginx/nginx.conf"]
     assert "upstream auth_service {\n        server 10.30.0.31:8001;\n        server 10.30.0.32:8001;" in conf
     compose = yaml.safe_load(production["app-1.prod.internal"].files["compose.yaml"])
@@ -55,6 +57,6 @@ def test_production_places_replicas_and_balances_them():
 def test_staging_host_in_two_groups_runs_both():
     staging = plans("inventory/staging.py")
     assert set(staging["staging-apps-1.internal"].services) == {
-        "auth-service", "creator-hub", "channel-service", "api-gateway"}
+        "auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"}
     compose = yaml.safe_load(staging["staging-data-1.internal"].files["compose.yaml"])
     assert compose["services"]["postgres"]["ports"] == ["10.20.0.11:5432:5432"]

@@ -32,7 +32,7 @@ def test_compose_passes_docker_compose_config(data, tmp_path, image_source):
 
 
 # Four Python services in both modes; the five offline infra images are built in local mode only.
-@pytest.mark.parametrize(("image_source", "count"), [("local", 9), ("registry", 4)])
+@pytest.mark.parametrize(("image_source", "count"), [("local", 10), ("registry", 5)])
 def test_dockerfiles_pass_hadolint(data, tmp_path, image_source, count):
     root = write_out(make_plan(data, image_source), tmp_path)
     dockerfiles = sorted(root.glob("*/*/Dockerfile"))
@@ -55,7 +55,7 @@ def test_compose_shape(data):
     text = plan.files["compose.yaml"]
     compose = yaml.safe_load(text)
     assert {k for k in compose if k.startswith("x-")} == {"x-restart", "x-logging", "x-service", "x-env"}
-    assert text.count("<<: *service") == 9
+    assert text.count("<<: *service") == 10
     assert compose["networks"]["backend"]["internal"] is True
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
     assert published == {"api-gateway"}
@@ -120,7 +120,9 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
     assert {n for n, s in strategies.items() if s == "rolling"} == {
         "auth-service", "creator-hub", "ai-engine", "channel-service"}
     assert manifest["gateway"] == {"service": "api-gateway", "routed": [
-        "ai-engine", "auth-service", "channel-service", "creator-hub"]}
+        "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "routes": {
+        "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"}}
+    assert strategies["stack-monitor"] == "recreate" and manifest["services"]["stack-monitor"]["kind"] == "monitor"
     assert all(spec["config_hash"] == plan.services[n].config_hash for n, spec in manifest["services"].items())
     compose = yaml.safe_load(plan.files["compose.yaml"])
     assert compose["services"]["auth-service"]["labels"] == {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Path, Response
 from pydantic import BaseModel, Field
 from stackapp import NEEDS_TOKEN, Backends, create_app, env, user_of
 
@@ -42,6 +42,8 @@ app = create_app(
 SIGNED_IN = Depends(user_of(backends))
 
 
+DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+DOCUMENT_ID = Path(min_length=1, max_length=128, pattern=DOCUMENT_ID_PATTERN)
 # What ChromaDB accepts as a metadata value: short strings, 64-bit integers, finite floats.
 MetadataValue = (Annotated[str, Field(max_length=1000)] | bool | Annotated[int, Field(ge=-2**63, lt=2**63)]
                  | Annotated[float, Field(allow_inf_nan=False)])
@@ -49,7 +51,7 @@ MetadataValue = (Annotated[str, Field(max_length=1000)] | bool | Annotated[int, 
 
 class Document(BaseModel):
     text: str = Field(min_length=1, max_length=100_000)
-    id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    id: str | None = Field(default=None, min_length=1, max_length=128, pattern=DOCUMENT_ID_PATTERN)
     # ChromaDB reserves keys starting with '#' or '$' (found by schemathesis).
     metadata: dict[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^#$]")], MetadataValue] | None = (
         Field(default=None, max_length=32))
@@ -103,6 +105,19 @@ async def add_document(doc: Document, user: dict = SIGNED_IN) -> dict:
             raise HTTPException(status_code=403, detail="this document id belongs to another user")
         await _post(f"{COLLECTIONS}/{await _collection_id()}/upsert", payload)
     return {"id": doc_id}
+
+
+@app.delete("/documents/{doc_id}", status_code=204, response_class=Response,
+            responses={**NEEDS_TOKEN, 404: {"description": "no document with this id belongs to the caller"}})
+async def delete_document(doc_id: str = DOCUMENT_ID, user: dict = SIGNED_IN) -> Response:
+    assert backends.db is not None
+    async with backends.db.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval("DELETE FROM documents WHERE id = $1 AND owner_id = $2 RETURNING id",
+                                      doc_id, user["user_id"])
+        if deleted is None:
+            raise HTTPException(status_code=404, detail="no such document")
+        await _post(f"{COLLECTIONS}/{await _collection_id()}/delete", {"ids": [doc_id]})
+    return Response(status_code=204)
 
 
 @app.post("/query", responses=NEEDS_TOKEN)

@@ -1,6 +1,7 @@
 """auth-service: accounts (argon2 hashes in PostgreSQL) and JWTs with sessions in Redis.
 
 A token is valid while its session key exists in Redis, so logout revokes it at once.
+Each user's sessions are also listed in a Redis set, so deleting an account revokes them all.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ async def login(body: Credentials) -> dict:
               "exp": now + TOKEN_TTL_SECONDS}
     token = jwt.encode(claims, env("JWT_SECRET"), algorithm="HS256")
     await backends.redis.set(f"session:{jti}", row["id"], ex=TOKEN_TTL_SECONDS)
+    await backends.redis.sadd(f"sessions-of:{row['id']}", jti)
+    await backends.redis.expire(f"sessions-of:{row['id']}", TOKEN_TTL_SECONDS)
     return {"access_token": token, "token_type": "bearer", "expires_in": TOKEN_TTL_SECONDS}
 
 
@@ -93,6 +96,19 @@ async def _claims(authorization: str | None) -> dict:
 async def verify(authorization: str | None = Depends(authorization_header)) -> dict:
     claims = await _claims(authorization)
     return {"user_id": int(claims["sub"]), "username": claims["name"]}
+
+
+@app.delete("/me", status_code=204, response_class=Response, responses=NEEDS_TOKEN)
+async def delete_account(authorization: str | None = Depends(authorization_header)) -> Response:
+    """Delete the caller's account and revoke every session of it (the smoke test cleans up
+    its throwaway user this way). Their uploads and documents are the other services' to delete."""
+    claims = await _claims(authorization)
+    assert backends.db is not None and backends.redis is not None
+    user_id = int(claims["sub"])
+    await backends.db.execute("DELETE FROM users WHERE id = $1", user_id)
+    jtis = await backends.redis.smembers(f"sessions-of:{user_id}")
+    await backends.redis.delete(*[f"session:{jti}" for jti in {*jtis, claims["jti"]}], f"sessions-of:{user_id}")
+    return Response(status_code=204)
 
 
 @app.post("/logout", status_code=204, response_class=Response, responses=NEEDS_TOKEN)

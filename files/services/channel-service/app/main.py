@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS messages (
     body TEXT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- Who caused a message: its sender, or for an ai-engine answer the user who asked.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS author_id BIGINT;
 """
 AI_ENGINE = env("AI_ENGINE_URL")
 REVERIFY_SECONDS = 2.0  # how often an open socket's token is checked again (logout reaches it)
@@ -48,21 +50,22 @@ app = create_app(
 SIGNED_IN = Depends(user_of(backends))
 
 
-async def _publish(channel: str, username: str, body: str) -> None:
+async def _publish(channel: str, username: str, body: str, author_id: int) -> None:
     assert backends.redis is not None and backends.db is not None
     await backends.db.execute(
-        "INSERT INTO messages (channel, username, body) VALUES ($1, $2, $3)", channel, username, body
+        "INSERT INTO messages (channel, username, body, author_id) VALUES ($1, $2, $3, $4)",
+        channel, username, body, author_id,
     )
     await backends.redis.publish(f"channel:{channel}", json.dumps({"from": username, "text": body}))
 
 
-async def _ask_ai(channel: str, prompt: str, token: str) -> None:
+async def _ask_ai(channel: str, prompt: str, token: str, author_id: int) -> None:
     """ai-engine answers signed-in users only: ask on behalf of the one who wrote ``/ai``."""
     assert backends.http is not None
     response = await backends.http.post(f"{AI_ENGINE}/complete", json={"prompt": prompt}, timeout=60.0,
                                         headers={"Authorization": f"Bearer {token}"})
     answer = response.json().get("response", "") if response.status_code == 200 else "(ai-engine failed)"
-    await _publish(channel, "ai-engine", answer)
+    await _publish(channel, "ai-engine", answer, author_id)
 
 
 @app.get("/channels/{channel}/history", responses=NEEDS_TOKEN)
@@ -74,6 +77,15 @@ async def history(channel: str = CHANNEL_NAME, limit: int = Query(50, ge=1, le=5
         channel, limit,
     )
     return [{"from": r["username"], "text": r["body"], "at": r["created_at"].isoformat()} for r in rows]
+
+
+@app.delete("/channels/{channel}/messages", responses=NEEDS_TOKEN)
+async def delete_my_messages(channel: str = CHANNEL_NAME, user: dict = SIGNED_IN) -> dict:
+    """Delete what the caller posted in a channel, and the ai-engine answers they asked for."""
+    assert backends.db is not None
+    deleted = await backends.db.fetch("DELETE FROM messages WHERE channel = $1 AND author_id = $2 RETURNING id",
+                                      channel, user["user_id"])
+    return {"deleted": len(deleted)}
 
 
 @app.websocket("/ws/{channel}")
@@ -118,9 +130,9 @@ async def channel_socket(websocket: WebSocket, channel: str = CHANNEL_NAME, toke
             if problem := refusal(text):
                 await websocket.send_json({"from": "channel-service", "error": problem})
                 continue
-            await _publish(channel, user["username"], text)
+            await _publish(channel, user["username"], text, user["user_id"])
             if text.startswith("/ai "):
-                asyncio.create_task(_ask_ai(channel, text[4:], token))
+                asyncio.create_task(_ask_ai(channel, text[4:], token, user["user_id"]))
     except (WebSocketDisconnect, RuntimeError):  # the client left, or we closed it (shutdown: 1001)
         pass
     finally:

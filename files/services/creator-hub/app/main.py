@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, HTTPException, UploadFile
+from fastapi import Depends, HTTPException, Response, UploadFile
 from fastapi.responses import FileResponse
 from stackapp import NEEDS_TOKEN, Backends, create_app, env, unprocessable, user_of
 
@@ -105,6 +105,17 @@ async def list_uploads(user: dict = SIGNED_IN) -> list[dict]:
 @app.get("/uploads/{upload_id}", responses=NOT_FOUND, operation_id="get_upload")
 async def upload_metadata(upload_id: uuid.UUID, user: dict = SIGNED_IN) -> dict:
     return _upload_json(await _own_upload(upload_id, user))
+
+
+@app.delete("/uploads/{upload_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
+async def delete_upload(upload_id: uuid.UUID, user: dict = SIGNED_IN) -> Response:
+    """The row first, then the file: a failure in between leaves a file no row points to
+    (invisible, and removed again by the next delete), never a row without its file."""
+    row = await _own_upload(upload_id, user)
+    assert backends.db is not None
+    await backends.db.execute("DELETE FROM uploads WHERE id = $1", row["id"])
+    (UPLOAD_DIR / str(row["id"])).unlink(missing_ok=True)
+    return Response(status_code=204)
 
 
 @app.get("/uploads/{upload_id}/content", operation_id="download_upload", response_class=FileResponse, responses={

@@ -1,0 +1,262 @@
+"""stack-monitor: watches this host's containers of the stack and restarts a hung or unhealthy one.
+
+Runs on every host of the stack (kind "monitor"). Every ``MONITOR_INTERVAL`` seconds it reads
+the running release's manifest (``/stack/current/release.json``) and Docker's own view of the
+stack's containers (the engine API over its socket), and probes each running container's
+readiness check itself: HTTP for the apps (a hung process answers nothing, which Docker's
+healthcheck takes 30 s to call unhealthy), TCP plus Docker's health status for the others.
+
+A container that fails ``FAILURES_TO_ACT`` probes in a row is restarted, with exponential
+backoff between restarts of the same service. After ``MAX_RESTARTS`` restarts within
+``WINDOW_SECONDS`` it gives up on that service until it is healthy again, and says so loudly.
+Services that list it in ``restarts_with`` are restarted with it. Nothing is touched while a
+deploy holds the lock, or for a container an operator stopped. Every observation and action
+is one JSON line in ``/monitor/events.jsonl`` (``<deploy_dir>/monitor/events.jsonl`` on the
+host).
+
+On a host with the gateway, ``GET /gateway/ready`` reports each route's state as seen through
+the gateway (the gateway's ``/health/ready`` is this), 503 when a route has no healthy upstream.
+
+Security: the Docker socket amounts to root on this host. The container has no published
+port, only the internal backend network (for its probes), a read-only view of the deploy
+directory, and no capabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+STACK = os.environ.get("STACK_NAME", "stack")
+DEPLOY = Path(os.environ.get("MONITOR_DEPLOY_DIR", "/stack"))
+EVENTS = Path(os.environ.get("MONITOR_EVENTS", "/monitor/events.jsonl"))
+INTERVAL = float(os.environ.get("MONITOR_INTERVAL", "2"))
+FAILURES_TO_ACT = int(os.environ.get("MONITOR_FAILURES_TO_ACT", "3"))
+PROBE_TIMEOUT = 2.0
+STOP_TIMEOUT = 3  # seconds from SIGTERM to SIGKILL when restarting: the container is already failing
+BACKOFF_BASE, BACKOFF_MAX = 15.0, 300.0  # seconds before a restarted service is judged again
+MAX_RESTARTS = int(os.environ.get("MONITOR_MAX_RESTARTS", "5"))
+WINDOW_SECONDS = float(os.environ.get("MONITOR_WINDOW_SECONDS", "600"))
+STALE_LOCK_SECONDS = 3600  # a lock older than this belongs to a run that died: watch anyway
+
+
+def log_event(service: str, event: str, **details: Any) -> None:
+    """One JSON line per observation or action; loud ones also go to stderr (docker logs)."""
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "service": service, "event": event,
+             **details}
+    EVENTS.parent.mkdir(parents=True, exist_ok=True)
+    with EVENTS.open("a") as out:
+        out.write(json.dumps(entry, sort_keys=True) + "\n")
+    print(json.dumps(entry, sort_keys=True), file=sys.stderr if event in ("gave_up", "restart_failed") else sys.stdout,
+          flush=True)
+
+
+@dataclass
+class ServiceWatch:
+    """What the monitor remembers about one service between rounds."""
+
+    failures: int = 0
+    restarts: deque[float] = field(default_factory=deque)  # times of recent restarts
+    quiet_until: float = 0.0  # no judgement before this (a restart's backoff)
+    gave_up: bool = False
+
+    def backoff(self) -> float:
+        return min(BACKOFF_BASE * 2 ** max(len(self.restarts) - 1, 0), BACKOFF_MAX)
+
+
+class Monitor:
+    def __init__(self) -> None:
+        self.docker = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds="/var/run/docker.sock"),
+                                        base_url="http://docker", timeout=30.0)
+        self.http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+        self.watches: dict[str, ServiceWatch] = {}
+        self.readiness: dict[str, str] = {}
+        self.heartbeat = 0.0
+        self.paused = False
+
+    async def close(self) -> None:
+        await self.docker.aclose()
+        await self.http.aclose()
+
+    def manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((DEPLOY / "current" / "release.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def deploy_running(self) -> bool:
+        try:
+            holder = json.loads((DEPLOY / "state" / "deploy.lock").read_text())
+        except (OSError, ValueError):
+            return False
+        return time.time() - float(holder.get("since", 0)) < STALE_LOCK_SECONDS
+
+    async def containers(self) -> list[dict[str, Any]]:
+        filters = json.dumps({"label": [f"com.docker.compose.project={STACK}"]})
+        listed = (await self.docker.get("/containers/json", params={"all": "1", "filters": filters})).json()
+        return [(await self.docker.get(f"/containers/{c['Id']}/json")).json() for c in listed]
+
+    async def probe(self, info: dict[str, Any], spec: dict[str, Any]) -> str | None:
+        """None when the container answers its readiness check, else what is wrong."""
+        health = (info["State"].get("Health") or {}).get("Status")
+        if health == "unhealthy":
+            return "docker healthcheck: unhealthy"
+        networks = info["NetworkSettings"]["Networks"]
+        address = (networks.get(f"{STACK}_backend") or next(iter(networks.values()), {})).get("IPAddress")
+        if not address:
+            return "no address on the stack network"
+        try:
+            if spec.get("http"):
+                response = await self.http.get(f"http://{address}:{spec['port']}{spec['http']}")
+                return None if response.status_code == 200 else f"HTTP {response.status_code}"
+            if spec.get("tcp"):
+                _, writer = await asyncio.wait_for(asyncio.open_connection(address, spec["port"]), PROBE_TIMEOUT)
+                writer.close()
+            return None
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+
+    async def restart(self, service: str, container: dict[str, Any], reason: str) -> bool:
+        response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": STOP_TIMEOUT},
+                                          timeout=STOP_TIMEOUT + 60)
+        ok = response.status_code == 204
+        log_event(service, "restarted" if ok else "restart_failed", container=container["Name"].lstrip("/"),
+                  reason=reason, **({} if ok else {"detail": response.text[:200]}))
+        return ok
+
+    async def round(self) -> None:
+        manifest = self.manifest()
+        if manifest is None:
+            return
+        if self.deploy_running():
+            if not self.paused:
+                log_event("*", "paused", detail="a deploy holds the lock")
+            self.paused = True
+            return
+        if self.paused:
+            log_event("*", "resumed")
+            self.paused = False
+        specs = manifest["services"]
+        running: dict[str, list[dict[str, Any]]] = {}
+        for info in await self.containers():
+            name = info["Config"]["Labels"].get("com.docker.compose.service", "")
+            if name in specs and specs[name].get("strategy") != "monitor" and info["State"]["Status"] == "running":
+                running.setdefault(name, []).append(info)
+        problems = dict(zip(running, await asyncio.gather(*(self.first_problem(running[n], specs[n])
+                                                               for n in running)), strict=True))
+        now = time.monotonic()
+        for name, problem in problems.items():
+            await self.judge(name, problem, running, specs, now)
+        if manifest.get("gateway") and manifest["gateway"].get("routes"):
+            await self.check_routes(manifest["gateway"], running)
+
+    async def first_problem(self, containers: list[dict[str, Any]], spec: dict[str, Any]) -> tuple[dict, str] | None:
+        for info in containers:
+            problem = await self.probe(info, spec)
+            if problem:
+                return info, problem
+        return None
+
+    async def judge(self, name: str, found: tuple[dict, str] | None, running: dict[str, list[dict[str, Any]]],
+                    specs: dict[str, Any], now: float) -> None:
+        watch = self.watches.setdefault(name, ServiceWatch())
+        if found is None:
+            if watch.failures >= FAILURES_TO_ACT or watch.gave_up:
+                log_event(name, "recovered")
+            watch.failures, watch.gave_up = 0, False
+            return
+        container, problem = found
+        if now < watch.quiet_until:
+            return
+        watch.failures += 1
+        if watch.failures == 1:
+            log_event(name, "failing", container=container["Name"].lstrip("/"), detail=problem)
+        if watch.failures < FAILURES_TO_ACT or watch.gave_up:
+            return
+        while watch.restarts and now - watch.restarts[0] > WINDOW_SECONDS:
+            watch.restarts.popleft()
+        if len(watch.restarts) >= MAX_RESTARTS:
+            watch.gave_up = True
+            log_event(name, "gave_up", detail=f"{len(watch.restarts)} restarts within {int(WINDOW_SECONDS)} s did "
+                                              f"not help; marked failed, not restarting until it is healthy again",
+                      last_problem=problem)
+            return
+        watch.restarts.append(now)
+        watch.failures = 0
+        watch.quiet_until = now + watch.backoff()
+        if await self.restart(name, container, problem):
+            for dependent, spec in specs.items():
+                if name in spec.get("restarts_with", []):
+                    for info in running.get(dependent, []):
+                        await self.restart(dependent, info, f"restarts with {name}")
+
+    async def check_routes(self, gateway: dict[str, Any], running: dict[str, list[dict[str, Any]]]) -> None:
+        """Each route's health as the gateway serves it (local and remote upstreams alike)."""
+        containers = running.get(gateway["service"], [])
+        if not containers:
+            self.readiness = {prefix: "down: the gateway is not running" for prefix in gateway["routes"]}
+            return
+        address = containers[0]["NetworkSettings"]["Networks"].get(f"{STACK}_backend", {}).get("IPAddress")
+
+        async def check(prefix: str, health: str) -> str:
+            try:
+                response = await self.http.get(f"http://{address}:{gateway['port']}{prefix}{health.lstrip('/')}")
+                return "ok" if response.status_code == 200 else f"down: HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                return f"down: {type(exc).__name__}"
+        results = await asyncio.gather(*(check(p, h) for p, h in gateway["routes"].items()))
+        self.readiness = dict(zip(gateway["routes"], results, strict=True))
+
+    async def run(self) -> None:
+        log_event("*", "started", interval=INTERVAL, failures_to_act=FAILURES_TO_ACT, max_restarts=MAX_RESTARTS,
+                  window_seconds=WINDOW_SECONDS)
+        while True:
+            try:
+                await self.round()
+            except Exception as exc:  # noqa: BLE001 - one bad round must not end the watch
+                log_event("*", "round_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
+            self.heartbeat = time.monotonic()
+            await asyncio.sleep(INTERVAL)
+
+
+monitor = Monitor()
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI):
+    task = asyncio.create_task(monitor.run())
+    yield
+    task.cancel()
+    await monitor.close()
+
+
+app = FastAPI(title="stack-monitor", lifespan=lifespan)
+
+
+@app.get("/health")
+async def health() -> JSONResponse:
+    """Alive while the watch loop keeps turning."""
+    age = time.monotonic() - monitor.heartbeat
+    alive = age < max(5 * INTERVAL, 30.0)
+    return JSONResponse({"service": "stack-monitor", "status": "ok" if alive else "stalled",
+                         "last_round_seconds_ago": round(age, 1)}, status_code=200 if alive else 503)
+
+
+@app.get("/gateway/ready")
+async def gateway_ready() -> JSONResponse:
+    """Ready when every route of the gateway reaches a healthy upstream."""
+    ready = bool(monitor.readiness) and all(state == "ok" for state in monitor.readiness.values())
+    return JSONResponse({"service": "api-gateway", "status": "ready" if ready else "not ready",
+                         "routes": monitor.readiness}, status_code=200 if ready else 503)
