@@ -63,9 +63,19 @@ class Placement:
         return [name for name, svc in self.stack.services.items()
                 if service in svc.depends_on or service in svc.routes.values()]
 
+    def used_endpoints(self, consumer_host: str, consumer: str, service: str) -> list[Endpoint]:
+        """The instances of ``service`` that ``consumer`` on ``consumer_host`` talks to: every one
+        for a gateway route (it balances over them), the nearest for a dependency."""
+        if service in self.stack.services[consumer].routes.values():
+            return self.endpoints(consumer_host, service)
+        return [self.endpoint(consumer_host, service)]
+
     def is_published(self, host: str, service: str) -> bool:
-        """True when a consumer of ``service`` runs on another host than ``host``."""
-        return any(other != host for consumer in self.consumers(service) for other in self.hosts_of(consumer))
+        """True when a consumer on another host uses the instance of ``service`` on ``host``
+        (one with its own instance nearby does not)."""
+        return any(end.host == host
+                   for consumer in self.consumers(service) for other in self.hosts_of(consumer) if other != host
+                   for end in self.used_endpoints(other, consumer, service))
 
     def has_remote_dependency(self, host: str, service: str) -> bool:
         svc = self.stack.services[service]

@@ -233,7 +233,7 @@ def _remote_checks(where: Placement, host: str, names: list[str]) -> dict[str, d
     for name in names:
         svc = where.stack.services[name]
         for dep in (*svc.depends_on, *svc.routes.values()):
-            for end in where.endpoints(host, dep):
+            for end in where.used_endpoints(host, name, dep):
                 if not end.local:
                     health = where.stack.services[dep].health
                     remote[f"{dep}@{end.host}"] = {

@@ -201,3 +201,20 @@ def test_nginx_change_reloads_the_gateway_without_recreating_it(data):
     assert before.files["nginx/nginx.conf"] != after.files["nginx/nginx.conf"]
     assert {n for n in before.services
             if before.services[n].config_hash != after.services[n].config_hash} == set()
+
+
+def test_an_instance_is_published_only_for_consumers_that_use_it(data):
+    """auth-service on h2 and h3, ai-engine on h2: h2's ai-engine uses its own auth-service, so
+    h3's stays unpublished (and rolls); h3's gateway balances over both, so h2's is published."""
+    from stackdeploy.placement import HostSpec, place
+
+    data["placement"] = {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
+                         "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}
+    where = place(load(data, SERVICES_DIR), [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
+                                             HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),
+                                             HostSpec("h3", frozenset({"apps", "edge"}), "10.0.0.3")])
+    assert where.is_published("h2", "auth-service") and not where.is_published("h3", "auth-service")
+    h3 = build_plan(where.stack, "local", SECRETS, where, "h3")
+    assert h3.services["auth-service"].strategy == "rolling"
+    assert "auth-service@h3" not in json.loads(build_plan(where.stack, "local", SECRETS, where, "h2")
+                                               .files["release.json"])["remote"]
