@@ -767,7 +767,7 @@ def cmd_finish(args: argparse.Namespace) -> int:
         audit(actor, args.action, args.release, changed, "refused" if holder else args.result, args.started)
         return 0
     try:
-        if args.result == "ok":
+        if args.result == "ok" and args.action in ("deploy", "rollback"):  # backups change no release
             complete(args.release, args.action, args.keep, actor)
         elif args.release != current_release() and (release_dir(args.release) / contract.RELEASE_FILE).exists():
             record(args.release, args.action, "failed", actor)

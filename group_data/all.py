@@ -21,6 +21,7 @@ Keys of a service:
     env           extra environment (plain values; secrets go in ``secrets``)
     secrets       names of generated secrets this service receives, as env variables
     restarts_with dependencies whose restart by the monitor restarts this service too
+    backup        how backup.py saves it: "pg_dump", "redis_rdb" or "volumes" (its named volumes)
 """
 
 stack_name = "creatorstack"
@@ -80,6 +81,7 @@ services = {
         "port": 5432,
         "image": {"registry": "postgres:15", "local": "postgres"},
         "volumes": {"postgres-data": "/var/lib/postgresql/data"},
+        "backup": "pg_dump",
         "secrets": ["POSTGRES_PASSWORD"],
         "health": {"tcp": True, "command": ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "stack", "-d", "stack"]},
     },
@@ -88,6 +90,7 @@ services = {
         "port": 6379,
         "image": {"registry": "redis:7", "local": "redis"},
         "volumes": {"redis-data": "/data"},
+        "backup": "redis_rdb",
         "secrets": ["REDIS_PASSWORD"],
         "command": ["sh", "-c", "exec redis-server --bind 0.0.0.0 --protected-mode no --appendonly yes"
                     " --dir /data --requirepass \"$REDIS_PASSWORD\""],
@@ -112,6 +115,7 @@ services = {
         "port": 8000,
         "image": {"registry": "chromadb/chroma", "local": "chromadb"},
         "volumes": {"chroma-data": "/data"},
+        "backup": "volumes",
         "health": {"tcp": True, "http": "/api/v2/heartbeat"},
     },
     "auth-service": {
@@ -130,6 +134,7 @@ services = {
         "depends_on": ["postgres", "redis", "auth-service"],
         "wait_timeout": 120,
         "volumes": {"creator-uploads": "/data/uploads"},
+        "backup": "volumes",
         "secrets": ["POSTGRES_PASSWORD", "REDIS_PASSWORD"],
         "health": {"http": "/health"},
     },

@@ -25,6 +25,17 @@ STATE_DIR = "state"
 RELEASE_FILE = "release.json"  # inside each release directory
 LOCK_FILE = "state/deploy.lock"
 MONITOR_DIR = "monitor"  # the monitor's event log (events.jsonl), beside state/
+BACKUPS_DIR = "backups"  # backups/<id>/: one file per service or volume, and manifest.json
+BACKUP_MANIFEST = "manifest.json"
+
+
+def backup_files(service: str, kind: str, volumes: list[str]) -> list[str]:
+    """The files a backup of ``service`` holds (stackbackup.py writes them, backup.py fetches them)."""
+    if kind == "pg_dump":
+        return [f"{service}.dump"]
+    if kind == "redis_rdb":
+        return [f"{service}.rdb"]
+    return [f"{volume}.tar.gz" for volume in volumes]
 AUDIT_FILE = "state/audit.jsonl"
 RELEASES_FILE = "state/releases.json"
 CONFIG_HASH_LABEL = "stackdeploy.config-hash"
@@ -48,6 +59,8 @@ class ServiceSpec(TypedDict):
     config_hash: str  # also the CONFIG_HASH_LABEL of a container running this release
     image: str
     kind: str  # the monitor skips its own kind
+    backup: str | None  # how stackbackup.py saves it (pg_dump, redis_rdb, volumes), None: stateless
+    volumes: list[str]  # its named volumes (without the project prefix)
     restarts_with: list[str]  # restarted by the monitor together with any of these
 
 

@@ -167,6 +167,7 @@ def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
     return {
         "stackctl.py": (FILES_DIR / "stackctl.py").read_bytes(),
         "stackcontract.py": Path(contract.__file__).read_bytes(),
+        "stackbackup.py": (FILES_DIR / "stackbackup.py").read_bytes(),
         ".secrets.json": secrets_json.encode(),
         "state/image-source": f"{plan.image_source}\n".encode(),  # what `auto` resolved to, kept
     }

@@ -30,17 +30,21 @@ RECIPES_DIR = TEMPLATES_DIR / "images"
 SERVICE_KEYS = {
     "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
     "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits", "stop_grace",
-    "auth_routes", "auth_verify", "restarts_with",
+    "auth_routes", "auth_verify", "restarts_with", "backup",
 }
+# How backup.py saves a stateful service (files/stackbackup.py).
+BACKUP_KINDS = ("pg_dump", "redis_rdb", "volumes")
+BACKUP_COPIES = ("none", "control")
 HEALTH_KEYS = {"tcp", "http", "command"}
 SETTINGS = {
     "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
     "shared_env", "environment", "placement", "private_address", "deploy_user",
     "deploy_user_public_key", "image_distribution", "build_host", "keep_releases", "rollout_batch",
-    "images_from", "image_namespace",
-    # Flags of one run, given with --data: rollback.py's target, and taking over a dead run's lock.
-    "release", "take_over_lock",
+    "images_from", "image_namespace", "keep_backups", "backup_copy",
+    # Flags of one run, given with --data: rollback.py's target, taking over a dead run's lock,
+    # restore.py's backup and service.
+    "release", "take_over_lock", "backup", "service",
 }
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -107,6 +111,7 @@ class Service:
     # Dependencies whose restart by the monitor restarts this service too (e.g. one that
     # cannot reconnect by itself).
     restarts_with: tuple[str, ...] = ()
+    backup: str | None = None  # one of BACKUP_KINDS
 
     @property
     def built_from_source(self) -> bool:
@@ -141,6 +146,8 @@ class Stack:
     # Promotion: ship every image from this host (SSH settings, pyinfra's ssh_* names) instead of
     # building, so production runs the very image ids staging verified. None: build as usual.
     images_from: Mapping[str, str] | None = None
+    keep_backups: int = 7  # backups kept on each host (backups/<id>/); older ones are pruned
+    backup_copy: str = "none"  # "control": every backup is also fetched to .deploy/backups/ here
 
 
 def closest(word: object, choices: Iterable[str]) -> str:
@@ -297,6 +304,7 @@ def _parse_service(name: str, raw: Any, source_root: Path, overridden: Mapping[s
         auth_routes=_string_list(at("auth_routes"), raw.get("auth_routes", [])),
         auth_verify=_optional_path(at("auth_verify"), raw.get("auth_verify")),
         restarts_with=_string_list(at("restarts_with"), raw.get("restarts_with", [])),
+        backup=None if raw.get("backup") is None else _choice(at("backup"), raw["backup"], BACKUP_KINDS),
     )
 
 
@@ -434,4 +442,6 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         rollout_batch=_positive_int("rollout_batch", data.get("rollout_batch", 1)),
         image_namespace=_name("image_namespace", data.get("image_namespace", name)),
         images_from=_ssh_source(data.get("images_from")),
+        keep_backups=_positive_int("keep_backups", data.get("keep_backups", 7)),
+        backup_copy=_choice("backup_copy", data.get("backup_copy", "none"), BACKUP_COPIES),
     )

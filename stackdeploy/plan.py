@@ -218,7 +218,8 @@ def _service_spec(service: Service, plan: ServicePlan) -> contract.ServiceSpec:
     return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
             "command": list(service.health.command), "timeout": service.wait_timeout,
             "strategy": plan.strategy, "stop_grace": service.stop_grace, "config_hash": plan.config_hash,
-            "image": plan.image, "kind": service.kind, "restarts_with": list(service.restarts_with)}
+            "image": plan.image, "kind": service.kind, "restarts_with": list(service.restarts_with),
+            "backup": service.backup, "volumes": sorted(service.volumes)}
 
 
 def _strategy(service: Service, entry: dict) -> str:

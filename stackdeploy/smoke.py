@@ -20,6 +20,11 @@ from typing import Any
 
 import httpx
 import websockets
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from stackdeploy.model import Stack
 
 TIMEOUT_SECONDS = 30.0
 
@@ -160,3 +165,28 @@ class Journey:
                 step = f"clean up: {kind}"
                 self.step(step, service, lambda s=step, v=service, p=path, e=expect: self.call(
                     client, s, v, "DELETE", p, e, headers=self.auth))
+
+
+def gateway_url(stack: Stack) -> str:
+    """Where this machine reaches the gateway of the current host: loopback for @local, the
+    bind address when it is one routable address, else the host's private address or name."""
+    bind = stack.gateway_bind
+    if host.name == "@local":
+        address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    elif bind not in ("0.0.0.0", "::", "127.0.0.1", "::1"):
+        address = bind
+    else:
+        address = host.data.get("private_address") or host.name
+    return f"http://{address}:{stack.gateway_port}"
+
+
+def _run_journey(url: str) -> None:
+    logger.info(f"    [{host.name}] smoke test through {url}")
+    Journey(url, report=lambda line: logger.info(f"    [{host.name}] {line}")).run()
+
+
+@deploy("Smoke test")
+def smoke_test(stack: Stack, services_here: list[str]) -> None:
+    """The user journey through this host's gateway, when it runs one."""
+    if any(stack.services[name].kind == "gateway" for name in services_here):
+        python.call(name="The user journey through the gateway", function=_run_journey, url=gateway_url(stack))

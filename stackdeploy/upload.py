@@ -41,7 +41,7 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
         yield f"cd {shlex.quote(root)} && chmod {mode} {' '.join(shlex.quote(p) for p in paths)}"
 
 
-HELPER_FILES = ("stackctl.py", "stackcontract.py")  # needed before the lock: it takes the lock
+HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py")  # needed before the lock: it takes the lock
 STATE_FILES = (".secrets.json", "state/image-source")  # written under the lock
 
 

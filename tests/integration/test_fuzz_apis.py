@@ -2,8 +2,8 @@
 real token: no server error, and no response the schema does not describe.
 
 Each run is bounded (``MAX_EXAMPLES`` per operation, a fixed seed so a failure in CI
-reproduces locally with the command it prints). logout is fuzzed apart, with a token of its
-own, since its first success revokes the token every other run uses.
+reproduces locally with the command it prints). logout and account deletion are fuzzed
+apart, with a token of their own, since their first success revokes the token.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ SEED = 20261126
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance")
 RUNS = {
-    "auth-service": ("/api/auth", ["--exclude-path", "/logout"]),
-    "auth-service logout": ("/api/auth", ["--include-path", "/logout"]),
+    "auth-service": ("/api/auth", ["--exclude-path-regex", "^/(logout|me)$"]),
+    "auth-service session end": ("/api/auth", ["--include-path-regex", "^/(logout|me)$"]),
     "creator-hub": ("/api/creators", []),
     "ai-engine": ("/api/ai", []),
     "channel-service": ("/api/channels", []),

@@ -21,7 +21,7 @@ import websockets
 from .conftest import GATEWAY, ROOT, TEST_HOST_DATA, changed_ops, containers, deploy, docker, identities
 
 SERVICES = {"postgres", "redis", "ollama", "chromadb", "auth-service", "creator-hub", "ai-engine",
-            "channel-service", "api-gateway"}
+            "channel-service", "api-gateway", "stack-monitor"}
 USER = {"username": f"user-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
 
 
@@ -58,7 +58,7 @@ def test_no_container_runs_as_root(first_deploy):
 def test_secrets_stay_in_private_files(first_deploy):
     root = Path(TEST_HOST_DATA["deploy_dir"])
     private = [root / ".secrets.json", *sorted((root / "current" / "env").glob("*.env"))]
-    assert len(private) == 10
+    assert len(private) == 11
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE((root / "current" / "env").stat().st_mode) == 0o700

@@ -34,9 +34,9 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 H1, H2, H3 = "10.77.0.11", "10.77.0.12", "10.77.0.13"
 GATEWAY = f"http://{H3}:8080"
 PLACEMENT = {
-    H1: {"postgres", "redis"},
-    H2: {"ollama", "chromadb", "ai-engine"},
-    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway"},
+    H1: {"postgres", "redis", "stack-monitor"},
+    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor"},
+    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"},
 }
 USER = {"username": f"multi-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
 

@@ -46,7 +46,9 @@ INTERVAL = float(os.environ.get("MONITOR_INTERVAL", "2"))
 FAILURES_TO_ACT = int(os.environ.get("MONITOR_FAILURES_TO_ACT", "3"))
 PROBE_TIMEOUT = 2.0
 STOP_TIMEOUT = 3  # seconds from SIGTERM to SIGKILL when restarting: the container is already failing
-BACKOFF_BASE, BACKOFF_MAX = 15.0, 300.0  # seconds before a restarted service is judged again
+# Seconds before a restarted service is judged again, doubled with each restart in the window.
+BACKOFF_BASE = float(os.environ.get("MONITOR_BACKOFF_SECONDS", "15"))
+BACKOFF_MAX = 300.0
 MAX_RESTARTS = int(os.environ.get("MONITOR_MAX_RESTARTS", "5"))
 WINDOW_SECONDS = float(os.environ.get("MONITOR_WINDOW_SECONDS", "600"))
 STALE_LOCK_SECONDS = 3600  # a lock older than this belongs to a run that died: watch anyway

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""Host-side backups and restores of the stack's stateful services (standard library only).
+
+Shipped beside stackctl.py; backup.py and restore.py call it under the deploy lock, so no
+deploy (and no monitor restart) runs meanwhile. What a service keeps, and how it is saved,
+comes from the running release's manifest (``backup`` of each service):
+
+    pg_dump    PostgreSQL: pg_dump in custom format, restored with pg_restore --clean
+    redis_rdb  Redis: an RDB snapshot taken with BGSAVE, restored in place of the AOF
+    volumes    the service's named volumes as tar.gz archives (the container paused meanwhile)
+
+    stackbackup.py backup --id ID --keep N     back up every service of this host that has one
+    stackbackup.py check --id ID [--service S]     what a restore would do, or why it cannot
+    stackbackup.py restore --id ID [--service S]   check, then restore
+    stackbackup.py list                        the backups on this host, as JSON
+
+Each backup is ``<deploy_dir>/backups/<id>/`` with one file per service or volume and a
+``manifest.json`` (service, host, size, sha256, the running release, the time). A restore
+checks every checksum, archive and the free disk space before it stops or overwrites
+anything. Results also go to the monitor's event log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import stackcontract as contract
+
+ROOT = Path(__file__).resolve().parent
+BACKUPS = ROOT / contract.BACKUPS_DIR
+CHUNK = 1024 * 1024
+SAVE_TIMEOUT = 300.0
+
+
+class BackupError(Exception):
+    """Why a backup or restore cannot go on, for the person running it."""
+
+
+def run(args: list[str], stdin: Path | None = None, stdout: Path | None = None) -> str:
+    """Run a command; its output goes to ``stdout`` (a file) when given; fail with its stderr."""
+    with (stdin.open("rb") if stdin else subprocess.DEVNULL) as source, \
+            (stdout.open("wb") if stdout else subprocess.PIPE) as sink:
+        result = subprocess.run(args, stdin=source, stdout=sink, stderr=subprocess.PIPE, check=False)
+    if result.returncode != 0:
+        raise BackupError(f"{' '.join(args[:4])}...: {result.stderr.decode(errors='replace').strip()[-400:]}")
+    return result.stdout.decode() if result.stdout else ""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def current_manifest() -> contract.ReleaseManifest:
+    release = (ROOT / "current").resolve().name
+    return json.loads((ROOT / "current" / contract.RELEASE_FILE).read_text()) | {"release": release}
+
+
+def container(project: str, service: str) -> str:
+    """The running container of ``service`` (one: stateful services do not roll)."""
+    ids = run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+               "--filter", f"label=com.docker.compose.service={service}"]).split()
+    if len(ids) != 1:
+        raise BackupError(f"{service}: expected one running container, found {len(ids)}")
+    return ids[0]
+
+
+def image_of(container_id: str) -> str:
+    return run(["docker", "inspect", "--format", "{{.Config.Image}}", container_id]).strip()
+
+
+def event(service: str, name: str, **details: object) -> None:
+    """A line in the monitor's event log, so a failed (scheduled) backup shows there too."""
+    path = ROOT / contract.MONITOR_DIR / "events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "service": service, "event": name,
+             **details}
+    with path.open("a") as out:
+        out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+# Backup, one function per kind: each writes its files into ``target`` and returns their entries.
+
+def save_postgres(project: str, service: str, target: Path) -> list[dict]:
+    path = target / contract.backup_files(service, "pg_dump", [])[0]
+    run(["docker", "exec", container(project, service), "sh", "-c",
+         'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -Fc -h 127.0.0.1 -U "$POSTGRES_USER" "$POSTGRES_DB"'],
+        stdout=path)
+    return [{"service": service, "kind": "pg_dump", "file": path.name}]
+
+
+def save_redis(project: str, service: str, target: Path) -> list[dict]:
+    """BGSAVE, wait until Redis reports it done, then copy the snapshot out."""
+    cid = container(project, service)
+    cli = ["docker", "exec", cid, "sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli "$@"', "redis-cli"]
+    before = run([*cli, "LASTSAVE"]).strip()
+    run([*cli, "BGSAVE"])
+    deadline = time.monotonic() + SAVE_TIMEOUT
+    while run([*cli, "LASTSAVE"]).strip() == before:
+        if time.monotonic() > deadline:
+            raise BackupError(f"{service}: BGSAVE did not finish within {SAVE_TIMEOUT:.0f}s")
+        time.sleep(0.2)
+    if "rdb_last_bgsave_status:ok" not in run([*cli, "INFO", "persistence"]):
+        raise BackupError(f"{service}: BGSAVE failed (INFO persistence)")
+    path = target / contract.backup_files(service, "redis_rdb", [])[0]
+    run(["docker", "exec", cid, "cat", "/data/dump.rdb"], stdout=path)
+    return [{"service": service, "kind": "redis_rdb", "file": path.name}]
+
+
+def save_volumes(project: str, service: str, volumes: list[str], target: Path) -> list[dict]:
+    """Each volume as a tar.gz, read by a one-off container of the service's own image while the
+    service is paused (a consistent copy of files it may be writing)."""
+    cid = container(project, service)
+    image = image_of(cid)
+    entries = []
+    run(["docker", "pause", cid])
+    try:
+        for volume, name in zip(volumes, contract.backup_files(service, "volumes", volumes), strict=True):
+            path = target / name
+            run(["docker", "run", "--rm", "--user", "0", "--entrypoint", "tar", "-v", f"{project}_{volume}:/data:ro",
+                 image, "-C", "/data", "-czf", "-", "."], stdout=path)
+            entries.append({"service": service, "kind": "volumes", "file": path.name, "volume": volume})
+    finally:
+        run(["docker", "unpause", cid])
+    return entries
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    manifest = current_manifest()
+    project = manifest["project"]
+    target = BACKUPS / args.id
+    target.mkdir(parents=True, exist_ok=True)
+    entries: list[dict] = []
+    # PostgreSQL first: a file an upload row points to is then always in the later archive.
+    order = {"pg_dump": 0, "redis_rdb": 1, "volumes": 2}
+    stateful = sorted(((name, spec) for name, spec in manifest["services"].items() if spec.get("backup")),
+                      key=lambda item: order[item[1]["backup"]])
+    try:
+        for name, spec in stateful:
+            started = time.monotonic()
+            if spec["backup"] == "pg_dump":
+                saved = save_postgres(project, name, target)
+            elif spec["backup"] == "redis_rdb":
+                saved = save_redis(project, name, target)
+            else:
+                saved = save_volumes(project, name, spec.get("volumes", []), target)
+            for entry in saved:
+                path = target / entry["file"]
+                entry.update(size=path.stat().st_size, sha256=sha256(path))
+            entries += saved
+            print(f"backed up {name} ({spec['backup']}) in {time.monotonic() - started:.1f}s", flush=True)
+    except BackupError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        event("*", "backup_failed", backup=args.id, detail=str(exc))
+        raise
+    record = {"id": args.id, "host": socket.gethostname(), "stack": project, "release": manifest["release"],
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": entries}
+    (target / contract.BACKUP_MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    prune(args.keep)
+    event("*", "backup_ok", backup=args.id, files=len(entries), bytes=sum(e["size"] for e in entries))
+    print(json.dumps(record))
+    return 0
+
+
+def prune(keep: int) -> None:
+    """Keep the newest ``keep`` complete backups (ids sort by time)."""
+    complete = sorted(p for p in BACKUPS.iterdir() if (p / contract.BACKUP_MANIFEST).is_file())
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+
+
+# Restore: everything is checked before anything is stopped.
+
+def checked_backup(backup_id: str, service: str | None) -> tuple[Path, list[dict]]:
+    """The backup's directory and the entries to restore, once every one has been checked."""
+    target = BACKUPS / backup_id
+    if not (target / contract.BACKUP_MANIFEST).is_file():
+        known = ", ".join(sorted(p.parent.name for p in BACKUPS.glob(f"*/{contract.BACKUP_MANIFEST}"))) or "none"
+        raise BackupError(f"no backup '{backup_id}' on this host (backups here: {known})")
+    entries = json.loads((target / contract.BACKUP_MANIFEST).read_text())["files"]
+    if service:
+        entries = [e for e in entries if e["service"] == service]
+    for entry in entries:
+        path = target / entry["file"]
+        if not path.is_file() or sha256(path) != entry["sha256"]:
+            raise BackupError(f"{entry['file']}: missing, or its sha256 does not match the manifest")
+        if entry["kind"] == "volumes":
+            try:
+                with tarfile.open(path, "r:gz") as archive:
+                    for _ in archive:
+                        pass
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise BackupError(f"{entry['file']}: not a readable archive ({exc})") from None
+    need = sum(e["size"] for e in entries) * 3  # unpacked archives are larger than packed ones
+    free = shutil.disk_usage(ROOT).free
+    if free < need:
+        raise BackupError(f"not enough free disk space for the restore: {free} bytes free, about {need} needed")
+    return target, entries
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Read-only: what a restore would do here, or why it cannot (JSON, for restore.py's fact)."""
+    try:
+        _, entries = checked_backup(args.id, args.service)
+    except BackupError as exc:
+        print(json.dumps({"ok": False, "error": str(exc), "files": []}))
+        return 0
+    print(json.dumps({"ok": True, "error": "", "files": entries}))
+    return 0
+
+
+def restore_postgres(project: str, service: str, path: Path) -> None:
+    run(["docker", "exec", "-i", container(project, service), "sh", "-c",
+         'PGPASSWORD="$POSTGRES_PASSWORD" pg_restore --clean --if-exists --no-owner -h 127.0.0.1 '
+         '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'], stdin=path)
+
+
+def restore_redis(project: str, service: str, path: Path) -> None:
+    """Stop Redis, put the snapshot in place of its data (AOF removed, so the RDB is loaded and
+    a new AOF is written from it), start it again."""
+    cid = container(project, service)
+    image = image_of(cid)
+    run(["docker", "stop", cid])
+    try:
+        run(["docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh", "--volumes-from", cid, image, "-c",
+             "rm -rf /data/appendonlydir /data/appendonly.aof && cat > /data/dump.rdb "
+             "&& chown --reference=/data /data/dump.rdb"], stdin=path)
+    finally:
+        run(["docker", "start", cid])
+
+
+def restore_volume(project: str, service: str, volume: str, path: Path) -> None:
+    cid = container(project, service)
+    image = image_of(cid)
+    run(["docker", "stop", cid])
+    try:
+        run(["docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh", "-v", f"{project}_{volume}:/data",
+             image, "-c", "find /data -mindepth 1 -delete && tar -C /data -xzpf -"], stdin=path)
+    finally:
+        run(["docker", "start", cid])
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    target, entries = checked_backup(args.id, args.service)
+    project = current_manifest()["project"]
+    for entry in entries:
+        started = time.monotonic()
+        path = target / entry["file"]
+        if entry["kind"] == "pg_dump":
+            restore_postgres(project, entry["service"], path)
+        elif entry["kind"] == "redis_rdb":
+            restore_redis(project, entry["service"], path)
+        else:
+            restore_volume(project, entry["service"], entry["volume"], path)
+        print(f"restored {entry['service']} ({entry['file']}) in {time.monotonic() - started:.1f}s", flush=True)
+    event("*", "restore_ok", backup=args.id, files=len(entries))
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    found = [json.loads(p.read_text()) for p in sorted(BACKUPS.glob(f"*/{contract.BACKUP_MANIFEST}"))]
+    print(json.dumps(found))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stackbackup.py")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    backup = verbs.add_parser("backup")
+    backup.add_argument("--id", required=True)
+    backup.add_argument("--keep", type=int, default=7)
+    backup.set_defaults(handler=cmd_backup)
+    restore = verbs.add_parser("restore")
+    restore.add_argument("--id", required=True)
+    restore.add_argument("--service")
+    restore.set_defaults(handler=cmd_restore)
+    check = verbs.add_parser("check")
+    check.add_argument("--id", required=True)
+    check.add_argument("--service")
+    check.set_defaults(handler=cmd_check)
+    verbs.add_parser("list").set_defaults(handler=cmd_list)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BackupError as exc:
+        print(f"{args.verb.upper()} FAILED: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""backup.py and restore.py: the operations around the host helper files/stackbackup.py.
+
+Which services are backed up, and how, is the stack's data (``backup`` of a service); the
+files a backup holds follow from it (contract.backup_files), so copying them to the control
+machine is known before anything runs. A restore is checked on every host (checksums,
+archives, free space) while pyinfra prepares, so a bad backup id or a corrupt file stops the
+run before any host stops or overwrites anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+from pyinfra.operations import files
+
+from stackdeploy import PROJECT_ROOT, contract
+from stackdeploy.inputfiles import StackInputError
+from stackdeploy.plan import Plan
+
+
+def stateful_services(plan: Plan, only: str | None = None) -> list[str]:
+    """This host's services that have a backup, or only ``only`` (refused when unknown)."""
+    backed_up = [name for name, service in plan.stack.services.items() if service.backup]
+    if only and only not in backed_up:
+        raise StackInputError(f"--data service: '{only}' is not a service with a backup "
+                              f"(those are: {', '.join(backed_up)})")
+    return [name for name in plan.services if plan.stack.services[name].backup and only in (None, name)]
+
+
+def helper(deploy_dir: str, *args: str) -> str:
+    return shlex.join(["python3", f"{deploy_dir}/stackbackup.py", *args])
+
+
+class BackupCheck(FactBase[dict]):
+    """``stackbackup.py check``: what restoring a backup would do on this host, or why it cannot."""
+
+    requires_command = "python3"
+
+    def command(self, deploy_dir: str, backup_id: str, service: str | None) -> str:
+        script = shlex.quote(f"{deploy_dir}/stackbackup.py")
+        absent = shlex.quote(json.dumps({"ok": False, "error": "no backups on this host", "files": []}))
+        check = helper(deploy_dir, "check", "--id", backup_id, *(["--service", service] if service else []))
+        return f"if [ -f {script} ]; then {check}; else echo {absent}; fi"
+
+    def process(self, output: list[str]) -> dict:
+        return json.loads("\n".join(output))
+
+
+@operation(is_idempotent=False)
+def take_backup(deploy_dir: str, backup_id: str, keep: int):
+    """Back up every stateful service of this host into backups/<id>/, keeping the last ``keep``."""
+    yield helper(deploy_dir, "backup", "--id", backup_id, "--keep", str(keep))
+
+
+@operation(is_idempotent=False)
+def restore_backup(deploy_dir: str, backup_id: str, service: str | None):
+    yield helper(deploy_dir, "restore", "--id", backup_id, *(["--service", service] if service else []))
+
+
+def fetch_backup(plan: Plan, services: list[str], backup_id: str) -> None:
+    """Copy this host's part of a backup to .deploy/backups/<stack>-<environment>/<host>/<id>/
+    here, so losing the host does not lose its backups."""
+    stack = plan.stack
+    local = PROJECT_ROOT / ".deploy" / "backups" / f"{stack.name}-{stack.environment}" / host.name / backup_id
+    remote = f"{stack.deploy_dir}/{contract.BACKUPS_DIR}/{backup_id}"
+    names = [contract.BACKUP_MANIFEST] + [f for name in services for f in contract.backup_files(
+        name, stack.services[name].backup or "", sorted(stack.services[name].volumes))]
+    for name in names:
+        files.get(name=f"Copy {name} of backup {backup_id} here", src=f"{remote}/{name}", dest=str(local / name),
+                  create_local_dir=True)
