@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
 Check = Callable[[], Awaitable[Any]]
+# Each /health check gives up after this: a dependency that is down makes /health answer 503
+# naming it, quickly, rather than hang past the monitor's probe timeout (which would read as
+# this service being hung, and restart it for nothing).
+CHECK_TIMEOUT = 1.5
 
 
 def env(name: str, default: str | None = None) -> str:
@@ -170,7 +174,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     async def health() -> JSONResponse:
         async def run(check: Check) -> str:
             try:
-                await asyncio.wait_for(check(), timeout=3.0)
+                await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT)
                 return "ok"
             except Exception as exc:  # noqa: BLE001 - any failure means "down"
                 return f"down: {type(exc).__name__}: {exc}"[:200]

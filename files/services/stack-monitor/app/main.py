@@ -42,10 +42,12 @@ from fastapi.responses import JSONResponse
 STACK = os.environ.get("STACK_NAME", "stack")
 DEPLOY = Path(os.environ.get("MONITOR_DEPLOY_DIR", "/stack"))
 EVENTS = Path(os.environ.get("MONITOR_EVENTS", "/monitor/events.jsonl"))
-INTERVAL = float(os.environ.get("MONITOR_INTERVAL", "2"))
+INTERVAL = float(os.environ.get("MONITOR_INTERVAL", "1"))
 FAILURES_TO_ACT = int(os.environ.get("MONITOR_FAILURES_TO_ACT", "3"))
-PROBE_TIMEOUT = 2.0
-STOP_TIMEOUT = 3  # seconds from SIGTERM to SIGKILL when restarting: the container is already failing
+# Two probes that get no answer at all, a probe timeout apart, already say "hung".
+HUNG_FAILURES_TO_ACT = min(2, FAILURES_TO_ACT)
+PROBE_TIMEOUT = 3.0  # above the apps' own 1.5 s per dependency check (stackapp.CHECK_TIMEOUT)
+STOP_TIMEOUT = 1  # seconds from SIGTERM to SIGKILL when restarting: the container is already failing
 # Seconds before a restarted service is judged again, doubled with each restart in the window.
 BACKOFF_BASE = float(os.environ.get("MONITOR_BACKOFF_SECONDS", "15"))
 BACKOFF_MAX = 300.0
@@ -65,6 +67,23 @@ def log_event(service: str, event: str, **details: Any) -> None:
           flush=True)
 
 
+@dataclass(frozen=True)
+class Problem:
+    detail: str
+    restart: bool  # False: the service says a dependency is down; restarting it would not help
+    hung: bool = False  # no answer at all: acted on sooner (HUNG_FAILURES_TO_ACT)
+
+
+def _dependency_down(response: httpx.Response) -> bool:
+    """A /health that answers 503 naming failed dependency checks (stackapp's shape) is
+    healthy itself: the dependency is the one to watch."""
+    try:
+        checks = response.json().get("checks", {})
+    except ValueError:
+        return False
+    return isinstance(checks, dict) and any(str(v) != "ok" for v in checks.values())
+
+
 @dataclass
 class ServiceWatch:
     """What the monitor remembers about one service between rounds."""
@@ -73,6 +92,8 @@ class ServiceWatch:
     restarts: deque[float] = field(default_factory=deque)  # times of recent restarts
     quiet_until: float = 0.0  # no judgement before this (a restart's backoff)
     gave_up: bool = False
+    degraded: bool = False  # up, reporting a dependency down
+    unrecovered: bool = False  # restarted, not yet seen healthy
 
     def backoff(self) -> float:
         return min(BACKOFF_BASE * 2 ** max(len(self.restarts) - 1, 0), BACKOFF_MAX)
@@ -110,25 +131,31 @@ class Monitor:
         listed = (await self.docker.get("/containers/json", params={"all": "1", "filters": filters})).json()
         return [(await self.docker.get(f"/containers/{c['Id']}/json")).json() for c in listed]
 
-    async def probe(self, info: dict[str, Any], spec: dict[str, Any]) -> str | None:
-        """None when the container answers its readiness check, else what is wrong."""
-        health = (info["State"].get("Health") or {}).get("Status")
-        if health == "unhealthy":
-            return "docker healthcheck: unhealthy"
+    async def probe(self, info: dict[str, Any], spec: dict[str, Any]) -> Problem | None:
+        """None when the container answers its readiness check, else what is wrong and whether
+        a restart is the cure (not when the service only reports a dependency down)."""
         networks = info["NetworkSettings"]["Networks"]
         address = (networks.get(f"{STACK}_backend") or next(iter(networks.values()), {})).get("IPAddress")
         if not address:
-            return "no address on the stack network"
+            return Problem("no address on the stack network", restart=False)
         try:
             if spec.get("http"):
                 response = await self.http.get(f"http://{address}:{spec['port']}{spec['http']}")
-                return None if response.status_code == 200 else f"HTTP {response.status_code}"
+                if response.status_code == 200:
+                    return None
+                return Problem(f"HTTP {response.status_code}", restart=not _dependency_down(response))
             if spec.get("tcp"):
                 _, writer = await asyncio.wait_for(asyncio.open_connection(address, spec["port"]), PROBE_TIMEOUT)
                 writer.close()
-            return None
-        except (TimeoutError, httpx.HTTPError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+        except (TimeoutError, httpx.TimeoutException):
+            return Problem(f"no answer within {PROBE_TIMEOUT:.0f}s (hung?)", restart=True, hung=True)
+        except (httpx.HTTPError, OSError) as exc:
+            return Problem(f"{type(exc).__name__}: {exc}"[:200], restart=True)
+        # Without an HTTP check of our own, Docker's healthcheck (pg_isready, redis PING) is the
+        # service's own judgement of itself.
+        if (info["State"].get("Health") or {}).get("Status") == "unhealthy":
+            return Problem("docker healthcheck: unhealthy", restart=True)
+        return None
 
     async def restart(self, service: str, container: dict[str, Any], reason: str) -> bool:
         response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": STOP_TIMEOUT},
@@ -164,28 +191,36 @@ class Monitor:
         if manifest.get("gateway") and manifest["gateway"].get("routes"):
             await self.check_routes(manifest["gateway"], running)
 
-    async def first_problem(self, containers: list[dict[str, Any]], spec: dict[str, Any]) -> tuple[dict, str] | None:
+    async def first_problem(self, containers: list[dict[str, Any]],
+                            spec: dict[str, Any]) -> tuple[dict, Problem] | None:
         for info in containers:
             problem = await self.probe(info, spec)
             if problem:
                 return info, problem
         return None
 
-    async def judge(self, name: str, found: tuple[dict, str] | None, running: dict[str, list[dict[str, Any]]],
+    async def judge(self, name: str, found: tuple[dict, Problem] | None, running: dict[str, list[dict[str, Any]]],
                     specs: dict[str, Any], now: float) -> None:
         watch = self.watches.setdefault(name, ServiceWatch())
         if found is None:
-            if watch.failures >= FAILURES_TO_ACT or watch.gave_up:
+            if watch.unrecovered or watch.gave_up or watch.degraded:
                 log_event(name, "recovered")
-            watch.failures, watch.gave_up = 0, False
+            watch.failures, watch.gave_up, watch.degraded, watch.unrecovered = 0, False, False, False
             return
-        container, problem = found
+        container, found_problem = found
+        problem = found_problem.detail
+        if not found_problem.restart:
+            if not watch.degraded:
+                log_event(name, "degraded", container=container["Name"].lstrip("/"), detail=problem,
+                          action="none: it reports a dependency down")
+            watch.degraded, watch.failures = True, 0
+            return
         if now < watch.quiet_until:
             return
         watch.failures += 1
         if watch.failures == 1:
             log_event(name, "failing", container=container["Name"].lstrip("/"), detail=problem)
-        if watch.failures < FAILURES_TO_ACT or watch.gave_up:
+        if watch.failures < (HUNG_FAILURES_TO_ACT if found_problem.hung else FAILURES_TO_ACT) or watch.gave_up:
             return
         while watch.restarts and now - watch.restarts[0] > WINDOW_SECONDS:
             watch.restarts.popleft()
@@ -198,6 +233,7 @@ class Monitor:
         watch.restarts.append(now)
         watch.failures = 0
         watch.quiet_until = now + watch.backoff()
+        watch.unrecovered = True
         if await self.restart(name, container, problem):
             for dependent, spec in specs.items():
                 if name in spec.get("restarts_with", []):
