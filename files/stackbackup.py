@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import stackcontract as contract
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parent
 BACKUPS = ROOT / contract.BACKUPS_DIR
 CHUNK = 1024 * 1024
 SAVE_TIMEOUT = 300.0
+START_TIMEOUT = 180.0
 
 
 class BackupError(Exception):
@@ -46,9 +48,11 @@ class BackupError(Exception):
 
 
 def run(args: list[str], stdin: Path | None = None, stdout: Path | None = None) -> str:
-    """Run a command; its output goes to ``stdout`` (a file) when given; fail with its stderr."""
-    with (stdin.open("rb") if stdin else subprocess.DEVNULL) as source, \
-            (stdout.open("wb") if stdout else subprocess.PIPE) as sink:
+    """Run a command, streaming ``stdin`` from and ``stdout`` into files when given (backups can
+    be large); fail with its stderr."""
+    with ExitStack() as files:
+        source = files.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
+        sink = files.enter_context(stdout.open("wb")) if stdout else subprocess.PIPE
         result = subprocess.run(args, stdin=source, stdout=sink, stderr=subprocess.PIPE, check=False)
     if result.returncode != 0:
         raise BackupError(f"{' '.join(args[:4])}...: {result.stderr.decode(errors='replace').strip()[-400:]}")
@@ -75,6 +79,20 @@ def container(project: str, service: str) -> str:
     if len(ids) != 1:
         raise BackupError(f"{service}: expected one running container, found {len(ids)}")
     return ids[0]
+
+
+def start_and_wait(container_id: str, service: str) -> None:
+    """Start a container again and wait for Docker to call it healthy (or running, for an image
+    without a healthcheck): the restore is over only when the service is back."""
+    run(["docker", "start", container_id])
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        state = json.loads(run(["docker", "inspect", "--format", "{{json .State}}", container_id]))
+        health = (state.get("Health") or {}).get("Status")
+        if health == "healthy" or (health is None and state.get("Running")):
+            return
+        time.sleep(0.5)
+    raise BackupError(f"{service}: not healthy within {START_TIMEOUT:.0f}s after the restore")
 
 
 def image_of(container_id: str) -> str:
@@ -161,9 +179,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 entry.update(size=path.stat().st_size, sha256=sha256(path))
             entries += saved
             print(f"backed up {name} ({spec['backup']}) in {time.monotonic() - started:.1f}s", flush=True)
-    except BackupError as exc:
+    except Exception as exc:  # whatever failed, no half backup is left to look complete
         shutil.rmtree(target, ignore_errors=True)
-        event("*", "backup_failed", backup=args.id, detail=str(exc))
+        event("*", "backup_failed", backup=args.id, detail=f"{type(exc).__name__}: {exc}"[:400])
         raise
     record = {"id": args.id, "host": socket.gethostname(), "stack": project, "release": manifest["release"],
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": entries}
@@ -177,7 +195,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def prune(keep: int) -> None:
     """Keep the newest ``keep`` complete backups (ids sort by time)."""
     complete = sorted(p for p in BACKUPS.iterdir() if (p / contract.BACKUP_MANIFEST).is_file())
-    for old in complete[:-keep] if keep > 0 else []:
+    incomplete = [p for p in BACKUPS.iterdir() if p.is_dir() and not (p / contract.BACKUP_MANIFEST).is_file()]
+    for old in [*complete[:-keep], *incomplete]:  # runs hold the lock: an incomplete one is a dead run's
         shutil.rmtree(old)
 
 
@@ -227,18 +246,32 @@ def restore_postgres(project: str, service: str, path: Path) -> None:
          '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'], stdin=path)
 
 
+# Redis 7 with appendonly starts from its AOF, and from an empty dataset when there is none:
+# a one-off server loads the snapshot and writes a fresh AOF from it, which the service then
+# loads. It runs as the image's own user, so the files stay the service's.
+REDIS_LOAD_SNAPSHOT = """
+set -e
+rm -rf /data/appendonlydir /data/appendonly.aof
+cat > /data/dump.rdb
+redis-server --dir /data --dbfilename dump.rdb --appendonly no --port 6390 --bind 127.0.0.1 --daemonize yes
+until redis-cli -p 6390 ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
+redis-cli -p 6390 config set appendonly yes >/dev/null
+until redis-cli -p 6390 info persistence | grep -q aof_rewrite_in_progress:0 \
+      && redis-cli -p 6390 info persistence | grep -q aof_rewrite_scheduled:0; do sleep 0.1; done
+redis-cli -p 6390 info persistence | grep -q aof_last_bgrewrite_status:ok
+redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true
+"""
+
+
 def restore_redis(project: str, service: str, path: Path) -> None:
-    """Stop Redis, put the snapshot in place of its data (AOF removed, so the RDB is loaded and
-    a new AOF is written from it), start it again."""
     cid = container(project, service)
     image = image_of(cid)
     run(["docker", "stop", cid])
     try:
-        run(["docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh", "--volumes-from", cid, image, "-c",
-             "rm -rf /data/appendonlydir /data/appendonly.aof && cat > /data/dump.rdb "
-             "&& chown --reference=/data /data/dump.rdb"], stdin=path)
+        run(["docker", "run", "--rm", "-i", "--entrypoint", "sh", "--volumes-from", cid, image, "-c",
+             REDIS_LOAD_SNAPSHOT], stdin=path)
     finally:
-        run(["docker", "start", cid])
+        start_and_wait(cid, service)
 
 
 def restore_volume(project: str, service: str, volume: str, path: Path) -> None:
@@ -249,7 +282,7 @@ def restore_volume(project: str, service: str, volume: str, path: Path) -> None:
         run(["docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh", "-v", f"{project}_{volume}:/data",
              image, "-c", "find /data -mindepth 1 -delete && tar -C /data -xzpf -"], stdin=path)
     finally:
-        run(["docker", "start", cid])
+        start_and_wait(cid, service)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

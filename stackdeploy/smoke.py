@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import websockets
 from pyinfra import host, logger
-from pyinfra.api import deploy
+from pyinfra.api import Host, State, deploy
 from pyinfra.operations import python
 
 from stackdeploy.model import Stack
@@ -34,7 +34,7 @@ class SmokeFailure(Exception):
 
     def __init__(self, step: str, service: str, detail: str) -> None:
         super().__init__(f"smoke test failed at step '{step}' ({service}): {detail}")
-        self.step, self.service = step, service
+        self.step, self.service, self.detail = step, service, detail
 
 
 @dataclass
@@ -180,9 +180,17 @@ def gateway_url(stack: Stack) -> str:
     return f"http://{address}:{stack.gateway_port}"
 
 
-def _run_journey(url: str) -> None:
+def _run_journey(state: State, host: Host, url: str) -> bool:
+    """The journey as a pyinfra callback. Taking ``state`` and ``host`` makes pyinfra use the
+    return value: False fails the host with the one red line below instead of a traceback."""
     logger.info(f"    [{host.name}] smoke test through {url}")
-    Journey(url, report=lambda line: logger.info(f"    [{host.name}] {line}")).run()
+    try:
+        Journey(url, report=lambda line: logger.info(f"    [{host.name}] {line}")).run()
+    except SmokeFailure as exc:
+        host.log_styled(f"SMOKE TEST FAILED: step '{exc.step}', service {exc.service}: {exc.detail}", fg="red",
+                        log_func=logger.error)
+        return False
+    return True
 
 
 @deploy("Smoke test")
