@@ -19,7 +19,7 @@ from stackdeploy import contract
 SECTION = "--stackdeploy:"
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 # The files of a deploy directory outside the releases that the deploy owns.
-TOP_FILES = ("stackctl.py", "stackcontract.py", ".secrets.json", "state/image-source",
+TOP_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py", ".secrets.json", "state/image-source",
              f"{contract.GATEWAY_DIR}/nginx.conf")
 
 
