@@ -10,5 +10,5 @@ from pyinfra import host
 from stackdeploy.desired import decide
 from stackdeploy.verify import verify_stack
 
-decisions = decide(host)
+decisions = decide(host, check_only=True)
 verify_stack(decisions.plan, decisions.state.current, built=[], started=[], base_built=False)
