@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from stackdeploy import desired, secrets
-from stackdeploy.facts import ENGINE_DOWN, HostState, RegistryReachable, StackHostState
+from stackdeploy.facts import ENGINE_DOWN, HostState, RegistryReachable, StackHostState, StackStatus
 from stackdeploy.inputfiles import StackInputError
+from stackdeploy.verify import verified
 from tests.conftest import group_data
 from tests.unit.fakehost import fake_host
 from tests.unit.test_secrets import keep
@@ -52,3 +53,16 @@ def test_a_real_run_generates_while_preparing_and_writes_when_it_executes(tmp_pa
 def test_a_check_does_not_start_an_engine_that_is_down(tmp_path, monkeypatch, argv, check_only):
     with pytest.raises(StackInputError, match="the Docker engine is installed but not answering"):
         prepare(tmp_path, monkeypatch, *argv, check_only=check_only, engine=ENGINE_DOWN)
+
+
+@pytest.mark.parametrize("report_to", [None, "last-report.json"], ids=["verify.py", "deploy"])
+def test_only_a_deploy_writes_the_report_verify_prints_the_table(tmp_path, monkeypatch, capsys, report_to):
+    plan = prepare(tmp_path, monkeypatch, check_only=True).plan
+    report = tmp_path / report_to if report_to else None
+    with fake_host({StackStatus: {"postgres": {"check": "ok", "state": "running"}}}) as host:
+        host.state.is_executing = True
+        assert list(verified._inner(plan=plan, release="r1", built=[], started=[], base_built=False,
+                                    report_to=report)) == []
+        assert host.noops == ["all 1 services healthy"]
+    assert "stack on somehost:" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([report_to] if report_to else [])
