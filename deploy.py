@@ -1,8 +1,9 @@
 """Deploy the whole stack: pyinfra INVENTORY deploy.py
 
 Phases, in order (one module each in stackdeploy/):
-    ensure engine -> lock -> stage the release -> build images -> roll out in dependency waves
-    -> verify -> record the release (switch ``current``, prune, audit, unlock)
+    keep the secrets (the control machine's copy) -> ensure engine -> lock -> stage the release
+    -> build images -> roll out in dependency waves -> verify
+    -> record the release (switch ``current``, prune, audit, unlock)
 
 The stack itself is data (group_data/all.py). Everything below is decided per host
 before anything runs, so bad input stops here with one line and no host is changed. A run
@@ -11,6 +12,7 @@ with nothing to change takes no lock and reports no changes.
 
 from pyinfra import host
 
+from stackdeploy import secrets
 from stackdeploy.desired import decide
 from stackdeploy.engine import ensure_engine
 from stackdeploy.images import build_images
@@ -26,6 +28,7 @@ announce(decisions)
 run = Run(deploy_dir=plan.stack.deploy_dir, action="deploy", release=decisions.release,
           changed=decisions.changed_services, keep=plan.stack.keep_releases, current=decisions.state.current)
 
+secrets.kept(name="Secrets kept on the control machine", store=decisions.secrets_store)
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 put_helper(decisions)
 if decisions.changes_anything:

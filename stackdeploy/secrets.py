@@ -4,6 +4,10 @@ The source of truth is the copy on the hosts (``<deploy_dir>/.secrets.json``, 06
 that is what the running databases were initialised with. The control machine keeps a
 copy in ``.deploy/secrets/`` so a new host gets the same values. A value is generated
 only when neither side has it, so a redeploy never rotates a secret by accident.
+
+Preparing a run only decides the values; the control machine's copy is written by the
+``kept`` operation, so only a run that executes writes it: ``--dry``, a run declined at
+pyinfra's prompt and ``verify.py`` leave ``.deploy/`` as it was.
 """
 
 from __future__ import annotations
@@ -12,11 +16,27 @@ import json
 import os
 import secrets as random_source
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, operation
 
 from stackdeploy.model import StackError
 
 SECRET_BYTES = 24
+# The value of a secret nobody has yet, in a run that may not generate one (--dry, verify.py).
+PLACEHOLDER = "new-secret-generated-by-the-first-real-deploy"
+
+# store -> every value this run resolved for it (from the store, the hosts, or new): all
+# hosts of a run share one view, as they shared the file when preparing wrote it.
+_this_run: dict[Path, dict[str, str]] = {}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    values: dict[str, str]  # secret name -> value, for every name asked for
+    new: list[str]  # the names no copy had: generated now, or PLACEHOLDER when not generating
 
 
 def _read(path: Path) -> dict[str, str]:
@@ -34,24 +54,37 @@ def _write(path: Path, values: Mapping[str, str]) -> None:
     os.replace(tmp, path)
 
 
-def resolve(names: Sequence[str], store: Path, on_host: Mapping[str, str] | None) -> dict[str, str]:
-    """Return a value for every secret name: host copy, else local copy, else new.
+def resolve(names: Sequence[str], store: Path, on_host: Mapping[str, str] | None, *,
+            generate: bool = True) -> Resolved:
+    """A value for every secret name: host copy, else local copy, else new (or a
+    placeholder when ``generate`` is off). Writes nothing.
 
     Raises StackError when the host and the local copy disagree on a value: one of them
     belongs to another environment, and silently picking one could lock a service out.
     """
-    local = _read(store)
+    local = {**_read(store), **_this_run.get(store, {})}
     on_host = dict(on_host or {})
     for name in names:
         if name in on_host and name in local and on_host[name] != local[name]:
             raise StackError("", f"secret '{name}' differs between the host and {store}; "
                                  "remove the stale copy (the host's is what its data was created with)")
     resolved = {**local, **on_host}
-    for name in names:
-        resolved.setdefault(name, random_source.token_hex(SECRET_BYTES))
-    if resolved != local:
-        _write(store, resolved)
-    return {name: resolved[name] for name in names}
+    new = [name for name in names if name not in resolved]
+    for name in new:
+        resolved[name] = random_source.token_hex(SECRET_BYTES) if generate else PLACEHOLDER
+    _this_run[store] = resolved
+    return Resolved({name: resolved[name] for name in names}, new)
+
+
+@operation(is_idempotent=True)
+def kept(store: Path):
+    """Keep what this run resolved in the control machine's copy (``store``) when that
+    lacks any of it: values adopted from a host, or generated."""
+    wanted = _this_run.get(store, {})
+    if _read(store) == wanted:
+        host.noop(f"secrets already kept in {store}")
+        return
+    yield FunctionCommand(_write, (store, wanted), {})
 
 
 def parse_host_copy(text: str | None) -> dict[str, str] | None:

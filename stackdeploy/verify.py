@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+from pathlib import Path
 
 import click
 from pyinfra import host
@@ -16,16 +17,20 @@ from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, ssh_command, stackctl
 from stackdeploy.report import render_table, write_report
 
+LAST_REPORT = STATE_DIR / "last-report.json"
 
-def _summarise(plan: Plan, status: dict, builds: dict, started: list[str]) -> None:
-    """Print the table and write the report; builds and readiness only for this run."""
+
+def _summarise(plan: Plan, status: dict, builds: dict, started: list[str], report_to: Path | None) -> None:
+    """Print the table and write the report (unless ``report_to`` is None); builds and
+    readiness only for this run."""
     rows = {
         name: {**row, "standin": is_standin(plan, name), "build": builds.get(name),
                "seconds_to_ready": row.get("seconds_to_ready") if name in started else None}
         for name, row in status.items()
     }
     click.echo(render_table(host.name, rows), err=False)
-    write_report(STATE_DIR / "last-report.json", host.name, rows)
+    if report_to is not None:
+        write_report(report_to, host.name, rows)
     failed = {n: r for n, r in rows.items() if r["check"] != "ok"}
     if failed and host.state.is_executing:
         raise OperationError("\n".join(_failure(plan, name, row) for name, row in failed.items()))
@@ -53,15 +58,16 @@ def _run(command: str) -> str:
     return output.stdout
 
 
-def _verify_now(plan: Plan, release: str, built: list[str], started: list[str]) -> None:
+def _verify_now(plan: Plan, release: str, built: list[str], started: list[str], report_to: Path | None) -> None:
     status = json.loads(_run(stackctl(plan.stack.deploy_dir, "status", "--wait", "--release", release)))
     builds_file = shlex.quote(f"{plan.stack.deploy_dir}/state/builds.json")
     builds = json.loads(_run(f"if [ -f {builds_file} ]; then cat {builds_file}; else echo '{{}}'; fi"))
-    _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started)
+    _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
 
 
 @operation(is_idempotent=True)
-def verified(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool):
+def verified(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool,
+             report_to: Path | None):
     """Probe every service; print and save the summary.
 
     Without changes the probe is a fact, so an untouched healthy stack reports no change
@@ -71,14 +77,19 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
         status = host.get_fact(StackStatus, deploy_dir=plan.stack.deploy_dir)
         if all(row["check"] == "ok" for row in status.values()):
             if host.state.is_executing:
-                _summarise(plan, status, {}, [])
+                _summarise(plan, status, {}, [], report_to)
             host.noop(f"all {len(status)} services healthy")
             return
-    yield FunctionCommand(_verify_now, (plan, release, built, started), {})
+    yield FunctionCommand(_verify_now, (plan, release, built, started, report_to), {})
 
 
 @deploy("Verify the stack")
-def verify_stack(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool) -> None:
-    """Probe every service of ``release``; only a run that changed something re-probes as a change."""
+def verify_stack(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool, *,
+                 report_to: Path | None = LAST_REPORT) -> None:
+    """Probe every service of ``release``; only a run that changed something re-probes as a change.
+
+    The report goes to ``report_to``: the deploy's (and rollback's) record, which a check
+    that changes nothing (verify.py) leaves as it is by passing None.
+    """
     verified(name="Health of every service", plan=plan, release=release, built=built, started=started,
-             base_built=base_built)
+             base_built=base_built, report_to=report_to)

@@ -38,6 +38,13 @@ def test_cycle_found_with_its_path():
     assert find_cycle({"a": ["b"], "b": []}) is None
 
 
+def test_unknown_and_repeated_dependencies_are_ignored():
+    deps = {"a": ["not-a-service"], "b": ["a", "a"]}
+    assert find_cycle(deps) is None
+    assert waves(deps) == [["a"], ["b"]]
+    assert find_cycle({**deps, "c": ["b", "c"]}) == ["c", "c"]  # a service that depends on itself
+
+
 def test_waves_refuse_a_cycle():
     with pytest.raises(ValueError, match="dependency cycle: a -> b -> a"):
         waves({"a": ["b"], "b": ["a"]})
