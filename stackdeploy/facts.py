@@ -9,14 +9,13 @@ must never read as "nothing there" (that once rebuilt every image of a stopped e
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 
-from pyinfra.api import FactBase
+from pyinfra.api import FactBase, StringCommand
 
-from stackdeploy import contract
+from stackdeploy import commands, contract
+from stackdeploy.commands import SECTION
 
-SECTION = "--stackdeploy:"
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 # The files of a deploy directory outside the releases that the deploy owns.
 TOP_FILES = ("stackctl.py", "stackcontract.py", ".secrets.json", "state/image-source",
@@ -71,45 +70,14 @@ def parse_image_ids(lines: list[str]) -> dict[str, str]:
     return found
 
 
-def _cat_if_present(path: str) -> str:
-    quoted = shlex.quote(path)
-    return f"if [ -f {quoted} ]; then cat {quoted}; fi"
-
-
 class StackHostState(FactBase[HostState]):
     """Engine state, the stack's containers (with their config-hash label), present images,
     secrets, the remembered image source and the current release."""
 
     requires_command = "sh"
 
-    def command(self, deploy_dir: str, project: str) -> str:
-        d, p = shlex.quote(deploy_dir), shlex.quote(project)
-        fmt = shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} '
-                          f'{{{{.Image}}}} {{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
-        engine = (
-            f"echo {SECTION}engine; "
-            "if ! command -v docker >/dev/null; then echo absent; exit 0; fi; "
-            "if ! out=$(docker version --format '{{.Server.Version}}' 2>&1); then "
-            '  case "$out" in *"Cannot connect to the Docker daemon"*) '
-            "    if command -v dockerd >/dev/null; then echo down; else echo absent; fi; exit 0;; esac; "
-            '  echo "docker engine unreadable: $out" >&2; exit 1; '
-            "fi; echo up"
-        )
-        return "; ".join([
-            "set -e",
-            engine,
-            f"echo {SECTION}containers",
-            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={p})",
-            f'if [ -n "$ids" ]; then docker inspect --format {fmt} $ids; fi',
-            f"echo {SECTION}images",
-            "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'",
-            f"echo {SECTION}secrets",
-            _cat_if_present(f"{deploy_dir}/.secrets.json"),
-            f"echo {SECTION}image-source",
-            _cat_if_present(f"{deploy_dir}/state/image-source"),
-            f"echo {SECTION}current",
-            f"if [ -L {d}/{contract.CURRENT_LINK} ]; then readlink {d}/{contract.CURRENT_LINK}; fi",
-        ])
+    def command(self, deploy_dir: str, project: str) -> StringCommand:
+        return commands.host_state(deploy_dir, project)
 
     def process(self, output: list[str]) -> HostState:
         parts = _sections(list(output))
@@ -131,17 +99,8 @@ class StackHostState(FactBase[HostState]):
 class DockerEngineStatus(FactBase[dict]):
     """Whether the docker CLI, dockerd, the engine API and Compose v2 are there."""
 
-    def command(self) -> str:
-        return "; ".join([
-            "command -v docker >/dev/null && echo cli=yes",
-            "command -v dockerd >/dev/null && echo dockerd=yes",
-            "command -v systemctl >/dev/null && [ -d /run/systemd/system ] && echo systemd=yes",
-            "command -v debootstrap >/dev/null && echo debootstrap=yes",
-            "command -v python3 >/dev/null && echo python3=yes",
-            "echo server=$(timeout 10 docker version --format '{{.Server.Version}}' 2>/dev/null)",
-            "echo compose=$(timeout 10 docker compose version --short 2>/dev/null)",
-            "true",
-        ])
+    def command(self) -> StringCommand:
+        return commands.engine_status()
 
     def process(self, output: list[str]) -> dict:
         values = dict(line.split("=", 1) for line in output if "=" in line)
@@ -159,13 +118,8 @@ class DockerEngineStatus(FactBase[dict]):
 class RegistryReachable(FactBase[bool]):
     """True when every image is present on the host or its registry answers for it."""
 
-    def command(self, images: list[str]) -> str:
-        checks = " && ".join(
-            f"(docker image inspect {shlex.quote(i)} >/dev/null 2>&1 || "
-            f"timeout 20 docker manifest inspect {shlex.quote(i)} >/dev/null 2>&1)"
-            for i in images
-        )
-        return f"if {checks}; then echo yes; else echo no; fi"
+    def command(self, images: list[str]) -> StringCommand:
+        return commands.registry_reachable(images)
 
     def process(self, output: list[str]) -> bool:
         return "".join(output).strip() == "yes"
@@ -176,8 +130,8 @@ class StackStatus(FactBase[dict]):
 
     requires_command = "python3"
 
-    def command(self, deploy_dir: str) -> str:
-        return f"python3 {shlex.quote(deploy_dir)}/stackctl.py status"
+    def command(self, deploy_dir: str) -> StringCommand:
+        return commands.stack_status(deploy_dir)
 
     def process(self, output: list[str]) -> dict:
         return json.loads("\n".join(output))
@@ -189,9 +143,8 @@ class ReleaseHistory(FactBase[dict]):
 
     requires_command = "python3"
 
-    def command(self, deploy_dir: str) -> str:
-        d = shlex.quote(deploy_dir)
-        return f"if [ -f {d}/stackctl.py ]; then python3 {d}/stackctl.py releases; fi"
+    def command(self, deploy_dir: str) -> StringCommand:
+        return commands.release_history(deploy_dir)
 
     @staticmethod
     def default() -> dict:
@@ -214,13 +167,8 @@ class FileHashes(FactBase[DeployedFiles]):
 
     requires_command = "sha256sum"
 
-    def command(self, root: str) -> str:
-        r = shlex.quote(root)
-        top = " ".join(shlex.quote(f) for f in TOP_FILES)
-        return (f"if [ -d {r} ]; then cd {r} && {{ "
-                f"if [ -d {contract.CURRENT_LINK}/ ]; then find -L {contract.CURRENT_LINK}/ -type f -print0; fi; "
-                f"for f in {top}; do if [ -f \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done; "
-                f"}} | xargs -0r sha256sum; fi")
+    def command(self, root: str) -> StringCommand:
+        return commands.file_hashes(root, TOP_FILES)
 
     @staticmethod
     def default() -> DeployedFiles:

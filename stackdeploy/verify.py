@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
+import posixpath
 
 import click
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
 
-from stackdeploy import STATE_DIR
+from stackdeploy import STATE_DIR, commands
 from stackdeploy.facts import StackStatus
 from stackdeploy.plan import Plan
-from stackdeploy.remote import is_standin, ssh_command, stackctl
+from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
 
 
@@ -34,19 +33,18 @@ def _summarise(plan: Plan, status: dict, builds: dict, started: list[str]) -> No
 def _failure(plan: Plan, name: str, row: dict) -> str:
     """One failed service: where, why, and its last log lines (fetched from its own host)."""
     if row["state"] != "remote":
-        ok, output = host.run_shell_command(stackctl(plan.stack.deploy_dir, "logs", name))
+        ok, output = host.run_shell_command(commands.stackctl(plan.stack.deploy_dir, host.name, "logs", name))
         logs = output.stdout if ok else output.stderr
         return f"SERVICE FAILED: '{name}' on host {host.name}: {row['check']}\n{logs}"
     service, owner = name.split("@", 1)
     where = f"SERVICE FAILED: '{service}' on host {owner} (seen from {host.name}): {row['check']}"
-    command = [*ssh_command(host.inventory.get_host(owner)), stackctl(plan.stack.deploy_dir, "logs", service,
-                                                                      host_name=owner)]
-    result = subprocess.run(command if len(command) > 1 else ["sh", "-c", command[0]], capture_output=True,
-                            text=True, timeout=60, check=False)
+    logs = commands.stackctl(plan.stack.deploy_dir, owner, "logs", service)
+    result = run_on_control_machine(commands.run_over_ssh(commands.ssh_to(host.inventory.get_host(owner)), logs),
+                                    timeout=60)
     return f"{where}\n{result.stdout or result.stderr}"
 
 
-def _run(command: str) -> str:
+def _run(command: StringCommand) -> str:
     ok, output = host.run_shell_command(command)
     if not ok:
         raise OperationError(f"{command} failed: {output.stderr}")
@@ -54,9 +52,9 @@ def _run(command: str) -> str:
 
 
 def _verify_now(plan: Plan, release: str, built: list[str], started: list[str]) -> None:
-    status = json.loads(_run(stackctl(plan.stack.deploy_dir, "status", "--wait", "--release", release)))
-    builds_file = shlex.quote(f"{plan.stack.deploy_dir}/state/builds.json")
-    builds = json.loads(_run(f"if [ -f {builds_file} ]; then cat {builds_file}; else echo '{{}}'; fi"))
+    deploy_dir = plan.stack.deploy_dir
+    status = json.loads(_run(commands.stackctl(deploy_dir, host.name, "status", "--wait", "--release", release)))
+    builds = json.loads(_run(commands.json_file_or_empty(posixpath.join(deploy_dir, "state", "builds.json"))))
     _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started)
 
 
