@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -170,7 +171,7 @@ def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
     }
 
 
-def differs(wanted: dict[str, bytes], remote: dict[str, str]) -> list[str]:
+def differs(wanted: dict[str, bytes], remote: Mapping[str, str]) -> list[str]:
     return [rel for rel in sorted(wanted) if remote.get(rel) != hashlib.sha256(wanted[rel]).hexdigest()]
 
 

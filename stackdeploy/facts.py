@@ -9,7 +9,9 @@ must never read as "nothing there" (that once rebuilt every image of a stopped e
 from __future__ import annotations
 
 import json
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict
 
 from pyinfra.api import FactBase, StringCommand
 
@@ -17,6 +19,7 @@ from stackdeploy import commands, contract
 from stackdeploy.commands import SECTION
 
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
+NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
 TOP_FILES = ("stackctl.py", "stackcontract.py", ".secrets.json", "state/image-source",
              f"{contract.GATEWAY_DIR}/nginx.conf")
@@ -24,28 +27,82 @@ TOP_FILES = ("stackctl.py", "stackcontract.py", ".secrets.json", "state/image-so
 
 @dataclass(frozen=True)
 class ContainerState:
+    """One container of the stack, as ``docker inspect`` describes it."""
+
     id: str
-    state: str
-    config_hash: str
+    state: str  # Docker's State.Status: running, exited, restarting, ...
+    config_hash: str  # its CONFIG_HASH_LABEL: the release config it runs ("" when it has none)
     image_id: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostState:
     """The engine, the stack's containers and images, and the deploy directory's state."""
 
     engine: str = ENGINE_ABSENT  # ENGINE_ABSENT (no dockerd: a fresh host), ENGINE_DOWN or ENGINE_UP
-    containers: dict[str, list[ContainerState]] = field(default_factory=dict)  # service -> containers
-    images: set[str] = field(default_factory=set)
-    image_ids: dict[str, str] = field(default_factory=dict)  # tag -> image id
-    secrets_json: str = ""
-    image_source: str = ""
-    current: str = ""  # the release ``current`` points at
+    containers: Mapping[str, tuple[ContainerState, ...]] = field(default_factory=dict)  # service -> containers
+    image_ids: Mapping[str, str] = field(default_factory=dict)  # tag -> image id
+    secrets_json: str = ""  # the host's copy of the secrets ("" when it has none yet)
+    image_source: str = ""  # what a deploy's ``auto`` resolved to here ("" when none did)
+    current: str = ""  # the release ``current`` points at ("" before the first release)
+
+    @property
+    def images(self) -> KeysView[str]:
+        """The tags present on the host."""
+        return self.image_ids.keys()
 
     def up_to_date(self, service: str, config_hash: str) -> bool:
         """Exactly one container, running what the release asks for (its label says so)."""
-        found = self.containers.get(service, [])
+        found = self.containers.get(service, ())
         return len(found) == 1 and found[0].state == "running" and found[0].config_hash == config_hash
+
+
+class EngineStatus(TypedDict):
+    """What a host has of the engine and the tools the deploy installs (a dict, as provision.py reads it)."""
+
+    cli: bool  # the docker CLI
+    dockerd: bool
+    systemd: bool  # systemctl, and systemd running as init
+    debootstrap: bool
+    python3: bool
+    server: str | None  # the engine's version, None when it does not answer
+    compose: str | None  # Compose v2's version, None when ``docker compose`` does not answer
+
+
+class ServiceStatus(TypedDict):
+    """One row of ``stackctl.py status``: a service on this host, or (keyed ``service@host``,
+    state "remote") a dependency on another host as this one reaches it."""
+
+    container: str | None  # short id of the container serving it
+    image: str | None
+    size: int | None  # bytes
+    state: str  # Docker's State.Status, "missing" or "remote"
+    health: str | None  # Docker's HEALTHCHECK status
+    check: str  # the deploy's own probe: "ok", or why not
+    seconds_to_ready: float | None  # how long its last start took to pass the probe
+    started_at: NotRequired[str]
+    current: NotRequired[bool]  # runs the config of the release probed
+    host: NotRequired[str]  # remote rows: the host and address probed
+    address: NotRequired[str]
+
+
+@dataclass(frozen=True)
+class HostReleases:
+    """``stackctl.py releases``: the current release, the release directories kept, the recorded
+    history (oldest first) and the manifest of every kept release."""
+
+    current: str = ""
+    present: tuple[str, ...] = ()
+    releases: tuple[contract.ReleaseRecord, ...] = ()
+    manifests: Mapping[str, contract.ReleaseManifest] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeployedFiles:
+    """SHA-256 of the current release's files and of the deploy directory's own files."""
+
+    release: Mapping[str, str] = field(default_factory=dict)  # path in the release -> hash
+    top: Mapping[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
 
 
 def _sections(lines: list[str]) -> dict[str, list[str]]:
@@ -74,35 +131,43 @@ class StackHostState(FactBase[HostState]):
     """Engine state, the stack's containers (with their config-hash label), present images,
     secrets, the remembered image source and the current release."""
 
-    requires_command = "sh"
+    requires_command = "docker"
 
     def command(self, deploy_dir: str, project: str) -> StringCommand:
         return commands.host_state(deploy_dir, project)
 
+    @staticmethod
+    def default() -> HostState:
+        return HostState()  # no docker CLI: a fresh host, nothing of the stack on it
+
     def process(self, output: list[str]) -> HostState:
         parts = _sections(list(output))
-        state = HostState(engine="".join(parts.get("engine", [])).strip() or ENGINE_ABSENT)
+        containers: dict[str, list[ContainerState]] = {}
         for line in parts.get("containers", []):
-            fields = line.split()
-            if len(fields) == 5 and fields[0]:
-                config_hash = "" if fields[4] == "<no value>" else fields[4]
-                found = ContainerState(fields[1], fields[2], config_hash, fields[3])
-                state.containers.setdefault(fields[0], []).append(found)
-        state.image_ids = parse_image_ids(parts.get("images", []))
-        state.images = set(state.image_ids)
-        state.secrets_json = "\n".join(parts.get("secrets", []))
-        state.image_source = "".join(parts.get("image-source", [])).strip()
-        state.current = "".join(parts.get("current", [])).strip().rsplit("/", 1)[-1]
-        return state
+            fields = line.split(maxsplit=4)  # a missing label prints as "<no value>": two words
+            if len(fields) == 5 and not line.startswith(NO_VALUE):
+                service, container_id, status, image_id, label = fields
+                found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id)
+                containers.setdefault(service, []).append(found)
+        return HostState(
+            engine="".join(parts.get("engine", [])).strip() or ENGINE_ABSENT,
+            containers={service: tuple(found) for service, found in containers.items()},
+            image_ids=parse_image_ids(parts.get("images", [])),
+            secrets_json="\n".join(parts.get("secrets", [])),
+            image_source="".join(parts.get("image-source", [])).strip(),
+            current="".join(parts.get("current", [])).strip().rsplit("/", 1)[-1],
+        )
 
 
-class DockerEngineStatus(FactBase[dict]):
+class DockerEngineStatus(FactBase[EngineStatus]):
     """Whether the docker CLI, dockerd, the engine API and Compose v2 are there."""
+
+    requires_command = "sh"  # only the shell: this fact is how a host's missing tools are found
 
     def command(self) -> StringCommand:
         return commands.engine_status()
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> EngineStatus:
         values = dict(line.split("=", 1) for line in output if "=" in line)
         return {
             "cli": values.get("cli") == "yes",
@@ -118,6 +183,12 @@ class DockerEngineStatus(FactBase[dict]):
 class RegistryReachable(FactBase[bool]):
     """True when every image is present on the host or its registry answers for it."""
 
+    requires_command = "docker"
+
+    @staticmethod
+    def default() -> bool:
+        return False  # no docker CLI: no image here, and nothing to ask a registry with
+
     def command(self, images: list[str]) -> StringCommand:
         return commands.registry_reachable(images)
 
@@ -125,19 +196,24 @@ class RegistryReachable(FactBase[bool]):
         return "".join(output).strip() == "yes"
 
 
-class StackStatus(FactBase[dict]):
-    """One probe of every service of the current release (``stackctl.py status``), as a dict."""
+class StackStatus(FactBase[dict[str, ServiceStatus]]):
+    """One probe of every service of the current release (``stackctl.py status``)."""
 
     requires_command = "python3"
 
     def command(self, deploy_dir: str) -> StringCommand:
         return commands.stack_status(deploy_dir)
 
-    def process(self, output: list[str]) -> dict:
-        return json.loads("\n".join(output))
+    def process(self, output: list[str]) -> dict[str, ServiceStatus]:
+        return parse_status("\n".join(output))
 
 
-class ReleaseHistory(FactBase[dict]):
+def parse_status(text: str) -> dict[str, ServiceStatus]:
+    """``stackctl.py status`` output (also with ``--wait``, run as an operation): service -> row."""
+    return json.loads(text)
+
+
+class ReleaseHistory(FactBase[HostReleases]):
     """``stackctl.py releases``: the current release, the release directories present and the
     recorded history; empty on a host never deployed with releases."""
 
@@ -147,19 +223,13 @@ class ReleaseHistory(FactBase[dict]):
         return commands.release_history(deploy_dir)
 
     @staticmethod
-    def default() -> dict:
-        return {"current": "", "present": [], "releases": [], "manifests": {}}
+    def default() -> HostReleases:
+        return HostReleases()
 
-    def process(self, output: list[str]) -> dict:
-        return json.loads("\n".join(output))
-
-
-@dataclass
-class DeployedFiles:
-    """SHA-256 of the current release's files and of the deploy directory's own files."""
-
-    release: dict[str, str] = field(default_factory=dict)  # path in the release -> hash
-    top: dict[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
+    def process(self, output: list[str]) -> HostReleases:
+        found = json.loads("\n".join(output))
+        return HostReleases(current=found["current"], present=tuple(found["present"]),
+                            releases=tuple(found["releases"]), manifests=found["manifests"])
 
 
 class FileHashes(FactBase[DeployedFiles]):
@@ -175,12 +245,12 @@ class FileHashes(FactBase[DeployedFiles]):
         return DeployedFiles()  # pyinfra's answer when the command printed nothing (nothing deployed)
 
     def process(self, output: list[str]) -> DeployedFiles:
-        found = DeployedFiles()
+        release, top = {}, {}
         prefix = f"{contract.CURRENT_LINK}/"
         for line in output:
             digest, _, path = line.partition("  ")
             if path.startswith(prefix):
-                found.release[path.removeprefix(prefix)] = digest
+                release[path.removeprefix(prefix)] = digest
             elif path:
-                found.top[path] = digest
-        return found
+                top[path] = digest
+        return DeployedFiles(release, top)

@@ -10,13 +10,13 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
 
 from stackdeploy import STATE_DIR, commands
-from stackdeploy.facts import StackStatus
+from stackdeploy.facts import ServiceStatus, StackStatus, parse_status
 from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
 
 
-def _summarise(plan: Plan, status: dict, builds: dict, started: list[str]) -> None:
+def _summarise(plan: Plan, status: dict[str, ServiceStatus], builds: dict, started: list[str]) -> None:
     """Print the table and write the report; builds and readiness only for this run."""
     rows = {
         name: {**row, "standin": is_standin(plan, name), "build": builds.get(name),
@@ -53,7 +53,7 @@ def _run(command: StringCommand) -> str:
 
 def _verify_now(plan: Plan, release: str, built: list[str], started: list[str]) -> None:
     deploy_dir = plan.stack.deploy_dir
-    status = json.loads(_run(commands.stackctl(deploy_dir, host.name, "status", "--wait", "--release", release)))
+    status = parse_status(_run(commands.stackctl(deploy_dir, host.name, "status", "--wait", "--release", release)))
     builds = json.loads(_run(commands.json_file_or_empty(posixpath.join(deploy_dir, "state", "builds.json"))))
     _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started)
 
