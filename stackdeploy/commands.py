@@ -37,7 +37,7 @@ def combine(*commands: StringCommand, by: str = "&&") -> StringCommand:
 
 
 def chain(*commands: StringCommand) -> StringCommand:
-    """Commands run one after the other, whatever each one returns."""
+    """Commands run one after the other, whatever each one returns (unless the first is ``set -e``)."""
     return combine(*commands, by=";")
 
 
@@ -183,71 +183,94 @@ def install_compose(tools_venv: str, plugins_dir: str) -> list[StringCommand]:
 
 
 # --------------------------------------------------------------- fact commands
+#
+# A fact's command exits non-zero when it cannot read what it is asked (pyinfra then reports
+# the failure), and prints ABSENT where "there is none" is a real answer (a file or a deploy
+# directory that a fresh host does not have yet): nothing is ever read as empty by accident.
 
 SECTION = "--stackdeploy:"  # starts the line that names the next part of a multi-part fact's output
+ABSENT = "--stackdeploy-absent"  # the whole output of a part, or of a fact, when what it reads does not exist
+
+# Sets $engine to absent (no engine installed), down (installed, not answering) or up. Any other
+# answer (permission denied on the socket, an engine that hangs) ends the script non-zero with
+# the reason, under ``set -e``: it must never read as an empty host.
+ENGINE_STATE = StringCommand(
+    "engine=$(if ! command -v docker >/dev/null; then echo absent;",
+    "elif out=$(timeout 10 docker version --format '{{.Server.Version}}' 2>&1); then echo up;",
+    'else rc=$?; case "$out" in *"Cannot connect to the Docker daemon"*)',
+    "if command -v dockerd >/dev/null; then echo down; else echo absent; fi;;",
+    '*) echo "docker engine unreadable (exit $rc): $out" >&2; exit 1;; esac; fi)',
+)
+CONTAINER_FORMAT = ('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.Image}} '
+                    f'{{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
 
 
 def section(name: str) -> StringCommand:
     return argv("echo", f"{SECTION}{name}")
 
 
-def cat_if_present(path: str) -> StringCommand:
-    return StringCommand("if [ -f", QuoteString(path), "]; then", argv("cat", path), "; fi")
+def readable_dir(path: str) -> StringCommand:
+    """Fail when ``path`` exists but cannot be listed: below it, every file would test as absent."""
+    return StringCommand("if [ -e", QuoteString(path), "] && ! { [ -r", QuoteString(path), "] && [ -x",
+                         QuoteString(path), "]; }; then", argv("echo", f"cannot read {path}"), ">&2; exit 1; fi")
 
 
-CONTAINER_FORMAT = ('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.Image}} '
-                    f'{{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
-ENGINE_STATE = StringCommand(
-    "if ! command -v docker >/dev/null; then echo absent; exit 0; fi;",
-    "if ! out=$(docker version --format '{{.Server.Version}}' 2>&1); then",
-    'case "$out" in *"Cannot connect to the Docker daemon"*)',
-    "if command -v dockerd >/dev/null; then echo down; else echo absent; fi; exit 0;; esac;",
-    'echo "docker engine unreadable: $out" >&2; exit 1;',
-    "fi; echo up",
-)
+def read_file(path: str) -> StringCommand:
+    """The file's content, or ABSENT when there is no such file; a file that cannot be read fails."""
+    return StringCommand("if [ -e", QuoteString(path), "]; then", argv("cat", path), "; else", argv("echo", ABSENT),
+                         "; fi")
+
+
+def read_link(path: str) -> StringCommand:
+    """Where the symlink ``path`` points, or ABSENT when there is no such link."""
+    return StringCommand("if [ -L", QuoteString(path), "]; then", argv("readlink", path), "; else",
+                         argv("echo", ABSENT), "; fi")
 
 
 def host_state(deploy_dir: str, project: str) -> StringCommand:
-    """Sections: the engine, the project's containers, every image, the secrets' host copy, the
-    remembered image source and the release ``current`` points at."""
-    current = posixpath.join(deploy_dir, contract.CURRENT_LINK)
+    """Sections: the engine and, when it is up, the project's containers, every image, the
+    secrets' host copy, the remembered image source and the release ``current`` points at."""
+    label = f"label=com.docker.compose.project={project}"
+    ids = StringCommand("ids=$(", argv("docker", "ps", "-aq", "--filter", label), ")", _separator="")
     return chain(
-        StringCommand("set -e"),
-        section("engine"), ENGINE_STATE,
-        section("containers"),
-        StringCommand("ids=$(", argv("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"),
-                      ")", _separator=""),
-        StringCommand('if [ -n "$ids" ]; then', argv("docker", "inspect", "--format", CONTAINER_FORMAT),
-                      "$ids; fi"),
+        StringCommand("set -e"), ENGINE_STATE,
+        section("engine"), StringCommand('echo "$engine"; [ "$engine" = up ] || exit 0'),
+        readable_dir(deploy_dir),
+        section("containers"), ids,
+        StringCommand('if [ -n "$ids" ]; then', argv("docker", "inspect", "--format", CONTAINER_FORMAT), "$ids; fi"),
         section("images"), image_ids(),
-        section("secrets"), cat_if_present(posixpath.join(deploy_dir, ".secrets.json")),
-        section("image-source"), cat_if_present(posixpath.join(deploy_dir, "state", "image-source")),
-        section("current"),
-        StringCommand("if [ -L", QuoteString(current), "]; then", argv("readlink", current), "; fi"),
+        section("secrets"), read_file(posixpath.join(deploy_dir, ".secrets.json")),
+        section("image-source"), read_file(posixpath.join(deploy_dir, "state", "image-source")),
+        section("current"), read_link(posixpath.join(deploy_dir, contract.CURRENT_LINK)),
     )
 
 
 def engine_status() -> StringCommand:
-    """``key=value`` lines: the docker CLI, dockerd, systemd, debootstrap, python3, the engine's
-    version and Compose's."""
+    """``key=value`` lines, every key always: the docker CLI, dockerd, systemd, debootstrap,
+    python3 (yes or no), the engine (absent, down or up) and Compose's version (empty when
+    ``docker compose`` does not answer: a plugin that does not answer is installed again)."""
+    tools = [StringCommand("if command -v", tool, ">/dev/null; then echo", f"{key}=yes; else echo", f"{key}=no; fi")
+             for key, tool in (("cli", "docker"), ("dockerd", "dockerd"), ("debootstrap", "debootstrap"),
+                               ("python3", "python3"))]
     return chain(
-        StringCommand("command -v docker >/dev/null && echo cli=yes"),
-        StringCommand("command -v dockerd >/dev/null && echo dockerd=yes"),
-        StringCommand("command -v systemctl >/dev/null && [ -d /run/systemd/system ] && echo systemd=yes"),
-        StringCommand("command -v debootstrap >/dev/null && echo debootstrap=yes"),
-        StringCommand("command -v python3 >/dev/null && echo python3=yes"),
-        StringCommand("echo server=$(timeout 10 docker version --format '{{.Server.Version}}' 2>/dev/null)"),
-        StringCommand("echo compose=$(timeout 10 docker compose version --short 2>/dev/null)"),
-        StringCommand("true"),
+        StringCommand("set -e"), ENGINE_STATE, StringCommand('echo "engine=$engine"'), *tools,
+        StringCommand("if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then echo systemd=yes;",
+                      "else echo systemd=no; fi"),
+        StringCommand("if command -v docker >/dev/null &&",
+                      "version=$(timeout 10 docker compose version --short 2>/dev/null); then",
+                      'echo "compose=$version"; else echo compose=; fi'),
     )
 
 
 def registry_reachable(images: Sequence[str]) -> StringCommand:
-    """``yes`` when every image is on the host or its registry answers for it, else ``no``."""
-    checks = [StringCommand("(", argv("docker", "image", "inspect", image), ">/dev/null 2>&1 ||",
-                            argv("timeout", "20", "docker", "manifest", "inspect", image), ">/dev/null 2>&1)")
+    """``yes`` when every image is on the host or its registry answers for it, else ``no``. The
+    engine is asked first, so a "no such image" is never an engine that did not answer."""
+    checks = [StringCommand('{ { [ "$engine" = up ] &&', argv("docker", "image", "inspect", image),
+                            ">/dev/null 2>&1; } ||", argv("timeout", "20", "docker", "manifest", "inspect", image),
+                            ">/dev/null 2>&1; }")
               for image in images]
-    return StringCommand("if", combine(*checks), "; then echo yes; else echo no; fi")
+    return chain(StringCommand("set -e"), ENGINE_STATE,
+                 StringCommand("if", combine(*checks), "; then echo yes; else echo no; fi"))
 
 
 def stack_status(deploy_dir: str) -> StringCommand:
@@ -255,20 +278,24 @@ def stack_status(deploy_dir: str) -> StringCommand:
 
 
 def release_history(deploy_dir: str) -> StringCommand:
+    """The helper's release history, or ABSENT when the helper is not there (never deployed)."""
     helper = posixpath.join(deploy_dir, "stackctl.py")
-    return StringCommand("if [ -f", QuoteString(helper), "]; then", argv("python3", helper, "releases"), "; fi")
+    return chain(StringCommand("set -e"), readable_dir(deploy_dir),
+                 StringCommand("if [ -e", QuoteString(helper), "]; then", argv("python3", helper, "releases"),
+                               "; else", argv("echo", ABSENT), "; fi"))
 
 
 def file_hashes(root: str, top_files: Sequence[str]) -> StringCommand:
     """``<sha256>  <path>`` of every file of the current release and of ``top_files``, paths
-    relative to ``root``; nothing when ``root`` does not exist."""
-    current = contract.CURRENT_LINK
-    listing = StringCommand(
-        "{", StringCommand("if [ -d", QuoteString(posixpath.join(current, "")), "]; then",
-                           argv("find", "-L", posixpath.join(current, ""), "-type", "f", "-print0"), "; fi;"),
-        "for f in", *(QuoteString(f) for f in top_files),
-        "; do if [ -f \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done;",
-        "}",
+    relative to ``root``; ABSENT when ``root`` does not exist. No pipe: a find or sha256sum
+    that fails is the command's exit status."""
+    current = posixpath.join(contract.CURRENT_LINK, "")
+    return chain(
+        StringCommand("set -e"), readable_dir(root),
+        StringCommand("if [ -d", QuoteString(root), "]; then", argv("cd", root), "; else", argv("echo", ABSENT),
+                      "; exit 0; fi"),
+        StringCommand("if [ -d", QuoteString(current), "]; then",
+                      argv("find", "-L", current, "-type", "f", "-exec", "sha256sum", "{}", "+"), "; fi"),
+        StringCommand("for f in", *(QuoteString(f) for f in top_files),
+                      '; do if [ -e "$f" ]; then sha256sum "$f"; fi; done'),
     )
-    return StringCommand("if [ -d", QuoteString(root), "]; then",
-                         combine(argv("cd", root), pipe(listing, argv("xargs", "-0r", "sha256sum"))), "; fi")

@@ -29,6 +29,7 @@ from stackdeploy.facts import (
     RegistryReachable,
     StackHostState,
     parse_image_ids,
+    read_fact,
 )
 from stackdeploy.fingerprint import context_files
 from stackdeploy.inputfiles import StackInputError, setting_source
@@ -108,7 +109,7 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
     if state.image_source in ("registry", "local"):
         return state.image_source
     images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if s.kind != "python"]
-    return "registry" if host.get_fact(RegistryReachable, images=images) else "local"
+    return "registry" if read_fact(host, RegistryReachable, images=images) else "local"
 
 
 def build_host(stack: model.Stack, host: Host) -> Host | None:
@@ -138,18 +139,18 @@ def images_to_get(plan: Plan, state: HostState, host: Host, builder: Host | None
 def read_host(host: Host, stack: model.Stack) -> HostState:
     """The host's state; an installed engine that does not answer is started first (a real
     run) or refused (``--dry``), so the plan is always made from what is really there."""
-    state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    state = read_fact(host, StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
     if state.engine != ENGINE_DOWN:
         return state
     if "--dry" in sys.argv:
         raise StackInputError(f"{host.name}: the Docker engine is installed but not answering, so a dry run "
                               f"cannot tell what is on the host. Start it ({START_ENGINE_HINT}) and run again.")
     logger.warning(f"{host.print_prefix}Docker engine not answering: starting it before reading the host")
-    systemd = host.get_fact(DockerEngineStatus)["systemd"]
+    systemd = read_fact(host, DockerEngineStatus)["systemd"]
     ok, output = host.run_shell_command(commands.script(*commands.start_engine(systemd)))
     if not ok:
         raise PyinfraError(f"{host.name}: could not start the Docker engine: {output.stderr}")
-    return host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    return read_fact(host, StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
 
 
 def release_files(plan: Plan) -> dict[str, bytes]:
@@ -222,7 +223,7 @@ def decide(host: Host) -> HostDecisions:
         ship_from = commands.ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
     else:
         to_build, to_ship = images_to_get(plan, state, host, builder)
-    deployed = host.get_fact(FileHashes, root=stack.deploy_dir)
+    deployed = read_fact(host, FileHashes, root=stack.deploy_dir)
     files = release_files(plan)
     changed = differs(files, deployed.release)
     stale = [rel for rel in deployed.release if rel not in files]

@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
 from stackdeploy import commands
-from stackdeploy.facts import DockerEngineStatus
+from stackdeploy.facts import ENGINE_UP, DockerEngineStatus, read_fact
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
 CLI_PLUGINS = "/usr/local/lib/docker/cli-plugins"
@@ -18,7 +18,7 @@ START_ENGINE_HINT = "systemctl start docker, or where there is no systemd: setsi
 @deploy("Ensure Docker engine and Compose v2")
 def ensure_engine(needs_debootstrap: bool) -> None:
     """Install and start what is missing; a host that already answers is left alone."""
-    engine = host.get_fact(DockerEngineStatus)
+    engine = read_fact(host, DockerEngineStatus)
     packages = [pkg for pkg, present in (("docker.io", engine["cli"] and engine["dockerd"]),
                                          ("python3", engine["python3"]),
                                          ("debootstrap", engine["debootstrap"] or not needs_debootstrap),
@@ -30,7 +30,7 @@ def ensure_engine(needs_debootstrap: bool) -> None:
         # one root), try again instead of failing the host.
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, update=True,
                      no_recommends=True, _retries=APT_RETRIES, _retry_delay=APT_RETRY_DELAY)
-    if not engine["server"]:
+    if engine["engine"] != ENGINE_UP:
         server.shell(name=f"Start dockerd ({'systemd' if engine['systemd'] else 'no systemd: detached'})",
                      commands=commands.start_engine(engine["systemd"]))
     if not engine["compose"]:

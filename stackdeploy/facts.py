@@ -4,6 +4,11 @@ Facts run while pyinfra prepares (before any change), so every decision made fro
 is known up front and ``--dry`` reports exactly what the real run will do. A fact that
 cannot read the host fails the run: an engine that does not answer or a permission error
 must never read as "nothing there" (that once rebuilt every image of a stopped engine).
+
+So a fact's command exits non-zero when a read fails, and prints an explicit ABSENT where
+"there is none" is a real answer (a fresh host has no deploy directory yet); ``process``
+refuses output it does not recognise; and callers read facts with ``read_fact``, which
+raises when the read failed (pyinfra itself would go on with the fact's empty default).
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, TypeVar
 
-from pyinfra.api import FactBase, StringCommand
+from pyinfra.api import FactBase, Host, StringCommand
+from pyinfra.api.exceptions import FactProcessError
 
 from stackdeploy import commands, contract
-from stackdeploy.commands import SECTION
+from stackdeploy.commands import ABSENT, SECTION
+from stackdeploy.inputfiles import StackInputError
+
+T = TypeVar("T")
 
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
@@ -65,7 +74,7 @@ class EngineStatus(TypedDict):
     systemd: bool  # systemctl, and systemd running as init
     debootstrap: bool
     python3: bool
-    server: str | None  # the engine's version, None when it does not answer
+    engine: str  # ENGINE_ABSENT, ENGINE_DOWN or ENGINE_UP
     compose: str | None  # Compose v2's version, None when ``docker compose`` does not answer
 
 
@@ -105,6 +114,36 @@ class DeployedFiles:
     top: Mapping[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
 
 
+class HostReadError(StackInputError):
+    """A fact could not read a host: shown like a refusal, one line after pyinfra's own report."""
+
+
+def read_fact(host: Host, fact: type[FactBase[T]], **arguments: Any) -> T:
+    """``host.get_fact``, but a read that failed raises. pyinfra reports the failure and marks
+    the host failed, then returns the fact's default, which reads as "nothing there": no
+    containers, no secrets (so new ones would be generated and saved)."""
+    value = host.get_fact(fact, **arguments)
+    if host in host.state.failed_hosts:
+        raise HostReadError(f"{host.name}: could not read the host ({fact.__name__}): see the error above")
+    return value
+
+
+def _unexpected(fact: str, output: list[str]) -> FactProcessError:
+    return FactProcessError(f"{fact}: unexpected output: {' | '.join(output)[-500:]!r}")
+
+
+def _json(fact: str, output: list[str]) -> Any:
+    try:
+        return json.loads("\n".join(output))
+    except ValueError:
+        raise _unexpected(fact, output) from None
+
+
+def _file(parts: dict[str, list[str]], name: str) -> str:
+    """A section holding a file (or a link): its content, "" when the host has none."""
+    return "" if parts[name] == [ABSENT] else "\n".join(parts[name])
+
+
 def _sections(lines: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     current = ""
@@ -127,6 +166,9 @@ def parse_image_ids(lines: list[str]) -> dict[str, str]:
     return found
 
 
+HOST_SECTIONS = {"containers", "images", "secrets", "image-source", "current"}  # after the engine, when it is up
+
+
 class StackHostState(FactBase[HostState]):
     """Engine state, the stack's containers (with their config-hash label), present images,
     secrets, the remembered image source and the current release."""
@@ -141,22 +183,30 @@ class StackHostState(FactBase[HostState]):
         return HostState()  # no docker CLI: a fresh host, nothing of the stack on it
 
     def process(self, output: list[str]) -> HostState:
-        parts = _sections(list(output))
+        parts = _sections(output)
+        engine = "".join(parts.get("engine", [])).strip()
+        if engine in (ENGINE_ABSENT, ENGINE_DOWN):
+            return HostState(engine=engine)  # nothing else to read (a stopped engine is started, then read)
+        if engine != ENGINE_UP or not parts.keys() >= HOST_SECTIONS:
+            raise _unexpected("StackHostState", output)
         containers: dict[str, list[ContainerState]] = {}
-        for line in parts.get("containers", []):
+        for line in parts["containers"]:
             fields = line.split(maxsplit=4)  # a missing label prints as "<no value>": two words
             if len(fields) == 5 and not line.startswith(NO_VALUE):
                 service, container_id, status, image_id, label = fields
                 found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id)
                 containers.setdefault(service, []).append(found)
         return HostState(
-            engine="".join(parts.get("engine", [])).strip() or ENGINE_ABSENT,
+            engine=engine,
             containers={service: tuple(found) for service, found in containers.items()},
-            image_ids=parse_image_ids(parts.get("images", [])),
-            secrets_json="\n".join(parts.get("secrets", [])),
-            image_source="".join(parts.get("image-source", [])).strip(),
-            current="".join(parts.get("current", [])).strip().rsplit("/", 1)[-1],
+            image_ids=parse_image_ids(parts["images"]),
+            secrets_json=_file(parts, "secrets"),
+            image_source=_file(parts, "image-source").strip(),
+            current=_file(parts, "current").strip().rsplit("/", 1)[-1],
         )
+
+
+ENGINE_KEYS = set(EngineStatus.__annotations__)
 
 
 class DockerEngineStatus(FactBase[EngineStatus]):
@@ -169,14 +219,16 @@ class DockerEngineStatus(FactBase[EngineStatus]):
 
     def process(self, output: list[str]) -> EngineStatus:
         values = dict(line.split("=", 1) for line in output if "=" in line)
+        if not values.keys() >= ENGINE_KEYS or values["engine"] not in (ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP):
+            raise _unexpected("DockerEngineStatus", output)
         return {
-            "cli": values.get("cli") == "yes",
-            "dockerd": values.get("dockerd") == "yes",
-            "systemd": values.get("systemd") == "yes",
-            "debootstrap": values.get("debootstrap") == "yes",
-            "python3": values.get("python3") == "yes",
-            "server": values.get("server", "").strip() or None,
-            "compose": values.get("compose", "").strip() or None,
+            "cli": values["cli"] == "yes",
+            "dockerd": values["dockerd"] == "yes",
+            "systemd": values["systemd"] == "yes",
+            "debootstrap": values["debootstrap"] == "yes",
+            "python3": values["python3"] == "yes",
+            "engine": values["engine"],
+            "compose": values["compose"].strip() or None,
         }
 
 
@@ -193,11 +245,15 @@ class RegistryReachable(FactBase[bool]):
         return commands.registry_reachable(images)
 
     def process(self, output: list[str]) -> bool:
-        return "".join(output).strip() == "yes"
+        answer = "".join(output).strip()
+        if answer not in ("yes", "no"):
+            raise _unexpected("RegistryReachable", output)
+        return answer == "yes"
 
 
-class StackStatus(FactBase[dict[str, ServiceStatus]]):
-    """One probe of every service of the current release (``stackctl.py status``)."""
+class StackStatus(FactBase[dict[str, ServiceStatus] | None]):
+    """One probe of every service of the current release (``stackctl.py status``); None where
+    there is no python3 to run the helper with (pyinfra's default), so nothing reads as healthy."""
 
     requires_command = "python3"
 
@@ -205,7 +261,7 @@ class StackStatus(FactBase[dict[str, ServiceStatus]]):
         return commands.stack_status(deploy_dir)
 
     def process(self, output: list[str]) -> dict[str, ServiceStatus]:
-        return parse_status("\n".join(output))
+        return _json("StackStatus", output)
 
 
 def parse_status(text: str) -> dict[str, ServiceStatus]:
@@ -227,7 +283,9 @@ class ReleaseHistory(FactBase[HostReleases]):
         return HostReleases()
 
     def process(self, output: list[str]) -> HostReleases:
-        found = json.loads("\n".join(output))
+        if output == [ABSENT]:
+            return HostReleases()  # no helper: never deployed with releases
+        found = _json("ReleaseHistory", output)
         return HostReleases(current=found["current"], present=tuple(found["present"]),
                             releases=tuple(found["releases"]), manifests=found["manifests"])
 
@@ -242,15 +300,19 @@ class FileHashes(FactBase[DeployedFiles]):
 
     @staticmethod
     def default() -> DeployedFiles:
-        return DeployedFiles()  # pyinfra's answer when the command printed nothing (nothing deployed)
+        return DeployedFiles()  # pyinfra's answer when the command printed nothing: no file deployed
 
     def process(self, output: list[str]) -> DeployedFiles:
+        if output == [ABSENT]:
+            return DeployedFiles()  # no deploy directory yet
         release, top = {}, {}
         prefix = f"{contract.CURRENT_LINK}/"
         for line in output:
             digest, _, path = line.partition("  ")
+            if not path:
+                raise _unexpected("FileHashes", output)
             if path.startswith(prefix):
                 release[path.removeprefix(prefix)] = digest
-            elif path:
+            else:
                 top[path] = digest
         return DeployedFiles(release, top)

@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
 
 from stackdeploy import STATE_DIR, commands
-from stackdeploy.facts import ServiceStatus, StackStatus, parse_status
+from stackdeploy.facts import ServiceStatus, StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
@@ -66,8 +66,8 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
     at all. pyinfra runs this body twice (prepare, then execute): print only when executing.
     """
     if not (built or started or base_built):
-        status = host.get_fact(StackStatus, deploy_dir=plan.stack.deploy_dir)
-        if all(row["check"] == "ok" for row in status.values()):
+        status = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir)
+        if status is not None and all(row["check"] == "ok" for row in status.values()):
             if host.state.is_executing:
                 _summarise(plan, status, {}, [])
             host.noop(f"all {len(status)} services healthy")

@@ -4,18 +4,33 @@ Compose 2.40, the ``creatorstack`` project in /opt/creatorstack); secret values 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+from pyinfra.api import StringCommand
+from pyinfra.api.exceptions import FactProcessError
+
+from stackdeploy import FILES_DIR, commands, contract
+from stackdeploy.commands import ABSENT
 from stackdeploy.facts import (
+    TOP_FILES,
     ContainerState,
     DeployedFiles,
     DockerEngineStatus,
     FileHashes,
+    HostReadError,
     HostReleases,
     RegistryReachable,
     ReleaseHistory,
     StackHostState,
     StackStatus,
+    read_fact,
 )
 
 AUTH_ID = "bd7f6c279ab91993a3f429163170d0102c472b7d56b985098c9f067a4106f5cc"
@@ -68,16 +83,29 @@ def test_host_state_sees_an_interrupted_rollout_and_a_container_without_the_labe
         f"auth-service aaa running {AUTH_IMAGE_ID} {AUTH_HASH}", f"auth-service bbb running {AUTH_IMAGE_ID} hash2",
         f"postgres ccc exited {POSTGRES_IMAGE_ID} <no value>",
         f"<no value> ddd running {POSTGRES_IMAGE_ID} <no value>",  # the project's label, not compose's
-        "--stackdeploy:images", "--stackdeploy:secrets", "--stackdeploy:image-source", "--stackdeploy:current",
+        "--stackdeploy:images",
+        "--stackdeploy:secrets", ABSENT, "--stackdeploy:image-source", ABSENT, "--stackdeploy:current", ABSENT,
     ])
     assert not state.up_to_date("auth-service", AUTH_HASH)  # two containers: a rollout was interrupted
     assert state.containers["postgres"][0].config_hash == "" and not state.up_to_date("postgres", "")
     assert set(state.containers) == {"auth-service", "postgres"}
     assert not state.images and state.current == "" and state.secrets_json == ""
+    no_source = [ABSENT if line == "local" else line for line in HOST_STATE]  # the image-source file absent
+    assert StackHostState().process(no_source) == replace(StackHostState().process(HOST_STATE), image_source="")
 
 
 def test_a_stopped_engine_reads_as_down_not_as_an_empty_host():
     assert StackHostState().process(["--stackdeploy:engine", "down"]).engine == "down"
+
+
+@pytest.mark.parametrize("output", [
+    [],  # pyinfra gives process() no empty output, but nothing must read as "absent"
+    ["--stackdeploy:engine", "up", "--stackdeploy:containers"],  # cut short
+    ["--stackdeploy:engine", "Got permission denied while trying to connect to the Docker daemon socket"],
+], ids=["empty", "cut-short", "not-an-engine-state"])
+def test_host_state_refuses_output_it_does_not_know(output: list[str]):
+    with pytest.raises(FactProcessError):
+        StackHostState().process(output)
 
 
 def test_a_host_without_docker_is_a_fresh_host():
@@ -85,16 +113,29 @@ def test_a_host_without_docker_is_a_fresh_host():
 
 
 def test_engine_status_of_a_host_that_answers():
-    status = DockerEngineStatus().process(["cli=yes", "dockerd=yes", "debootstrap=yes", "python3=yes",
-                                           "server=20.10.24+dfsg1", "compose=2.40.3"])
+    status = DockerEngineStatus().process(["engine=up", "cli=yes", "dockerd=yes", "debootstrap=yes", "python3=yes",
+                                           "systemd=no", "compose=2.40.3"])
     assert status == {"cli": True, "dockerd": True, "systemd": False, "debootstrap": True, "python3": True,
-                      "server": "20.10.24+dfsg1", "compose": "2.40.3"}
+                      "engine": "up", "compose": "2.40.3"}
+
+
+def test_engine_status_of_a_fresh_host():
+    status = DockerEngineStatus().process(["engine=absent", "cli=no", "dockerd=no", "debootstrap=no",
+                                           "python3=yes", "systemd=yes", "compose="])
+    assert status["engine"] == "absent" and status["compose"] is None and status["systemd"]
+
+
+def test_engine_status_refuses_a_missing_key():
+    with pytest.raises(FactProcessError):
+        DockerEngineStatus().process(["engine=up", "cli=yes"])
 
 
 def test_registry_reachable_is_a_yes_or_a_no():
     assert RegistryReachable().process(["yes"]) is True
     assert RegistryReachable().process(["no"]) is False
     assert RegistryReachable.default() is False  # no docker CLI
+    with pytest.raises(FactProcessError):
+        RegistryReachable().process([])
 
 
 STATUS = {
@@ -112,6 +153,9 @@ def test_stack_status_is_one_row_per_service_and_remote_dependency():
     status = StackStatus().process(json.dumps(STATUS, indent=2).splitlines())
     assert status == STATUS
     assert [name for name, row in status.items() if row["check"] != "ok"] == ["postgres"]
+    assert StackStatus.default() is None  # no python3: never "all healthy"
+    with pytest.raises(FactProcessError):
+        StackStatus().process(["Traceback (most recent call last):"])
 
 
 def record(release: str, result: str = "ok", action: str = "deploy") -> dict:
@@ -141,7 +185,8 @@ def test_release_history_as_the_helper_prints_it():
 
 
 def test_a_host_never_deployed_has_no_release_history():
-    assert ReleaseHistory.default() == HostReleases()
+    assert ReleaseHistory().process([ABSENT]) == HostReleases()
+    assert ReleaseHistory.default() == HostReleases()  # no python3: nothing was ever deployed
 
 
 HASHES = [
@@ -165,4 +210,176 @@ def test_file_hashes_split_release_and_top_level_files():
 
 
 def test_nothing_deployed_has_no_file_hashes():
-    assert FileHashes.default() == DeployedFiles()
+    assert FileHashes().process([ABSENT]) == DeployedFiles()  # no deploy directory
+    assert FileHashes.default() == DeployedFiles()  # a deploy directory without any of the files
+    with pytest.raises(FactProcessError):
+        FileHashes().process(["sha256sum: current/compose.yaml: Permission denied"])
+
+
+class FakeHost:
+    """What read_fact uses of a pyinfra Host: get_fact, and the state's failed hosts."""
+
+    def __init__(self, fails: bool):
+        self.name, self.fails, self.state = "web", fails, SimpleNamespace(failed_hosts=set())
+
+    def get_fact(self, fact: type, **arguments: object) -> object:
+        if self.fails:  # what pyinfra does when the command exits non-zero
+            self.state.failed_hosts.add(self)
+            return fact.default()
+        return StackHostState().process(HOST_STATE)
+
+
+def test_a_failed_read_raises_instead_of_returning_the_empty_default():
+    with pytest.raises(HostReadError, match="web: could not read the host"):
+        read_fact(FakeHost(fails=True), StackHostState, deploy_dir="/opt/stack", project="stack")  # type: ignore
+    state = read_fact(FakeHost(fails=False), StackHostState, deploy_dir="/opt/stack", project="stack")  # type: ignore
+    assert state.current == "20261126T065636Z"
+
+
+# The commands themselves, run here with a stand-in ``docker`` first on PATH (it answers from
+# files, never the real engine), on a deploy directory with a space and a quote in its path.
+
+FAKE_DOCKER = """#!/bin/sh
+printf '%s\\n' "$@" > "$FAKE/$1.args"
+case "$1" in
+  version) if [ -s "$FAKE/version-error" ]; then cat "$FAKE/version-error" >&2; exit 1; fi; echo 20.10.24+dfsg1;;
+  compose) echo 2.40.3;;
+  ps) cat "$FAKE/ids";;
+  inspect) cat "$FAKE/inspect";;
+  images) cat "$FAKE/images";;
+  image) grep -qx "$3" "$FAKE/present";;
+  manifest) exit 1;;
+esac
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Path:
+    """A directory holding the stand-in docker (and dockerd) and the answers it gives."""
+    root = tmp_path / "fake"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "docker").write_text(FAKE_DOCKER)
+    (root / "bin" / "dockerd").write_text("#!/bin/sh\nexit 1\n")
+    for executable in (root / "bin").iterdir():
+        executable.chmod(0o755)
+    (root / "ids").write_text(f"{AUTH_ID[:12]}\n")
+    (root / "inspect").write_text(HOST_STATE[3] + "\n")
+    (root / "images").write_text("\n".join(HOST_STATE[6:10]) + "\n")
+    (root / "present").write_text("stackdeploy/postgres:b67c5ceac670\n")
+    (root / "version-error").write_text("")
+    return root
+
+
+@pytest.fixture
+def deploy_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "it's my stack"
+    path.mkdir()
+    return path
+
+
+def run(command: StringCommand, fake: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FAKE": str(fake), "PATH": f"{fake / 'bin'}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", "-c", command.get_raw_value()], capture_output=True, text=True, env=env,
+                          timeout=30, check=False)
+
+
+def test_host_state_command_on_a_deployed_host(fake: Path, deploy_dir: Path):
+    (deploy_dir / "state").mkdir()
+    (deploy_dir / ".secrets.json").write_text('{"JWT_SECRET": "made-up"}\n')
+    (deploy_dir / "state" / "image-source").write_text("local\n")
+    (deploy_dir / "releases" / "R7").mkdir(parents=True)
+    (deploy_dir / "current").symlink_to("releases/R7")
+    result = run(commands.host_state(str(deploy_dir), "my stack"), fake)
+    assert result.returncode == 0, result.stderr
+    state = StackHostState().process(result.stdout.splitlines())
+    assert state.engine == "up" and state.current == "R7" and state.image_source == "local"
+    assert json.loads(state.secrets_json) == {"JWT_SECRET": "made-up"}
+    assert state.up_to_date("auth-service", AUTH_HASH) and len(state.images) == 3
+    assert (fake / "ps.args").read_text().splitlines() == ["ps", "-aq", "--filter",
+                                                           "label=com.docker.compose.project=my stack"]
+
+
+def test_host_state_command_on_a_fresh_host(fake: Path, tmp_path: Path):
+    (fake / "ids").write_text("")
+    result = run(commands.host_state(str(tmp_path / "not there yet"), "my stack"), fake)
+    assert result.returncode == 0, result.stderr
+    state = StackHostState().process(result.stdout.splitlines())
+    assert (state.engine, state.current, state.secrets_json, state.image_source) == ("up", "", "", "")
+    assert not state.containers
+
+
+def test_host_state_command_when_the_engine_is_installed_but_stopped(fake: Path, deploy_dir: Path):
+    (fake / "version-error").write_text("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+                                        "Is the docker daemon running?\n")
+    result = run(commands.host_state(str(deploy_dir), "my stack"), fake)
+    assert result.returncode == 0
+    assert StackHostState().process(result.stdout.splitlines()).engine == "down"
+
+
+def test_an_engine_that_refuses_us_fails_the_read_instead_of_reading_as_empty(fake: Path, deploy_dir: Path):
+    denied = ("permission denied while trying to connect to the Docker daemon socket at "
+              "unix:///var/run/docker.sock: connect: permission denied")
+    (fake / "version-error").write_text(denied + "\n")
+    for command in (commands.host_state(str(deploy_dir), "my stack"), commands.engine_status(),
+                    commands.registry_reachable(["python:3.11-slim"])):
+        result = run(command, fake)
+        assert result.returncode != 0 and denied in result.stderr
+
+
+def test_a_failed_read_still_fails_inside_pyinfras_requires_command_guard(fake: Path, deploy_dir: Path):
+    """pyinfra 3.10 (api/facts.py) runs a fact that declares requires_command in a subshell
+    behind ``if command -v ...``: the engine's refusal must still be the exit status."""
+    (fake / "version-error").write_text("permission denied\n")
+    guarded = StringCommand("if command -v docker >/dev/null 2>&1; then (", commands.host_state(str(deploy_dir), "p"),
+                            "); else echo '##PYINFRA_NOCMD##'; fi")
+    result = run(guarded, fake)
+    assert result.returncode != 0 and result.stdout == ""
+
+
+def test_engine_status_command_prints_every_key(fake: Path):
+    result = run(commands.engine_status(), fake)
+    status = DockerEngineStatus().process(result.stdout.splitlines())
+    assert status["engine"] == "up" and status["cli"] and status["dockerd"] and status["compose"] == "2.40.3"
+
+
+def test_registry_reachable_command_asks_the_registry_only_for_missing_images(fake: Path):
+    present = run(commands.registry_reachable(["stackdeploy/postgres:b67c5ceac670"]), fake)
+    assert RegistryReachable().process(present.stdout.splitlines()) is True
+    missing = run(commands.registry_reachable(["stackdeploy/postgres:b67c5ceac670", "python:3.11-slim"]), fake)
+    assert RegistryReachable().process(missing.stdout.splitlines()) is False  # the stand-in registry says no
+    assert (fake / "manifest.args").read_text().splitlines() == ["manifest", "inspect", "python:3.11-slim"]
+
+
+def test_file_hashes_command_lists_the_current_release_and_the_top_files(deploy_dir: Path, fake: Path):
+    (deploy_dir / "releases" / "R1" / "env").mkdir(parents=True)
+    (deploy_dir / "releases" / "R1" / "env" / "auth service.env").write_text("A=1\n")
+    (deploy_dir / "current").symlink_to("releases/R1")
+    (deploy_dir / "stackctl.py").write_text("")
+    result = run(commands.file_hashes(str(deploy_dir), TOP_FILES), fake)
+    assert result.returncode == 0, result.stderr
+    found = FileHashes().process(result.stdout.splitlines())
+    assert found.release == {"env/auth service.env": hashlib.sha256(b"A=1\n").hexdigest()}
+    assert found.top == {"stackctl.py": hashlib.sha256(b"").hexdigest()}
+
+
+def test_file_hashes_command_without_a_deploy_directory_says_so(tmp_path: Path, fake: Path):
+    result = run(commands.file_hashes(str(tmp_path / "not there yet"), TOP_FILES), fake)
+    assert result.returncode == 0 and result.stdout.splitlines() == [ABSENT]
+
+
+def test_file_hashes_command_fails_when_the_listing_fails(deploy_dir: Path, fake: Path):
+    """Before, find ran into a pipe and its failure was lost: a half listing read as "changed"."""
+    (deploy_dir / "releases" / "R1").mkdir(parents=True)
+    (deploy_dir / "releases" / "R1" / "loop").symlink_to(".")
+    (deploy_dir / "current").symlink_to("releases/R1")
+    result = run(commands.file_hashes(str(deploy_dir), TOP_FILES), fake)
+    assert result.returncode != 0 and "loop" in result.stderr
+
+
+def test_release_history_command_before_and_after_the_helper_is_there(deploy_dir: Path, fake: Path):
+    assert run(commands.release_history(str(deploy_dir)), fake).stdout.splitlines() == [ABSENT]
+    (deploy_dir / "stackctl.py").write_bytes((FILES_DIR / "stackctl.py").read_bytes())
+    (deploy_dir / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
+    result = run(commands.release_history(str(deploy_dir)), fake)
+    assert result.returncode == 0, result.stderr
+    assert ReleaseHistory().process(result.stdout.splitlines()) == HostReleases()
