@@ -9,11 +9,12 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from pyinfra.api import StringCommand
+from pyinfra.api import FileUploadCommand, StringCommand
 
-from stackdeploy import commands
+from stackdeploy import commands, images, upload
 
 DEPLOY_DIR = "/srv/my stack"
 SSH = ["ssh", "-o", "BatchMode=yes", "-i", "/home/me/my keys/id", "deploy@10.0.0.2"]
@@ -125,3 +126,18 @@ def test_fact_commands_parse_and_quote_the_deploy_directory(command: StringComma
     rendered = command.get_raw_value()
     assert subprocess.run(["sh", "-n", "-c", rendered], check=False).returncode == 0
     assert "/srv/my stack" not in re.sub("'[^']*'", "", rendered)  # only ever inside single quotes
+
+
+def test_operations_yield_the_built_commands_as_they_are():
+    """pyinfra wraps only a plain str (and strips it); these reach the connector as built."""
+    plan = SimpleNamespace(stack=SimpleNamespace(deploy_dir=DEPLOY_DIR, debian_mirror="http://deb.debian.org/debian"),
+                           secret_files=set(), base_image="stackdeploy/base:1")
+    decisions = SimpleNamespace(plan=plan, release="R2", new_release=True, base_to_build=True,
+                                release_files={"compose.yaml": b"services: {}\n"}, changed_files=["compose.yaml"],
+                                current_files=["compose.yaml", "old file.env"])
+    staged = list(upload.staged_release._inner(decisions))
+    assert [type(c) for c in staged] == [StringCommand, StringCommand, FileUploadCommand, StringCommand, StringCommand]
+    assert words(staged[-1]) == ["cd", "/srv/my stack/releases/R2", "&&", "rm", "-f", "old file.env"]
+    assert staged[2].dest == "/srv/my stack/releases/R2/compose.yaml"
+    (base,) = images.base_image._inner(decisions)
+    assert words(base)[:2] == ["sh", "/srv/my stack/releases/R2/images/build-base.sh"]
