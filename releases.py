@@ -8,8 +8,8 @@ import click
 from pyinfra import host
 
 from stackdeploy.desired import load_stack
-from stackdeploy.facts import ReleaseHistory
+from stackdeploy.facts import ReleaseHistory, read_fact
 from stackdeploy.rollback import history_table
 
 stack = load_stack(host)
-click.echo(history_table(host.name, host.get_fact(ReleaseHistory, deploy_dir=stack.deploy_dir)))
+click.echo(history_table(host.name, read_fact(host, ReleaseHistory, deploy_dir=stack.deploy_dir)))

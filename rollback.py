@@ -9,7 +9,7 @@ from pyinfra import host
 
 from stackdeploy import secrets
 from stackdeploy.desired import decide
-from stackdeploy.facts import ReleaseHistory
+from stackdeploy.facts import ReleaseHistory, read_fact
 from stackdeploy.release import Run, record_release, take_lock
 from stackdeploy.rollback import decide_rollback
 from stackdeploy.startup import start_services
@@ -17,7 +17,7 @@ from stackdeploy.verify import verify_stack
 
 decisions = decide(host)
 plan = decisions.plan
-rollback = decide_rollback(host, host.get_fact(ReleaseHistory, deploy_dir=plan.stack.deploy_dir))
+rollback = decide_rollback(host, read_fact(host, ReleaseHistory, deploy_dir=plan.stack.deploy_dir))
 host.noop(f"rollback from {rollback.current} to {rollback.target}: {', '.join(rollback.to_change)}")
 run = Run(deploy_dir=rollback.deploy_dir, action="rollback", release=rollback.target, changed=rollback.to_change,
           keep=rollback.keep, current=rollback.current)

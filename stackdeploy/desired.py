@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
-import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,8 +18,8 @@ from pyinfra import logger
 from pyinfra.api import Host
 from pyinfra.api.exceptions import PyinfraError
 
-from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, contract, model, secrets
-from stackdeploy.engine import START_ENGINE_HINT, start_engine_commands
+from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, commands, contract, model, secrets
+from stackdeploy.engine import START_ENGINE_HINT
 from stackdeploy.facts import (
     ENGINE_DOWN,
     DockerEngineStatus,
@@ -29,12 +28,13 @@ from stackdeploy.facts import (
     RegistryReachable,
     StackHostState,
     parse_image_ids,
+    read_fact,
 )
 from stackdeploy.fingerprint import context_files
 from stackdeploy.inputfiles import StackInputError, setting_source
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
-from stackdeploy.remote import ssh_prefix
+from stackdeploy.remote import run_on_control_machine
 from stackdeploy.runinfo import RELEASE_ID, is_dry_run
 
 
@@ -110,7 +110,7 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
     if state.image_source in ("registry", "local"):
         return state.image_source
     images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if not s.built_from_source]
-    return "registry" if host.get_fact(RegistryReachable, images=images) else "local"
+    return "registry" if read_fact(host, RegistryReachable, images=images) else "local"
 
 
 def build_host(stack: model.Stack, host: Host) -> Host | None:
@@ -141,7 +141,7 @@ def read_host(host: Host, stack: model.Stack, *, check_only: bool = False) -> Ho
     """The host's state; an installed engine that does not answer is started first (a real
     run) or refused (a check: ``--dry`` or ``check_only``), so the plan is always made from
     what is really there."""
-    state = host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    state = read_fact(host, StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
     if state.engine != ENGINE_DOWN:
         return state
     if check_only or is_dry_run():
@@ -149,11 +149,11 @@ def read_host(host: Host, stack: model.Stack, *, check_only: bool = False) -> Ho
                               "(--dry, verify.py) starts nothing, so it cannot tell what is on the host. "
                               f"Start it ({START_ENGINE_HINT}) and run again.")
     logger.warning(f"{host.print_prefix}Docker engine not answering: starting it before reading the host")
-    systemd = host.get_fact(DockerEngineStatus)["systemd"]
-    ok, output = host.run_shell_command("\n".join(start_engine_commands(systemd)))
+    systemd = read_fact(host, DockerEngineStatus)["systemd"]
+    ok, output = host.run_shell_command(commands.script(*commands.start_engine(systemd)))
     if not ok:
         raise PyinfraError(f"{host.name}: could not start the Docker engine: {output.stderr}")
-    return host.get_fact(StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
+    return read_fact(host, StackHostState, deploy_dir=stack.deploy_dir, project=stack.name)
 
 
 def release_files(plan: Plan) -> dict[str, bytes]:
@@ -176,7 +176,7 @@ def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
     }
 
 
-def differs(wanted: dict[str, bytes], remote: dict[str, str]) -> list[str]:
+def differs(wanted: dict[str, bytes], remote: Mapping[str, str]) -> list[str]:
     return [rel for rel in sorted(wanted) if remote.get(rel) != hashlib.sha256(wanted[rel]).hexdigest()]
 
 
@@ -184,9 +184,8 @@ def differs(wanted: dict[str, bytes], remote: dict[str, str]) -> list[str]:
 def source_image_ids(source: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Tag -> image id on the ``images_from`` host (read once per run, over SSH)."""
     data = dict(source)
-    command = [*ssh_prefix(data["ssh_hostname"], data), "docker", "images", "--no-trunc", "--format",
-               shlex.quote("{{.Repository}}:{{.Tag}} {{.ID}}")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    ssh = commands.ssh_prefix(data["ssh_hostname"], data)
+    result = run_on_control_machine(commands.run_over_ssh(ssh, commands.image_ids()), timeout=120)
     if result.returncode != 0:
         raise StackInputError(f"images_from: cannot list the images on {data['ssh_hostname']}: "
                               f"{result.stderr.strip()[-500:]}")
@@ -230,10 +229,10 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
     if stack.images_from:  # promotion: the source's very images, by id, never a build here
         pinned = promoted_images(stack, plan, host)
         to_build, to_ship = [], [image for image, image_id in pinned.items() if state.image_ids.get(image) != image_id]
-        ship_from = ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
+        ship_from = commands.ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
     else:
         to_build, to_ship = images_to_get(plan, state, host, builder)
-    deployed = host.get_fact(FileHashes, root=stack.deploy_dir)
+    deployed = read_fact(host, FileHashes, root=stack.deploy_dir)
     files = release_files(plan)
     changed = differs(files, deployed.release)
     stale = [rel for rel in deployed.release if rel not in files]

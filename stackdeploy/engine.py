@@ -6,24 +6,13 @@ from pyinfra import host
 from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, pip, server, systemd
 
-from stackdeploy.facts import DockerEngineStatus
+from stackdeploy import commands
+from stackdeploy.facts import ENGINE_UP, DockerEngineStatus, read_fact
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
 COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 APT_RETRIES, APT_RETRY_DELAY = 12, 5  # up to a minute for a busy apt lock
-START_DETACHED = "setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &"
-WAIT_FOR_ENGINE = (
-    "for i in $(seq 1 300); do docker version >/dev/null 2>&1 && exit 0; sleep 0.2; done; "
-    "echo 'docker engine did not answer within 60s' >&2; exit 1"
-)
-
 START_ENGINE_HINT = "systemctl start docker, or where there is no systemd: setsid nohup dockerd &"
-
-
-def start_engine_commands(has_systemd: bool) -> list[str]:
-    """Start dockerd and wait until it answers, as plain commands: for desired.read_host, which
-    must start an installed engine while pyinfra prepares, where no operation can run."""
-    return ["systemctl enable --now docker" if has_systemd else START_DETACHED, WAIT_FOR_ENGINE]
 
 
 class VenvSitePackages(FactBase[str | None]):
@@ -70,7 +59,7 @@ def compose_plugin(venv: str):
 @deploy("Ensure Docker engine and Compose v2")
 def ensure_engine(needs_debootstrap: bool) -> None:
     """Install and start what is missing; a host that already answers is left alone."""
-    engine = host.get_fact(DockerEngineStatus)
+    engine = read_fact(host, DockerEngineStatus)
     packages = [pkg for pkg, present in (("docker.io", engine["cli"] and engine["dockerd"]),
                                          ("python3", engine["python3"]),
                                          ("debootstrap", engine["debootstrap"] or not needs_debootstrap),
@@ -82,12 +71,12 @@ def ensure_engine(needs_debootstrap: bool) -> None:
         # one root), try again instead of failing the host.
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, update=True,
                      no_recommends=True, _retries=APT_RETRIES, _retry_delay=APT_RETRY_DELAY)
-    if not engine["server"]:
+    if engine["engine"] != ENGINE_UP:
         if engine["systemd"]:
             systemd.service(name="Start dockerd (systemd)", service="docker", running=True, enabled=True)
         else:  # pyinfra has no operation for a daemon without an init system
-            server.shell(name="Start dockerd (no systemd: detached)", commands=[START_DETACHED])
-        server.shell(name="Wait until the Docker engine answers", commands=[WAIT_FOR_ENGINE])
+            server.shell(name="Start dockerd (no systemd: detached)", commands=commands.start_engine(False)[:1])
+        server.shell(name="Wait until the Docker engine answers", commands=[commands.WAIT_FOR_ENGINE])
     if not engine["compose"]:
         # python3, not pyinfra's default "python", which Debian and Ubuntu do not ship.
         pip.venv(name=f"Tools venv {TOOLS_VENV}", path=TOOLS_VENV, python="python3")

@@ -4,20 +4,31 @@ Facts run while pyinfra prepares (before any change), so every decision made fro
 is known up front and ``--dry`` reports exactly what the real run will do. A fact that
 cannot read the host fails the run: an engine that does not answer or a permission error
 must never read as "nothing there" (that once rebuilt every image of a stopped engine).
+
+So a fact's command exits non-zero when a read fails, and prints an explicit ABSENT where
+"there is none" is a real answer (a fresh host has no deploy directory yet); ``process``
+refuses output it does not recognise; and callers read facts with ``read_fact``, which
+raises when the read failed (pyinfra itself would go on with the fact's empty default).
 """
 
 from __future__ import annotations
 
 import json
-import shlex
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict, TypeVar
 
-from pyinfra.api import FactBase
+from pyinfra.api import FactBase, Host, StringCommand
+from pyinfra.api.exceptions import FactProcessError
 
-from stackdeploy import contract
+from stackdeploy import commands, contract
+from stackdeploy.commands import ABSENT, SECTION
+from stackdeploy.inputfiles import StackInputError
 
-SECTION = "--stackdeploy:"
+T = TypeVar("T")
+
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
+NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
 TOP_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py", ".secrets.json", "state/image-source",
              f"{contract.GATEWAY_DIR}/nginx.conf")
@@ -25,28 +36,112 @@ TOP_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py", ".secrets.json
 
 @dataclass(frozen=True)
 class ContainerState:
+    """One container of the stack, as ``docker inspect`` describes it."""
+
     id: str
-    state: str
-    config_hash: str
+    state: str  # Docker's State.Status: running, exited, restarting, ...
+    config_hash: str  # its CONFIG_HASH_LABEL: the release config it runs ("" when it has none)
     image_id: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class HostState:
     """The engine, the stack's containers and images, and the deploy directory's state."""
 
     engine: str = ENGINE_ABSENT  # ENGINE_ABSENT (no dockerd: a fresh host), ENGINE_DOWN or ENGINE_UP
-    containers: dict[str, list[ContainerState]] = field(default_factory=dict)  # service -> containers
-    images: set[str] = field(default_factory=set)
-    image_ids: dict[str, str] = field(default_factory=dict)  # tag -> image id
-    secrets_json: str = ""
-    image_source: str = ""
-    current: str = ""  # the release ``current`` points at
+    containers: Mapping[str, tuple[ContainerState, ...]] = field(default_factory=dict)  # service -> containers
+    image_ids: Mapping[str, str] = field(default_factory=dict)  # tag -> image id
+    secrets_json: str = ""  # the host's copy of the secrets ("" when it has none yet)
+    image_source: str = ""  # what a deploy's ``auto`` resolved to here ("" when none did)
+    current: str = ""  # the release ``current`` points at ("" before the first release)
+
+    @property
+    def images(self) -> KeysView[str]:
+        """The tags present on the host."""
+        return self.image_ids.keys()
 
     def up_to_date(self, service: str, config_hash: str) -> bool:
         """Exactly one container, running what the release asks for (its label says so)."""
-        found = self.containers.get(service, [])
+        found = self.containers.get(service, ())
         return len(found) == 1 and found[0].state == "running" and found[0].config_hash == config_hash
+
+
+class EngineStatus(TypedDict):
+    """What a host has of the engine and the tools the deploy installs (a dict, as provision.py reads it)."""
+
+    cli: bool  # the docker CLI
+    dockerd: bool
+    systemd: bool  # systemctl, and systemd running as init
+    debootstrap: bool
+    python3: bool
+    engine: str  # ENGINE_ABSENT, ENGINE_DOWN or ENGINE_UP
+    compose: str | None  # Compose v2's version, None when ``docker compose`` does not answer
+
+
+class ServiceStatus(TypedDict):
+    """One row of ``stackctl.py status``: a service on this host, or (keyed ``service@host``,
+    state "remote") a dependency on another host as this one reaches it."""
+
+    container: str | None  # short id of the container serving it
+    image: str | None
+    size: int | None  # bytes
+    state: str  # Docker's State.Status, "missing" or "remote"
+    health: str | None  # Docker's HEALTHCHECK status
+    check: str  # the deploy's own probe: "ok", or why not
+    seconds_to_ready: float | None  # how long its last start took to pass the probe
+    started_at: NotRequired[str]
+    current: NotRequired[bool]  # runs the config of the release probed
+    host: NotRequired[str]  # remote rows: the host and address probed
+    address: NotRequired[str]
+
+
+@dataclass(frozen=True)
+class HostReleases:
+    """``stackctl.py releases``: the current release, the release directories kept, the recorded
+    history (oldest first) and the manifest of every kept release."""
+
+    current: str = ""
+    present: tuple[str, ...] = ()
+    releases: tuple[contract.ReleaseRecord, ...] = ()
+    manifests: Mapping[str, contract.ReleaseManifest] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeployedFiles:
+    """SHA-256 of the current release's files and of the deploy directory's own files."""
+
+    release: Mapping[str, str] = field(default_factory=dict)  # path in the release -> hash
+    top: Mapping[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
+
+
+class HostReadError(StackInputError):
+    """A fact could not read a host: shown like a refusal, one line after pyinfra's own report."""
+
+
+def read_fact(host: Host, fact: type[FactBase[T]], **arguments: Any) -> T:
+    """``host.get_fact``, but a read that failed raises. pyinfra reports the failure and marks
+    the host failed, then returns the fact's default, which reads as "nothing there": no
+    containers, no secrets (so new ones would be generated and saved)."""
+    value = host.get_fact(fact, **arguments)
+    if host in host.state.failed_hosts:
+        raise HostReadError(f"{host.name}: could not read the host ({fact.__name__}): see the error above")
+    return value
+
+
+def _unexpected(fact: str, output: list[str]) -> FactProcessError:
+    return FactProcessError(f"{fact}: unexpected output: {' | '.join(output)[-500:]!r}")
+
+
+def _json(fact: str, output: list[str]) -> Any:
+    try:
+        return json.loads("\n".join(output))
+    except ValueError:
+        raise _unexpected(fact, output) from None
+
+
+def _file(parts: dict[str, list[str]], name: str) -> str:
+    """A section holding a file (or a link): its content, "" when the host has none."""
+    return "" if parts[name] == [ABSENT] else "\n".join(parts[name])
 
 
 def _sections(lines: list[str]) -> dict[str, list[str]]:
@@ -71,142 +166,128 @@ def parse_image_ids(lines: list[str]) -> dict[str, str]:
     return found
 
 
-def _cat_if_present(path: str) -> str:
-    quoted = shlex.quote(path)
-    return f"if [ -f {quoted} ]; then cat {quoted}; fi"
+HOST_SECTIONS = {"containers", "images", "secrets", "image-source", "current"}  # after the engine, when it is up
 
 
 class StackHostState(FactBase[HostState]):
     """Engine state, the stack's containers (with their config-hash label), present images,
     secrets, the remembered image source and the current release."""
 
-    requires_command = "sh"
+    requires_command = "docker"
 
-    def command(self, deploy_dir: str, project: str) -> str:
-        d, p = shlex.quote(deploy_dir), shlex.quote(project)
-        fmt = shlex.quote('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} '
-                          f'{{{{.Image}}}} {{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
-        engine = (
-            f"echo {SECTION}engine; "
-            "if ! command -v docker >/dev/null; then echo absent; exit 0; fi; "
-            "if ! out=$(docker version --format '{{.Server.Version}}' 2>&1); then "
-            '  case "$out" in *"Cannot connect to the Docker daemon"*) '
-            "    if command -v dockerd >/dev/null; then echo down; else echo absent; fi; exit 0;; esac; "
-            '  echo "docker engine unreadable: $out" >&2; exit 1; '
-            "fi; echo up"
-        )
-        return "; ".join([
-            "set -e",
-            engine,
-            f"echo {SECTION}containers",
-            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={p})",
-            f'if [ -n "$ids" ]; then docker inspect --format {fmt} $ids; fi',
-            f"echo {SECTION}images",
-            "docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}'",
-            f"echo {SECTION}secrets",
-            _cat_if_present(f"{deploy_dir}/.secrets.json"),
-            f"echo {SECTION}image-source",
-            _cat_if_present(f"{deploy_dir}/state/image-source"),
-            f"echo {SECTION}current",
-            f"if [ -L {d}/{contract.CURRENT_LINK} ]; then readlink {d}/{contract.CURRENT_LINK}; fi",
-        ])
+    def command(self, deploy_dir: str, project: str) -> StringCommand:
+        return commands.host_state(deploy_dir, project)
+
+    @staticmethod
+    def default() -> HostState:
+        return HostState()  # no docker CLI: a fresh host, nothing of the stack on it
 
     def process(self, output: list[str]) -> HostState:
-        parts = _sections(list(output))
-        state = HostState(engine="".join(parts.get("engine", [])).strip() or ENGINE_ABSENT)
-        for line in parts.get("containers", []):
-            fields = line.split()
-            if len(fields) == 5 and fields[0]:
-                config_hash = "" if fields[4] == "<no value>" else fields[4]
-                found = ContainerState(fields[1], fields[2], config_hash, fields[3])
-                state.containers.setdefault(fields[0], []).append(found)
-        state.image_ids = parse_image_ids(parts.get("images", []))
-        state.images = set(state.image_ids)
-        state.secrets_json = "\n".join(parts.get("secrets", []))
-        state.image_source = "".join(parts.get("image-source", [])).strip()
-        state.current = "".join(parts.get("current", [])).strip().rsplit("/", 1)[-1]
-        return state
+        parts = _sections(output)
+        engine = "".join(parts.get("engine", [])).strip()
+        if engine in (ENGINE_ABSENT, ENGINE_DOWN):
+            return HostState(engine=engine)  # nothing else to read (a stopped engine is started, then read)
+        if engine != ENGINE_UP or not parts.keys() >= HOST_SECTIONS:
+            raise _unexpected("StackHostState", output)
+        containers: dict[str, list[ContainerState]] = {}
+        for line in parts["containers"]:
+            fields = line.split(maxsplit=4)  # a missing label prints as "<no value>": two words
+            if len(fields) == 5 and not line.startswith(NO_VALUE):
+                service, container_id, status, image_id, label = fields
+                found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id)
+                containers.setdefault(service, []).append(found)
+        return HostState(
+            engine=engine,
+            containers={service: tuple(found) for service, found in containers.items()},
+            image_ids=parse_image_ids(parts["images"]),
+            secrets_json=_file(parts, "secrets"),
+            image_source=_file(parts, "image-source").strip(),
+            current=_file(parts, "current").strip().rsplit("/", 1)[-1],
+        )
 
 
-class DockerEngineStatus(FactBase[dict]):
+ENGINE_KEYS = set(EngineStatus.__annotations__)
+
+
+class DockerEngineStatus(FactBase[EngineStatus]):
     """Whether the docker CLI, dockerd, the engine API and Compose v2 are there."""
 
-    def command(self) -> str:
-        return "; ".join([
-            "command -v docker >/dev/null && echo cli=yes",
-            "command -v dockerd >/dev/null && echo dockerd=yes",
-            "command -v systemctl >/dev/null && [ -d /run/systemd/system ] && echo systemd=yes",
-            "command -v debootstrap >/dev/null && echo debootstrap=yes",
-            "command -v python3 >/dev/null && echo python3=yes",
-            "echo server=$(timeout 10 docker version --format '{{.Server.Version}}' 2>/dev/null)",
-            "echo compose=$(timeout 10 docker compose version --short 2>/dev/null)",
-            "true",
-        ])
+    requires_command = "sh"  # only the shell: this fact is how a host's missing tools are found
 
-    def process(self, output: list[str]) -> dict:
+    def command(self) -> StringCommand:
+        return commands.engine_status()
+
+    def process(self, output: list[str]) -> EngineStatus:
         values = dict(line.split("=", 1) for line in output if "=" in line)
+        if not values.keys() >= ENGINE_KEYS or values["engine"] not in (ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP):
+            raise _unexpected("DockerEngineStatus", output)
         return {
-            "cli": values.get("cli") == "yes",
-            "dockerd": values.get("dockerd") == "yes",
-            "systemd": values.get("systemd") == "yes",
-            "debootstrap": values.get("debootstrap") == "yes",
-            "python3": values.get("python3") == "yes",
-            "server": values.get("server", "").strip() or None,
-            "compose": values.get("compose", "").strip() or None,
+            "cli": values["cli"] == "yes",
+            "dockerd": values["dockerd"] == "yes",
+            "systemd": values["systemd"] == "yes",
+            "debootstrap": values["debootstrap"] == "yes",
+            "python3": values["python3"] == "yes",
+            "engine": values["engine"],
+            "compose": values["compose"].strip() or None,
         }
 
 
 class RegistryReachable(FactBase[bool]):
     """True when every image is present on the host or its registry answers for it."""
 
-    def command(self, images: list[str]) -> str:
-        checks = " && ".join(
-            f"(docker image inspect {shlex.quote(i)} >/dev/null 2>&1 || "
-            f"timeout 20 docker manifest inspect {shlex.quote(i)} >/dev/null 2>&1)"
-            for i in images
-        )
-        return f"if {checks}; then echo yes; else echo no; fi"
+    requires_command = "docker"
+
+    @staticmethod
+    def default() -> bool:
+        return False  # no docker CLI: no image here, and nothing to ask a registry with
+
+    def command(self, images: list[str]) -> StringCommand:
+        return commands.registry_reachable(images)
 
     def process(self, output: list[str]) -> bool:
-        return "".join(output).strip() == "yes"
+        answer = "".join(output).strip()
+        if answer not in ("yes", "no"):
+            raise _unexpected("RegistryReachable", output)
+        return answer == "yes"
 
 
-class StackStatus(FactBase[dict]):
-    """One probe of every service of the current release (``stackctl.py status``), as a dict."""
+class StackStatus(FactBase[dict[str, ServiceStatus] | None]):
+    """One probe of every service of the current release (``stackctl.py status``); None where
+    there is no python3 to run the helper with (pyinfra's default), so nothing reads as healthy."""
 
     requires_command = "python3"
 
-    def command(self, deploy_dir: str) -> str:
-        return f"python3 {shlex.quote(deploy_dir)}/stackctl.py status"
+    def command(self, deploy_dir: str) -> StringCommand:
+        return commands.stack_status(deploy_dir)
 
-    def process(self, output: list[str]) -> dict:
-        return json.loads("\n".join(output))
+    def process(self, output: list[str]) -> dict[str, ServiceStatus]:
+        return _json("StackStatus", output)
 
 
-class ReleaseHistory(FactBase[dict]):
+def parse_status(text: str) -> dict[str, ServiceStatus]:
+    """``stackctl.py status`` output (also with ``--wait``, run as an operation): service -> row."""
+    return json.loads(text)
+
+
+class ReleaseHistory(FactBase[HostReleases]):
     """``stackctl.py releases``: the current release, the release directories present and the
     recorded history; empty on a host never deployed with releases."""
 
     requires_command = "python3"
 
-    def command(self, deploy_dir: str) -> str:
-        d = shlex.quote(deploy_dir)
-        return f"if [ -f {d}/stackctl.py ]; then python3 {d}/stackctl.py releases; fi"
+    def command(self, deploy_dir: str) -> StringCommand:
+        return commands.release_history(deploy_dir)
 
     @staticmethod
-    def default() -> dict:
-        return {"current": "", "present": [], "releases": [], "manifests": {}}
+    def default() -> HostReleases:
+        return HostReleases()
 
-    def process(self, output: list[str]) -> dict:
-        return json.loads("\n".join(output))
-
-
-@dataclass
-class DeployedFiles:
-    """SHA-256 of the current release's files and of the deploy directory's own files."""
-
-    release: dict[str, str] = field(default_factory=dict)  # path in the release -> hash
-    top: dict[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
+    def process(self, output: list[str]) -> HostReleases:
+        if output == [ABSENT]:
+            return HostReleases()  # no helper: never deployed with releases
+        found = _json("ReleaseHistory", output)
+        return HostReleases(current=found["current"], present=tuple(found["present"]),
+                            releases=tuple(found["releases"]), manifests=found["manifests"])
 
 
 class FileHashes(FactBase[DeployedFiles]):
@@ -214,25 +295,24 @@ class FileHashes(FactBase[DeployedFiles]):
 
     requires_command = "sha256sum"
 
-    def command(self, root: str) -> str:
-        r = shlex.quote(root)
-        top = " ".join(shlex.quote(f) for f in TOP_FILES)
-        return (f"if [ -d {r} ]; then cd {r} && {{ "
-                f"if [ -d {contract.CURRENT_LINK}/ ]; then find -L {contract.CURRENT_LINK}/ -type f -print0; fi; "
-                f"for f in {top}; do if [ -f \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done; "
-                f"}} | xargs -0r sha256sum; fi")
+    def command(self, root: str) -> StringCommand:
+        return commands.file_hashes(root, TOP_FILES)
 
     @staticmethod
     def default() -> DeployedFiles:
-        return DeployedFiles()  # pyinfra's answer when the command printed nothing (nothing deployed)
+        return DeployedFiles()  # pyinfra's answer when the command printed nothing: no file deployed
 
     def process(self, output: list[str]) -> DeployedFiles:
-        found = DeployedFiles()
+        if output == [ABSENT]:
+            return DeployedFiles()  # no deploy directory yet
+        release, top = {}, {}
         prefix = f"{contract.CURRENT_LINK}/"
         for line in output:
             digest, _, path = line.partition("  ")
+            if not path:
+                raise _unexpected("FileHashes", output)
             if path.startswith(prefix):
-                found.release[path.removeprefix(prefix)] = digest
-            elif path:
-                found.top[path] = digest
-        return found
+                release[path.removeprefix(prefix)] = digest
+            else:
+                top[path] = digest
+        return DeployedFiles(release, top)

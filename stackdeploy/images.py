@@ -3,15 +3,12 @@ from the build host (build-once distribution). No registry is ever needed."""
 
 from __future__ import annotations
 
-import shlex
-import subprocess
-
 from pyinfra import host
 from pyinfra.api import FunctionCommand, Host, OperationError, deploy, operation
 
-from stackdeploy import contract
+from stackdeploy import commands
 from stackdeploy.desired import HostDecisions
-from stackdeploy.remote import ssh_command, stackctl
+from stackdeploy.remote import run_on_control_machine
 
 
 @operation(is_idempotent=True)
@@ -21,8 +18,8 @@ def base_image(decisions: HostDecisions):
     if not decisions.base_to_build or plan.base_image is None:
         host.noop("no base image needed")
         return
-    script = f"{plan.stack.deploy_dir}/{contract.RELEASES_DIR}/{decisions.release}/images/build-base.sh"
-    yield shlex.join(["sh", script, plan.base_image, plan.stack.debian_mirror])
+    yield commands.build_base_image(plan.stack.deploy_dir, decisions.release, plan.base_image,
+                                    plan.stack.debian_mirror)
 
 
 @operation(is_idempotent=True)
@@ -31,14 +28,12 @@ def service_images(decisions: HostDecisions):
     if not decisions.to_build:
         host.noop("every image matches its build-context fingerprint")
         return
-    yield stackctl(decisions.plan.stack.deploy_dir, "build", "--release", decisions.release, *decisions.to_build)
+    yield commands.stackctl(decisions.plan.stack.deploy_dir, host.name, "build", "--release", decisions.release,
+                            *decisions.to_build)
 
 
 def _ship(images: list[str], source: list[str], target: Host) -> None:
-    save = shlex.join([*source, "docker", "save", *images])
-    load = shlex.join([*ssh_command(target), "docker", "load", "-q"])
-    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{save} | {load}"], capture_output=True,
-                            text=True, check=False, timeout=3600)
+    result = run_on_control_machine(commands.ship_images(images, source, commands.ssh_to(target)), timeout=3600)
     if result.returncode != 0:
         raise OperationError(f"shipping {', '.join(images)} from {source[-1] if source else 'here'} to "
                              f"{target.name} failed: "
@@ -62,5 +57,5 @@ def build_images(decisions: HostDecisions) -> None:
     service_images(name="Images of changed build contexts", decisions=decisions)
     source = decisions.ship_from
     if source is None and decisions.builder is not None:
-        source = ssh_command(decisions.builder)
+        source = commands.ssh_to(decisions.builder)
     shipped_images(name="Images shipped from the build host", images=decisions.to_ship, source=source)

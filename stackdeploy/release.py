@@ -15,10 +15,10 @@ import json
 from dataclasses import dataclass
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, Host, OperationError, State, deploy, operation
+from pyinfra.api import FunctionCommand, Host, OperationError, State, StringCommand, deploy, operation
 from pyinfra.api.state import BaseStateCallback
 
-from stackdeploy.remote import stackctl
+from stackdeploy.commands import stackctl
 from stackdeploy.runinfo import STARTED, actor
 
 
@@ -51,8 +51,7 @@ class FinishOnFailure(BaseStateCallback):
         run = _runs.pop(host.name, None)
         if run is None:
             return
-        ok, output = host.run_shell_command(stackctl(run.deploy_dir, *_finish_args(run, "failed"),
-                                                     host_name=host.name))
+        ok, output = host.run_shell_command(stackctl(run.deploy_dir, host.name, *_finish_args(run, "failed")))
         if not ok:
             logger.error(f"{host.print_prefix}could not record the failure and unlock: {output.stderr}")
 
@@ -63,7 +62,7 @@ def _register(run: Run) -> None:
     _runs[host.name] = run
 
 
-def _acquire(command: str) -> None:
+def _acquire(command: StringCommand) -> None:
     ok, output = host.run_shell_command(command)
     if not ok:
         raise OperationError(output.stderr.strip())
@@ -76,15 +75,15 @@ def lock(run: Run, take_over: bool):
     """Take this host's deploy lock, or fail naming who holds it; also fail when another run
     changed the current release after this one read the host (its plan would be stale)."""
     holder = json.dumps({**actor(), "action": run.action, "release": run.release})
-    command = stackctl(run.deploy_dir, "lock", "acquire", "--holder", holder, "--expect-current", run.current,
-                       *(["--take-over"] if take_over else []))
+    command = stackctl(run.deploy_dir, host.name, "lock", "acquire", "--holder", holder,
+                       "--expect-current", run.current, *(["--take-over"] if take_over else []))
     yield FunctionCommand(_acquire, (command,), {})
 
 
 @operation(is_idempotent=False)
 def finish(run: Run):
     """Switch ``current`` to the release, record it, prune old releases, audit and unlock."""
-    yield stackctl(run.deploy_dir, *_finish_args(run, "ok"))
+    yield stackctl(run.deploy_dir, host.name, *_finish_args(run, "ok"))
 
 
 @deploy("Deploy lock")

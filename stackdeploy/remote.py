@@ -1,15 +1,13 @@
-"""Small helpers shared by the phases: the host helper's command line, ssh to another host,
-stand-in labels, and what a run announces before it changes anything."""
+"""Small helpers shared by the phases: running a command on the control machine, stand-in
+labels, and what a run announces before it changes anything."""
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import subprocess
+from typing import TYPE_CHECKING
 
 from pyinfra import host, logger
-from pyinfra.api import Host
-from pyinfra.api.host import HostData
+from pyinfra.api import StringCommand
 
 from stackdeploy import contract
 from stackdeploy.plan import Plan
@@ -17,38 +15,12 @@ from stackdeploy.plan import Plan
 if TYPE_CHECKING:
     from stackdeploy.desired import HostDecisions
 
-STRICT_HOST_KEY = {"off": "no", "no": "no", "accept-new": "accept-new", "yes": "yes", "on": "yes"}
 
-
-def ssh_command(target: Host) -> list[str]:
-    """The ``ssh ...`` prefix that runs a command on ``target`` with its inventory data
-    (empty for @local, where commands run right here)."""
-    if target.name.startswith("@local"):
-        return []
-    return ssh_prefix(target.name, target.data)
-
-
-def ssh_prefix(name: str, data: Mapping[str, Any] | HostData) -> list[str]:
-    """``ssh ...`` to a host described by pyinfra's ssh_* settings (inventory data, or
-    ``images_from``); BatchMode, so a missing key fails instead of prompting."""
-    command = ["ssh", "-o", "BatchMode=yes"]
-    if data.get("ssh_key"):
-        command += ["-i", str(data.get("ssh_key"))]
-    if data.get("ssh_port"):
-        command += ["-p", str(data.get("ssh_port"))]
-    if data.get("ssh_known_hosts_file"):
-        command += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
-    if data.get("ssh_strict_host_key_checking"):
-        value = STRICT_HOST_KEY.get(str(data.get("ssh_strict_host_key_checking")), "yes")
-        command += ["-o", f"StrictHostKeyChecking={value}"]
-    address = data.get("ssh_hostname") or name
-    user = data.get("ssh_user")
-    return [*command, f"{user}@{address}" if user else str(address)]
-
-
-def stackctl(deploy_dir: str, *args: str, host_name: str | None = None) -> str:
-    """Command line of the host helper (files/stackctl.py) on the current host, every part quoted."""
-    return shlex.join(["python3", f"{deploy_dir}/stackctl.py", "--host", host_name or host.name, *args])
+def run_on_control_machine(command: StringCommand, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` on this control machine (an ssh to a host, or a pipe between two), in
+    bash with pipefail so a pipe fails when any part of it does."""
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command.get_raw_value()], capture_output=True,
+                          text=True, timeout=timeout, check=False)
 
 
 def is_standin(plan: Plan, name: str) -> bool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
+from stackdeploy.commands import stackctl
 from stackdeploy.desired import HostDecisions
-from stackdeploy.remote import is_standin, stackctl
+from stackdeploy.remote import is_standin
 
 
 @operation(is_idempotent=True)
@@ -20,7 +21,7 @@ def wave(deploy_dir: str, release: str, names: list[str]):
     if not names:
         host.noop("wave up to date")
         return
-    yield stackctl(deploy_dir, "up", "--release", release, *names)
+    yield stackctl(deploy_dir, host.name, "up", "--release", release, *names)
 
 
 def start_services(deploy_dir: str, release: str, waves: list[list[str]], to_change: list[str],

@@ -10,14 +10,13 @@ redeploy costs one command per host, also over SSH.
 from __future__ import annotations
 
 import posixpath
-import shlex
 from io import BytesIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.operations import files
 
-from stackdeploy import contract
+from stackdeploy import commands
 from stackdeploy.desired import HostDecisions
 
 
@@ -29,16 +28,16 @@ def _mode(decisions: HostDecisions, rel: str) -> str:
 
 def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
     """mkdir, upload, then chmod: every path quoted, secrets private before they land."""
-    dirs = sorted({posixpath.dirname(f"{root}/{rel}") for rel in wanted})
+    dirs = sorted({posixpath.dirname(posixpath.join(root, rel)) for rel in wanted})
     if dirs:
-        yield f"mkdir -p {' '.join(shlex.quote(d) for d in dirs)}"
+        yield commands.make_dirs(*dirs)
     for rel, content in wanted.items():
-        yield FileUploadCommand(BytesIO(content), f"{root}/{rel}")
+        yield FileUploadCommand(BytesIO(content), posixpath.join(root, rel))
     modes: dict[str, list[str]] = {}
     for rel in wanted:
         modes.setdefault(_mode(decisions, rel), []).append(rel)
     for mode, paths in sorted(modes.items()):
-        yield f"cd {shlex.quote(root)} && chmod {mode} {' '.join(shlex.quote(p) for p in paths)}"
+        yield commands.set_mode(root, mode, paths)
 
 
 HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py")  # needed before the lock: it takes the lock
@@ -54,7 +53,7 @@ def top_files(decisions: HostDecisions, names: tuple[str, ...], what: str):
         host.noop(f"{what} up to date")
         return
     root = decisions.plan.stack.deploy_dir
-    yield f"mkdir -p {shlex.quote(root)}/state"
+    yield commands.make_dirs(posixpath.join(root, "state"))
     yield from _upload(root, decisions, wanted)
 
 
@@ -64,17 +63,14 @@ def staged_release(decisions: HostDecisions):
     if not decisions.new_release:
         host.noop(f"release {decisions.release} is current: files up to date")
         return
-    base = decisions.plan.stack.deploy_dir
-    root = f"{base}/{contract.RELEASES_DIR}/{decisions.release}"
-    current = f"{base}/{contract.CURRENT_LINK}"
-    # env/ holds secrets: make it private before anything lands in it.
-    yield (f"mkdir -p {shlex.quote(root)}/env && chmod 700 {shlex.quote(root)}/env && "
-           f"if [ -d {shlex.quote(current)}/ ]; then cp -a {shlex.quote(current)}/. {shlex.quote(root)}/; fi")
+    deploy_dir = decisions.plan.stack.deploy_dir
+    root = commands.release_dir(deploy_dir, decisions.release)
+    yield commands.stage_release(deploy_dir, decisions.release)
     wanted = {rel: decisions.release_files[rel] for rel in decisions.changed_files}
     yield from _upload(root, decisions, wanted)
     stale = sorted(rel for rel in decisions.current_files if rel not in decisions.release_files)
     if stale:
-        yield f"cd {shlex.quote(root)} && rm -f {' '.join(shlex.quote(p) for p in stale)}"
+        yield commands.remove_files(root, stale)
 
 
 def put_helper(decisions: HostDecisions) -> None:

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
+import posixpath
 from pathlib import Path
 
 import click
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
 
-from stackdeploy import STATE_DIR
-from stackdeploy.facts import StackStatus
+from stackdeploy import STATE_DIR, commands
+from stackdeploy.facts import ServiceStatus, StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
-from stackdeploy.remote import is_standin, ssh_command, stackctl
+from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
 
 LAST_REPORT = STATE_DIR / "last-report.json"
 
 
-def _summarise(plan: Plan, status: dict, builds: dict, started: list[str], report_to: Path | None) -> None:
+def _summarise(plan: Plan, status: dict[str, ServiceStatus], builds: dict, started: list[str],
+               report_to: Path | None) -> None:
     """Print the table and write the report (unless ``report_to`` is None); builds and
     readiness only for this run."""
     rows = {
@@ -39,19 +39,18 @@ def _summarise(plan: Plan, status: dict, builds: dict, started: list[str], repor
 def _failure(plan: Plan, name: str, row: dict) -> str:
     """One failed service: where, why, and its last log lines (fetched from its own host)."""
     if row["state"] != "remote":
-        ok, output = host.run_shell_command(stackctl(plan.stack.deploy_dir, "logs", name))
+        ok, output = host.run_shell_command(commands.stackctl(plan.stack.deploy_dir, host.name, "logs", name))
         logs = output.stdout if ok else output.stderr
         return f"SERVICE FAILED: '{name}' on host {host.name}: {row['check']}\n{logs}"
     service, owner = name.split("@", 1)
     where = f"SERVICE FAILED: '{service}' on host {owner} (seen from {host.name}): {row['check']}"
-    command = [*ssh_command(host.inventory.get_host(owner)), stackctl(plan.stack.deploy_dir, "logs", service,
-                                                                      host_name=owner)]
-    result = subprocess.run(command if len(command) > 1 else ["sh", "-c", command[0]], capture_output=True,
-                            text=True, timeout=60, check=False)
+    logs = commands.stackctl(plan.stack.deploy_dir, owner, "logs", service)
+    result = run_on_control_machine(commands.run_over_ssh(commands.ssh_to(host.inventory.get_host(owner)), logs),
+                                    timeout=60)
     return f"{where}\n{result.stdout or result.stderr}"
 
 
-def _run(command: str) -> str:
+def _run(command: StringCommand) -> str:
     ok, output = host.run_shell_command(command)
     if not ok:
         raise OperationError(f"{command} failed: {output.stderr}")
@@ -59,9 +58,9 @@ def _run(command: str) -> str:
 
 
 def _verify_now(plan: Plan, release: str, built: list[str], started: list[str], report_to: Path | None) -> None:
-    status = json.loads(_run(stackctl(plan.stack.deploy_dir, "status", "--wait", "--release", release)))
-    builds_file = shlex.quote(f"{plan.stack.deploy_dir}/state/builds.json")
-    builds = json.loads(_run(f"if [ -f {builds_file} ]; then cat {builds_file}; else echo '{{}}'; fi"))
+    deploy_dir = plan.stack.deploy_dir
+    status = parse_status(_run(commands.stackctl(deploy_dir, host.name, "status", "--wait", "--release", release)))
+    builds = json.loads(_run(commands.json_file_or_empty(posixpath.join(deploy_dir, "state", "builds.json"))))
     _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
 
 
@@ -74,8 +73,8 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
     at all. pyinfra runs this body twice (prepare, then execute): print only when executing.
     """
     if not (built or started or base_built):
-        status = host.get_fact(StackStatus, deploy_dir=plan.stack.deploy_dir)
-        if all(row["check"] == "ok" for row in status.values()):
+        status = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir)
+        if status is not None and all(row["check"] == "ok" for row in status.values()):
             if host.state.is_executing:
                 _summarise(plan, status, {}, [], report_to)
             host.noop(f"all {len(status)} services healthy")

@@ -16,8 +16,8 @@ from stackdeploy.facts import DockerEngineStatus
 from tests.unit.fakehost import commands, fake_host, planned
 
 NOTHING = {"cli": False, "dockerd": False, "systemd": True, "debootstrap": False, "python3": False,
-           "server": None, "compose": None}
-ANSWERS = {**NOTHING, "cli": True, "dockerd": True, "python3": True, "server": "26.1.5", "compose": "2.40.3"}
+           "engine": "absent", "compose": None}
+ANSWERS = {**NOTHING, "cli": True, "dockerd": True, "python3": True, "engine": "up", "compose": "2.40.3"}
 SITE_PACKAGES = f"{TOOLS_VENV}/lib/python3.13/site-packages"
 LINK = f"ln -s {SITE_PACKAGES}/compose/docker-compose {COMPOSE_PLUGIN}"
 
@@ -41,7 +41,7 @@ def test_a_fresh_systemd_host_gets_every_step():
 
 
 def test_an_installed_engine_without_systemd_is_started_detached():
-    down = {**ANSWERS, "systemd": False, "server": None}
+    down = {**ANSWERS, "systemd": False, "engine": "down"}
     with fake_host({DockerEngineStatus: down}) as host:
         ensure_engine(needs_debootstrap=False)
         ops = planned(host)
@@ -51,7 +51,7 @@ def test_an_installed_engine_without_systemd_is_started_detached():
 
 
 def test_a_stopped_systemd_unit_that_is_enabled_is_only_started():
-    down = {**ANSWERS, "server": None}
+    down = {**ANSWERS, "engine": "down"}
     facts = {DockerEngineStatus: down, SystemdStatus: {"docker.service": False},
              SystemdEnabled: {"docker.service": True}}
     with fake_host(facts) as host:

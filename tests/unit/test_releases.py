@@ -1,5 +1,5 @@
-"""Release bookkeeping without an engine: choosing a rollback target, the history table,
-the facts' parsing of recorded output, and the host helper's lock ownership."""
+"""Release bookkeeping without an engine: choosing a rollback target, the history table
+and the host helper's lock ownership."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from stackdeploy import FILES_DIR, contract
 from stackdeploy.desired import StackInputError
-from stackdeploy.facts import FileHashes, StackHostState
+from stackdeploy.facts import HostReleases
 from stackdeploy.rollback import choose_target, history_table
 
 
@@ -22,11 +23,11 @@ def record(release: str, result: str = "ok", action: str = "deploy") -> dict:
             "control_host": "laptop", "commit": "abc123", "services": {}}
 
 
-HISTORY = {
-    "current": "R3",
-    "manifests": {"R1": {}, "R2": {}, "R3": {}, "R4": {}},
-    "releases": [record("R1"), record("R2"), record("R2b", "failed"), record("R3"), record("R4", "failed")],
-}
+HISTORY = HostReleases(
+    current="R3",
+    manifests={"R1": {}, "R2": {}, "R3": {}, "R4": {}},  # type: ignore[typeddict-item]  # unread here
+    releases=(record("R1"), record("R2"), record("R2b", "failed"), record("R3"), record("R4", "failed")),
+)
 
 
 def test_rollback_goes_to_the_last_good_release_before_current():
@@ -43,42 +44,13 @@ def test_rollback_refuses_what_the_host_does_not_keep():
     with pytest.raises(StackInputError, match="release R0 is not kept on this host"):
         choose_target("h", HISTORY, "R0")
     with pytest.raises(StackInputError, match="no earlier release to roll back to"):
-        choose_target("h", {**HISTORY, "current": "R1"}, None)
+        choose_target("h", replace(HISTORY, current="R1"), None)
 
 
 def test_history_marks_only_the_newest_record_of_the_current_release():
-    history = {**HISTORY, "releases": [*HISTORY["releases"], record("R3", action="rollback")]}
+    history = replace(HISTORY, releases=(*HISTORY.releases, record("R3", action="rollback")))
     marked = [line for line in history_table("h", history).splitlines() if line.strip().startswith("*")]
     assert len(marked) == 1 and "rollback" in marked[0]
-
-
-def test_host_state_reads_labels_engine_and_current_release():
-    output = [
-        "--stackdeploy:engine", "up",
-        "--stackdeploy:containers",
-        "auth-service aaa running sha256:1 hash1", "auth-service bbb running sha256:2 hash2",
-        "postgres ccc exited sha256:3 <no value>",
-        "--stackdeploy:images", "itest/auth-service:1", "stackdeploy/base:2",
-        "--stackdeploy:secrets", '{"JWT_SECRET": "x"}',
-        "--stackdeploy:image-source", "local",
-        "--stackdeploy:current", "releases/20261126T042131Z",
-    ]
-    state = StackHostState().process(output)
-    assert state.engine == "up" and state.current == "20261126T042131Z" and state.image_source == "local"
-    assert not state.up_to_date("auth-service", "hash2")  # two containers: a rollout was interrupted
-    assert not state.up_to_date("postgres", "")
-    assert state.images == {"itest/auth-service:1", "stackdeploy/base:2"}
-
-
-def test_a_stopped_engine_reads_as_down_not_as_an_empty_host():
-    state = StackHostState().process(["--stackdeploy:engine", "down"])
-    assert state.engine == "down"
-
-
-def test_file_hashes_split_release_and_top_level_files():
-    found = FileHashes().process(["aa  current/compose.yaml", "bb  current/env/redis.env", "cc  stackctl.py"])
-    assert found.release == {"compose.yaml": "aa", "env/redis.env": "bb"}
-    assert found.top == {"stackctl.py": "cc"}
 
 
 @pytest.fixture
