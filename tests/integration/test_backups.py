@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.loadgen import register_and_login
 
-from .conftest import GATEWAY, TEST_HOST_DATA, identities, run_pyinfra
+from .conftest import GATEWAY, ROOT, TEST_HOST_DATA, identities, run_pyinfra
 
 BACKUPS = Path(TEST_HOST_DATA["deploy_dir"]) / "backups"
 
@@ -36,7 +36,7 @@ def backed_up(first_deploy, session_tmp) -> dict:
                         files={"file": ("kept.bin", content)}, timeout=30).json()
     doc = {"id": f"kept-{secrets.token_hex(4)}", "text": f"a document worth keeping {secrets.token_hex(4)}"}
     assert httpx.post(f"{GATEWAY}/api/ai/documents", json=doc, headers=auth(token), timeout=30).status_code == 201
-    result = run_pyinfra(session_tmp, "backup.py")
+    result = run_pyinfra(session_tmp, "backup.py", {"backup_copy": "control"})
     assert result.returncode == 0, result.output[-4000:]
     return {"token": token, "content": content, "upload": upload, "doc": doc, "id": newest_backup()}
 
@@ -48,6 +48,13 @@ def test_a_backup_has_a_manifest_with_checksums_of_every_stateful_service(backed
         data = (BACKUPS / backed_up["id"] / entry["file"]).read_bytes()
         assert entry["size"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
     assert manifest["release"] == (Path(TEST_HOST_DATA["deploy_dir"]) / "current").resolve().name
+
+
+def test_backup_copy_control_keeps_a_copy_on_the_control_machine(backed_up):
+    copy = ROOT / ".deploy" / "backups" / "itest-itest" / "@local" / backed_up["id"]
+    original = BACKUPS / backed_up["id"]
+    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in original.iterdir())
+    assert all((copy / p.name).read_bytes() == p.read_bytes() for p in original.iterdir())
 
 
 def test_an_unknown_backup_is_refused_before_anything_stops(backed_up, session_tmp):

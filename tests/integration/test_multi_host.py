@@ -23,7 +23,7 @@ import httpx
 import pytest
 import websockets
 
-from benchmarks.loadgen import HttpLoad
+from benchmarks.loadgen import HttpLoad, register_and_login
 from tests.hosts.simhosts import STATE, container_root, port_open
 
 from .conftest import ROOT, DeployResult, changed_ops
@@ -62,6 +62,14 @@ def deploy(*args: str, extra: dict | None = None, deploy_file: str = "deploy.py"
 def docker_on(hosts: dict, address: str, *args: str) -> str:
     return subprocess.run(["docker", "-H", hosts[address]["docker_host"], *args], capture_output=True,
                           text=True, check=True, timeout=60).stdout
+
+
+def on_host(address: str, command: str) -> str:
+    """A shell command on a simulated host, over its real SSH."""
+    key = json.loads((Path(STATE) / "hosts.json").read_text())["ssh_key"]
+    return subprocess.run(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", f"root@{address}", command],
+                          capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def containers_on(hosts: dict, address: str) -> dict[str, dict]:
@@ -284,7 +292,7 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
         local = json.loads(subprocess.run(["docker", "inspect", *subprocess.run(
             ["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=promo"], capture_output=True,
             text=True, check=True).stdout.split()], capture_output=True, text=True, check=True).stdout)
-        assert len(local) == 9
+        assert len(local) == 10  # nine services and the monitor
         for info in local:
             staged = docker_on(hosts, H1, "image", "inspect", "--format", "{{.Id}}", info["Config"]["Image"]).strip()
             assert info["Image"] == staged, info["Config"]["Image"]
@@ -293,6 +301,32 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
         subprocess.run(["docker", "compose", "-p", "promo", "down", "-v"], capture_output=True, timeout=300,
                        check=False)
         shutil.rmtree("/var/tmp/stackdeploy-promo", ignore_errors=True)
+
+
+def test_a_monitor_runs_on_every_host_and_the_smoke_test_passes_through_the_edge(hosts, deployed):
+    assert all(containers_on(hosts, address)["stack-monitor"]["State"]["Running"] for address in hosts)
+    result = deploy(deploy_file="smoke.py")
+    assert result.returncode == 0, result.output[-4000:]
+    assert "smoke test through http://10.77.0.13:8080" in result.output and "ok   clean up: user" in result.output
+
+
+def test_backup_and_restore_with_postgres_on_another_host_than_the_apps(hosts, deployed):
+    """Each host backs up what it holds (postgres and redis on h1, ChromaDB on h2, uploads on
+    h3) under one id; a user deleted after the backup is back after the restore."""
+    token = register_and_login(GATEWAY)
+    backup = deploy(deploy_file="backup.py")
+    assert backup.returncode == 0, backup.output[-4000:]
+    listed = {address: json.loads(on_host(address, "python3 /opt/creatorstack/stackbackup.py list"))
+              for address in hosts}
+    newest = {address: {f["service"] for f in found[-1]["files"]} for address, found in listed.items()}
+    assert newest == {H1: {"postgres", "redis"}, H2: {"chromadb"}, H3: {"creator-hub"}}
+    backup_id = listed[H1][-1]["id"]
+    assert {found[-1]["id"] for found in listed.values()} == {backup_id}
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.delete(f"{GATEWAY}/api/auth/me", headers=auth, timeout=10).status_code == 204
+    restore = deploy("--data", f"backup={backup_id}", deploy_file="restore.py")
+    assert restore.returncode == 0, restore.output[-4000:]
+    assert httpx.get(f"{GATEWAY}/api/auth/verify", headers=auth, timeout=10).status_code == 200
 
 
 def test_hosts_go_down_without_leaving_container_processes(hosts, deployed):

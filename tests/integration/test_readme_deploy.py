@@ -26,7 +26,7 @@ def test_readme_deploy_command_brings_up_the_default_stack_and_reruns_as_a_noop(
     health = httpx.get("http://127.0.0.1:8080/health", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
     running = {n for n, i in containers("creatorstack").items() if i["State"]["Running"]}
-    assert len(running) == 9, running
+    assert len(running) == 10, running  # nine services and the monitor
 
     code, output = run([str(PYINFRA), "-y", "inventory/local.py", "deploy.py"])
     assert code == 0, output[-4000:]
