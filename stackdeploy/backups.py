@@ -10,13 +10,12 @@ run before any host stops or overwrites anything.
 from __future__ import annotations
 
 import json
-import shlex
 
 from pyinfra import host
-from pyinfra.api import FactBase, operation
+from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.operations import files
 
-from stackdeploy import PROJECT_ROOT, contract
+from stackdeploy import PROJECT_ROOT, commands, contract
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.plan import Plan
 
@@ -30,20 +29,13 @@ def stateful_services(plan: Plan, only: str | None = None) -> list[str]:
     return [name for name in plan.services if plan.stack.services[name].backup and only in (None, name)]
 
 
-def helper(deploy_dir: str, *args: str) -> str:
-    return shlex.join(["python3", f"{deploy_dir}/stackbackup.py", *args])
-
-
 class BackupCheck(FactBase[dict]):
     """``stackbackup.py check``: what restoring a backup would do on this host, or why it cannot."""
 
     requires_command = "python3"
 
-    def command(self, deploy_dir: str, backup_id: str, service: str | None) -> str:
-        script = shlex.quote(f"{deploy_dir}/stackbackup.py")
-        absent = shlex.quote(json.dumps({"ok": False, "error": "no backups on this host", "files": []}))
-        check = helper(deploy_dir, "check", "--id", backup_id, *(["--service", service] if service else []))
-        return f"if [ -f {script} ]; then {check}; else echo {absent}; fi"
+    def command(self, deploy_dir: str, backup_id: str, service: str | None) -> StringCommand:
+        return commands.backup_check(deploy_dir, backup_id, service)
 
     def process(self, output: list[str]) -> dict:
         return json.loads("\n".join(output))
@@ -52,12 +44,12 @@ class BackupCheck(FactBase[dict]):
 @operation(is_idempotent=False)
 def take_backup(deploy_dir: str, backup_id: str, keep: int):
     """Back up every stateful service of this host into backups/<id>/, keeping the last ``keep``."""
-    yield helper(deploy_dir, "backup", "--id", backup_id, "--keep", str(keep))
+    yield commands.stackbackup(deploy_dir, "backup", "--id", backup_id, "--keep", str(keep))
 
 
 @operation(is_idempotent=False)
 def restore_backup(deploy_dir: str, backup_id: str, service: str | None):
-    yield helper(deploy_dir, "restore", "--id", backup_id, *(["--service", service] if service else []))
+    yield commands.stackbackup(deploy_dir, "restore", "--id", backup_id, *(["--service", service] if service else []))
 
 
 def fetch_backup(plan: Plan, services: list[str], backup_id: str) -> None:

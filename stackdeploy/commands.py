@@ -11,6 +11,7 @@ machine is rendered with ``get_raw_value()``.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -98,6 +99,19 @@ def release_dir(deploy_dir: str, release: str) -> str:
 def stackctl(deploy_dir: str, host_name: str, *args: str) -> StringCommand:
     """The host helper (files/stackctl.py); ``host_name`` is the name its messages give the host."""
     return argv("python3", posixpath.join(deploy_dir, "stackctl.py"), "--host", host_name, *args)
+
+
+def stackbackup(deploy_dir: str, *args: str) -> StringCommand:
+    """The backup helper (files/stackbackup.py)."""
+    return argv("python3", posixpath.join(deploy_dir, "stackbackup.py"), *args)
+
+
+def backup_check(deploy_dir: str, backup_id: str, service: str | None) -> StringCommand:
+    """``stackbackup.py check``, or an answer saying there is nothing where the helper never ran."""
+    script = posixpath.join(deploy_dir, "stackbackup.py")
+    absent = json.dumps({"ok": False, "error": "no backups on this host", "files": []})
+    check = stackbackup(deploy_dir, "check", "--id", backup_id, *(["--service", service] if service else []))
+    return StringCommand("if [ -f", QuoteString(script), "]; then", check, "; else", argv("echo", absent), "; fi")
 
 
 def make_dirs(*paths: str) -> StringCommand:

@@ -135,3 +135,11 @@ def test_operations_yield_the_built_commands_as_they_are():
     assert staged[2].dest == "/srv/my stack/releases/R2/compose.yaml"
     (base,) = images.base_image._inner(decisions)
     assert words(base)[:2] == ["sh", "/srv/my stack/releases/R2/images/build-base.sh"]
+
+
+def test_the_backup_check_quotes_the_deploy_dir_and_answers_absent_without_the_helper(tmp_path: Path):
+    deploy_dir = tmp_path / "my deploy's dir"
+    deploy_dir.mkdir()
+    result = subprocess.run(["sh", "-c", commands.backup_check(str(deploy_dir), "20261126T000000Z", None)
+                             .get_raw_value()], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == {"ok": False, "error": "no backups on this host", "files": []}
