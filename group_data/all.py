@@ -54,6 +54,11 @@ ca_bundle = "/etc/ssl/certs/ca-certificates.crt"
 # Debian mirror used by offline (local) image builds.
 debian_mirror = "http://deb.debian.org/debian"
 
+# Backups (backup.py): kept per host, and how often they are scheduled (a cron line on the
+# control machine, see README); the monitor logs "backup_missed" when one is overdue. 0: off.
+keep_backups = 7
+backup_every_hours = 0
+
 # Placement: which inventory group runs which services. A host runs the services of all
 # its groups; a host in none of these groups runs the whole stack (inventory/local.py).
 # Python services may run on several hosts (the gateway balances across them); every

@@ -41,7 +41,7 @@ SETTINGS = {
     "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
     "shared_env", "environment", "placement", "private_address", "deploy_user",
     "deploy_user_public_key", "image_distribution", "build_host", "keep_releases", "rollout_batch",
-    "images_from", "image_namespace", "keep_backups", "backup_copy",
+    "images_from", "image_namespace", "keep_backups", "backup_copy", "backup_every_hours",
     # Flags of one run, given with --data: rollback.py's target, taking over a dead run's lock,
     # restore.py's backup and service.
     "release", "take_over_lock", "backup", "service",
@@ -148,6 +148,8 @@ class Stack:
     images_from: Mapping[str, str] | None = None
     keep_backups: int = 7  # backups kept on each host (backups/<id>/); older ones are pruned
     backup_copy: str = "none"  # "control": every backup is also fetched to .deploy/backups/ here
+    # How often backups are scheduled (cron): the monitor reports one missed after this. 0: none.
+    backup_every_hours: float = 0.0
 
 
 def closest(word: object, choices: Iterable[str]) -> str:
@@ -210,6 +212,12 @@ def _optional_path(where: str, value: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value.startswith("/")):
         raise StackError(where, f"must be a path starting with '/', got {value!r}")
     return value
+
+
+def _hours(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 24 * 366:
+        raise StackError(where, f"must be a number of hours from 0 (off) to a year, got {value!r}")
+    return float(value)
 
 
 def _string_map(where: str, value: Any) -> dict[str, str]:
@@ -444,4 +452,5 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         images_from=_ssh_source(data.get("images_from")),
         keep_backups=_positive_int("keep_backups", data.get("keep_backups", 7)),
         backup_copy=_choice("backup_copy", data.get("backup_copy", "none"), BACKUP_COPIES),
+        backup_every_hours=_hours("backup_every_hours", data.get("backup_every_hours", 0)),
     )

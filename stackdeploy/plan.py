@@ -91,6 +91,8 @@ def _read(path: Path) -> str:
 def _env_for(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
     stack = where.stack
     env = dict(stack.shared_env)
+    if service.kind == "monitor" and stack.backup_every_hours:
+        env["MONITOR_BACKUP_EVERY_HOURS"] = str(stack.backup_every_hours)
     env.update(service.env)
     waits = []
     for dep_name in service.depends_on:

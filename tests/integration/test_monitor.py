@@ -89,10 +89,11 @@ def test_a_dependency_down_is_degraded_not_restarted_and_readiness_says_which_ro
     assert not [e for e in events_since(mark) if e["event"] == "restarted"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def impatient_monitor(first_deploy, session_tmp) -> Iterator[None]:
-    """The monitor with one restart allowed per window, and creator-hub restarted with auth-service."""
-    extra = {"service_overrides": {
+    """The monitor with one restart allowed per window, creator-hub restarted with auth-service,
+    and backups expected every 7 seconds."""
+    extra = {"backup_every_hours": 0.002, "service_overrides": {
         "stack-monitor": {"env": {"MONITOR_MAX_RESTARTS": "1", "MONITOR_BACKOFF_SECONDS": "2"}},
         "creator-hub": {"restarts_with": ["auth-service"]},
     }}
@@ -121,3 +122,10 @@ def test_dependents_restart_with_it_and_the_monitor_gives_up_loudly(impatient_mo
     finally:
         signal_all(again, signal.SIGCONT)
     assert wait_for(lambda: health_ok("/api/auth/health"))
+
+
+def test_an_overdue_scheduled_backup_is_reported_loudly(impatient_monitor):
+    assert wait_for(lambda: any(e["event"] == "backup_missed" for e in events_since(0)), 60)
+    logs = subprocess.run(["docker", "logs", "--tail", "100", containers()["stack-monitor"]["Id"]],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert '"event": "backup_missed"' in logs.stderr

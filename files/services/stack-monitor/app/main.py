@@ -53,6 +53,9 @@ BACKOFF_BASE = float(os.environ.get("MONITOR_BACKOFF_SECONDS", "15"))
 BACKOFF_MAX = 300.0
 MAX_RESTARTS = int(os.environ.get("MONITOR_MAX_RESTARTS", "5"))
 WINDOW_SECONDS = float(os.environ.get("MONITOR_WINDOW_SECONDS", "600"))
+# backup_every_hours of the stack: a host with stateful services whose newest backup is older
+# than this (and 10 % more) has missed one. 0: backups are not scheduled.
+BACKUP_EVERY_SECONDS = float(os.environ.get("MONITOR_BACKUP_EVERY_HOURS", "0")) * 3600
 STALE_LOCK_SECONDS = 3600  # a lock older than this belongs to a run that died: watch anyway
 
 
@@ -63,7 +66,8 @@ def log_event(service: str, event: str, **details: Any) -> None:
     EVENTS.parent.mkdir(parents=True, exist_ok=True)
     with EVENTS.open("a") as out:
         out.write(json.dumps(entry, sort_keys=True) + "\n")
-    print(json.dumps(entry, sort_keys=True), file=sys.stderr if event in ("gave_up", "restart_failed") else sys.stdout,
+    loud = event in ("gave_up", "restart_failed", "backup_missed", "backup_failed")
+    print(json.dumps(entry, sort_keys=True), file=sys.stderr if loud else sys.stdout,
           flush=True)
 
 
@@ -108,6 +112,8 @@ class Monitor:
         self.readiness: dict[str, str] = {}
         self.heartbeat = 0.0
         self.paused = False
+        self.started = time.time()
+        self.missed_reported_for = -1.0  # the newest backup's time when a miss was last reported
 
     async def close(self) -> None:
         await self.docker.aclose()
@@ -178,6 +184,8 @@ class Monitor:
             log_event("*", "resumed")
             self.paused = False
         specs = manifest["services"]
+        if BACKUP_EVERY_SECONDS and any(spec.get("backup") for spec in specs.values()):
+            self.check_backups()
         running: dict[str, list[dict[str, Any]]] = {}
         for info in await self.containers():
             name = info["Config"]["Labels"].get("com.docker.compose.service", "")
@@ -190,6 +198,17 @@ class Monitor:
             await self.judge(name, problem, running, specs, now)
         if manifest.get("gateway") and manifest["gateway"].get("routes"):
             await self.check_routes(manifest["gateway"], running)
+
+    def check_backups(self) -> None:
+        """Say once, loudly, when the scheduled backup of this host is overdue (the schedule runs
+        on the control machine, so only the host can tell that it did not happen)."""
+        manifests = list((DEPLOY / "backups").glob("*/manifest.json"))
+        newest = max((p.stat().st_mtime for p in manifests), default=0.0)
+        since = max(newest, self.started)
+        if time.time() - since > BACKUP_EVERY_SECONDS * 1.1 and self.missed_reported_for != newest:
+            self.missed_reported_for = newest
+            last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(newest)) if newest else "never"
+            log_event("*", "backup_missed", last_backup=last, every_hours=BACKUP_EVERY_SECONDS / 3600)
 
     async def first_problem(self, containers: list[dict[str, Any]],
                             spec: dict[str, Any]) -> tuple[dict, Problem] | None:
