@@ -31,7 +31,7 @@ Check = Callable[[], Awaitable[Any]]
 # Each /health check gives up after this: a dependency that is down makes /health answer 503
 # naming it, quickly, rather than hang past the monitor's probe timeout (which would read as
 # this service being hung, and restart it for nothing).
-CHECK_TIMEOUT = 1.5
+CHECK_TIMEOUT = 2.5
 
 
 def env(name: str, default: str | None = None) -> str:

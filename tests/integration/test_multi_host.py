@@ -337,3 +337,26 @@ def test_hosts_go_down_without_leaving_container_processes(hosts, deployed):
     leftovers = [pid for pid in os.listdir("/proc")
                  if pid.isdigit() and f"={STATE}/" in container_root(pid)]
     assert leftovers == []
+
+
+def test_after_a_reboot_every_host_runs_its_stack_and_its_monitor_again(hosts):
+    """After the previous test took every host down (the processes of its containers killed),
+    starting them again is a reboot: Docker's restart policy brings the stack back, the monitor
+    included, with no deploy."""
+    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+
+    def everything_back() -> bool:
+        try:
+            running = {address: {n for n, i in containers_on(hosts, address).items() if i["State"]["Running"]}
+                       for address in hosts}
+            ready = httpx.get(f"{GATEWAY}/health/ready", timeout=5).status_code == 200
+        except (subprocess.SubprocessError, httpx.HTTPError):
+            return False
+        return ready and running == PLACEMENT
+
+    deadline = time.monotonic() + 300
+    while not everything_back():
+        assert time.monotonic() < deadline, {a: sorted(containers_on(hosts, a)) for a in hosts}
+        time.sleep(2)

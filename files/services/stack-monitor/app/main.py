@@ -46,7 +46,7 @@ INTERVAL = float(os.environ.get("MONITOR_INTERVAL", "1"))
 FAILURES_TO_ACT = int(os.environ.get("MONITOR_FAILURES_TO_ACT", "3"))
 # Two probes that get no answer at all, a probe timeout apart, already say "hung".
 HUNG_FAILURES_TO_ACT = min(2, FAILURES_TO_ACT)
-PROBE_TIMEOUT = 3.0  # above the apps' own 1.5 s per dependency check (stackapp.CHECK_TIMEOUT)
+PROBE_TIMEOUT = 4.0  # above the apps' own 2.5 s per dependency check (stackapp.CHECK_TIMEOUT)
 STOP_TIMEOUT = 1  # seconds from SIGTERM to SIGKILL when restarting: the container is already failing
 # Seconds before a restarted service is judged again, doubled with each restart in the window.
 BACKOFF_BASE = float(os.environ.get("MONITOR_BACKOFF_SECONDS", "15"))
