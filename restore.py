@@ -28,6 +28,12 @@ if services:
     check = host.get_fact(BackupCheck, deploy_dir=plan.stack.deploy_dir, backup_id=backup_id, service=service)
     if not check["ok"]:
         raise StackInputError(f"{host.name}: {check['error']}")
+    missing = sorted(set(services) - {entry["service"] for entry in check["files"]})
+    if missing:
+        raise StackInputError(f"{host.name}: backup {backup_id} holds nothing of {', '.join(missing)}, "
+                              "which runs here (was it taken with another placement?)")
+    if not decisions.state.current:
+        raise StackInputError(f"{host.name}: nothing deployed here yet; deploy first, then restore into it")
     run = Run(deploy_dir=plan.stack.deploy_dir, action="restore", release=decisions.state.current,
               changed=services, keep=plan.stack.keep_releases, current=decisions.state.current)
     take_lock(run)

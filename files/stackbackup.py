@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -41,19 +42,24 @@ BACKUPS = ROOT / contract.BACKUPS_DIR
 CHUNK = 1024 * 1024
 SAVE_TIMEOUT = 300.0
 START_TIMEOUT = 180.0
+ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")  # the run's id (runinfo.RELEASE_ID)
 
 
 class BackupError(Exception):
     """Why a backup or restore cannot go on, for the person running it."""
 
 
-def run(args: list[str], stdin: Path | None = None, stdout: Path | None = None) -> str:
+def run(args: list[str], stdin: Path | None = None, stdout: Path | None = None, timeout: float = 3600) -> str:
     """Run a command, streaming ``stdin`` from and ``stdout`` into files when given (backups can
-    be large); fail with its stderr."""
+    be large); fail with its stderr, or when it takes longer than ``timeout``."""
     with ExitStack() as files:
         source = files.enter_context(stdin.open("rb")) if stdin else subprocess.DEVNULL
         sink = files.enter_context(stdout.open("wb")) if stdout else subprocess.PIPE
-        result = subprocess.run(args, stdin=source, stdout=sink, stderr=subprocess.PIPE, check=False)
+        try:
+            result = subprocess.run(args, stdin=source, stdout=sink, stderr=subprocess.PIPE, check=False,
+                                    timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BackupError(f"{' '.join(args[:4])}...: no result within {timeout:.0f}s") from None
     if result.returncode != 0:
         raise BackupError(f"{' '.join(args[:4])}...: {result.stderr.decode(errors='replace').strip()[-400:]}")
     return result.stdout.decode() if result.stdout else ""
@@ -156,10 +162,16 @@ def save_volumes(project: str, service: str, volumes: list[str], target: Path) -
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    if not ID_PATTERN.match(args.id):
+        raise BackupError(f"backup id '{args.id}' is not of the form 20261126T031500Z")
     manifest = current_manifest()
     project = manifest["project"]
     target = BACKUPS / args.id
-    target.mkdir(parents=True, exist_ok=True)
+    BACKUPS.mkdir(exist_ok=True)
+    try:
+        target.mkdir()
+    except FileExistsError:
+        raise BackupError(f"backup '{args.id}' exists already on this host") from None
     entries: list[dict] = []
     # PostgreSQL first: a file an upload row points to is then always in the later archive.
     order = {"pg_dump": 0, "redis_rdb": 1, "volumes": 2}
@@ -186,17 +198,22 @@ def cmd_backup(args: argparse.Namespace) -> int:
     record = {"id": args.id, "host": socket.gethostname(), "stack": project, "release": manifest["release"],
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": entries}
     (target / contract.BACKUP_MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    prune(args.keep)
+    prune(args.keep, args.id)
     event("*", "backup_ok", backup=args.id, files=len(entries), bytes=sum(e["size"] for e in entries))
     print(json.dumps(record))
     return 0
 
 
-def prune(keep: int) -> None:
-    """Keep the newest ``keep`` complete backups (ids sort by time)."""
-    complete = sorted(p for p in BACKUPS.iterdir() if (p / contract.BACKUP_MANIFEST).is_file())
-    incomplete = [p for p in BACKUPS.iterdir() if p.is_dir() and not (p / contract.BACKUP_MANIFEST).is_file()]
-    for old in [*complete[:-keep], *incomplete]:  # runs hold the lock: an incomplete one is a dead run's
+def prune(keep: int, just_written: str) -> None:
+    """Keep the newest ``keep`` complete backups, by the time their manifests record (written
+    by this host), never the one just written; remove what dead runs left incomplete. Only
+    directories named like a backup id are touched."""
+    ids = [p for p in BACKUPS.iterdir() if p.is_dir() and ID_PATTERN.match(p.name) and p.name != just_written]
+    complete = sorted((p for p in ids if (p / contract.BACKUP_MANIFEST).is_file()),
+                      key=lambda p: json.loads((p / contract.BACKUP_MANIFEST).read_text()).get("time", ""))
+    incomplete = [p for p in ids if not (p / contract.BACKUP_MANIFEST).is_file()]
+    older = complete[:max(len(complete) - (keep - 1), 0)]  # the one just written counts as one kept
+    for old in [*older, *incomplete]:
         shutil.rmtree(old)
 
 
@@ -241,9 +258,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def restore_postgres(project: str, service: str, path: Path) -> None:
+    """In place and all or nothing: one transaction, stopped at the first error."""
     run(["docker", "exec", "-i", container(project, service), "sh", "-c",
-         'PGPASSWORD="$POSTGRES_PASSWORD" pg_restore --clean --if-exists --no-owner -h 127.0.0.1 '
-         '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'], stdin=path)
+         'PGPASSWORD="$POSTGRES_PASSWORD" pg_restore --clean --if-exists --no-owner --single-transaction '
+         '--exit-on-error -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'], stdin=path)
 
 
 # Redis 7 with appendonly starts from its AOF, and from an empty dataset when there is none:
@@ -251,15 +269,22 @@ def restore_postgres(project: str, service: str, path: Path) -> None:
 # loads. It runs as the image's own user, so the files stay the service's.
 REDIS_LOAD_SNAPSHOT = """
 set -e
-rm -rf /data/appendonlydir /data/appendonly.aof
+rm -rf /data/.before-restore && mkdir /data/.before-restore
+for f in appendonlydir appendonly.aof dump.rdb; do [ ! -e /data/$f ] || mv /data/$f /data/.before-restore/; done
+back() { rm -rf /data/appendonlydir /data/dump.rdb; mv /data/.before-restore/* /data/ 2>/dev/null || true; }
+trap 'back; redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true' EXIT
 cat > /data/dump.rdb
 redis-server --dir /data --dbfilename dump.rdb --appendonly no --port 6390 --bind 127.0.0.1 --daemonize yes
-until redis-cli -p 6390 ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
+n=0; until redis-cli -p 6390 ping 2>/dev/null | grep -q PONG; do n=$((n+1)); [ $n -lt 600 ]; sleep 0.1; done
 redis-cli -p 6390 config set appendonly yes >/dev/null
-until redis-cli -p 6390 info persistence | grep -q aof_rewrite_in_progress:0 \
-      && redis-cli -p 6390 info persistence | grep -q aof_rewrite_scheduled:0; do sleep 0.1; done
+n=0; until redis-cli -p 6390 info persistence | grep -q aof_rewrite_in_progress:0 \\
+      && redis-cli -p 6390 info persistence | grep -q aof_rewrite_scheduled:0; do
+  n=$((n+1)); [ $n -lt 3000 ]; sleep 0.1
+done
 redis-cli -p 6390 info persistence | grep -q aof_last_bgrewrite_status:ok
 redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true
+trap - EXIT
+rm -rf /data/.before-restore
 """
 
 
@@ -274,13 +299,25 @@ def restore_redis(project: str, service: str, path: Path) -> None:
         start_and_wait(cid, service)
 
 
+# The archive is unpacked beside the old contents first; only once that succeeded are the old
+# contents removed and the new ones moved in, so a failed unpack (a full disk) loses nothing.
+VOLUME_SWAP = """
+set -e
+rm -rf /data/.restore-incoming && mkdir /data/.restore-incoming
+if ! tar -C /data/.restore-incoming -xzpf -; then rm -rf /data/.restore-incoming; exit 1; fi
+find /data -mindepth 1 -maxdepth 1 ! -name .restore-incoming -exec rm -rf {} +
+find /data/.restore-incoming -mindepth 1 -maxdepth 1 -exec mv {} /data/ \\;
+rmdir /data/.restore-incoming
+"""
+
+
 def restore_volume(project: str, service: str, volume: str, path: Path) -> None:
     cid = container(project, service)
     image = image_of(cid)
     run(["docker", "stop", cid])
     try:
         run(["docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh", "-v", f"{project}_{volume}:/data",
-             image, "-c", "find /data -mindepth 1 -delete && tar -C /data -xzpf -"], stdin=path)
+             image, "-c", VOLUME_SWAP], stdin=path)
     finally:
         start_and_wait(cid, service)
 
@@ -329,7 +366,9 @@ def main(argv: list[str]) -> int:
         return args.handler(args)
     except BackupError as exc:
         print(f"{args.verb.upper()} FAILED: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - one line for whoever runs it, not a traceback
+        print(f"{args.verb.upper()} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

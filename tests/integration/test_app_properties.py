@@ -5,6 +5,7 @@ bearer tokens, channel messages. Whatever a client sends, the answer is a succes
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import httpx
@@ -66,6 +67,7 @@ def test_any_authorization_header_is_a_401_never_a_crash(first_deploy, header):
 
 
 def test_any_channel_message_is_posted_or_refused_to_its_sender_and_the_socket_stays_open(token):
+    username = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["name"]
     async def exchange(ws, text: str) -> dict:
         await ws.send(text)
         return json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -82,7 +84,7 @@ def test_any_channel_message_is_posted_or_refused_to_its_sender_and_the_socket_s
         for text, answer in asyncio.run(run_all(texts)):
             if "error" in answer:  # refused: told to the sender, the socket still open
                 assert answer["from"] == "channel-service" and (len(text) > 10_000 or "\x00" in text), answer
-            else:  # posted: the channel (this socket included) receives it unchanged
-                assert answer == {"from": answer["from"], "text": text}
+            else:  # posted: the channel (this socket included) receives it unchanged, from its sender
+                assert answer == {"from": username, "text": text}
 
     check()

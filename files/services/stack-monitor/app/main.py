@@ -63,9 +63,12 @@ def log_event(service: str, event: str, **details: Any) -> None:
     """One JSON line per observation or action; loud ones also go to stderr (docker logs)."""
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "service": service, "event": event,
              **details}
-    EVENTS.parent.mkdir(parents=True, exist_ok=True)
-    with EVENTS.open("a") as out:
-        out.write(json.dumps(entry, sort_keys=True) + "\n")
+    try:  # a full disk must not end the watch: the line still reaches docker logs below
+        EVENTS.parent.mkdir(parents=True, exist_ok=True)
+        with EVENTS.open("a") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+    except OSError:
+        pass
     loud = event in ("gave_up", "restart_failed", "backup_missed", "backup_failed")
     print(json.dumps(entry, sort_keys=True), file=sys.stderr if loud else sys.stdout,
           flush=True)
@@ -114,6 +117,7 @@ class Monitor:
         self.paused = False
         self.started = time.time()
         self.missed_reported_for = -1.0  # the newest backup's time when a miss was last reported
+        self.paused_seen: dict[str, str] = {}  # service -> the paused container already reported
 
     async def close(self) -> None:
         await self.docker.aclose()
@@ -140,6 +144,8 @@ class Monitor:
     async def probe(self, info: dict[str, Any], spec: dict[str, Any]) -> Problem | None:
         """None when the container answers its readiness check, else what is wrong and whether
         a restart is the cure (not when the service only reports a dependency down)."""
+        if (info["State"].get("Health") or {}).get("Status") == "starting":
+            return None  # still within its start period (a restart, a slow start): not judged yet
         networks = info["NetworkSettings"]["Networks"]
         address = (networks.get(f"{STACK}_backend") or next(iter(networks.values()), {})).get("IPAddress")
         if not address:
@@ -163,9 +169,14 @@ class Monitor:
             return Problem("docker healthcheck: unhealthy", restart=True)
         return None
 
-    async def restart(self, service: str, container: dict[str, Any], reason: str) -> bool:
-        response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": STOP_TIMEOUT},
-                                          timeout=STOP_TIMEOUT + 60)
+    async def restart(self, service: str, container: dict[str, Any], reason: str, spec: dict[str, Any]) -> bool:
+        """Restart one container, unless a run took the lock since this round began. A service
+        with data (volumes) gets its own stop grace; a stateless app is killed after a second."""
+        if self.deploy_running():
+            return False
+        grace = int(spec.get("stop_grace", STOP_TIMEOUT)) if spec.get("volumes") else STOP_TIMEOUT
+        response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": grace},
+                                          timeout=grace + 60)
         ok = response.status_code == 204
         log_event(service, "restarted" if ok else "restart_failed", container=container["Name"].lstrip("/"),
                   reason=reason, **({} if ok else {"detail": response.text[:200]}))
@@ -175,29 +186,40 @@ class Monitor:
         manifest = self.manifest()
         if manifest is None:
             return
+        specs = manifest["services"]
+        running: dict[str, list[dict[str, Any]]] = {}
+        for info in await self.containers():
+            name = info["Config"]["Labels"].get("com.docker.compose.service", "")
+            if name in specs and specs[name].get("kind") != "monitor":  # never itself
+                if info["State"]["Status"] == "running":
+                    running.setdefault(name, []).append(info)
+                elif info["State"]["Status"] == "paused":
+                    self.note_paused(name, info)
+        # Readiness is observed even while a run holds the lock; only actions wait for it.
+        if manifest.get("gateway") and manifest["gateway"].get("routes"):
+            await self.check_routes(manifest["gateway"], running)
         if self.deploy_running():
             if not self.paused:
-                log_event("*", "paused", detail="a deploy holds the lock")
+                log_event("*", "paused", detail="a deploy, rollback, backup or restore holds the lock")
             self.paused = True
             return
         if self.paused:
             log_event("*", "resumed")
             self.paused = False
-        specs = manifest["services"]
         if BACKUP_EVERY_SECONDS and any(spec.get("backup") for spec in specs.values()):
             self.check_backups()
-        running: dict[str, list[dict[str, Any]]] = {}
-        for info in await self.containers():
-            name = info["Config"]["Labels"].get("com.docker.compose.service", "")
-            if name in specs and specs[name].get("strategy") != "monitor" and info["State"]["Status"] == "running":
-                running.setdefault(name, []).append(info)
         problems = dict(zip(running, await asyncio.gather(*(self.first_problem(running[n], specs[n])
                                                                for n in running)), strict=True))
         now = time.monotonic()
         for name, problem in problems.items():
             await self.judge(name, problem, running, specs, now)
-        if manifest.get("gateway") and manifest["gateway"].get("routes"):
-            await self.check_routes(manifest["gateway"], running)
+
+    def note_paused(self, name: str, info: dict[str, Any]) -> None:
+        """A container left paused (by a backup that died) serves nothing: say so, loudly, once."""
+        if self.paused_seen.get(name) != info["Id"] and not self.deploy_running():
+            self.paused_seen[name] = info["Id"]
+            log_event(name, "left_paused", container=info["Name"].lstrip("/"),
+                      detail="paused with no run holding the lock: docker unpause it")
 
     def check_backups(self) -> None:
         """Say once, loudly, when the scheduled backup of this host is overdue (the schedule runs
@@ -253,11 +275,14 @@ class Monitor:
         watch.failures = 0
         watch.quiet_until = now + watch.backoff()
         watch.unrecovered = True
-        if await self.restart(name, container, problem):
+        if await self.restart(name, container, problem, specs[name]):
             for dependent, spec in specs.items():
                 if name in spec.get("restarts_with", []):
+                    dependent_watch = self.watches.setdefault(dependent, ServiceWatch())
+                    dependent_watch.quiet_until = now + BACKOFF_BASE
+                    dependent_watch.failures = 0
                     for info in running.get(dependent, []):
-                        await self.restart(dependent, info, f"restarts with {name}")
+                        await self.restart(dependent, info, f"restarts with {name}", spec)
 
     async def check_routes(self, gateway: dict[str, Any], running: dict[str, list[dict[str, Any]]]) -> None:
         """Each route's health as the gateway serves it (local and remote upstreams alike)."""
