@@ -181,11 +181,13 @@ def start_host(info: dict[str, str]) -> None:
     wait_for(lambda: port_open(info["address"], 22), f"sshd of {info['name']}")
 
 
-def stop_host(info: dict[str, str]) -> None:
+def stop_host(info: dict[str, str], crash: bool = False) -> None:
+    """Stop a host: its containers first, cleanly (Docker then knows they were stopped on
+    purpose), or, with ``crash``, everything killed as a power cut or a reboot would."""
     docker = ["docker", "-H", info["docker_host"]]
     try:  # a clean shutdown first: with live-restore, containers outlive a dockerd stop
-        running = subprocess.run([*docker, "ps", "-q"], capture_output=True, text=True, timeout=30,
-                                 check=False).stdout.split()
+        running = [] if crash else subprocess.run([*docker, "ps", "-q"], capture_output=True, text=True,
+                                                  timeout=30, check=False).stdout.split()
         if running:
             subprocess.run([*docker, "stop", "-t", "10", *running], capture_output=True, timeout=120, check=False)
     except subprocess.TimeoutExpired:
@@ -220,10 +222,10 @@ def up(count: int) -> dict:
     return inventory
 
 
-def down(purge: bool) -> None:
+def down(purge: bool, crash: bool = False) -> None:
     listed = sh("ip", "netns", "list", check=False).stdout.split()
     for netns in [n for n in listed if n.startswith(PREFIX) and n[len(PREFIX):].isdigit()]:
-        stop_host(host_info(int(netns[len(PREFIX):])))
+        stop_host(host_info(int(netns[len(PREFIX):])), crash)
     if purge:
         shutil.rmtree(STATE, ignore_errors=True)
 
@@ -235,11 +237,13 @@ def main(argv: list[str]) -> int:
     up_parser.add_argument("--count", type=int, default=3)
     down_parser = sub.add_parser("down", help="stop every simulated host")
     down_parser.add_argument("--purge", action="store_true", help="also delete their data (images, volumes)")
+    down_parser.add_argument("--crash", action="store_true",
+                             help="kill everything, as a reboot would, instead of stopping containers first")
     args = parser.parse_args(argv)
     if args.command == "up":
         print(json.dumps(up(args.count), indent=2))
     else:
-        down(args.purge)
+        down(args.purge, args.crash)
     return 0
 
 
