@@ -90,16 +90,17 @@ def test_a_dependency_down_is_degraded_not_restarted_and_readiness_says_which_ro
 
 
 @pytest.fixture(scope="module")
-def impatient_monitor(first_deploy, session_tmp) -> Iterator[None]:
+def impatient_monitor(first_deploy, session_tmp) -> Iterator[int]:
     """The monitor with one restart allowed per window, creator-hub restarted with auth-service,
     and backups expected every 7 seconds."""
     extra = {"backup_every_hours": 0.002, "service_overrides": {
         "stack-monitor": {"env": {"MONITOR_MAX_RESTARTS": "1", "MONITOR_BACKOFF_SECONDS": "2"}},
         "creator-hub": {"restarts_with": ["auth-service"]},
     }}
+    mark = event_mark()
     result = deploy(session_tmp, extra)
     assert result.returncode == 0, result.output[-4000:]
-    yield
+    yield mark  # where this monitor's events begin
     restored = deploy(session_tmp)
     assert restored.returncode == 0, restored.output[-4000:]
 
@@ -125,8 +126,8 @@ def test_dependents_restart_with_it_and_the_monitor_gives_up_loudly(impatient_mo
 
 
 def test_an_overdue_scheduled_backup_is_reported_loudly(impatient_monitor):
-    mark = event_mark()  # the log outlives a test run: only what this test caused counts
-    assert wait_for(lambda: any(e["event"] == "backup_missed" for e in events_since(mark)), 60)
+    # The log outlives a test run: only what this monitor (deployed by the fixture) logged counts.
+    assert wait_for(lambda: any(e["event"] == "backup_missed" for e in events_since(impatient_monitor)), 60)
     logs = subprocess.run(["docker", "logs", "--tail", "100", containers()["stack-monitor"]["Id"]],
                           capture_output=True, text=True, timeout=30, check=True)
     assert '"event": "backup_missed"' in logs.stderr

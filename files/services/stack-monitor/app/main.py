@@ -74,6 +74,9 @@ def log_event(service: str, event: str, **details: Any) -> None:
           flush=True)
 
 
+STARTING = "starting"  # Docker's health status during a container's start period
+
+
 @dataclass(frozen=True)
 class Problem:
     detail: str
@@ -144,8 +147,6 @@ class Monitor:
     async def probe(self, info: dict[str, Any], spec: dict[str, Any]) -> Problem | None:
         """None when the container answers its readiness check, else what is wrong and whether
         a restart is the cure (not when the service only reports a dependency down)."""
-        if (info["State"].get("Health") or {}).get("Status") == "starting":
-            return None  # still within its start period (a restart, a slow start): not judged yet
         networks = info["NetworkSettings"]["Networks"]
         address = (networks.get(f"{STACK}_backend") or next(iter(networks.values()), {})).get("IPAddress")
         if not address:
@@ -233,15 +234,22 @@ class Monitor:
             log_event("*", "backup_missed", last_backup=last, every_hours=BACKUP_EVERY_SECONDS / 3600)
 
     async def first_problem(self, containers: list[dict[str, Any]],
-                            spec: dict[str, Any]) -> tuple[dict, Problem] | None:
+                            spec: dict[str, Any]) -> tuple[dict, Problem] | None | str:
+        """The first container of a service with a problem; STARTING while one is still in its
+        start period (after a restart, a slow start): not judged either way yet."""
+        if any((info["State"].get("Health") or {}).get("Status") == "starting" for info in containers):
+            return STARTING
         for info in containers:
             problem = await self.probe(info, spec)
             if problem:
                 return info, problem
         return None
 
-    async def judge(self, name: str, found: tuple[dict, Problem] | None, running: dict[str, list[dict[str, Any]]],
-                    specs: dict[str, Any], now: float) -> None:
+    async def judge(self, name: str, found: tuple[dict, Problem] | None | str,
+                    running: dict[str, list[dict[str, Any]]], specs: dict[str, Any], now: float) -> None:
+        if found == STARTING:
+            return
+        assert not isinstance(found, str)
         watch = self.watches.setdefault(name, ServiceWatch())
         if found is None:
             if watch.unrecovered or watch.gave_up or watch.degraded:
