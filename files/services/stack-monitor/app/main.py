@@ -235,12 +235,15 @@ class Monitor:
 
     async def first_problem(self, containers: list[dict[str, Any]],
                             spec: dict[str, Any]) -> tuple[dict, Problem] | None | str:
-        """The first container of a service with a problem; STARTING while one is still in its
-        start period (after a restart, a slow start): not judged either way yet."""
-        if any((info["State"].get("Health") or {}).get("Status") == "starting" for info in containers):
-            return STARTING
+        """The first container of a service with a problem. One still in its start period (after
+        a restart, a slow start) counts only when it is hung: one that is still starting refuses
+        connections, and that is no reason to restart it; otherwise it is STARTING, not judged."""
         for info in containers:
             problem = await self.probe(info, spec)
+            if (info["State"].get("Health") or {}).get("Status") == "starting":
+                if problem and problem.hung:
+                    return info, problem
+                return STARTING
             if problem:
                 return info, problem
         return None
