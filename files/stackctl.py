@@ -52,6 +52,10 @@ CACHED_RE = re.compile(r"^#(\d+) CACHED")
 WORKER_DIED_RE = re.compile(r"Child process \[\d+\] died")
 SHELLS = {"sh", "bash", "dash", "zsh", "sudo", "su", "timeout", "env", "nice"}
 ROOT = Path(__file__).resolve().parent
+# The engine this helper's docker calls reach (DOCKER_HOST where the host sets one): compose
+# mounts the same socket into the monitor (compose.yaml reads STACK_DOCKER_SOCKET).
+os.environ.setdefault("STACK_DOCKER_SOCKET",
+                      os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
 STATE = ROOT / contract.STATE_DIR
 GATEWAY = ROOT / contract.GATEWAY_DIR
 GATEWAY_LOCK = threading.Lock()

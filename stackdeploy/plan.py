@@ -158,7 +158,8 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
     if monitor:
         # The engine API (root on this host, the documented trade-off), the releases to read,
         # and a directory of its own for the event log.
-        config_mounts += [(DOCKER_SOCKET, DOCKER_SOCKET, "rw"), (stack.deploy_dir, "/stack", "ro"),
+        config_mounts += [(f"${{STACK_DOCKER_SOCKET:-{DOCKER_SOCKET}}}", DOCKER_SOCKET, "rw"),
+                          (stack.deploy_dir, "/stack", "ro"),
                           (f"{stack.deploy_dir}/{contract.MONITOR_DIR}", "/monitor", "rw")]
     if service.kind == "gateway":
         ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")

@@ -304,7 +304,12 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
 
 
 def test_a_monitor_runs_on_every_host_and_the_smoke_test_passes_through_the_edge(hosts, deployed):
-    assert all(containers_on(hosts, address)["stack-monitor"]["State"]["Running"] for address in hosts)
+    for address in hosts:
+        monitor = containers_on(hosts, address)["stack-monitor"]
+        assert monitor["State"]["Running"]
+        # It watches its own host's engine (here each host's dockerd has its own socket).
+        socket = next(m["Source"] for m in monitor["Mounts"] if m["Destination"] == "/var/run/docker.sock")
+        assert socket == hosts[address]["docker_host"].removeprefix("unix://")
     result = deploy(deploy_file="smoke.py")
     assert result.returncode == 0, result.output[-4000:]
     assert "smoke test through http://10.77.0.13:8080" in result.output and "ok   clean up: user" in result.output
