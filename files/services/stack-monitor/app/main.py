@@ -170,12 +170,15 @@ class Monitor:
             return Problem("docker healthcheck: unhealthy", restart=True)
         return None
 
-    async def restart(self, service: str, container: dict[str, Any], reason: str, spec: dict[str, Any]) -> bool:
-        """Restart one container, unless a run took the lock since this round began. A service
-        with data (volumes) gets its own stop grace; a stateless app is killed after a second."""
+    async def restart(self, service: str, container: dict[str, Any], reason: str, spec: dict[str, Any],
+                      hung: bool = False) -> bool:
+        """Restart one container, unless a run took the lock since this round began. A hung one
+        cannot act on SIGTERM, and an app keeps nothing: both are killed after a second. Any
+        other service (a database that is unhealthy but running) gets its own stop grace."""
         if self.deploy_running():
             return False
-        grace = int(spec.get("stop_grace", STOP_TIMEOUT)) if spec.get("volumes") else STOP_TIMEOUT
+        patient = not hung and spec.get("kind") != "python"
+        grace = int(spec.get("stop_grace", STOP_TIMEOUT)) if patient else STOP_TIMEOUT
         response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": grace},
                                           timeout=grace + 60)
         ok = response.status_code == 204
@@ -286,7 +289,7 @@ class Monitor:
         watch.failures = 0
         watch.quiet_until = now + watch.backoff()
         watch.unrecovered = True
-        if await self.restart(name, container, problem, specs[name]):
+        if await self.restart(name, container, problem, specs[name], hung=found_problem.hung):
             for dependent, spec in specs.items():
                 if name in spec.get("restarts_with", []):
                     dependent_watch = self.watches.setdefault(dependent, ServiceWatch())
