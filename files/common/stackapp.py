@@ -131,9 +131,18 @@ class Backends:
             return await self.http.get(url, **kwargs)
 
     def check_http(self, url: str) -> Check:
+        """A dependency's /health, asked twice before it counts as down: during a rolling update
+        the name may still lead to the container being retired for a moment."""
         async def check() -> None:
-            response = await self.get(url, timeout=3.0)
-            response.raise_for_status()
+            for attempt in (1, 2):
+                try:
+                    response = await self.get(url, timeout=CHECK_TIMEOUT)
+                    response.raise_for_status()
+                    return
+                except httpx.HTTPError:
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.1)
         return check
 
     async def current_user(self, authorization: str | None) -> dict[str, Any]:

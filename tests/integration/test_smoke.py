@@ -4,12 +4,22 @@ in the suite (modules run in name order), over everything the other tests left b
 from __future__ import annotations
 
 import re
+import time
 
-from .conftest import containers, docker, run_pyinfra
+import httpx
+
+from .conftest import GATEWAY, containers, docker, run_pyinfra
 
 STEPS = ["register", "log in", "verify token", "upload a file", "read the upload back", "store a document",
          "query the document", "websocket message", "/ai message", "log out", "clean up: log in",
          "clean up: upload", "clean up: document", "clean up: channel", "clean up: user"]
+
+
+def healthy(path: str) -> bool:
+    try:
+        return httpx.get(f"{GATEWAY}{path}", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_the_user_journey_passes_step_by_step_and_cleans_up(first_deploy, session_tmp):
@@ -26,6 +36,9 @@ def test_a_broken_service_fails_the_run_naming_the_step_and_the_service(first_de
         result = run_pyinfra(session_tmp, "smoke.py")
     finally:
         docker("start", hub)
+        deadline = time.monotonic() + 120  # leave the stack serving for whatever runs next
+        while not healthy("/api/creators/health") and time.monotonic() < deadline:
+            time.sleep(0.5)
     assert result.returncode != 0
     assert "SMOKE TEST FAILED: step 'upload a file', service creator-hub" in result.output
     assert "Traceback" not in result.output
