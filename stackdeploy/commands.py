@@ -175,11 +175,15 @@ WAIT_FOR_ENGINE = StringCommand(
 )
 
 
+# dockerd where there is no init system to start it (pyinfra has no operation for that).
+START_DETACHED = StringCommand("setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &")
+
+
 def start_engine(systemd: bool) -> list[StringCommand]:
     """Start dockerd (systemd, or detached where there is none) and wait until it answers."""
     if systemd:
         return [StringCommand("systemctl enable --now docker"), WAIT_FOR_ENGINE]
-    return [StringCommand("setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &"), WAIT_FOR_ENGINE]
+    return [START_DETACHED, WAIT_FOR_ENGINE]
 
 
 # --------------------------------------------------------------- fact commands

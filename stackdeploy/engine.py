@@ -75,7 +75,7 @@ def ensure_engine(needs_debootstrap: bool) -> None:
         if engine["systemd"]:
             systemd.service(name="Start dockerd (systemd)", service="docker", running=True, enabled=True)
         else:  # pyinfra has no operation for a daemon without an init system
-            server.shell(name="Start dockerd (no systemd: detached)", commands=commands.start_engine(False)[:1])
+            server.shell(name="Start dockerd (no systemd: detached)", commands=[commands.START_DETACHED])
         server.shell(name="Wait until the Docker engine answers", commands=[commands.WAIT_FOR_ENGINE])
     if not engine["compose"]:
         # python3, not pyinfra's default "python", which Debian and Ubuntu do not ship.
