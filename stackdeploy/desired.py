@@ -31,9 +31,10 @@ from stackdeploy.facts import (
     read_fact,
 )
 from stackdeploy.fingerprint import context_files
+from stackdeploy.imagespec import REGISTRY_PYTHON_BASE
 from stackdeploy.inputfiles import StackInputError, setting_source
 from stackdeploy.placement import HostSpec, Placement, place
-from stackdeploy.plan import REGISTRY_PYTHON_BASE, Plan, build_plan
+from stackdeploy.plan import Plan, build_plan
 from stackdeploy.remote import run_on_control_machine
 from stackdeploy.runinfo import RELEASE_ID, is_dry_run
 

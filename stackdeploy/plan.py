@@ -13,43 +13,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from stackdeploy import FILES_DIR, SERVICES_DIR, TEMPLATES_DIR, contract
-from stackdeploy.fingerprint import data_digest, digest, short, tree_parts
+from stackdeploy import contract, imagespec
+from stackdeploy.fingerprint import data_digest
 from stackdeploy.graph import waves
+from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import HostSpec, Placement, place
+from stackdeploy.templating import compose_json, render
 
-REGISTRY_PYTHON_BASE = "python:3.11-slim"
-CHROMADB_VERSION = "1.5.9"
 GATEWAY_LISTEN_PORT = 8080
 # Errors the gateway answers itself (not the apps'), as JSON.
 GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
                   (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
                   (502, "upstream unavailable"), (504, "upstream timed out")]
-# Offline base and infrastructure images are content-addressed and not specific to one
-# stack, so every stack on a host (and the test stack) shares them.
-SHARED_IMAGE_NAMESPACE = "stackdeploy"
 DOCKER_DNS = "127.0.0.11"
 DOCKER_SOCKET = "/var/run/docker.sock"
-BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
-WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
-COMMON_DIR = FILES_DIR / "common"
-
-_jinja = Environment(
-    loader=FileSystemLoader(TEMPLATES_DIR),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-_jinja.filters["compose_json"] = lambda value: json.dumps(value).replace("$", "$$")
-
-
-def render(template: str, **context: object) -> str:
-    """Render one template from templates/ (the only renderer: deploy and tests share it)."""
-    return _jinja.get_template(template).render(**context)
 
 
 @dataclass(frozen=True)
@@ -84,10 +63,6 @@ class Plan:
         return {name: svc.image for name, svc in self.services.items() if svc.build_dir}
 
 
-def _read(path: Path) -> str:
-    return path.read_text()
-
-
 def _env_for(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
     stack = where.stack
     env = dict(stack.shared_env)
@@ -116,38 +91,13 @@ def _has_docker_health(service: Service, image_source: str) -> bool:
     return service.built_from_source or bool(service.health.command) or image_source == "local"
 
 
-def _python_files(service: Service, base_image: str, install_venv: bool) -> dict[str, str | bytes]:
-    src = SERVICES_DIR / service.name
-    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in src.iterdir()
-                     if p.name not in {"__pycache__", "tests"})
-    files: dict[str, str | bytes] = {
-        "Dockerfile": render("Dockerfile.python.j2", service=service, base_image=base_image,
-                             install_venv=install_venv),
-        ".dockerignore": render("dockerignore.j2", entries=entries),
-        "wait-for-services.py": _read(WAIT_SCRIPT),
-    }
-    files.update({f"common/{p.name}": _read(p) for p in sorted(COMMON_DIR.glob("*.py"))})
-    return files
-
-
-def _infra_files(recipe: str, base_image: str) -> dict[str, str | bytes]:
-    files: dict[str, str | bytes] = {
-        "Dockerfile": render(f"images/{recipe}.Dockerfile.j2", base_image=base_image,
-                             chromadb_version=CHROMADB_VERSION),
-    }
-    extra = FILES_DIR / "images" / recipe
-    if extra.is_dir():
-        files.update({p.name: p.read_text() for p in sorted(extra.iterdir()) if p.is_file()})
-    return files
-
-
 def _compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
                    where: Placement, host: str) -> dict:
     """The per-service context for compose.yaml.j2 on ``host``."""
     stack = where.stack
     healthcheck = None
     if service.health.command:
-        healthcheck = _jinja.filters["compose_json"](["CMD", *service.health.command])
+        healthcheck = compose_json(["CMD", *service.health.command])
     deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
              else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
     ports = []
@@ -177,7 +127,7 @@ def _compose_entry(service: Service, image: str, build_dir: str | None, image_so
         "name": service.name,
         "image": image,
         "build": build_dir,
-        "command": _jinja.filters["compose_json"](command) if command else None,
+        "command": compose_json(command) if command else None,
         "stop_grace": int(service.stop_grace),
         "healthcheck": healthcheck,
         "wait_timeout": int(service.wait_timeout),
@@ -253,31 +203,6 @@ def single_host(stack: Stack, host: str = "@local") -> Placement:
     return place(stack, [HostSpec(host, frozenset())])
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """One image of the stack: its tag and, when it is built, its build context."""
-
-    image: str
-    build_dir: str | None
-    context: dict[str, str]
-    source_dir: Path | None
-
-
-def _image_spec(service: Service, stack: Stack, image_source: str, base_image: str | None) -> ImageSpec:
-    if service.built_from_source:
-        context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
-        source_dir = SERVICES_DIR / service.name
-        fingerprint = digest({**context, **tree_parts(source_dir, "src")})
-        return ImageSpec(f"{stack.image_namespace}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
-                         context, source_dir)
-    if image_source == "local":
-        recipe = service.image["local"]
-        context = _infra_files(recipe, base_image or "")
-        return ImageSpec(f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}", f"images/{recipe}",
-                         context, None)
-    return ImageSpec(service.image["registry"], None, {}, None)
-
-
 def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
                where: Placement | None = None, host: str = "@local", builder: str | None = None) -> Plan:
     """Compute every file, image tag and config hash for the part of ``stack`` on ``host``.
@@ -287,12 +212,10 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     """
     assert image_source in ("registry", "local"), image_source
     where = where or single_host(stack, host)
-    base_script = _read(BASE_SCRIPT)
-    base_tag = short(digest({"build-base.sh": base_script, "mirror": stack.debian_mirror}))
-    base_image = f"{SHARED_IMAGE_NAMESPACE}/base:{base_tag}" if image_source == "local" else None
+    base_image = imagespec.base_image(stack, image_source)
     names = list(where.services_on[host])
     here = [stack.services[n] for n in names]
-    specs = {name: _image_spec(svc, stack, image_source, base_image) for name, svc in stack.services.items()}
+    specs = {name: imagespec.image_spec(svc, stack, image_source, base_image) for name, svc in stack.services.items()}
     # Every host can build its own images (it does under build-everywhere, and under
     # build-once when the build host is not part of the run); the build host can build all.
     # The files therefore never depend on which hosts a run includes.
@@ -323,7 +246,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     if gateway:
         monitor = next((s for s in here if s.kind == "monitor"), None)
         files["nginx/nginx.conf"] = _nginx_conf(gateway, where, host, monitor)
-    files["images/build-base.sh"] = base_script
+    files["images/build-base.sh"] = imagespec.base_script()
 
     # Each service's config hash covers what its container is created from (its compose
     # entry, env file and image) and becomes the container's label, so drift is read from

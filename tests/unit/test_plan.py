@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-import stackdeploy.plan as plan_module
+import stackdeploy.imagespec as imagespec_module
 from stackdeploy import SERVICES_DIR
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
@@ -158,7 +158,7 @@ def test_source_change_moves_only_that_image(data, tmp_path, monkeypatch):
     shutil.copytree(SERVICES_DIR, copy)
     (copy / "ai-engine" / "app" / "main.py").write_text(
         (copy / "ai-engine" / "app" / "main.py").read_text() + "\n# changed\n")
-    monkeypatch.setattr(plan_module, "SERVICES_DIR", copy)
+    monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
     after = build_plan(load(data, copy), "local", SECRETS)
     changed_images = {n for n in before.services if before.services[n].image != after.services[n].image}
     changed_configs = {n for n in before.services
@@ -173,7 +173,7 @@ def test_bytecode_caches_do_not_move_fingerprints(data, tmp_path, monkeypatch):
     shutil.copytree(SERVICES_DIR, copy)
     (copy / "auth-service" / "app" / "__pycache__").mkdir(exist_ok=True)
     (copy / "auth-service" / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0junk")
-    monkeypatch.setattr(plan_module, "SERVICES_DIR", copy)
+    monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
     after = build_plan(load(data, copy), "local", SECRETS)
     assert after.services["auth-service"].image == before.services["auth-service"].image
 

@@ -1,0 +1,90 @@
+"""Which image each service runs and, for the images the stack builds, their build contexts.
+
+An image that is built is tagged with the fingerprint of its build context (the rendered
+Dockerfile and helper files, and the service's source for python services), so its tag
+moves exactly when something that goes into it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stackdeploy import FILES_DIR, SERVICES_DIR
+from stackdeploy.fingerprint import digest, short, tree_parts
+from stackdeploy.model import Service, Stack
+from stackdeploy.templating import render
+
+REGISTRY_PYTHON_BASE = "python:3.11-slim"
+CHROMADB_VERSION = "1.5.9"
+# Offline base and infrastructure images are content-addressed and not specific to one
+# stack, so every stack on a host (and the test stack) shares them.
+SHARED_IMAGE_NAMESPACE = "stackdeploy"
+BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
+WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
+COMMON_DIR = FILES_DIR / "common"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of the stack: its tag and, when it is built, its build context."""
+
+    image: str
+    build_dir: str | None  # relative to a release directory; None for pulled images
+    context: dict[str, str]  # build context files (relative to build_dir) -> content
+    source_dir: Path | None  # local folder synced to <build_dir>/src
+
+
+def base_script() -> str:
+    """build-base.sh, which builds the offline base image (debootstrap) on the host."""
+    return BASE_SCRIPT.read_text()
+
+
+def base_image(stack: Stack, image_source: str) -> str | None:
+    """The offline base image (tagged by its script and mirror); None when images are pulled."""
+    if image_source != "local":
+        return None
+    fingerprint = digest({"build-base.sh": base_script(), "mirror": stack.debian_mirror})
+    return f"{SHARED_IMAGE_NAMESPACE}/base:{short(fingerprint)}"
+
+
+def _python_files(service: Service, base_image: str, install_venv: bool) -> dict[str, str]:
+    src = SERVICES_DIR / service.name
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in src.iterdir()
+                     if p.name not in {"__pycache__", "tests"})
+    files = {
+        "Dockerfile": render("Dockerfile.python.j2", service=service, base_image=base_image,
+                             install_venv=install_venv),
+        ".dockerignore": render("dockerignore.j2", entries=entries),
+        "wait-for-services.py": WAIT_SCRIPT.read_text(),
+    }
+    files.update({f"common/{p.name}": p.read_text() for p in sorted(COMMON_DIR.glob("*.py"))})
+    return files
+
+
+def _infra_files(recipe: str, base_image: str) -> dict[str, str]:
+    files = {
+        "Dockerfile": render(f"images/{recipe}.Dockerfile.j2", base_image=base_image,
+                             chromadb_version=CHROMADB_VERSION),
+    }
+    extra = FILES_DIR / "images" / recipe
+    if extra.is_dir():
+        files.update({p.name: p.read_text() for p in sorted(extra.iterdir()) if p.is_file()})
+    return files
+
+
+def image_spec(service: Service, stack: Stack, image_source: str, base_image: str | None) -> ImageSpec:
+    """The image ``service`` runs: built from its source (python services), built from an
+    offline recipe (``image_source`` local), or pulled from the registry."""
+    if service.built_from_source:
+        context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
+        source_dir = SERVICES_DIR / service.name
+        fingerprint = digest({**context, **tree_parts(source_dir, "src")})
+        return ImageSpec(f"{stack.image_namespace}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
+                         context, source_dir)
+    if image_source == "local":
+        recipe = service.image["local"]
+        context = _infra_files(recipe, base_image or "")
+        return ImageSpec(f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}", f"images/{recipe}",
+                         context, None)
+    return ImageSpec(service.image["registry"], None, {}, None)
