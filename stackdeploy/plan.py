@@ -8,27 +8,17 @@ its container is created from (compose settings, env file, mounted config, image
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from stackdeploy import contract, imagespec
+from stackdeploy import composefile, contract, imagespec, releasemanifest
 from stackdeploy.fingerprint import data_digest
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import HostSpec, Placement, place
-from stackdeploy.templating import compose_json, render
-
-GATEWAY_LISTEN_PORT = 8080
-# Errors the gateway answers itself (not the apps'), as JSON.
-GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
-                  (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
-                  (502, "upstream unavailable"), (504, "upstream timed out")]
-DOCKER_DNS = "127.0.0.11"
-DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 @dataclass(frozen=True)
@@ -63,139 +53,10 @@ class Plan:
         return {name: svc.image for name, svc in self.services.items() if svc.build_dir}
 
 
-def _env_for(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
-    stack = where.stack
-    env = dict(stack.shared_env)
-    if service.kind == "monitor" and stack.backup_every_hours:
-        env["MONITOR_BACKUP_EVERY_HOURS"] = str(stack.backup_every_hours)
-    env.update(service.env)
-    waits = []
-    for dep_name in service.depends_on:
-        dep = stack.services[dep_name]
-        end = where.endpoint(host, dep_name)
-        env[f"{dep.env_prefix}_HOST"] = end.address
-        env[f"{dep.env_prefix}_PORT"] = str(end.port)
-        if dep.health.http:
-            env[f"{dep.env_prefix}_URL"] = f"http://{end.address}:{end.port}"
-        waits.append(f"{dep.name}:http://{end.address}:{end.port}{dep.health.http}" if dep.health.http
-                     else f"{dep.name}:tcp://{end.address}:{end.port}")
-    if waits:
-        env["WAIT_FOR"] = ",".join(waits)
-        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
-    for name in service.secrets:
-        env[name] = secrets[name]
-    return env
-
-
-def _has_docker_health(service: Service, image_source: str) -> bool:
-    return service.built_from_source or bool(service.health.command) or image_source == "local"
-
-
-def _compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
-                   where: Placement, host: str) -> dict:
-    """The per-service context for compose.yaml.j2 on ``host``."""
-    stack = where.stack
-    healthcheck = None
-    if service.health.command:
-        healthcheck = compose_json(["CMD", *service.health.command])
-    deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
-             else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
-    ports = []
-    config_mounts = []
-    monitor = service.kind == "monitor"
-    address = where.hosts[host].address
-    command = list(service.command)
-    if monitor:
-        # The engine API (root on this host, the documented trade-off), the releases to read,
-        # and a directory of its own for the event log.
-        config_mounts += [(f"${{STACK_DOCKER_SOCKET:-{DOCKER_SOCKET}}}", DOCKER_SOCKET, "rw"),
-                          (stack.deploy_dir, "/stack", "ro"),
-                          (f"{stack.deploy_dir}/{contract.MONITOR_DIR}", "/monitor", "rw")]
-    if service.kind == "gateway":
-        ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
-        # A stable directory outside the releases: the helper keeps nginx.conf and the route
-        # targets there and reloads nginx gracefully when they change.
-        config_mounts.append((f"{stack.deploy_dir}/{contract.GATEWAY_DIR}", contract.GATEWAY_CONF_MOUNT, "ro"))
-        command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
-    else:
-        if service.publish:
-            ports.append(f"{service.publish}:{service.port}")
-        if where.is_published(host, service.name):
-            ports.append(f"{address}:{service.port}:{service.port}")
-    edge = bool(ports) or where.has_remote_dependency(host, service.name)
-    return {
-        "name": service.name,
-        "image": image,
-        "build": build_dir,
-        "command": compose_json(command) if command else None,
-        "stop_grace": int(service.stop_grace),
-        "healthcheck": healthcheck,
-        "wait_timeout": int(service.wait_timeout),
-        "depends_on": deps,
-        "volumes": sorted(service.volumes.items()),
-        "config_mounts": config_mounts,
-        "ports": ports,
-        "networks": ["backend", "edge"] if edge else ["backend"],
-        "limits": dict(service.limits),
-        # The socket belongs to root: the monitor runs as root, with no capabilities and a
-        # read-only filesystem.
-        "hardened_root": monitor,
-    }
-
-
-def _nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None) -> str:
-    """Routes: one target by name, resolved per request; several replicas as an upstream."""
-    routes = []
-    for prefix, target in sorted(gateway.routes.items()):
-        ends = where.endpoints(host, target)
-        routes.append({
-            "prefix": prefix,
-            "upstream": target.replace("-", "_") if len(ends) > 1 else None,
-            # A local target is the container the helper has gated (targets/<service>.*),
-            # so a new container gets traffic only once it is ready.
-            "local": target if ends[0].local else None,
-            "servers": [f"{e.address}:{e.port}" for e in ends if not e.local],
-            "websocket": prefix in gateway.websocket_routes,
-            "auth": prefix in gateway.auth_routes,
-        })
-    auth = None
-    if gateway.auth_verify:  # the route it is under, and the path the gateway asks there
-        route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
-        auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
-    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
-                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
-                  readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
-
-
-def _service_spec(service: Service, plan: ServicePlan) -> contract.ServiceSpec:
-    return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
-            "command": list(service.health.command), "timeout": service.wait_timeout,
-            "strategy": plan.strategy, "stop_grace": service.stop_grace, "config_hash": plan.config_hash,
-            "image": plan.image, "kind": service.kind, "restarts_with": list(service.restarts_with),
-            "backup": service.backup, "volumes": sorted(service.volumes)}
-
-
 def _strategy(service: Service, entry: dict) -> str:
     """Apps roll (a second container beside the first); a published port can be held by one
     container only, and infrastructure and the gateway's image are stop-then-start by nature."""
     return contract.ROLLING if service.kind == "python" and not entry["ports"] else contract.RECREATE
-
-
-def _remote_checks(where: Placement, host: str, names: list[str]) -> dict[str, dict]:
-    """Dependencies of this host's services that run elsewhere, as seen from this host."""
-    remote: dict[str, dict] = {}
-    for name in names:
-        svc = where.stack.services[name]
-        for dep in (*svc.depends_on, *svc.routes.values()):
-            for end in where.used_endpoints(host, name, dep):
-                if not end.local:
-                    health = where.stack.services[dep].health
-                    remote[f"{dep}@{end.host}"] = {
-                        "service": dep, "host": end.host, "address": end.address, "port": end.port,
-                        "http": health.http, "consumers": sorted({*remote.get(f"{dep}@{end.host}", {})
-                                                                  .get("consumers", []), name}),
-                    }
-    return remote
 
 
 def single_host(stack: Stack, host: str = "@local") -> Placement:
@@ -224,28 +85,23 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     files: dict[str, str] = {}
     for name in builds_here:
         files.update({f"{specs[name].build_dir}/{rel}": text for rel, text in specs[name].context.items()})
-    files["compose.build.yaml"] = render("compose.build.yaml.j2", stack=stack,
-                                         builds=[(n, specs[n]) for n in builds_here])
+    files["compose.build.yaml"] = composefile.compose_build_yaml(stack, [(n, specs[n]) for n in builds_here])
     service_plans: dict[str, ServicePlan] = {}
     entries: dict[str, dict] = {}
     for service in here:
         spec = specs[service.name]
         service_plans[service.name] = ServicePlan(service.name, spec.image, spec.build_dir, spec.source_dir)
-        entries[service.name] = _compose_entry(service, spec.image, spec.build_dir if service.name in builds_here
-                                               else None, image_source, where, host)
-        files[f"env/{service.name}.env"] = render(
-            "service.env.j2", service=service, env=_env_for(service, where, host, secrets))
-
-    volumes = sorted({v for s in here for v in s.volumes})
+        entries[service.name] = composefile.compose_entry(
+            service, spec.image, spec.build_dir if service.name in builds_here else None, image_source, where, host)
+        files[f"env/{service.name}.env"] = composefile.env_file(service, where, host, secrets)
 
     def compose_file(hashes: dict[str, str]) -> str:
-        return render("compose.yaml.j2", stack=stack, services=list(entries.values()), volumes=volumes,
-                      image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
+        return composefile.compose_yaml(stack, list(entries.values()), image_source, hashes)
 
     gateway = next((s for s in here if s.kind == "gateway"), None)
     if gateway:
         monitor = next((s for s in here if s.kind == "monitor"), None)
-        files["nginx/nginx.conf"] = _nginx_conf(gateway, where, host, monitor)
+        files["nginx/nginx.conf"] = composefile.nginx_conf(gateway, where, host, monitor)
     files["images/build-base.sh"] = imagespec.base_script()
 
     # Each service's config hash covers what its container is created from (its compose
@@ -262,20 +118,11 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     files["compose.yaml"] = compose_file({n: p.config_hash for n, p in service_plans.items()})
 
     all_waves = waves({n: s.depends_on for n, s in stack.services.items()})
-    release: contract.ReleaseManifest = {
-        "project": stack.name,
-        "waves": [[n for n in wave if n in service_plans] for wave in all_waves],
-        "services": {s.name: _service_spec(s, service_plans[s.name]) for s in here},
-        "remote": _remote_checks(where, host, names),
-        "gateway": {"service": gateway.name,
-                    "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local}),
-                    "port": GATEWAY_LISTEN_PORT,
-                    "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())}}
-        if gateway else None,
-        "builds": sorted(specs[n].image for n in builds_here),
-        "namespace": stack.image_namespace,
-    }
-    files[contract.RELEASE_FILE] = json.dumps(release, indent=2, sort_keys=True) + "\n"
+    service_specs = {s.name: releasemanifest.service_spec(s, service_plans[s.name].image,
+                                                          service_plans[s.name].config_hash,
+                                                          service_plans[s.name].strategy) for s in here}
+    files[contract.RELEASE_FILE] = releasemanifest.release_json(where, host, service_specs, all_waves,
+                                                                sorted(specs[n].image for n in builds_here))
 
     return Plan(
         stack=stack,

@@ -1,0 +1,142 @@
+"""What compose and nginx read on a host: compose.yaml, compose.build.yaml, the env files
+and the gateway's nginx.conf, rendered from templates/ for one host of a placement."""
+
+from __future__ import annotations
+
+from stackdeploy import contract
+from stackdeploy.imagespec import ImageSpec
+from stackdeploy.model import Service, Stack
+from stackdeploy.placement import Placement
+from stackdeploy.templating import compose_json, render
+
+GATEWAY_LISTEN_PORT = 8080
+# Errors the gateway answers itself (not the apps'), as JSON.
+GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
+                  (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
+                  (502, "upstream unavailable"), (504, "upstream timed out")]
+DOCKER_DNS = "127.0.0.11"
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def _env(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
+    stack = where.stack
+    env = dict(stack.shared_env)
+    if service.kind == "monitor" and stack.backup_every_hours:
+        env["MONITOR_BACKUP_EVERY_HOURS"] = str(stack.backup_every_hours)
+    env.update(service.env)
+    waits = []
+    for dep_name in service.depends_on:
+        dep = stack.services[dep_name]
+        end = where.endpoint(host, dep_name)
+        env[f"{dep.env_prefix}_HOST"] = end.address
+        env[f"{dep.env_prefix}_PORT"] = str(end.port)
+        if dep.health.http:
+            env[f"{dep.env_prefix}_URL"] = f"http://{end.address}:{end.port}"
+        waits.append(f"{dep.name}:http://{end.address}:{end.port}{dep.health.http}" if dep.health.http
+                     else f"{dep.name}:tcp://{end.address}:{end.port}")
+    if waits:
+        env["WAIT_FOR"] = ",".join(waits)
+        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
+    for name in service.secrets:
+        env[name] = secrets[name]
+    return env
+
+
+def _has_docker_health(service: Service, image_source: str) -> bool:
+    """Whether compose can wait for ``service`` to be healthy (it has a healthcheck)."""
+    return service.built_from_source or bool(service.health.command) or image_source == "local"
+
+
+def compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
+                   where: Placement, host: str) -> dict:
+    """The per-service context for compose.yaml.j2 on ``host``."""
+    stack = where.stack
+    healthcheck = None
+    if service.health.command:
+        healthcheck = compose_json(["CMD", *service.health.command])
+    deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
+             else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
+    ports = []
+    config_mounts = []
+    monitor = service.kind == "monitor"
+    address = where.hosts[host].address
+    command = list(service.command)
+    if monitor:
+        # The engine API (root on this host, the documented trade-off), the releases to read,
+        # and a directory of its own for the event log.
+        config_mounts += [(f"${{STACK_DOCKER_SOCKET:-{DOCKER_SOCKET}}}", DOCKER_SOCKET, "rw"),
+                          (stack.deploy_dir, "/stack", "ro"),
+                          (f"{stack.deploy_dir}/{contract.MONITOR_DIR}", "/monitor", "rw")]
+    if service.kind == "gateway":
+        ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
+        # A stable directory outside the releases: the helper keeps nginx.conf and the route
+        # targets there and reloads nginx gracefully when they change.
+        config_mounts.append((f"{stack.deploy_dir}/{contract.GATEWAY_DIR}", contract.GATEWAY_CONF_MOUNT, "ro"))
+        command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
+    else:
+        if service.publish:
+            ports.append(f"{service.publish}:{service.port}")
+        if where.is_published(host, service.name):
+            ports.append(f"{address}:{service.port}:{service.port}")
+    edge = bool(ports) or where.has_remote_dependency(host, service.name)
+    return {
+        "name": service.name,
+        "image": image,
+        "build": build_dir,
+        "command": compose_json(command) if command else None,
+        "stop_grace": int(service.stop_grace),
+        "healthcheck": healthcheck,
+        "wait_timeout": int(service.wait_timeout),
+        "depends_on": deps,
+        "volumes": sorted(service.volumes.items()),
+        "config_mounts": config_mounts,
+        "ports": ports,
+        "networks": ["backend", "edge"] if edge else ["backend"],
+        "limits": dict(service.limits),
+        # The socket belongs to root: the monitor runs as root, with no capabilities and a
+        # read-only filesystem.
+        "hardened_root": monitor,
+    }
+
+
+def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None) -> str:
+    """Routes: one target by name, resolved per request; several replicas as an upstream."""
+    routes = []
+    for prefix, target in sorted(gateway.routes.items()):
+        ends = where.endpoints(host, target)
+        routes.append({
+            "prefix": prefix,
+            "upstream": target.replace("-", "_") if len(ends) > 1 else None,
+            # A local target is the container the helper has gated (targets/<service>.*),
+            # so a new container gets traffic only once it is ready.
+            "local": target if ends[0].local else None,
+            "servers": [f"{e.address}:{e.port}" for e in ends if not e.local],
+            "websocket": prefix in gateway.websocket_routes,
+            "auth": prefix in gateway.auth_routes,
+        })
+    auth = None
+    if gateway.auth_verify:  # the route it is under, and the path the gateway asks there
+        route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
+        auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
+    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
+                  targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
+                  readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
+
+
+def env_file(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> str:
+    """env/<service>.env: the stack's shared settings, the service's own, where each of its
+    dependencies answers from ``host``, and its secrets."""
+    return render("service.env.j2", service=service, env=_env(service, where, host, secrets))
+
+
+def compose_yaml(stack: Stack, entries: list[dict], image_source: str, hashes: dict[str, str]) -> str:
+    """compose.yaml for the services of ``entries`` (see ``compose_entry``), each labelled with
+    its config hash from ``hashes``."""
+    volumes = sorted({volume for entry in entries for volume, _ in entry["volumes"]})
+    return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes,
+                  image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
+
+
+def compose_build_yaml(stack: Stack, builds: list[tuple[str, ImageSpec]]) -> str:
+    """compose.build.yaml: the images this host builds (``stackctl.py build`` reads it)."""
+    return render("compose.build.yaml.j2", stack=stack, builds=builds)

@@ -1,0 +1,63 @@
+"""release.json: what the host helper (stackctl.py) needs to run one release on a host.
+
+Its shape is ``contract.ReleaseManifest``, shared with the helper: the waves, how to judge
+and replace each service, the dependencies on other hosts to check, the gateway's routes.
+"""
+
+from __future__ import annotations
+
+import json
+
+from stackdeploy import contract
+from stackdeploy.composefile import GATEWAY_LISTEN_PORT
+from stackdeploy.model import Service
+from stackdeploy.placement import Placement
+
+
+def service_spec(service: Service, image: str, config_hash: str, strategy: str) -> contract.ServiceSpec:
+    """How the host helper judges ``service`` ready, and how it replaces it."""
+    return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
+            "command": list(service.health.command), "timeout": service.wait_timeout,
+            "strategy": strategy, "stop_grace": service.stop_grace, "config_hash": config_hash,
+            "image": image, "kind": service.kind, "restarts_with": list(service.restarts_with),
+            "backup": service.backup, "volumes": sorted(service.volumes)}
+
+
+def _remote_checks(where: Placement, host: str, names: list[str]) -> dict[str, dict]:
+    """Dependencies of this host's services that run elsewhere, as seen from this host."""
+    remote: dict[str, dict] = {}
+    for name in names:
+        svc = where.stack.services[name]
+        for dep in (*svc.depends_on, *svc.routes.values()):
+            for end in where.used_endpoints(host, name, dep):
+                if not end.local:
+                    health = where.stack.services[dep].health
+                    remote[f"{dep}@{end.host}"] = {
+                        "service": dep, "host": end.host, "address": end.address, "port": end.port,
+                        "http": health.http, "consumers": sorted({*remote.get(f"{dep}@{end.host}", {})
+                                                                  .get("consumers", []), name}),
+                    }
+    return remote
+
+
+def release_json(where: Placement, host: str, services: dict[str, contract.ServiceSpec],
+                 stack_waves: list[list[str]], builds: list[str]) -> str:
+    """release.json for ``host``: ``services`` are its services' specs (see ``service_spec``),
+    ``stack_waves`` the whole stack's waves and ``builds`` the images it builds."""
+    stack = where.stack
+    names = list(where.services_on[host])
+    gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
+    release: contract.ReleaseManifest = {
+        "project": stack.name,
+        "waves": [[n for n in wave if n in services] for wave in stack_waves],
+        "services": services,
+        "remote": _remote_checks(where, host, names),
+        "gateway": {"service": gateway.name,
+                    "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local}),
+                    "port": GATEWAY_LISTEN_PORT,
+                    "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())}}
+        if gateway else None,
+        "builds": builds,
+        "namespace": stack.image_namespace,
+    }
+    return json.dumps(release, indent=2, sort_keys=True) + "\n"
