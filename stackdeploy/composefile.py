@@ -3,11 +3,13 @@ and the gateway's nginx.conf, rendered from templates/ for one host of a placeme
 
 from __future__ import annotations
 
+import yaml
+
 from stackdeploy import contract
 from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import Placement
-from stackdeploy.templating import compose_json, render
+from stackdeploy.templating import compose_escaped, render
 
 GATEWAY_LISTEN_PORT = 8080
 # Errors the gateway answers itself (not the apps'), as JSON.
@@ -51,9 +53,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
                    where: Placement, host: str) -> dict:
     """The per-service context for compose.yaml.j2 on ``host``."""
     stack = where.stack
-    healthcheck = None
-    if service.health.command:
-        healthcheck = compose_json(["CMD", *service.health.command])
+    healthcheck = ["CMD", *service.health.command] if service.health.command else None
     deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
              else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
     ports = []
@@ -83,7 +83,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         "name": service.name,
         "image": image,
         "build": build_dir,
-        "command": compose_json(command) if command else None,
+        "command": command or None,
         "stop_grace": int(service.stop_grace),
         "healthcheck": healthcheck,
         "wait_timeout": int(service.wait_timeout),
@@ -97,6 +97,52 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         # read-only filesystem.
         "hardened_root": monitor,
     }
+
+
+def _as_read(text: str) -> object:
+    """``text`` as a YAML reader (compose) takes it where compose.yaml.j2 writes it unquoted:
+    a cpus of 1.5 is a number, a mem_limit of 512m a string."""
+    return yaml.safe_load(text)
+
+
+def container_settings(entry: dict, stack: Stack) -> dict:
+    """The settings compose reads for the container of ``entry`` (see ``compose_entry``) from
+    compose.yaml, with the template's shared defaults (``x-service``) merged in: what the
+    container is created from, and so what its config hash covers. Neither the build section
+    (who builds does not change the container) nor the config hash label is part of it. This
+    follows compose.yaml.j2 line by line; tests/unit/test_plan.py reads the rendered file back
+    to check that the two agree."""
+    settings: dict = {
+        "restart": "unless-stopped",
+        "logging": {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}},
+        "init": True,
+        "image": _as_read(entry["image"]),
+        "environment": {"TZ": "UTC", "STACK_NAME": _as_read(stack.name)},
+        "env_file": [f"env/{entry['name']}.env"],
+        "stop_grace_period": f"{entry['stop_grace']}s",
+        "networks": entry["networks"],
+    }
+    if "cpus" in entry["limits"]:
+        settings["cpus"] = _as_read(entry["limits"]["cpus"])
+    if "memory" in entry["limits"]:
+        settings["mem_limit"] = _as_read(entry["limits"]["memory"])
+    if entry["command"]:
+        settings["command"] = compose_escaped(entry["command"])
+    if entry["hardened_root"]:
+        settings.update({"user": "0:0", "read_only": True, "cap_drop": ["ALL"],
+                         "security_opt": ["no-new-privileges:true"], "tmpfs": ["/tmp"]})
+    if entry["healthcheck"]:
+        settings["healthcheck"] = {"test": compose_escaped(entry["healthcheck"]), "interval": "10s", "timeout": "3s",
+                                   "retries": 3, "start_period": f"{entry['wait_timeout']}s"}
+    if entry["depends_on"]:
+        settings["depends_on"] = {dep: {"condition": condition} for dep, condition in entry["depends_on"]}
+    mounts = [f"{volume}:{path}" for volume, path in entry["volumes"]]
+    mounts += [f"{source}:{target}:{mode}" for source, target, mode in entry["config_mounts"]]
+    if mounts:
+        settings["volumes"] = [_as_read(mount) for mount in mounts]
+    if entry["ports"]:
+        settings["ports"] = list(entry["ports"])
+    return settings
 
 
 def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None) -> str:

@@ -48,6 +48,12 @@ def data_digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def config_hash(container_settings: Mapping[str, Any], env_file: str) -> str:
+    """A service's config hash: over the compose settings its container is created from and its
+    env file. It becomes the container's label, so drift is read from what really runs."""
+    return data_digest([container_settings, env_file])
+
+
 def short(fingerprint: str) -> str:
     """The part of a fingerprint used in image tags."""
     return fingerprint[:12]

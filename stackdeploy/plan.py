@@ -8,13 +8,11 @@ its container is created from (compose settings, env file, mounted config, image
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from stackdeploy import composefile, contract, imagespec, releasemanifest
-from stackdeploy.fingerprint import data_digest
+from stackdeploy.fingerprint import config_hash
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
@@ -29,8 +27,8 @@ class ServicePlan:
     image: str
     build_dir: str | None  # relative to the deploy dir; None for pulled images
     source_dir: Path | None  # local folder synced to <build_dir>/src
-    config_hash: str = ""
-    strategy: str = contract.RECREATE  # how a change reaches it: contract.ROLLING or contract.RECREATE
+    config_hash: str  # see fingerprint.config_hash
+    strategy: str  # how a change reaches it: contract.ROLLING or contract.RECREATE
 
 
 @dataclass(frozen=True)
@@ -87,40 +85,31 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         files.update({f"{specs[name].build_dir}/{rel}": text for rel, text in specs[name].context.items()})
     files["compose.build.yaml"] = composefile.compose_build_yaml(stack, [(n, specs[n]) for n in builds_here])
     service_plans: dict[str, ServicePlan] = {}
+    service_specs: dict[str, contract.ServiceSpec] = {}
     entries: dict[str, dict] = {}
     for service in here:
-        spec = specs[service.name]
-        service_plans[service.name] = ServicePlan(service.name, spec.image, spec.build_dir, spec.source_dir)
-        entries[service.name] = composefile.compose_entry(
-            service, spec.image, spec.build_dir if service.name in builds_here else None, image_source, where, host)
-        files[f"env/{service.name}.env"] = composefile.env_file(service, where, host, secrets)
-
-    def compose_file(hashes: dict[str, str]) -> str:
-        return composefile.compose_yaml(stack, list(entries.values()), image_source, hashes)
+        name, spec = service.name, specs[service.name]
+        entries[name] = entry = composefile.compose_entry(
+            service, spec.image, spec.build_dir if name in builds_here else None, image_source, where, host)
+        files[f"env/{name}.env"] = env_file = composefile.env_file(service, where, host, secrets)
+        # The config hash covers what the container is created from (its compose settings, env
+        # file and image), not the gateway's nginx.conf: that is reloaded, not recreated.
+        service_plans[name] = planned = ServicePlan(
+            name=name, image=spec.image, build_dir=spec.build_dir, source_dir=spec.source_dir,
+            config_hash=config_hash(composefile.container_settings(entry, stack), env_file),
+            strategy=_strategy(service, entry))
+        service_specs[name] = releasemanifest.service_spec(service, image=planned.image,
+                                                           config_hash=planned.config_hash, strategy=planned.strategy)
 
     gateway = next((s for s in here if s.kind == "gateway"), None)
     if gateway:
         monitor = next((s for s in here if s.kind == "monitor"), None)
         files["nginx/nginx.conf"] = composefile.nginx_conf(gateway, where, host, monitor)
     files["images/build-base.sh"] = imagespec.base_script()
-
-    # Each service's config hash covers what its container is created from (its compose
-    # entry, env file and image) and becomes the container's label, so drift is read from
-    # what really runs. The gateway's nginx.conf is not part of it: it is reloaded, not
-    # recreated. The entry's build section depends on who builds; the container does not.
-    compose = yaml.safe_load(compose_file({}))
-    for service in here:
-        name = service.name
-        compose["services"][name].pop("build", None)
-        config_hash = data_digest([compose["services"][name], files[f"env/{name}.env"]])
-        service_plans[name] = replace(service_plans[name], config_hash=config_hash,
-                                      strategy=_strategy(service, entries[name]))
-    files["compose.yaml"] = compose_file({n: p.config_hash for n, p in service_plans.items()})
+    files["compose.yaml"] = composefile.compose_yaml(stack, list(entries.values()), image_source,
+                                                     {n: p.config_hash for n, p in service_plans.items()})
 
     all_waves = waves({n: s.depends_on for n, s in stack.services.items()})
-    service_specs = {s.name: releasemanifest.service_spec(s, service_plans[s.name].image,
-                                                          service_plans[s.name].config_hash,
-                                                          service_plans[s.name].strategy) for s in here}
     files[contract.RELEASE_FILE] = releasemanifest.release_json(where, host, service_specs, all_waves,
                                                                 sorted(specs[n].image for n in builds_here))
 

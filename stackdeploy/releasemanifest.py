@@ -14,7 +14,7 @@ from stackdeploy.model import Service
 from stackdeploy.placement import Placement
 
 
-def service_spec(service: Service, image: str, config_hash: str, strategy: str) -> contract.ServiceSpec:
+def service_spec(service: Service, *, image: str, config_hash: str, strategy: str) -> contract.ServiceSpec:
     """How the host helper judges ``service`` ready, and how it replaces it."""
     return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
             "command": list(service.health.command), "timeout": service.wait_timeout,

@@ -9,9 +9,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from stackdeploy import TEMPLATES_DIR
 
 
-def compose_json(value: object) -> str:
-    """``value`` as JSON for compose.yaml, with ``$`` doubled so compose does not interpolate it."""
-    return json.dumps(value).replace("$", "$$")
+def compose_escaped(argv: list[str]) -> list[str]:
+    """``argv`` as compose.yaml must hold it: ``$`` doubled, so compose does not interpolate it."""
+    return [arg.replace("$", "$$") for arg in argv]
+
+
+def compose_json(argv: list[str]) -> str:
+    """``argv`` as a JSON list for compose.yaml (escaped, see ``compose_escaped``)."""
+    return json.dumps(compose_escaped(argv))
 
 
 _jinja = Environment(

@@ -11,6 +11,7 @@ import yaml
 
 import stackdeploy.imagespec as imagespec_module
 from stackdeploy import SERVICES_DIR
+from stackdeploy.fingerprint import data_digest
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from tests.conftest import BIN, ROOT, write_out, yamllint
@@ -176,6 +177,21 @@ def test_bytecode_caches_do_not_move_fingerprints(data, tmp_path, monkeypatch):
     monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
     after = build_plan(load(data, copy), "local", SECRETS)
     assert after.services["auth-service"].image == before.services["auth-service"].image
+
+
+@pytest.mark.parametrize("image_source", ["local", "registry"])
+def test_config_hash_covers_the_settings_compose_reads(data, image_source):
+    """The planner hashes its own data, not the rendered file: that data must be exactly what
+    compose reads back from compose.yaml (less the build section and the hash label)."""
+    data["service_overrides"] = {"auth-service": {"limits": {"cpus": "1.5", "memory": "512m"}},
+                                 "creator-hub": {"limits": {"cpus": "2"}, "command": ["sh", "-c", "exec $0"]}}
+    plan = make_plan(data, image_source)
+    compose = yaml.safe_load(plan.files["compose.yaml"])
+    for name, service in plan.services.items():
+        read = compose["services"][name]
+        assert read.pop("labels") == {"stackdeploy.config-hash": service.config_hash}
+        read.pop("build", None)
+        assert service.config_hash == data_digest([read, plan.files[f"env/{name}.env"]]), name
 
 
 def test_env_change_recreates_without_rebuild(data):
