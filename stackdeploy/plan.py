@@ -4,6 +4,10 @@
 plan, byte for byte. That is what makes change detection exact: image tags carry the
 fingerprint of their build context, and each service's ``config_hash`` covers everything
 its container is created from (compose settings, env file, mounted config, image).
+
+The pieces come from one module each: ``imagespec`` (images and build contexts),
+``composefile`` (compose files, env files, nginx.conf), ``releasemanifest`` (release.json)
+and ``fingerprint`` (the hashes); this module decides what goes on which host.
 """
 
 from __future__ import annotations
