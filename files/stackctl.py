@@ -56,7 +56,6 @@ ROOT = Path(__file__).resolve().parent
 # mounts the same socket into the monitor (compose.yaml reads STACK_DOCKER_SOCKET).
 os.environ.setdefault("STACK_DOCKER_SOCKET",
                       os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
-STATE = ROOT / contract.STATE_DIR
 GATEWAY = ROOT / contract.GATEWAY_DIR
 GATEWAY_LOCK = threading.Lock()
 READY: dict[str, float] = {}  # service -> seconds its gate took, in this call
@@ -514,8 +513,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for _service, line in results:
         if line:
             print(line, flush=True)
-    update_json(STATE / "waves.json", {",".join(sorted(names)): round(time.monotonic() - started, 2)})
-    update_json(STATE / "ready.json", {s: round(READY[s], 2) for s, line in results if line and s in READY})
+    update_json(ROOT / contract.WAVES_FILE, {",".join(sorted(names)): round(time.monotonic() - started, 2)})
+    update_json(ROOT / contract.READY_FILE, {s: round(READY[s], 2) for s, line in results if line and s in READY})
     return 1 if any(line is None for _s, line in results) else 0
 
 
@@ -539,12 +538,12 @@ def build_one(release: str, service: str) -> dict:
 def cmd_build(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=max(1, len(args.services))) as pool:
         results = list(pool.map(lambda s: build_one(args.release, s), args.services))
-    report = {}
+    report: dict[str, contract.BuildResult] = {}
     for r in results:
         state = "built" if r["ok"] else "FAILED"
         print(f"build {r['service']}: {state} in {r['seconds']}s, {r['cached']}/{r['steps']} steps cached")
-        report[r["service"]] = {k: r[k] for k in ("ok", "seconds", "steps", "cached")}
-    update_json(STATE / "builds.json", report)
+        report[r["service"]] = {"ok": r["ok"], "seconds": r["seconds"], "steps": r["steps"], "cached": r["cached"]}
+    update_json(ROOT / contract.BUILDS_FILE, report)
     failed = [r for r in results if not r["ok"]]
     for r in failed:
         print(f"\nBUILD FAILED: service '{r['service']}' on host {args.host} (full log: {r['log']})", file=sys.stderr)
@@ -572,19 +571,19 @@ def service_check(m: contract.ReleaseManifest, name: str) -> Callable[[], str | 
 def cmd_status(args: argparse.Namespace) -> int:
     release = args.release or current_release()
     m = manifest(release)
-    ready = read_json(STATE / "ready.json", {})
+    ready = read_json(ROOT / contract.READY_FILE, {})
     assert isinstance(ready, dict)
     if args.wait:  # e.g. right after the engine restarted every container: let them come up
         poll({name: service_check(m, name) for name in m["services"]},
              {name: time.monotonic() + spec["timeout"] for name, spec in m["services"].items()})
-    rows: dict[str, dict] = {}
+    rows: dict[str, contract.ServiceStatus] = {}
     lock = threading.Lock()
 
     def one(name: str) -> None:
         spec = m["services"][name]
         info = serving(m["project"], name, spec["config_hash"])
-        row = {"container": None, "image": None, "size": None, "state": "missing",
-               "health": None, "check": "no container", "seconds_to_ready": ready.get(name)}
+        row: contract.ServiceStatus = {"container": None, "image": None, "size": None, "state": "missing",
+                                       "health": None, "check": "no container", "seconds_to_ready": ready.get(name)}
         if info:
             row.update(container=info["Id"][:12], image=info["Config"]["Image"],
                        size=image_size(info["Config"]["Image"]), state=info["State"]["Status"],
@@ -595,10 +594,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     def remote(key: str, spec: contract.RemoteCheck) -> None:
         reason = probe_address(spec["address"], spec["port"], spec["http"])
+        row: contract.ServiceStatus = {"container": None, "image": None, "size": None, "state": "remote",
+                                       "health": None, "check": reason or "ok", "seconds_to_ready": None,
+                                       "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}
         with lock:
-            rows[key] = {"container": None, "image": None, "size": None, "state": "remote", "health": None,
-                         "check": reason or "ok", "seconds_to_ready": None,
-                         "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}
+            rows[key] = row
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, m["services"]))
@@ -668,8 +668,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
             return 1
         path.unlink(missing_ok=True)
         return 0
-    holder: contract.LockHolder = {**json.loads(args.holder), "since": time.time(), "anchor_pid": pid,
-                                   "anchor_start": start}
+    request: contract.LockRequest = json.loads(args.holder)
+    holder: contract.LockHolder = {**request, "since": time.time(), "anchor_pid": pid, "anchor_start": start}
     if mine:
         print(f"locked host {args.host} (already held by this run)")
         return 0
@@ -761,7 +761,7 @@ def audit(actor: contract.Actor, action: str, release: str, changed: list[str], 
 
 def cmd_finish(args: argparse.Namespace) -> int:
     """End of a run: on success switch ``current`` and record the release; always audit and unlock."""
-    actor = json.loads(args.actor)
+    actor: contract.Actor = json.loads(args.actor)
     changed = [s for s in args.changed.split(",") if s]
     holder = read_json(ROOT / contract.LOCK_FILE, None)
     pid, start = anchor()
@@ -815,9 +815,10 @@ def complete(release: str, action: str, keep: int, actor: contract.Actor) -> Non
 def cmd_releases(args: argparse.Namespace) -> int:
     base = ROOT / contract.RELEASES_DIR
     present = sorted(d.name for d in base.iterdir()) if base.exists() else []
-    manifests = {r: manifest(r) for r in present if (release_dir(r) / contract.RELEASE_FILE).exists()}
-    print(json.dumps({"current": current_release(), "present": present, "releases": releases(),
-                      "manifests": manifests}, indent=2))
+    listing: contract.ReleaseListing = {
+        "current": current_release(), "present": present, "releases": releases(),
+        "manifests": {r: manifest(r) for r in present if (release_dir(r) / contract.RELEASE_FILE).exists()}}
+    print(json.dumps(listing, indent=2))
     return 0
 
 
