@@ -3,7 +3,9 @@
 
 pyinfra decides *what* must change (from facts, before anything runs); this script does
 the parts that need a loop on the host itself. The shapes it reads and writes are defined
-once, in stackcontract.py (shipped beside it from stackdeploy/contract.py).
+once, in stackcontract.py (shipped beside it from stackdeploy/contract.py); what "ready" means
+and the one loop that waits for it, in stackprobe.py (shipped beside it, and into every
+Python service's image for wait-for-services.py).
 
     stackctl.py build --release R SVC...   build images in parallel, one log per service
     stackctl.py up --release R SVC...      roll out services, gated on readiness, with rollback
@@ -31,15 +33,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import stackcontract as contract
+import stackprobe
 
-POLL_SECONDS = 0.2
 LOG_LINES = 30
 CRASH_RESTARTS = 2  # a container Docker restarted this often is crash-looping: fail now
 RELOAD_TIMEOUT = 15.0
@@ -189,23 +189,6 @@ def last_logs(container_id: str) -> str:
 
 # ---------------------------------------------------------------- readiness
 
-def probe_address(address: str, port: int, http: str | None, tcp: bool = True) -> str | None:
-    """None when ``address:port`` answers (TCP connect, and HTTP 200 on ``http``), else why not."""
-    try:
-        if tcp:
-            with socket.create_connection((address, port), timeout=1.0):
-                pass
-        if http:
-            with urllib.request.urlopen(f"http://{address}:{port}{http}", timeout=2.0) as response:  # noqa: S310
-                if response.status != 200:
-                    return f"GET {http} answered {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"GET {http} answered {exc.code}: {exc.read(300).decode(errors='replace')}"
-    except OSError as exc:
-        return f"{address}:{port} not answering: {exc}"
-    return None
-
-
 def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
     """None when the container is ready, else why not."""
     state = info["State"]
@@ -214,7 +197,7 @@ def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
     address = container_address(info, project)
     if address is None:
         return "container has no network address yet"
-    reason = probe_address(address, spec["port"], spec["http"], spec["tcp"])
+    reason = stackprobe.not_ready(address, spec["port"], spec["http"], spec["tcp"])
     if reason:
         return reason
     if spec["command"]:
@@ -243,31 +226,6 @@ def crashed(info: dict) -> str | None:
     return None
 
 
-def poll(checks: dict[str, Callable[[], str | None]], deadlines: dict[str, float],
-         fatal: Callable[[str], str | None] = lambda _key: None) -> tuple[dict[str, float], dict[str, str]]:
-    """The one readiness loop: poll every check every POLL_SECONDS until each is ready (None),
-    fatal, or past its deadline (monotonic). Returns (seconds to ready, reasons for failure)."""
-    started = time.monotonic()
-    ready: dict[str, float] = {}
-    failed: dict[str, str] = {}
-    last: dict[str, str] = {}
-    while len(ready) + len(failed) < len(checks):
-        for key, check in checks.items():
-            if key in ready or key in failed:
-                continue
-            reason = check()
-            if reason is None:
-                ready[key] = round(time.monotonic() - started, 2)
-                continue
-            last[key] = reason
-            why = fatal(key)
-            if why or time.monotonic() > deadlines[key]:
-                failed[key] = why or f"not ready within {deadlines[key] - started:.0f}s: {reason}"
-        if len(ready) + len(failed) < len(checks):
-            time.sleep(POLL_SECONDS)
-    return ready, failed
-
-
 def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
     """Wait until one container is ready; fail at once when it crashes."""
     last: list[dict] = []  # the latest inspect, which fatal() judges
@@ -284,7 +242,7 @@ def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
         # The log is read on every 5th poll (about once a second): cheap enough, soon enough.
         return crashed(last[0]) or (workers_dying(container_id) if next(polls) % 5 == 0 else None)
 
-    ready, failed = poll({container_id: check}, {container_id: time.monotonic() + spec["timeout"]}, fatal)
+    ready, failed = stackprobe.poll({container_id: check}, {container_id: time.monotonic() + spec["timeout"]}, fatal)
     if failed:
         raise Failed(failed[container_id])
     return ready[container_id]
@@ -297,8 +255,9 @@ def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], ho
     if not needed:
         return
     limit = time.monotonic() + max(manifest_["services"][s]["timeout"] for s in services)
-    checks = {key: (lambda s=spec: probe_address(s["address"], s["port"], s["http"])) for key, spec in needed.items()}
-    ready, failed = poll(checks, dict.fromkeys(needed, limit))
+    checks = {key: (lambda s=spec: stackprobe.not_ready(s["address"], s["port"], s["http"]))
+              for key, spec in needed.items()}
+    ready, failed = stackprobe.poll(checks, dict.fromkeys(needed, limit))
     for key in ready:
         spec = needed[key]
         print(f"reachable {spec['service']} on host {spec['host']} ({spec['address']}:{spec['port']})", flush=True)
@@ -349,7 +308,7 @@ def reload_gateway(container_id: str) -> None:
         now = worker_pids(container_id)
         if now and not (now & before):
             return
-        time.sleep(POLL_SECONDS)
+        time.sleep(stackprobe.POLL_SECONDS)
     raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
 
 
@@ -574,7 +533,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     ready = read_json(ROOT / contract.READY_FILE, {})
     assert isinstance(ready, dict)
     if args.wait:  # e.g. right after the engine restarted every container: let them come up
-        poll({name: service_check(m, name) for name in m["services"]},
+        stackprobe.poll({name: service_check(m, name) for name in m["services"]},
              {name: time.monotonic() + spec["timeout"] for name, spec in m["services"].items()})
     rows: dict[str, contract.ServiceStatus] = {}
     lock = threading.Lock()
@@ -593,7 +552,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows[name] = row
 
     def remote(key: str, spec: contract.RemoteCheck) -> None:
-        reason = probe_address(spec["address"], spec["port"], spec["http"])
+        reason = stackprobe.not_ready(spec["address"], spec["port"], spec["http"])
         row: contract.ServiceStatus = {"container": None, "image": None, "size": None, "state": "remote",
                                        "health": None, "check": reason or "ok", "seconds_to_ready": None,
                                        "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}

@@ -35,6 +35,7 @@ DOCKER_DNS = "127.0.0.11"
 DOCKER_SOCKET = "/var/run/docker.sock"
 BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
 WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
+PROBE_MODULE = FILES_DIR / "stackprobe.py"  # wait-for-services.py imports it: copied beside it
 COMMON_DIR = FILES_DIR / "common"
 
 _jinja = Environment(
@@ -125,6 +126,7 @@ def _python_files(service: Service, base_image: str, install_venv: bool) -> dict
                              install_venv=install_venv),
         ".dockerignore": render("dockerignore.j2", entries=entries),
         "wait-for-services.py": _read(WAIT_SCRIPT),
+        "stackprobe.py": _read(PROBE_MODULE),
     }
     files.update({f"common/{p.name}": _read(p) for p in sorted(COMMON_DIR.glob("*.py"))})
     return files

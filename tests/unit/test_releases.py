@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stackdeploy import FILES_DIR, contract
-from stackdeploy.desired import StackInputError
+from stackdeploy.desired import StackInputError, helper_files
 from stackdeploy.facts import HostReleases
 from stackdeploy.rollback import choose_target, history_table
 
@@ -56,8 +55,8 @@ def test_history_marks_only_the_newest_record_of_the_current_release():
 @pytest.fixture
 def helper(tmp_path: Path) -> Path:
     """The host helper and its contract in a scratch deploy directory."""
-    (tmp_path / "stackctl.py").write_bytes((FILES_DIR / "stackctl.py").read_bytes())
-    (tmp_path / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
+    for rel, content in helper_files().items():
+        (tmp_path / rel).write_bytes(content)
     return tmp_path
 
 

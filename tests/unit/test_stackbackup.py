@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from stackdeploy import FILES_DIR, contract
+from stackdeploy.desired import helper_files
 
 
 @pytest.fixture
 def deploy_dir(tmp_path: Path) -> Path:
-    (tmp_path / "stackbackup.py").write_bytes((FILES_DIR / "stackbackup.py").read_bytes())
-    (tmp_path / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
+    for rel, content in helper_files().items():
+        (tmp_path / rel).write_bytes(content)
     return tmp_path
 
 
