@@ -303,13 +303,14 @@ def reload_gateway(container_id: str) -> None:
     if before is None:
         time.sleep(1.0)  # no process listing on this host: give the master a moment
         return
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def new_workers() -> str | None:
         now = worker_pids(container_id)
-        if now and not (now & before):
-            return
-        time.sleep(stackprobe.POLL_SECONDS)
-    raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
+        return None if now and not (now & before) else "the old workers still take new connections"
+
+    _, failed = stackprobe.poll({"reload": new_workers}, {"reload": time.monotonic() + RELOAD_TIMEOUT})
+    if failed:
+        raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
 
 
 def write_if_changed(path: Path, text: str) -> bool:
