@@ -128,6 +128,8 @@ def _python_files(service: Service, base_image: str, install_venv: bool) -> dict
         "wait-for-services.py": _read(WAIT_SCRIPT),
         "stackprobe.py": _read(PROBE_MODULE),
     }
+    if service.kind == "monitor":  # it reads release.json and writes event lines through the contract
+        files["common/stackcontract.py"] = Path(contract.__file__).read_text()
     files.update({f"common/{p.name}": _read(p) for p in sorted(COMMON_DIR.glob("*.py"))})
     return files
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 import stackdeploy.plan as plan_module
-from stackdeploy import FILES_DIR, SERVICES_DIR
+from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from tests.conftest import BIN, ROOT, write_out, yamllint
@@ -150,6 +151,14 @@ def test_every_python_image_gets_the_probe_module_beside_wait_for_services(data,
         assert "COPY --chown=appuser:appuser wait-for-services.py stackprobe.py /usr/local/bin/" in dockerfile
         assert "!stackprobe.py" in context[".dockerignore"].splitlines()
         assert plan.files[f"services/{name}/stackprobe.py"] == probe
+
+    # The monitor reads release.json and writes event lines through the contract, imported
+    # from /app (where common/ lands); the apps do not need it.
+    contract_source = Path(contract.__file__).read_text()
+    assert plan.builds["stack-monitor"].context["common/stackcontract.py"] == contract_source
+    assert "import stackcontract as contract" in (SERVICES_DIR / "stack-monitor" / "app" / "main.py").read_text()
+    assert "COPY --chown=appuser:appuser common/ /app/" in plan.builds["stack-monitor"].context["Dockerfile"]
+    assert not any("common/stackcontract.py" in plan.builds[name].context for name in built - {"stack-monitor"})
 
 
 def test_registry_mode_uses_public_images(data):
