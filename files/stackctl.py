@@ -11,7 +11,7 @@ Python service's image for wait-for-services.py).
     stackctl.py up --release R SVC...      roll out services, gated on readiness, with rollback
     stackctl.py status [--release R]       one probe of every service, as JSON
     stackctl.py logs SVC...                the last log lines of services
-    stackctl.py lock acquire|release|show  the deploy lock
+    stackctl.py lock acquire               take the deploy lock (``finish`` releases it)
     stackctl.py finish --release R ...     switch ``current``, record the release, prune, audit, unlock
     stackctl.py releases                   the release history and the current release, as JSON
 
@@ -617,17 +617,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     pid, start = anchor()
     current = read_json(path, None)
-    if args.action == "show":
-        print(json.dumps({"holder": current, "alive": bool(current) and holder_alive(current)}))
-        return 0
     mine = bool(current) and current["anchor_pid"] == pid and current["anchor_start"] == start
-    if args.action == "release":
-        if current and not mine:
-            print(f"lock on host {args.host} is held by {describe(current)}, not by this run: left alone",
-                  file=sys.stderr)
-            return 1
-        path.unlink(missing_ok=True)
-        return 0
     request: contract.LockRequest = json.loads(args.holder)
     holder: contract.LockHolder = {**request, "since": time.time(), "anchor_pid": pid, "anchor_start": start}
     if mine:
@@ -802,7 +792,7 @@ def main(argv: list[str]) -> int:
     logs.add_argument("services", nargs="+")
     logs.set_defaults(func=cmd_logs)
     lock = sub.add_parser("lock")
-    lock.add_argument("action", choices=("acquire", "release", "show"))
+    lock.add_argument("action", choices=("acquire",))
     lock.add_argument("--holder", default="{}", help="JSON: user, control_host, commit, action, release")
     lock.add_argument("--take-over", action="store_true", help="take over a lock whose holder died")
     lock.add_argument("--expect-current", help="refuse unless this is still the current release")

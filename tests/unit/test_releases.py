@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from stackdeploy import contract
 from stackdeploy.desired import StackInputError, helper_files
 from stackdeploy.facts import HostReleases
 from stackdeploy.rollback import choose_target, history_table
@@ -86,8 +87,10 @@ def test_lock_is_refused_to_a_second_run_and_released_by_its_holder(helper):
     assert refused.returncode == 1 and "whose process is gone" in refused.stderr and "ana@laptop" in refused.stderr
     taken = stackctl(helper, "lock", "acquire", "--holder", holder, "--take-over")
     assert taken.returncode == 0 and "took over the stale lock of ana@laptop" in taken.stdout
-    assert stackctl(helper, "lock", "release").returncode == 0
+    # The run's end releases it (finish; a failed run's callback calls it too) and audits the run.
+    assert stackctl(helper, "finish", "--release", "R9", "--result", "failed").returncode == 0
     assert not (helper / "state" / "deploy.lock").exists()
+    assert json.loads((helper / contract.AUDIT_FILE).read_text())["result"] == "failed"
 
 
 def test_lock_is_refused_when_the_host_changed_since_the_run_read_it(helper):
