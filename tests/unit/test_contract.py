@@ -7,16 +7,14 @@ import ast
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, commands, contract
 from stackdeploy.desired import helper_files
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from stackdeploy.upload import HELPER_FILES
+from tests.conftest import run_helper
 
 SECRETS = {"POSTGRES_PASSWORD": "pg", "REDIS_PASSWORD": "redis", "JWT_SECRET": "jwt"}
 
@@ -28,18 +26,6 @@ def conforms(value: object, shape: type) -> None:
     missing = shape.__required_keys__ - keys
     unknown = keys - shape.__required_keys__ - shape.__optional_keys__
     assert not missing and not unknown, f"{shape.__name__}: missing {missing}, unknown {unknown}"
-
-
-@pytest.fixture
-def deploy_dir(tmp_path: Path) -> Path:
-    for rel, content in helper_files().items():
-        (tmp_path / rel).write_bytes(content)
-    return tmp_path
-
-
-def helper(root: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(root / script), *args], capture_output=True, text=True, timeout=30,
-                          check=False)
 
 
 def test_the_helpers_uploaded_before_the_lock_are_the_helpers_shipped():
@@ -54,22 +40,22 @@ def test_release_manifest_has_the_shape_the_helpers_read(data):
         conforms(spec, contract.ServiceSpec)
 
 
-def test_lock_audit_and_release_listing_as_stackctl_writes_them(deploy_dir):
+def test_lock_audit_and_release_listing_as_stackctl_writes_them(helpers_dir):
     request: contract.LockRequest = {"user": "ana", "control_host": "laptop", "commit": "", "action": "deploy",
                                      "release": "R1"}
-    assert helper(deploy_dir, "stackctl.py", "lock", "acquire", "--holder", json.dumps(request)).returncode == 0
-    conforms(json.loads((deploy_dir / contract.LOCK_FILE).read_text()), contract.LockHolder)
-    finished = helper(deploy_dir, "stackctl.py", "finish", "--release", "R1", "--result", "failed",
+    assert run_helper(helpers_dir, "stackctl.py", "lock", "acquire", "--holder", json.dumps(request)).returncode == 0
+    conforms(json.loads((helpers_dir / contract.LOCK_FILE).read_text()), contract.LockHolder)
+    finished = run_helper(helpers_dir, "stackctl.py", "finish", "--release", "R1", "--result", "failed",
                       "--actor", json.dumps({"user": "ana", "control_host": "laptop", "commit": ""}))
     assert finished.returncode == 0, finished.stderr
-    conforms(json.loads((deploy_dir / contract.AUDIT_FILE).read_text()), contract.AuditEntry)
-    listing = helper(deploy_dir, "stackctl.py", "releases")
+    conforms(json.loads((helpers_dir / contract.AUDIT_FILE).read_text()), contract.AuditEntry)
+    listing = run_helper(helpers_dir, "stackctl.py", "releases")
     assert json.loads(listing.stdout) == {"current": "", "present": [], "releases": [], "manifests": {}}
     conforms(json.loads(listing.stdout), contract.ReleaseListing)
 
 
-def test_backup_manifest_check_and_list_as_stackbackup_writes_them(deploy_dir):
-    target = deploy_dir / contract.BACKUPS_DIR / "20261126T010000Z"
+def test_backup_manifest_check_and_list_as_stackbackup_writes_them(helpers_dir):
+    target = helpers_dir / contract.BACKUPS_DIR / "20261126T010000Z"
     target.mkdir(parents=True)
     (target / "postgres.dump").write_bytes(b"dump")
     entry: contract.BackupFile = {"service": "postgres", "kind": "pg_dump", "file": "postgres.dump", "size": 4,
@@ -77,12 +63,12 @@ def test_backup_manifest_check_and_list_as_stackbackup_writes_them(deploy_dir):
     record: contract.BackupManifest = {"id": target.name, "host": "h", "stack": "s", "release": "R1",
                                        "time": "2026-11-26T01:00:00Z", "files": [entry]}
     (target / contract.BACKUP_MANIFEST).write_text(json.dumps(record))
-    ok = json.loads(helper(deploy_dir, "stackbackup.py", "check", "--id", target.name).stdout)
+    ok = json.loads(run_helper(helpers_dir, "stackbackup.py", "check", "--id", target.name).stdout)
     conforms(ok, contract.BackupCheckResult)
     assert ok["ok"] and ok["files"] == [entry]
-    refused = json.loads(helper(deploy_dir, "stackbackup.py", "check", "--id", "20990101T000000Z").stdout)
+    refused = json.loads(run_helper(helpers_dir, "stackbackup.py", "check", "--id", "20990101T000000Z").stdout)
     conforms(refused, contract.BackupCheckResult)
-    assert json.loads(helper(deploy_dir, "stackbackup.py", "list").stdout) == [record]
+    assert json.loads(run_helper(helpers_dir, "stackbackup.py", "list").stdout) == [record]
 
 
 def test_backup_check_where_the_helper_never_ran_has_the_same_shape(tmp_path):
