@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import register_and_login  # noqa: E402
+from stackdeploy import contract  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PYINFRA = Path(sys.executable).parent / "pyinfra"
@@ -132,8 +133,8 @@ def main() -> int:
             if rc:
                 print(output[-3000:])
                 return 1
-            backups = sorted(Path(DEPLOY_DIR, "backups").glob("*/manifest.json"))
-            manifest = json.loads(backups[-1].read_text())
+            backups = sorted(Path(DEPLOY_DIR, contract.BACKUPS_DIR).glob(f"*/{contract.BACKUP_MANIFEST}"))
+            manifest: contract.BackupManifest = json.loads(backups[-1].read_text())
             results["backup"] = {"seconds": round(seconds, 1), "bytes": sum(f["size"] for f in manifest["files"]),
                                  "uploads_mb": UPLOAD_FILES * UPLOAD_MB}
             print(f"backup: {seconds:.1f} s, {results['backup']['bytes'] / 1e6:.0f} MB", flush=True)

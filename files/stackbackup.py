@@ -73,9 +73,10 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def current_manifest() -> contract.ReleaseManifest:
-    release = (ROOT / "current").resolve().name
-    return json.loads((ROOT / "current" / contract.RELEASE_FILE).read_text()) | {"release": release}
+def current_release() -> tuple[str, contract.ReleaseManifest]:
+    """The running release: its id and its manifest."""
+    current = ROOT / contract.CURRENT_LINK
+    return current.resolve().name, json.loads((current / contract.RELEASE_FILE).read_text())
 
 
 def container(project: str, service: str) -> str:
@@ -107,25 +108,32 @@ def image_of(container_id: str) -> str:
 
 def event(service: str, name: str, **details: object) -> None:
     """A line in the monitor's event log, so a failed (scheduled) backup shows there too."""
-    path = ROOT / contract.MONITOR_DIR / "events.jsonl"
+    path = ROOT / contract.EVENTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "service": service, "event": name,
-             **details}
     with path.open("a") as out:
-        out.write(json.dumps(entry, sort_keys=True) + "\n")
+        out.write(json.dumps(contract.monitor_event(service, name, **details), sort_keys=True) + "\n")
 
 
 # Backup, one function per kind: each writes its files into ``target`` and returns their entries.
 
-def save_postgres(project: str, service: str, target: Path) -> list[dict]:
+def described(service: str, kind: str, path: Path, volume: str | None = None) -> contract.BackupFile:
+    """The manifest's entry for one file of a backup, once it is complete."""
+    entry: contract.BackupFile = {"service": service, "kind": kind, "file": path.name, "size": path.stat().st_size,
+                                  "sha256": sha256(path)}
+    if volume is not None:
+        entry["volume"] = volume
+    return entry
+
+
+def save_postgres(project: str, service: str, target: Path) -> list[contract.BackupFile]:
     path = target / contract.backup_files(service, "pg_dump", [])[0]
     run(["docker", "exec", container(project, service), "sh", "-c",
          'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -Fc -h 127.0.0.1 -U "$POSTGRES_USER" "$POSTGRES_DB"'],
         stdout=path)
-    return [{"service": service, "kind": "pg_dump", "file": path.name}]
+    return [described(service, "pg_dump", path)]
 
 
-def save_redis(project: str, service: str, target: Path) -> list[dict]:
+def save_redis(project: str, service: str, target: Path) -> list[contract.BackupFile]:
     """BGSAVE, wait until Redis reports it done, then copy the snapshot out."""
     cid = container(project, service)
     cli = ["docker", "exec", cid, "sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli "$@"', "redis-cli"]
@@ -140,31 +148,29 @@ def save_redis(project: str, service: str, target: Path) -> list[dict]:
         raise BackupError(f"{service}: BGSAVE failed (INFO persistence)")
     path = target / contract.backup_files(service, "redis_rdb", [])[0]
     run(["docker", "exec", cid, "cat", "/data/dump.rdb"], stdout=path)
-    return [{"service": service, "kind": "redis_rdb", "file": path.name}]
+    return [described(service, "redis_rdb", path)]
 
 
-def save_volumes(project: str, service: str, volumes: list[str], target: Path) -> list[dict]:
+def save_volumes(project: str, service: str, volumes: list[str], target: Path) -> list[contract.BackupFile]:
     """Each volume as a tar.gz, read by a one-off container of the service's own image while the
     service is paused (a consistent copy of files it may be writing)."""
     cid = container(project, service)
     image = image_of(cid)
-    entries = []
+    paths = [target / name for name in contract.backup_files(service, "volumes", volumes)]
     run(["docker", "pause", cid])
     try:
-        for volume, name in zip(volumes, contract.backup_files(service, "volumes", volumes), strict=True):
-            path = target / name
+        for volume, path in zip(volumes, paths, strict=True):
             run(["docker", "run", "--rm", "--user", "0", "--entrypoint", "tar", "-v", f"{project}_{volume}:/data:ro",
                  image, "-C", "/data", "-czf", "-", "."], stdout=path)
-            entries.append({"service": service, "kind": "volumes", "file": path.name, "volume": volume})
     finally:
         run(["docker", "unpause", cid])
-    return entries
+    return [described(service, "volumes", path, volume) for volume, path in zip(volumes, paths, strict=True)]
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     if not ID_PATTERN.match(args.id):
         raise BackupError(f"backup id '{args.id}' is not of the form 20261126T031500Z")
-    manifest = current_manifest()
+    release, manifest = current_release()
     project = manifest["project"]
     target = BACKUPS / args.id
     BACKUPS.mkdir(exist_ok=True)
@@ -172,7 +178,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         target.mkdir()
     except FileExistsError:
         raise BackupError(f"backup '{args.id}' exists already on this host") from None
-    entries: list[dict] = []
+    entries: list[contract.BackupFile] = []
     # PostgreSQL first: a file an upload row points to is then always in the later archive.
     order = {"pg_dump": 0, "redis_rdb": 1, "volumes": 2}
     stateful = sorted(((name, spec) for name, spec in manifest["services"].items() if spec.get("backup")),
@@ -186,17 +192,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 saved = save_redis(project, name, target)
             else:
                 saved = save_volumes(project, name, spec.get("volumes", []), target)
-            for entry in saved:
-                path = target / entry["file"]
-                entry.update(size=path.stat().st_size, sha256=sha256(path))
             entries += saved
             print(f"backed up {name} ({spec['backup']}) in {time.monotonic() - started:.1f}s", flush=True)
     except Exception as exc:  # whatever failed, no half backup is left to look complete
         shutil.rmtree(target, ignore_errors=True)
         event("*", "backup_failed", backup=args.id, detail=f"{type(exc).__name__}: {exc}"[:400])
         raise
-    record = {"id": args.id, "host": socket.gethostname(), "stack": project, "release": manifest["release"],
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": entries}
+    record: contract.BackupManifest = {"id": args.id, "host": socket.gethostname(), "stack": project,
+                                       "release": release, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                       "files": entries}
     (target / contract.BACKUP_MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     prune(args.keep, args.id)
     event("*", "backup_ok", backup=args.id, files=len(entries), bytes=sum(e["size"] for e in entries))
@@ -210,7 +214,7 @@ def prune(keep: int, just_written: str) -> None:
     directories named like a backup id are touched."""
     ids = [p for p in BACKUPS.iterdir() if p.is_dir() and ID_PATTERN.match(p.name) and p.name != just_written]
     complete = sorted((p for p in ids if (p / contract.BACKUP_MANIFEST).is_file()),
-                      key=lambda p: json.loads((p / contract.BACKUP_MANIFEST).read_text()).get("time", ""))
+                      key=lambda p: read_manifest(p).get("time", ""))
     incomplete = [p for p in ids if not (p / contract.BACKUP_MANIFEST).is_file()]
     older = complete[:max(len(complete) - (keep - 1), 0)]  # the one just written counts as one kept
     for old in [*older, *incomplete]:
@@ -219,13 +223,17 @@ def prune(keep: int, just_written: str) -> None:
 
 # Restore: everything is checked before anything is stopped.
 
-def checked_backup(backup_id: str, service: str | None) -> tuple[Path, list[dict]]:
+def read_manifest(directory: Path) -> contract.BackupManifest:
+    return json.loads((directory / contract.BACKUP_MANIFEST).read_text())
+
+
+def checked_backup(backup_id: str, service: str | None) -> tuple[Path, list[contract.BackupFile]]:
     """The backup's directory and the entries to restore, once every one has been checked."""
     target = BACKUPS / backup_id
     if not (target / contract.BACKUP_MANIFEST).is_file():
         known = ", ".join(sorted(p.parent.name for p in BACKUPS.glob(f"*/{contract.BACKUP_MANIFEST}"))) or "none"
         raise BackupError(f"no backup '{backup_id}' on this host (backups here: {known})")
-    entries = json.loads((target / contract.BACKUP_MANIFEST).read_text())["files"]
+    entries = read_manifest(target)["files"]
     if service:
         entries = [e for e in entries if e["service"] == service]
     for entry in entries:
@@ -250,10 +258,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Read-only: what a restore would do here, or why it cannot (JSON, for restore.py's fact)."""
     try:
         _, entries = checked_backup(args.id, args.service)
+        result: contract.BackupCheckResult = {"ok": True, "error": "", "files": entries}
     except BackupError as exc:
-        print(json.dumps({"ok": False, "error": str(exc), "files": []}))
-        return 0
-    print(json.dumps({"ok": True, "error": "", "files": entries}))
+        result = {"ok": False, "error": str(exc), "files": []}
+    print(json.dumps(result))
     return 0
 
 
@@ -324,7 +332,7 @@ def restore_volume(project: str, service: str, volume: str, path: Path) -> None:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     target, entries = checked_backup(args.id, args.service)
-    project = current_manifest()["project"]
+    project = current_release()[1]["project"]
     for entry in entries:
         started = time.monotonic()
         path = target / entry["file"]
@@ -340,7 +348,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
-    found = [json.loads(p.read_text()) for p in sorted(BACKUPS.glob(f"*/{contract.BACKUP_MANIFEST}"))]
+    found = [read_manifest(p.parent) for p in sorted(BACKUPS.glob(f"*/{contract.BACKUP_MANIFEST}"))]
     print(json.dumps(found))
     return 0
 

@@ -3,13 +3,15 @@
 
 pyinfra decides *what* must change (from facts, before anything runs); this script does
 the parts that need a loop on the host itself. The shapes it reads and writes are defined
-once, in stackcontract.py (shipped beside it from stackdeploy/contract.py).
+once, in stackcontract.py (shipped beside it from stackdeploy/contract.py); what "ready" means
+and the one loop that waits for it, in stackprobe.py (shipped beside it, and into every
+Python service's image for wait-for-services.py).
 
     stackctl.py build --release R SVC...   build images in parallel, one log per service
     stackctl.py up --release R SVC...      roll out services, gated on readiness, with rollback
     stackctl.py status [--release R]       one probe of every service, as JSON
     stackctl.py logs SVC...                the last log lines of services
-    stackctl.py lock acquire|release|show  the deploy lock
+    stackctl.py lock acquire               take the deploy lock (``finish`` releases it)
     stackctl.py finish --release R ...     switch ``current``, record the release, prune, audit, unlock
     stackctl.py releases                   the release history and the current release, as JSON
 
@@ -31,15 +33,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import stackcontract as contract
+import stackprobe
 
-POLL_SECONDS = 0.2
 LOG_LINES = 30
 CRASH_RESTARTS = 2  # a container Docker restarted this often is crash-looping: fail now
 RELOAD_TIMEOUT = 15.0
@@ -56,7 +56,6 @@ ROOT = Path(__file__).resolve().parent
 # mounts the same socket into the monitor (compose.yaml reads STACK_DOCKER_SOCKET).
 os.environ.setdefault("STACK_DOCKER_SOCKET",
                       os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://"))
-STATE = ROOT / contract.STATE_DIR
 GATEWAY = ROOT / contract.GATEWAY_DIR
 GATEWAY_LOCK = threading.Lock()
 READY: dict[str, float] = {}  # service -> seconds its gate took, in this call
@@ -190,23 +189,6 @@ def last_logs(container_id: str) -> str:
 
 # ---------------------------------------------------------------- readiness
 
-def probe_address(address: str, port: int, http: str | None, tcp: bool = True) -> str | None:
-    """None when ``address:port`` answers (TCP connect, and HTTP 200 on ``http``), else why not."""
-    try:
-        if tcp:
-            with socket.create_connection((address, port), timeout=1.0):
-                pass
-        if http:
-            with urllib.request.urlopen(f"http://{address}:{port}{http}", timeout=2.0) as response:  # noqa: S310
-                if response.status != 200:
-                    return f"GET {http} answered {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"GET {http} answered {exc.code}: {exc.read(300).decode(errors='replace')}"
-    except OSError as exc:
-        return f"{address}:{port} not answering: {exc}"
-    return None
-
-
 def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
     """None when the container is ready, else why not."""
     state = info["State"]
@@ -215,7 +197,7 @@ def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
     address = container_address(info, project)
     if address is None:
         return "container has no network address yet"
-    reason = probe_address(address, spec["port"], spec["http"], spec["tcp"])
+    reason = stackprobe.not_ready(address, spec["port"], spec["http"], spec["tcp"])
     if reason:
         return reason
     if spec["command"]:
@@ -244,31 +226,6 @@ def crashed(info: dict) -> str | None:
     return None
 
 
-def poll(checks: dict[str, Callable[[], str | None]], deadlines: dict[str, float],
-         fatal: Callable[[str], str | None] = lambda _key: None) -> tuple[dict[str, float], dict[str, str]]:
-    """The one readiness loop: poll every check every POLL_SECONDS until each is ready (None),
-    fatal, or past its deadline (monotonic). Returns (seconds to ready, reasons for failure)."""
-    started = time.monotonic()
-    ready: dict[str, float] = {}
-    failed: dict[str, str] = {}
-    last: dict[str, str] = {}
-    while len(ready) + len(failed) < len(checks):
-        for key, check in checks.items():
-            if key in ready or key in failed:
-                continue
-            reason = check()
-            if reason is None:
-                ready[key] = round(time.monotonic() - started, 2)
-                continue
-            last[key] = reason
-            why = fatal(key)
-            if why or time.monotonic() > deadlines[key]:
-                failed[key] = why or f"not ready within {deadlines[key] - started:.0f}s: {reason}"
-        if len(ready) + len(failed) < len(checks):
-            time.sleep(POLL_SECONDS)
-    return ready, failed
-
-
 def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
     """Wait until one container is ready; fail at once when it crashes."""
     last: list[dict] = []  # the latest inspect, which fatal() judges
@@ -285,7 +242,7 @@ def gate(container_id: str, spec: contract.ServiceSpec, project: str) -> float:
         # The log is read on every 5th poll (about once a second): cheap enough, soon enough.
         return crashed(last[0]) or (workers_dying(container_id) if next(polls) % 5 == 0 else None)
 
-    ready, failed = poll({container_id: check}, {container_id: time.monotonic() + spec["timeout"]}, fatal)
+    ready, failed = stackprobe.poll({container_id: check}, {container_id: time.monotonic() + spec["timeout"]}, fatal)
     if failed:
         raise Failed(failed[container_id])
     return ready[container_id]
@@ -298,8 +255,9 @@ def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], ho
     if not needed:
         return
     limit = time.monotonic() + max(manifest_["services"][s]["timeout"] for s in services)
-    checks = {key: (lambda s=spec: probe_address(s["address"], s["port"], s["http"])) for key, spec in needed.items()}
-    ready, failed = poll(checks, dict.fromkeys(needed, limit))
+    checks = {key: (lambda s=spec: stackprobe.not_ready(s["address"], s["port"], s["http"]))
+              for key, spec in needed.items()}
+    ready, failed = stackprobe.poll(checks, dict.fromkeys(needed, limit))
     for key in ready:
         spec = needed[key]
         print(f"reachable {spec['service']} on host {spec['host']} ({spec['address']}:{spec['port']})", flush=True)
@@ -345,13 +303,14 @@ def reload_gateway(container_id: str) -> None:
     if before is None:
         time.sleep(1.0)  # no process listing on this host: give the master a moment
         return
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def new_workers() -> str | None:
         now = worker_pids(container_id)
-        if now and not (now & before):
-            return
-        time.sleep(POLL_SECONDS)
-    raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
+        return None if now and not (now & before) else "the old workers still take new connections"
+
+    _, failed = stackprobe.poll({"reload": new_workers}, {"reload": time.monotonic() + RELOAD_TIMEOUT})
+    if failed:
+        raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -514,8 +473,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for _service, line in results:
         if line:
             print(line, flush=True)
-    update_json(STATE / "waves.json", {",".join(sorted(names)): round(time.monotonic() - started, 2)})
-    update_json(STATE / "ready.json", {s: round(READY[s], 2) for s, line in results if line and s in READY})
+    update_json(ROOT / contract.WAVES_FILE, {",".join(sorted(names)): round(time.monotonic() - started, 2)})
+    update_json(ROOT / contract.READY_FILE, {s: round(READY[s], 2) for s, line in results if line and s in READY})
     return 1 if any(line is None for _s, line in results) else 0
 
 
@@ -539,12 +498,12 @@ def build_one(release: str, service: str) -> dict:
 def cmd_build(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=max(1, len(args.services))) as pool:
         results = list(pool.map(lambda s: build_one(args.release, s), args.services))
-    report = {}
+    report: dict[str, contract.BuildResult] = {}
     for r in results:
         state = "built" if r["ok"] else "FAILED"
         print(f"build {r['service']}: {state} in {r['seconds']}s, {r['cached']}/{r['steps']} steps cached")
-        report[r["service"]] = {k: r[k] for k in ("ok", "seconds", "steps", "cached")}
-    update_json(STATE / "builds.json", report)
+        report[r["service"]] = {"ok": r["ok"], "seconds": r["seconds"], "steps": r["steps"], "cached": r["cached"]}
+    update_json(ROOT / contract.BUILDS_FILE, report)
     failed = [r for r in results if not r["ok"]]
     for r in failed:
         print(f"\nBUILD FAILED: service '{r['service']}' on host {args.host} (full log: {r['log']})", file=sys.stderr)
@@ -572,19 +531,19 @@ def service_check(m: contract.ReleaseManifest, name: str) -> Callable[[], str | 
 def cmd_status(args: argparse.Namespace) -> int:
     release = args.release or current_release()
     m = manifest(release)
-    ready = read_json(STATE / "ready.json", {})
+    ready = read_json(ROOT / contract.READY_FILE, {})
     assert isinstance(ready, dict)
     if args.wait:  # e.g. right after the engine restarted every container: let them come up
-        poll({name: service_check(m, name) for name in m["services"]},
+        stackprobe.poll({name: service_check(m, name) for name in m["services"]},
              {name: time.monotonic() + spec["timeout"] for name, spec in m["services"].items()})
-    rows: dict[str, dict] = {}
+    rows: dict[str, contract.ServiceStatus] = {}
     lock = threading.Lock()
 
     def one(name: str) -> None:
         spec = m["services"][name]
         info = serving(m["project"], name, spec["config_hash"])
-        row = {"container": None, "image": None, "size": None, "state": "missing",
-               "health": None, "check": "no container", "seconds_to_ready": ready.get(name)}
+        row: contract.ServiceStatus = {"container": None, "image": None, "size": None, "state": "missing",
+                                       "health": None, "check": "no container", "seconds_to_ready": ready.get(name)}
         if info:
             row.update(container=info["Id"][:12], image=info["Config"]["Image"],
                        size=image_size(info["Config"]["Image"]), state=info["State"]["Status"],
@@ -594,11 +553,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows[name] = row
 
     def remote(key: str, spec: contract.RemoteCheck) -> None:
-        reason = probe_address(spec["address"], spec["port"], spec["http"])
+        reason = stackprobe.not_ready(spec["address"], spec["port"], spec["http"])
+        row: contract.ServiceStatus = {"container": None, "image": None, "size": None, "state": "remote",
+                                       "health": None, "check": reason or "ok", "seconds_to_ready": None,
+                                       "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}
         with lock:
-            rows[key] = {"container": None, "image": None, "size": None, "state": "remote", "health": None,
-                         "check": reason or "ok", "seconds_to_ready": None,
-                         "host": spec["host"], "address": f"{spec['address']}:{spec['port']}"}
+            rows[key] = row
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, m["services"]))
@@ -657,19 +617,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     pid, start = anchor()
     current = read_json(path, None)
-    if args.action == "show":
-        print(json.dumps({"holder": current, "alive": bool(current) and holder_alive(current)}))
-        return 0
     mine = bool(current) and current["anchor_pid"] == pid and current["anchor_start"] == start
-    if args.action == "release":
-        if current and not mine:
-            print(f"lock on host {args.host} is held by {describe(current)}, not by this run: left alone",
-                  file=sys.stderr)
-            return 1
-        path.unlink(missing_ok=True)
-        return 0
-    holder: contract.LockHolder = {**json.loads(args.holder), "since": time.time(), "anchor_pid": pid,
-                                   "anchor_start": start}
+    request: contract.LockRequest = json.loads(args.holder)
+    holder: contract.LockHolder = {**request, "since": time.time(), "anchor_pid": pid, "anchor_start": start}
     if mine:
         print(f"locked host {args.host} (already held by this run)")
         return 0
@@ -761,7 +711,7 @@ def audit(actor: contract.Actor, action: str, release: str, changed: list[str], 
 
 def cmd_finish(args: argparse.Namespace) -> int:
     """End of a run: on success switch ``current`` and record the release; always audit and unlock."""
-    actor = json.loads(args.actor)
+    actor: contract.Actor = json.loads(args.actor)
     changed = [s for s in args.changed.split(",") if s]
     holder = read_json(ROOT / contract.LOCK_FILE, None)
     pid, start = anchor()
@@ -815,9 +765,10 @@ def complete(release: str, action: str, keep: int, actor: contract.Actor) -> Non
 def cmd_releases(args: argparse.Namespace) -> int:
     base = ROOT / contract.RELEASES_DIR
     present = sorted(d.name for d in base.iterdir()) if base.exists() else []
-    manifests = {r: manifest(r) for r in present if (release_dir(r) / contract.RELEASE_FILE).exists()}
-    print(json.dumps({"current": current_release(), "present": present, "releases": releases(),
-                      "manifests": manifests}, indent=2))
+    listing: contract.ReleaseListing = {
+        "current": current_release(), "present": present, "releases": releases(),
+        "manifests": {r: manifest(r) for r in present if (release_dir(r) / contract.RELEASE_FILE).exists()}}
+    print(json.dumps(listing, indent=2))
     return 0
 
 
@@ -841,7 +792,7 @@ def main(argv: list[str]) -> int:
     logs.add_argument("services", nargs="+")
     logs.set_defaults(func=cmd_logs)
     lock = sub.add_parser("lock")
-    lock.add_argument("action", choices=("acquire", "release", "show"))
+    lock.add_argument("action", choices=("acquire",))
     lock.add_argument("--holder", default="{}", help="JSON: user, control_host, commit, action, release")
     lock.add_argument("--take-over", action="store_true", help="take over a lock whose holder died")
     lock.add_argument("--expect-current", help="refuse unless this is still the current release")

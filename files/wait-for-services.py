@@ -9,23 +9,22 @@ Targets are ``name:tcp://host:port`` or ``name:http://host:port/path`` (ready on
 
 Every target is polled every 0.2 s, in parallel; each logs one line when it comes up.
 If any target is still down when its timeout runs out, the script exits 1 naming every
-such target and its last error, and the service is never started.
+such target and its last error, and the service is never started. The probe and the loop
+are stackprobe.py's (copied beside this script), the same the deploy gates services with.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
-POLL_SECONDS = 0.2
+import stackprobe
+
 OUTPUT_LOCK = threading.Lock()
 
 
@@ -53,32 +52,28 @@ def parse_target(spec: str, default_timeout: float) -> Target:
     return Target(name=name, url=url, timeout=timeout)
 
 
-def probe(url: str) -> None:
-    """Raise unless the target answers: TCP connect, or HTTP 200."""
+def not_ready(url: str) -> str | None:
+    """None when the target answers (TCP connect, or HTTP 200), else why not."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "tcp":
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=1.0):
-            return
-    with urllib.request.urlopen(url, timeout=2.0) as response:  # noqa: S310 - http only
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status}")
+        return stackprobe.not_ready(parsed.hostname or "", parsed.port or 0, None)
+    path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    return stackprobe.not_ready(parsed.hostname or "", parsed.port or 0, path, tcp=False)
 
 
 def wait_for(target: Target, started: float) -> None:
-    deadline = started + target.timeout
-    while True:
-        try:
-            probe(target.url)
-            target.ready_after = time.monotonic() - started
-            with OUTPUT_LOCK:  # targets are waited for in threads: one whole line at a time
-                print(f"wait-for-services: {target.name} is up ({target.url}) after {target.ready_after:.1f}s",
-                      flush=True)
-            return
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            target.last_error = str(exc) or type(exc).__name__
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(POLL_SECONDS)
+    def check() -> str | None:
+        reason = not_ready(target.url)
+        if reason is not None:
+            target.last_error = reason
+        return reason
+
+    ready, _ = stackprobe.poll({target.name: check}, {target.name: started + target.timeout})
+    if ready:
+        target.ready_after = time.monotonic() - started
+        with OUTPUT_LOCK:  # targets are waited for in threads: one whole line at a time
+            print(f"wait-for-services: {target.name} is up ({target.url}) after {target.ready_after:.1f}s",
+                  flush=True)
 
 
 def wait_all(targets: list[Target]) -> list[Target]:

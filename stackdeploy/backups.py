@@ -29,7 +29,7 @@ def stateful_services(plan: Plan, only: str | None = None) -> list[str]:
     return [name for name in plan.services if plan.stack.services[name].backup and only in (None, name)]
 
 
-class BackupCheck(FactBase[dict]):
+class BackupCheck(FactBase[contract.BackupCheckResult]):
     """``stackbackup.py check``: what restoring a backup would do on this host, or why it cannot."""
 
     requires_command = "python3"
@@ -37,7 +37,7 @@ class BackupCheck(FactBase[dict]):
     def command(self, deploy_dir: str, backup_id: str, service: str | None) -> StringCommand:
         return commands.backup_check(deploy_dir, backup_id, service)
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> contract.BackupCheckResult:
         return json.loads("\n".join(output))
 
 

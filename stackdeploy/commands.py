@@ -109,7 +109,8 @@ def stackbackup(deploy_dir: str, *args: str) -> StringCommand:
 def backup_check(deploy_dir: str, backup_id: str, service: str | None) -> StringCommand:
     """``stackbackup.py check``, or an answer saying there is nothing where the helper never ran."""
     script = posixpath.join(deploy_dir, "stackbackup.py")
-    absent = json.dumps({"ok": False, "error": "no backups on this host", "files": []})
+    nothing: contract.BackupCheckResult = {"ok": False, "error": "no backups on this host", "files": []}
+    absent = json.dumps(nothing)
     check = stackbackup(deploy_dir, "check", "--id", backup_id, *(["--service", service] if service else []))
     return StringCommand("if [ -f", QuoteString(script), "]; then", check, "; else", argv("echo", absent), "; fi")
 

@@ -1,7 +1,10 @@
-"""The contract between the deploy (control machine) and the host helper (stackctl.py).
+"""The contract between the deploy (control machine) and what runs on the host: the helpers
+(stackctl.py, stackbackup.py) and the monitor.
 
 Standard library only: this very file is shipped next to ``stackctl.py`` as
-``stackcontract.py``, so both sides read and write the same shapes from one definition.
+``stackcontract.py`` (and into the monitor's image), so every side reads and writes the same
+shapes from one definition. Every state file and JSON document one side writes and another
+reads is typed here.
 
 Layout of a deploy directory on a host::
 
@@ -9,13 +12,16 @@ Layout of a deploy directory on a host::
                             build contexts, release.json); never edited after it is complete
     current -> releases/<id>   the release the host runs; switched atomically (rename)
     gateway/                the gateway's live config: nginx.conf and targets/<service>.conf
-    state/                  lock, audit.jsonl, releases.json, builds.json, ready.json
+    state/                  lock, audit.jsonl, releases.json, builds.json, ready.json, waves.json
+    monitor/events.jsonl    the monitor's event log (stackbackup.py adds its results)
+    backups/<id>/           one file per service or volume, and manifest.json
     logs/                   build logs
-    stackctl.py, stackcontract.py, .secrets.json
+    stackctl.py, stackprobe.py, stackbackup.py, stackcontract.py, .secrets.json
 """
 
 from __future__ import annotations
 
+import time
 from typing import TypedDict
 
 RELEASES_DIR = "releases"
@@ -25,19 +31,14 @@ STATE_DIR = "state"
 RELEASE_FILE = "release.json"  # inside each release directory
 LOCK_FILE = "state/deploy.lock"
 MONITOR_DIR = "monitor"  # the monitor's event log (events.jsonl), beside state/
+EVENTS_FILE = "monitor/events.jsonl"
 BACKUPS_DIR = "backups"  # backups/<id>/: one file per service or volume, and manifest.json
 BACKUP_MANIFEST = "manifest.json"
-
-
-def backup_files(service: str, kind: str, volumes: list[str]) -> list[str]:
-    """The files a backup of ``service`` holds (stackbackup.py writes them, backup.py fetches them)."""
-    if kind == "pg_dump":
-        return [f"{service}.dump"]
-    if kind == "redis_rdb":
-        return [f"{service}.rdb"]
-    return [f"{volume}.tar.gz" for volume in volumes]
 AUDIT_FILE = "state/audit.jsonl"
 RELEASES_FILE = "state/releases.json"
+BUILDS_FILE = "state/builds.json"  # service -> BuildResult of its last build
+READY_FILE = "state/ready.json"  # service -> seconds its last gate took
+WAVES_FILE = "state/waves.json"  # "svc,svc" (one ``up`` call) -> seconds it took
 CONFIG_HASH_LABEL = "stackdeploy.config-hash"
 # Container path of the gateway's config directory (the host's ``gateway/``).
 GATEWAY_CONF_MOUNT = "/etc/nginx/stack"
@@ -104,11 +105,16 @@ class Actor(TypedDict):
     commit: str  # git commit of the deploy repository ("" outside a git checkout)
 
 
-class LockHolder(Actor):
-    """``state/deploy.lock``: held for the whole of a run."""
+class LockRequest(Actor):
+    """``stackctl.py lock acquire --holder``: who asks for the lock, and for what."""
 
     action: str
     release: str
+
+
+class LockHolder(LockRequest):
+    """``state/deploy.lock``: held for the whole of a run (the monitor pauses while it exists)."""
+
     since: float  # unix time
     anchor_pid: int  # the process whose life is the run's (sshd session or local pyinfra)
     anchor_start: str  # its start time (/proc/<pid>/stat field 22), against pid reuse
@@ -133,3 +139,119 @@ class AuditEntry(Actor):
     changed: list[str]
     result: str
     seconds: float
+
+
+class ReleaseListing(TypedDict):
+    """``stackctl.py releases``: what the control machine's ReleaseHistory fact reads."""
+
+    current: str  # "" before the first release
+    present: list[str]  # release directories on the host
+    releases: list[ReleaseRecord]  # the recorded history, oldest first
+    manifests: dict[str, ReleaseManifest]  # of every release directory present
+
+
+class BuildResult(TypedDict):
+    """One service's entry of ``state/builds.json`` (stackctl.py build writes, verify reads)."""
+
+    ok: bool
+    seconds: float
+    steps: int  # build steps of ours (FROM lines not counted)
+    cached: int  # of those, how many BuildKit took from its cache
+
+
+class _ServiceStatus(TypedDict):
+    container: str | None  # short id of the container serving it
+    image: str | None
+    size: int | None  # bytes
+    state: str  # Docker's State.Status, "missing" or "remote"
+    health: str | None  # Docker's HEALTHCHECK status
+    check: str  # the deploy's own probe: "ok", or why not
+    seconds_to_ready: float | None  # how long its last start took to pass the probe
+
+
+class ServiceStatus(_ServiceStatus, total=False):
+    """One row of ``stackctl.py status``: a service on this host, or (keyed ``service@host``,
+    state "remote") a dependency on another host as this one reaches it."""
+
+    started_at: str  # rows with a container
+    current: bool  # runs the config of the release probed
+    host: str  # remote rows: the host and address probed
+    address: str
+
+
+def backup_files(service: str, kind: str, volumes: list[str]) -> list[str]:
+    """The files a backup of ``service`` holds (stackbackup.py writes them, backup.py fetches them)."""
+    if kind == "pg_dump":
+        return [f"{service}.dump"]
+    if kind == "redis_rdb":
+        return [f"{service}.rdb"]
+    return [f"{volume}.tar.gz" for volume in volumes]
+
+
+class _BackupFile(TypedDict):
+    service: str
+    kind: str  # pg_dump, redis_rdb or volumes (ServiceSpec's ``backup``)
+    file: str  # its name inside backups/<id>/ (backup_files)
+    size: int  # bytes
+    sha256: str
+
+
+class BackupFile(_BackupFile, total=False):
+    """One file of a backup, as its manifest lists it."""
+
+    volume: str  # kind "volumes": the named volume (without the project prefix) it holds
+
+
+class BackupManifest(TypedDict):
+    """``backups/<id>/manifest.json`` (stackbackup.py writes it; restore, retention, backup.py's
+    copy and the benchmarks read it). Also ``stackbackup.py list``, one per backup."""
+
+    id: str
+    host: str
+    stack: str
+    release: str  # the release running when it was taken
+    time: str  # UTC, ISO 8601: retention goes by it (the host's clock, not the id)
+    files: list[BackupFile]
+
+
+class BackupCheckResult(TypedDict):
+    """``stackbackup.py check``: what a restore would restore here, or why it cannot."""
+
+    ok: bool
+    error: str  # "" when ok
+    files: list[BackupFile]  # the entries a restore would restore ([] unless ok)
+
+
+class _MonitorEvent(TypedDict):
+    time: str  # UTC, ISO 8601
+    service: str  # "*" for the host as a whole
+    event: str  # failing, restarted, recovered, degraded, gave_up, paused, backup_ok, backup_failed, ...
+
+
+class MonitorEvent(_MonitorEvent, total=False):
+    """One line of ``monitor/events.jsonl`` (the monitor and stackbackup.py append; tests,
+    benchmarks and operators read). Beside the three keys every line has, an event carries
+    those of its details that apply."""
+
+    container: str  # the container it concerns
+    detail: str  # what was seen, or what went wrong
+    reason: str  # restarted: why
+    action: str  # degraded: what the monitor does about it
+    last_problem: str  # gave_up
+    last_backup: str  # backup_missed: the newest backup's time, or "never"
+    every_hours: float  # backup_missed: the schedule
+    backup: str  # backup_ok, backup_failed, restore_ok: the backup id
+    files: int  # backup_ok, restore_ok
+    bytes: int  # backup_ok
+    interval: float  # started: the monitor's settings
+    failures_to_act: int
+    max_restarts: int
+    window_seconds: float
+
+
+def monitor_event(service: str, event: str, **details: object) -> MonitorEvent:
+    """A line of the event log, stamped now (``details``: MonitorEvent's optional keys)."""
+    entry: MonitorEvent = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "service": service,
+                           "event": event}
+    entry.update(details)  # type: ignore[typeddict-item]
+    return entry

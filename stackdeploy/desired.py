@@ -167,11 +167,20 @@ def release_files(plan: Plan) -> dict[str, bytes]:
     return files
 
 
-def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
+def helper_files() -> dict[str, bytes]:
+    """The host helpers as they land in the deploy directory: the scripts, beside the contract
+    and the probe module they import."""
     return {
         "stackctl.py": (FILES_DIR / "stackctl.py").read_bytes(),
         "stackcontract.py": Path(contract.__file__).read_bytes(),
+        "stackprobe.py": (FILES_DIR / "stackprobe.py").read_bytes(),
         "stackbackup.py": (FILES_DIR / "stackbackup.py").read_bytes(),
+    }
+
+
+def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
+    return {
+        **helper_files(),
         ".secrets.json": secrets_json.encode(),
         "state/image-source": f"{plan.image_source}\n".encode(),  # what `auto` resolved to, kept
     }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from pyinfra.api import FactBase, Host, StringCommand
 from pyinfra.api.exceptions import FactProcessError
@@ -30,8 +30,8 @@ T = TypeVar("T")
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
-TOP_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py", ".secrets.json", "state/image-source",
-             f"{contract.GATEWAY_DIR}/nginx.conf")
+TOP_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", ".secrets.json",
+             "state/image-source", f"{contract.GATEWAY_DIR}/nginx.conf")
 
 
 @dataclass(frozen=True)
@@ -76,23 +76,6 @@ class EngineStatus(TypedDict):
     python3: bool
     engine: str  # ENGINE_ABSENT, ENGINE_DOWN or ENGINE_UP
     compose: str | None  # Compose v2's version, None when ``docker compose`` does not answer
-
-
-class ServiceStatus(TypedDict):
-    """One row of ``stackctl.py status``: a service on this host, or (keyed ``service@host``,
-    state "remote") a dependency on another host as this one reaches it."""
-
-    container: str | None  # short id of the container serving it
-    image: str | None
-    size: int | None  # bytes
-    state: str  # Docker's State.Status, "missing" or "remote"
-    health: str | None  # Docker's HEALTHCHECK status
-    check: str  # the deploy's own probe: "ok", or why not
-    seconds_to_ready: float | None  # how long its last start took to pass the probe
-    started_at: NotRequired[str]
-    current: NotRequired[bool]  # runs the config of the release probed
-    host: NotRequired[str]  # remote rows: the host and address probed
-    address: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -251,7 +234,7 @@ class RegistryReachable(FactBase[bool]):
         return answer == "yes"
 
 
-class StackStatus(FactBase[dict[str, ServiceStatus] | None]):
+class StackStatus(FactBase[dict[str, contract.ServiceStatus] | None]):
     """One probe of every service of the current release (``stackctl.py status``); None where
     there is no python3 to run the helper with (pyinfra's default), so nothing reads as healthy."""
 
@@ -260,11 +243,11 @@ class StackStatus(FactBase[dict[str, ServiceStatus] | None]):
     def command(self, deploy_dir: str) -> StringCommand:
         return commands.stack_status(deploy_dir)
 
-    def process(self, output: list[str]) -> dict[str, ServiceStatus]:
+    def process(self, output: list[str]) -> dict[str, contract.ServiceStatus]:
         return _json("StackStatus", output)
 
 
-def parse_status(text: str) -> dict[str, ServiceStatus]:
+def parse_status(text: str) -> dict[str, contract.ServiceStatus]:
     """``stackctl.py status`` output (also with ``--wait``, run as an operation): service -> row."""
     return json.loads(text)
 
@@ -285,7 +268,7 @@ class ReleaseHistory(FactBase[HostReleases]):
     def process(self, output: list[str]) -> HostReleases:
         if output == [ABSENT]:
             return HostReleases()  # no helper: never deployed with releases
-        found = _json("ReleaseHistory", output)
+        found: contract.ReleaseListing = _json("ReleaseHistory", output)
         return HostReleases(current=found["current"], present=tuple(found["present"]),
                             releases=tuple(found["releases"]), manifests=found["manifests"])
 

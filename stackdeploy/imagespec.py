@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackdeploy import FILES_DIR, SERVICES_DIR
+from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.fingerprint import digest, short, tree_parts
 from stackdeploy.model import Service, Stack
 from stackdeploy.templating import render
@@ -22,6 +22,7 @@ CHROMADB_VERSION = "1.5.9"
 SHARED_IMAGE_NAMESPACE = "stackdeploy"
 BASE_SCRIPT = FILES_DIR / "images" / "build-base.sh"
 WAIT_SCRIPT = FILES_DIR / "wait-for-services.py"
+PROBE_MODULE = FILES_DIR / "stackprobe.py"  # wait-for-services.py imports it: copied beside it
 COMMON_DIR = FILES_DIR / "common"
 
 
@@ -57,7 +58,10 @@ def _python_files(service: Service, base_image: str, install_venv: bool) -> dict
                              install_venv=install_venv),
         ".dockerignore": render("dockerignore.j2", entries=entries),
         "wait-for-services.py": WAIT_SCRIPT.read_text(),
+        "stackprobe.py": PROBE_MODULE.read_text(),
     }
+    if service.kind == "monitor":  # it reads release.json and writes event lines through the contract
+        files["common/stackcontract.py"] = Path(contract.__file__).read_text()
     files.update({f"common/{p.name}": p.read_text() for p in sorted(COMMON_DIR.glob("*.py"))})
     return files
 

@@ -18,6 +18,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, Host, OperationError, State, StringCommand, deploy, operation
 from pyinfra.api.state import BaseStateCallback
 
+from stackdeploy import contract
 from stackdeploy.commands import stackctl
 from stackdeploy.runinfo import STARTED, actor
 
@@ -74,7 +75,8 @@ def _acquire(command: StringCommand) -> None:
 def lock(run: Run, take_over: bool):
     """Take this host's deploy lock, or fail naming who holds it; also fail when another run
     changed the current release after this one read the host (its plan would be stale)."""
-    holder = json.dumps({**actor(), "action": run.action, "release": run.release})
+    request: contract.LockRequest = {**actor(), "action": run.action, "release": run.release}
+    holder = json.dumps(request)
     command = stackctl(run.deploy_dir, host.name, "lock", "acquire", "--holder", holder,
                        "--expect-current", run.current, *(["--take-over"] if take_over else []))
     yield FunctionCommand(_acquire, (command,), {})

@@ -40,7 +40,8 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
         yield commands.set_mode(root, mode, paths)
 
 
-HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackbackup.py")  # needed before the lock: it takes the lock
+# Needed before the lock (the helper takes it): desired.helper_files.
+HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py")
 STATE_FILES = (".secrets.json", "state/image-source")  # written under the lock
 
 

@@ -10,8 +10,8 @@ import click
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
 
-from stackdeploy import STATE_DIR, commands
-from stackdeploy.facts import ServiceStatus, StackStatus, parse_status, read_fact
+from stackdeploy import STATE_DIR, commands, contract
+from stackdeploy.facts import StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
@@ -19,8 +19,8 @@ from stackdeploy.report import render_table, write_report
 LAST_REPORT = STATE_DIR / "last-report.json"
 
 
-def _summarise(plan: Plan, status: dict[str, ServiceStatus], builds: dict, started: list[str],
-               report_to: Path | None) -> None:
+def _summarise(plan: Plan, status: dict[str, contract.ServiceStatus], builds: dict[str, contract.BuildResult],
+               started: list[str], report_to: Path | None) -> None:
     """Print the table and write the report (unless ``report_to`` is None); builds and
     readiness only for this run."""
     rows = {
@@ -60,7 +60,8 @@ def _run(command: StringCommand) -> str:
 def _verify_now(plan: Plan, release: str, built: list[str], started: list[str], report_to: Path | None) -> None:
     deploy_dir = plan.stack.deploy_dir
     status = parse_status(_run(commands.stackctl(deploy_dir, host.name, "status", "--wait", "--release", release)))
-    builds = json.loads(_run(commands.json_file_or_empty(posixpath.join(deploy_dir, "state", "builds.json"))))
+    builds: dict[str, contract.BuildResult] = json.loads(
+        _run(commands.json_file_or_empty(posixpath.join(deploy_dir, contract.BUILDS_FILE))))
     _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stackdeploy.desired import helper_files
 from stackdeploy.model import read_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,20 @@ def write_out(plan, root: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
     return root
+
+
+@pytest.fixture
+def helpers_dir(tmp_path: Path) -> Path:
+    """A scratch deploy directory holding the host helpers as the deploy ships them."""
+    for rel, content in helper_files().items():
+        (tmp_path / rel).write_bytes(content)
+    return tmp_path
+
+
+def run_helper(root: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A helper of ``root`` run as the host runs it (its own python process, bounded in time)."""
+    return subprocess.run([sys.executable, str(root / script), *args], capture_output=True, text=True, timeout=30,
+                          check=False)
 
 
 def yamllint(root: Path) -> str:

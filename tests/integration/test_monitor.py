@@ -16,13 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stackdeploy import contract
+
 from .conftest import GATEWAY, TEST_HOST_DATA, containers, deploy, docker
 
-EVENTS = Path(TEST_HOST_DATA["deploy_dir"]) / "monitor" / "events.jsonl"
+EVENTS = Path(TEST_HOST_DATA["deploy_dir"]) / contract.EVENTS_FILE
 RECOVERY_BOUND_SECONDS = 90  # a bound on the wait, not the measure (benchmarks/run_monitor.py is)
 
 
-def events_since(mark: int) -> list[dict]:
+def events_since(mark: int) -> list[contract.MonitorEvent]:
     lines = EVENTS.read_text().splitlines() if EVENTS.exists() else []
     return [json.loads(line) for line in lines[mark:]]
 

@@ -16,8 +16,9 @@ import pytest
 from pyinfra.api import StringCommand
 from pyinfra.api.exceptions import FactProcessError
 
-from stackdeploy import FILES_DIR, commands, contract
+from stackdeploy import commands
 from stackdeploy.commands import ABSENT
+from stackdeploy.desired import helper_files
 from stackdeploy.facts import (
     TOP_FILES,
     ContainerState,
@@ -378,8 +379,8 @@ def test_file_hashes_command_fails_when_the_listing_fails(deploy_dir: Path, fake
 
 def test_release_history_command_before_and_after_the_helper_is_there(deploy_dir: Path, fake: Path):
     assert run(commands.release_history(str(deploy_dir)), fake).stdout.splitlines() == [ABSENT]
-    (deploy_dir / "stackctl.py").write_bytes((FILES_DIR / "stackctl.py").read_bytes())
-    (deploy_dir / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
+    for rel, content in helper_files().items():
+        (deploy_dir / rel).write_bytes(content)
     result = run(commands.release_history(str(deploy_dir)), fake)
     assert result.returncode == 0, result.stderr
     assert ReleaseHistory().process(result.stdout.splitlines()) == HostReleases()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
 import stackdeploy.imagespec as imagespec_module
-from stackdeploy import SERVICES_DIR
+from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.fingerprint import data_digest
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
@@ -135,6 +136,30 @@ def test_dockerignore_keeps_only_the_service_files(data):
     assert ignore[1] == "*"
     assert "!src/app/" in ignore and "!src/requirements.txt" in ignore and "!wait-for-services.py" in ignore
     assert "**/__pycache__" in ignore
+
+
+@pytest.mark.parametrize("image_source", ["local", "registry"])
+def test_every_python_image_gets_the_probe_module_beside_wait_for_services(data, image_source):
+    """wait-for-services.py, each container's entrypoint, imports stackprobe.py from its own directory."""
+    plan = make_plan(data, image_source)
+    built = {name for name, svc in plan.stack.services.items() if svc.kind in ("python", "monitor")}
+    assert "stack-monitor" in built and "auth-service" in built
+    probe = (FILES_DIR / "stackprobe.py").read_text()
+    for name in built:
+        context = plan.builds[name].context
+        assert context["stackprobe.py"] == probe, name
+        dockerfile = context["Dockerfile"]
+        assert "COPY --chown=appuser:appuser wait-for-services.py stackprobe.py /usr/local/bin/" in dockerfile
+        assert "!stackprobe.py" in context[".dockerignore"].splitlines()
+        assert plan.files[f"services/{name}/stackprobe.py"] == probe
+
+    # The monitor reads release.json and writes event lines through the contract, imported
+    # from /app (where common/ lands); the apps do not need it.
+    contract_source = Path(contract.__file__).read_text()
+    assert plan.builds["stack-monitor"].context["common/stackcontract.py"] == contract_source
+    assert "import stackcontract as contract" in (SERVICES_DIR / "stack-monitor" / "app" / "main.py").read_text()
+    assert "COPY --chown=appuser:appuser common/ /app/" in plan.builds["stack-monitor"].context["Dockerfile"]
+    assert not any("common/stackcontract.py" in plan.builds[name].context for name in built - {"stack-monitor"})
 
 
 def test_registry_mode_uses_public_images(data):

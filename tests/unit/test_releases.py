@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from stackdeploy import FILES_DIR, contract
+from stackdeploy import contract
 from stackdeploy.desired import StackInputError
 from stackdeploy.facts import HostReleases
 from stackdeploy.rollback import choose_target, history_table
+from tests.conftest import run_helper
 
 
 def record(release: str, result: str = "ok", action: str = "deploy") -> dict:
@@ -53,49 +54,42 @@ def test_history_marks_only_the_newest_record_of_the_current_release():
     assert len(marked) == 1 and "rollback" in marked[0]
 
 
-@pytest.fixture
-def helper(tmp_path: Path) -> Path:
-    """The host helper and its contract in a scratch deploy directory."""
-    (tmp_path / "stackctl.py").write_bytes((FILES_DIR / "stackctl.py").read_bytes())
-    (tmp_path / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
-    return tmp_path
-
-
 def stackctl(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(root / "stackctl.py"), "--host", "h", *args], capture_output=True,
-                          text=True, timeout=30, check=False)
+    return run_helper(root, "stackctl.py", "--host", "h", *args)
 
 
-def test_lock_is_refused_to_a_second_run_and_released_by_its_holder(helper):
+def test_lock_is_refused_to_a_second_run_and_released_by_its_holder(helpers_dir):
     holder = json.dumps({"user": "ana", "control_host": "laptop", "commit": "", "action": "deploy", "release": "R9"})
     # Each call below is its own process tree, like two runs: the first one's anchor (this
     # pytest process) is alive, so the lock it left is live.
-    assert stackctl(helper, "lock", "acquire", "--holder", holder).returncode == 0
-    lock = json.loads((helper / "state" / "deploy.lock").read_text())
+    assert stackctl(helpers_dir, "lock", "acquire", "--holder", holder).returncode == 0
+    lock = json.loads((helpers_dir / "state" / "deploy.lock").read_text())
     assert lock["anchor_pid"] == os.getpid()
-    again = stackctl(helper, "lock", "acquire", "--holder", holder)
+    again = stackctl(helpers_dir, "lock", "acquire", "--holder", holder)
     assert again.returncode == 0  # same anchor (this process): the same run, not a second one
     # Another run: its anchor is another live process (a python that runs the helper).
     second = subprocess.run([sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:])"
-                             ".returncode)", sys.executable, str(helper / "stackctl.py"), "--host", "h", "lock",
+                             ".returncode)", sys.executable, str(helpers_dir / "stackctl.py"), "--host", "h", "lock",
                              "acquire", "--holder", holder], capture_output=True, text=True, timeout=30, check=False)
     assert second.returncode == 1
     assert "DEPLOY LOCKED: host h is held by ana@laptop" in second.stderr and "Wait for it to finish" in second.stderr
     lock["anchor_pid"], lock["anchor_start"] = 1, "not-init's-start"  # a holder that died
-    (helper / "state" / "deploy.lock").write_text(json.dumps(lock))
-    refused = stackctl(helper, "lock", "acquire", "--holder", holder)
+    (helpers_dir / "state" / "deploy.lock").write_text(json.dumps(lock))
+    refused = stackctl(helpers_dir, "lock", "acquire", "--holder", holder)
     assert refused.returncode == 1 and "whose process is gone" in refused.stderr and "ana@laptop" in refused.stderr
-    taken = stackctl(helper, "lock", "acquire", "--holder", holder, "--take-over")
+    taken = stackctl(helpers_dir, "lock", "acquire", "--holder", holder, "--take-over")
     assert taken.returncode == 0 and "took over the stale lock of ana@laptop" in taken.stdout
-    assert stackctl(helper, "lock", "release").returncode == 0
-    assert not (helper / "state" / "deploy.lock").exists()
+    # The run's end releases it (finish; a failed run's callback calls it too) and audits the run.
+    assert stackctl(helpers_dir, "finish", "--release", "R9", "--result", "failed").returncode == 0
+    assert not (helpers_dir / "state" / "deploy.lock").exists()
+    assert json.loads((helpers_dir / contract.AUDIT_FILE).read_text())["result"] == "failed"
 
 
-def test_lock_is_refused_when_the_host_changed_since_the_run_read_it(helper):
-    (helper / "releases" / "R2").mkdir(parents=True)
-    (helper / "current").symlink_to("releases/R2")
+def test_lock_is_refused_when_the_host_changed_since_the_run_read_it(helpers_dir):
+    (helpers_dir / "releases" / "R2").mkdir(parents=True)
+    (helpers_dir / "current").symlink_to("releases/R2")
     holder = json.dumps({"user": "ana", "control_host": "laptop", "commit": "", "action": "deploy", "release": "R3"})
-    stale = stackctl(helper, "lock", "acquire", "--holder", holder, "--expect-current", "R1")
+    stale = stackctl(helpers_dir, "lock", "acquire", "--holder", holder, "--expect-current", "R1")
     assert stale.returncode == 1 and "changed since this run read it" in stale.stderr
-    assert not (helper / "state" / "deploy.lock").exists()
-    assert stackctl(helper, "lock", "acquire", "--holder", holder, "--expect-current", "R2").returncode == 0
+    assert not (helpers_dir / "state" / "deploy.lock").exists()
+    assert stackctl(helpers_dir, "lock", "acquire", "--holder", holder, "--expect-current", "R2").returncode == 0

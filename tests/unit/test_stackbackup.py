@@ -1,6 +1,6 @@
 """The host's backup helper (files/stackbackup.py) where it needs no engine: retention, the
 checks a restore makes before anything stops, and ids it refuses. Run as the host runs it:
-a scratch deploy directory holding the helper and its contract."""
+a scratch deploy directory holding the helpers (conftest.helpers_dir)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from stackdeploy import FILES_DIR, contract
-
-
-@pytest.fixture
-def deploy_dir(tmp_path: Path) -> Path:
-    (tmp_path / "stackbackup.py").write_bytes((FILES_DIR / "stackbackup.py").read_bytes())
-    (tmp_path / "stackcontract.py").write_bytes(Path(contract.__file__).read_bytes())
-    return tmp_path
+from tests.conftest import run_helper
 
 
 def helper(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(root / "stackbackup.py"), *args], capture_output=True, text=True,
-                          timeout=30, check=False)
+    return run_helper(root, "stackbackup.py", *args)
 
 
 def backup(root: Path, backup_id: str, time: str, content: bytes = b"dump") -> Path:
@@ -37,40 +29,40 @@ def backup(root: Path, backup_id: str, time: str, content: bytes = b"dump") -> P
     return target
 
 
-def test_a_restore_check_names_a_checksum_mismatch_and_an_unknown_id(deploy_dir):
-    good = backup(deploy_dir, "20261126T010000Z", "2026-11-26T01:00:00Z")
-    assert json.loads(helper(deploy_dir, "check", "--id", good.name).stdout)["ok"]
+def test_a_restore_check_names_a_checksum_mismatch_and_an_unknown_id(helpers_dir):
+    good = backup(helpers_dir, "20261126T010000Z", "2026-11-26T01:00:00Z")
+    assert json.loads(helper(helpers_dir, "check", "--id", good.name).stdout)["ok"]
     (good / "postgres.dump").write_bytes(b"dumq")
-    answer = json.loads(helper(deploy_dir, "check", "--id", good.name).stdout)
+    answer = json.loads(helper(helpers_dir, "check", "--id", good.name).stdout)
     assert answer == {"ok": False, "error": "postgres.dump: missing, or its sha256 does not match the manifest",
                       "files": []}
-    unknown = json.loads(helper(deploy_dir, "check", "--id", "20990101T000000Z").stdout)
+    unknown = json.loads(helper(helpers_dir, "check", "--id", "20990101T000000Z").stdout)
     assert unknown["error"] == "no backup '20990101T000000Z' on this host (backups here: 20261126T010000Z)"
 
 
-def test_retention_goes_by_the_hosts_own_times_and_spares_what_is_not_a_backup(deploy_dir):
-    from_clock_behind = backup(deploy_dir, "20200101T000000Z", "2026-11-26T03:00:00Z")  # newest by the host
-    older = [backup(deploy_dir, f"20261126T0{h}0000Z", f"2026-11-26T0{h}:00:00Z") for h in (1, 2)]
-    (deploy_dir / "backups" / "keep-me").mkdir()
-    incomplete = deploy_dir / "backups" / "20261126T040000Z"
+def test_retention_goes_by_the_hosts_own_times_and_spares_what_is_not_a_backup(helpers_dir):
+    from_clock_behind = backup(helpers_dir, "20200101T000000Z", "2026-11-26T03:00:00Z")  # newest by the host
+    older = [backup(helpers_dir, f"20261126T0{h}0000Z", f"2026-11-26T0{h}:00:00Z") for h in (1, 2)]
+    (helpers_dir / "backups" / "keep-me").mkdir()
+    incomplete = helpers_dir / "backups" / "20261126T040000Z"
     incomplete.mkdir()
-    sys.path.insert(0, str(deploy_dir))
+    sys.path.insert(0, str(helpers_dir))
     try:
         import stackbackup  # noqa: PLC0415 - the shipped copy, as the host imports it
 
         stackbackup.prune(keep=2, just_written="20200101T000000Z")
     finally:
-        sys.path.remove(str(deploy_dir))
+        sys.path.remove(str(helpers_dir))
         sys.modules.pop("stackbackup", None)
         sys.modules.pop("stackcontract", None)
-    assert sorted(p.name for p in (deploy_dir / "backups").iterdir()) == [
+    assert sorted(p.name for p in (helpers_dir / "backups").iterdir()) == [
         "20200101T000000Z", older[1].name, "keep-me"]
     assert from_clock_behind.exists() and not incomplete.exists()
 
 
 @pytest.mark.parametrize("backup_id", ["../etc", "latest", "20261126T010000Z/.."])
-def test_a_backup_id_that_is_not_a_run_id_is_refused_in_one_line(deploy_dir, backup_id):
-    result = helper(deploy_dir, "backup", "--id", backup_id)
+def test_a_backup_id_that_is_not_a_run_id_is_refused_in_one_line(helpers_dir, backup_id):
+    result = helper(helpers_dir, "backup", "--id", backup_id)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"BACKUP FAILED: backup id '{backup_id}' is not of the form 20261126T031500Z"]

@@ -17,6 +17,9 @@ host).
 On a host with the gateway, ``GET /gateway/ready`` reports each route's state as seen through
 the gateway (the gateway's ``/health/ready`` is this), 503 when a route has no healthy upstream.
 
+The shapes it reads (release.json, the lock, backup manifests) and the event lines it writes
+are stackcontract.py's (stackdeploy/contract.py, copied into this image beside the app).
+
 Security: the Docker socket amounts to root on this host. The container has no published
 port, only the internal backend network (for its probes), a read-only view of the deploy
 directory, and no capabilities.
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import stackcontract as contract
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -61,8 +65,7 @@ STALE_LOCK_SECONDS = 3600  # a lock older than this belongs to a run that died: 
 
 def log_event(service: str, event: str, **details: Any) -> None:
     """One JSON line per observation or action; loud ones also go to stderr (docker logs)."""
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "service": service, "event": event,
-             **details}
+    entry = contract.monitor_event(service, event, **details)
     try:  # a full disk must not end the watch: the line still reaches docker logs below
         EVENTS.parent.mkdir(parents=True, exist_ok=True)
         with EVENTS.open("a") as out:
@@ -126,15 +129,15 @@ class Monitor:
         await self.docker.aclose()
         await self.http.aclose()
 
-    def manifest(self) -> dict[str, Any] | None:
+    def manifest(self) -> contract.ReleaseManifest | None:
         try:
-            return json.loads((DEPLOY / "current" / "release.json").read_text())
+            return json.loads((DEPLOY / contract.CURRENT_LINK / contract.RELEASE_FILE).read_text())
         except (OSError, ValueError):
             return None
 
     def deploy_running(self) -> bool:
         try:
-            holder = json.loads((DEPLOY / "state" / "deploy.lock").read_text())
+            holder: contract.LockHolder = json.loads((DEPLOY / contract.LOCK_FILE).read_text())
         except (OSError, ValueError):
             return False
         return time.time() - float(holder.get("since", 0)) < STALE_LOCK_SECONDS
@@ -144,7 +147,7 @@ class Monitor:
         listed = (await self.docker.get("/containers/json", params={"all": "1", "filters": filters})).json()
         return [(await self.docker.get(f"/containers/{c['Id']}/json")).json() for c in listed]
 
-    async def probe(self, info: dict[str, Any], spec: dict[str, Any]) -> Problem | None:
+    async def probe(self, info: dict[str, Any], spec: contract.ServiceSpec) -> Problem | None:
         """None when the container answers its readiness check, else what is wrong and whether
         a restart is the cure (not when the service only reports a dependency down)."""
         networks = info["NetworkSettings"]["Networks"]
@@ -170,7 +173,7 @@ class Monitor:
             return Problem("docker healthcheck: unhealthy", restart=True)
         return None
 
-    async def restart(self, service: str, container: dict[str, Any], reason: str, spec: dict[str, Any],
+    async def restart(self, service: str, container: dict[str, Any], reason: str, spec: contract.ServiceSpec,
                       hung: bool = False) -> bool:
         """Restart one container, unless a run took the lock since this round began. A hung one
         cannot act on SIGTERM, and an app keeps nothing: both are killed after a second. Any
@@ -228,7 +231,7 @@ class Monitor:
     def check_backups(self) -> None:
         """Say once, loudly, when the scheduled backup of this host is overdue (the schedule runs
         on the control machine, so only the host can tell that it did not happen)."""
-        manifests = list((DEPLOY / "backups").glob("*/manifest.json"))
+        manifests = list((DEPLOY / contract.BACKUPS_DIR).glob(f"*/{contract.BACKUP_MANIFEST}"))
         newest = max((p.stat().st_mtime for p in manifests), default=0.0)
         since = max(newest, self.started)
         if time.time() - since > BACKUP_EVERY_SECONDS * 1.1 and self.missed_reported_for != newest:
@@ -237,7 +240,7 @@ class Monitor:
             log_event("*", "backup_missed", last_backup=last, every_hours=BACKUP_EVERY_SECONDS / 3600)
 
     async def first_problem(self, containers: list[dict[str, Any]],
-                            spec: dict[str, Any]) -> tuple[dict, Problem] | None | str:
+                            spec: contract.ServiceSpec) -> tuple[dict, Problem] | None | str:
         """The first container of a service with a problem. One still in its start period (after
         a restart, a slow start) counts only when it is hung: one that is still starting refuses
         connections, and that is no reason to restart it; otherwise it is STARTING, not judged."""
@@ -252,7 +255,8 @@ class Monitor:
         return None
 
     async def judge(self, name: str, found: tuple[dict, Problem] | None | str,
-                    running: dict[str, list[dict[str, Any]]], specs: dict[str, Any], now: float) -> None:
+                    running: dict[str, list[dict[str, Any]]], specs: dict[str, contract.ServiceSpec],
+                    now: float) -> None:
         if found == STARTING:
             return
         assert not isinstance(found, str)
@@ -298,7 +302,7 @@ class Monitor:
                     for info in running.get(dependent, []):
                         await self.restart(dependent, info, f"restarts with {name}", spec)
 
-    async def check_routes(self, gateway: dict[str, Any], running: dict[str, list[dict[str, Any]]]) -> None:
+    async def check_routes(self, gateway: contract.GatewaySpec, running: dict[str, list[dict[str, Any]]]) -> None:
         """Each route's health as the gateway serves it (local and remote upstreams alike)."""
         containers = running.get(gateway["service"], [])
         if not containers:
