@@ -67,11 +67,11 @@ def healthy(path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def token(first_deploy) -> str:
+def token(stack) -> str:
     return register_and_login(GATEWAY)
 
 
-def test_code_change_rolls_out_with_zero_failed_requests(first_deploy, session_tmp, token):
+def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, token):
     copy = project_copy(session_tmp, "rollout-code")
     changed_code(copy, "auth-service", "channel-service")
     before = identities()
@@ -90,7 +90,7 @@ def test_code_change_rolls_out_with_zero_failed_requests(first_deploy, session_t
     assert sockets.result.failed_connects == 0, sockets.result.summary()
 
 
-def test_config_change_rolls_out_with_zero_failed_requests(first_deploy, session_tmp):
+def test_config_change_rolls_out_with_zero_failed_requests(stack, session_tmp):
     assert deploy(session_tmp, fresh_env()).returncode == 0
     before = identities()
     with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load:
@@ -101,7 +101,7 @@ def test_config_change_rolls_out_with_zero_failed_requests(first_deploy, session
     assert load.result.failed == 0, load.result.summary()
 
 
-def test_gateway_route_change_is_a_graceful_reload(first_deploy, session_tmp):
+def test_gateway_route_change_is_a_graceful_reload(stack, session_tmp):
     routes = {**{"/api/auth/": "auth-service", "/api/creators/": "creator-hub", "/api/ai/": "ai-engine",
                  "/api/channels/": "channel-service"}, "/api/v2/auth/": "auth-service"}
     extra = {"service_overrides": {"api-gateway": {"routes": routes}}}
@@ -116,7 +116,7 @@ def test_gateway_route_change_is_a_graceful_reload(first_deploy, session_tmp):
     assert load.result.failed == 0, load.result.summary()
 
 
-def test_broken_release_is_rolled_back_while_the_old_one_serves(first_deploy, session_tmp):
+def test_broken_release_is_rolled_back_while_the_old_one_serves(stack, session_tmp):
     assert deploy(session_tmp).returncode == 0
     copy = project_copy(session_tmp, "rollout-broken")
     main = copy / "files" / "services" / "auth-service" / "app" / "main.py"
@@ -136,7 +136,7 @@ def test_broken_release_is_rolled_back_while_the_old_one_serves(first_deploy, se
     assert not (DEPLOY_DIR / "state" / "deploy.lock").exists()  # a failed run releases its lock
 
 
-def test_a_second_deploy_is_refused_while_one_runs(first_deploy, session_tmp):
+def test_a_second_deploy_is_refused_while_one_runs(stack, session_tmp):
     lock = DEPLOY_DIR / "state" / "deploy.lock"
     inventory = write_inventory(session_tmp, fresh_env())
     first = subprocess.Popen([str(PYINFRA), "-y", str(inventory), "deploy.py"], cwd=ROOT, text=True,
@@ -156,7 +156,7 @@ def test_a_second_deploy_is_refused_while_one_runs(first_deploy, session_tmp):
     assert not lock.exists()
 
 
-def test_a_dead_runs_lock_is_detected_and_taken_over_on_request(first_deploy, session_tmp):
+def test_a_dead_runs_lock_is_detected_and_taken_over_on_request(stack, session_tmp):
     dead = subprocess.Popen(["true"])
     dead.wait()
     lock = DEPLOY_DIR / "state" / "deploy.lock"
@@ -173,7 +173,7 @@ def test_a_dead_runs_lock_is_detected_and_taken_over_on_request(first_deploy, se
     assert not lock.exists()
 
 
-def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(first_deploy, session_tmp):
+def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(stack, session_tmp):
     assert deploy(session_tmp, fresh_env()).returncode == 0
     previous = current_release()
     assert deploy(session_tmp, fresh_env()).returncode == 0
@@ -202,7 +202,7 @@ def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(firs
     assert "release 19990101T000000Z is not kept on this host" in unknown.output
 
 
-def test_old_releases_and_their_images_are_pruned(first_deploy, session_tmp):
+def test_old_releases_and_their_images_are_pruned(stack, session_tmp):
     keep = {"keep_releases": 2}
     for _ in range(3):
         assert deploy(session_tmp, {**keep, **fresh_env()}).returncode == 0
@@ -214,7 +214,7 @@ def test_old_releases_and_their_images_are_pruned(first_deploy, session_tmp):
     assert set(stack_images) <= wanted
 
 
-def test_every_run_is_audited(first_deploy, session_tmp):
+def test_every_run_is_audited(stack, session_tmp):
     result = deploy(session_tmp, fresh_env())
     assert result.returncode == 0, result.output[-4000:]
     last = json.loads((DEPLOY_DIR / "state" / "audit.jsonl").read_text().splitlines()[-1])
@@ -226,7 +226,7 @@ def test_every_run_is_audited(first_deploy, session_tmp):
     assert record["services"]["creator-hub"]["config_hash"] == labels("creator-hub")["stackdeploy.config-hash"]
 
 
-def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(first_deploy, session_tmp):
+def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(stack, session_tmp):
     assert deploy(session_tmp).returncode == 0
     pid = int(Path("/var/run/docker.pid").read_text())
     os.kill(pid, 15)
