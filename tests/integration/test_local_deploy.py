@@ -56,7 +56,7 @@ def test_all_nine_containers_become_healthy(stack):
         if set(health) == SERVICES and all(h == "healthy" for h in health.values()):
             break
         assert time.monotonic() < deadline, f"not all healthy: {health}"
-        time.sleep(1)
+        time.sleep(1)  # pacing of the bounded poll (Docker's HEALTHCHECK runs every 10 s)
 
 
 def test_no_container_runs_as_root_but_the_monitor_which_has_no_capabilities(stack):

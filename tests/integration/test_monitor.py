@@ -47,7 +47,7 @@ def wait_for(predicate, seconds: float = RECOVERY_BOUND_SECONDS) -> bool:
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.5)
+        time.sleep(0.5)  # pacing of the bounded poll; callers assert on the result
     return False
 
 

@@ -77,7 +77,12 @@ def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, tok
     before = identities()
     socket_url = f"ws://127.0.0.1:18080/api/channels/ws/lobby?token={token}"
     with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load, SocketWatch(socket_url, max_seconds=900) as sockets:
-        time.sleep(1)  # the watchers are connected and the load is flowing before the deploy starts
+        # The load is flowing and every socket is open before the deploy starts.
+        deadline = time.monotonic() + 30
+        while not (load.answered > 0 and sockets.connected >= sockets.sockets):
+            assert time.monotonic() < deadline, f"load and sockets not started: {load.answered} answered, " \
+                                                f"{sockets.connected} sockets open"
+            time.sleep(0.05)  # pacing of a bounded wait, not a wait for something
         result = deploy(session_tmp, None, copy)
     assert result.returncode == 0, result.output[-4000:]
     assert "auth-service (rolling)" in result.output and "channel-service (rolling)" in result.output
@@ -144,7 +149,7 @@ def test_a_second_deploy_is_refused_while_one_runs(stack, session_tmp):
     try:
         deadline = time.monotonic() + 120
         while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # pacing of the bounded wait for the lock file
         assert lock.exists(), "the first deploy never took the lock"
         second = deploy(session_tmp, fresh_env())
     finally:
@@ -232,7 +237,8 @@ def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(stack, session_tmp):
     os.kill(pid, 15)
     deadline = time.monotonic() + 60
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.2)  # pacing of the bounded wait for dockerd to exit
+    assert not Path(f"/proc/{pid}").exists(), "dockerd did not stop within 60 s"
     dry = deploy(session_tmp, None, ROOT, "--dry")
     assert dry.returncode != 0
     assert "the Docker engine is installed but not answering" in dry.output

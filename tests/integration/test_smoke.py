@@ -38,7 +38,7 @@ def test_a_broken_service_fails_the_run_naming_the_step_and_the_service(stack, s
         docker("start", hub)
         deadline = time.monotonic() + 120  # leave the stack serving for whatever runs next
         while not healthy("/api/creators/health") and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.5)  # pacing of the bounded poll
     assert result.returncode != 0
     assert "SMOKE TEST FAILED: step 'upload a file', service creator-hub" in result.output
     assert "Traceback" not in result.output
