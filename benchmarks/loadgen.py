@@ -336,6 +336,12 @@ class HttpLoad(_BoundedRun[LoadResult]):
             return describe_error(error)
         return f"status {response.status_code}" if response.status_code >= 400 else None
 
+    @property
+    def answered(self) -> int:
+        """Requests answered so far, while the load runs (a test waits for the load to flow)."""
+        with self._lock:
+            return sum(outcome.ok for outcome in self._outcomes)
+
     def _record(self, sent_at: float, path: str, reason: str | None) -> None:
         with self._lock:
             self._outcomes.append(RequestOutcome(sent_at, path, reason is None))
@@ -443,6 +449,12 @@ class SocketWatch(_BoundedRun[SocketWatchResult]):
                 return True
         self._halt("max_reconnects")
         return False
+
+    @property
+    def connected(self) -> int:
+        """Connections opened so far, while the watch runs (a test waits for its sockets)."""
+        with self._lock:
+            return self._counts["connects"]
 
     def _count(self, event: str) -> None:
         with self._lock:

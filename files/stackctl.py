@@ -443,6 +443,17 @@ def up_to_date(m: contract.ReleaseManifest, service: str) -> bool:
     return len(live) == 1 and running(live[0]) and config_hash(live[0]) == m["services"][service]["config_hash"]
 
 
+PROGRESS_LOCK = threading.Lock()
+
+
+def progress(line: str) -> None:
+    """One line of progress on stdout, as it happens and whole (the deploy shows build and up
+    output live; parallel services must not interleave halves of lines)."""
+    with PROGRESS_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     m = manifest(args.release)
     names = list(args.services)
@@ -460,19 +471,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             if service == gateway_service(m) and up_to_date(m, service):
                 changed = sync_gateway(args.release, m)
-                return service, f"{service}: config {'reloaded gracefully' if changed else 'unchanged'}"
-            if m["services"][service]["strategy"] == contract.ROLLING:
-                return service, roll(args.release, m, service, args.host)
-            return service, recreate(args.release, m, service, args.host)
+                line = f"{service}: config {'reloaded gracefully' if changed else 'unchanged'}"
+            elif m["services"][service]["strategy"] == contract.ROLLING:
+                progress(f"start {service} (rolling)")
+                line = roll(args.release, m, service, args.host)
+            else:
+                progress(f"start {service} (stop-then-start)")
+                line = recreate(args.release, m, service, args.host)
         except Failed as exc:
             print(f"\nSERVICE FAILED: '{service}' on host {args.host}: {exc}", file=sys.stderr, flush=True)
             return service, None
+        progress(line)
+        return service, line
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         results = list(pool.map(one, names))
-    for _service, line in results:
-        if line:
-            print(line, flush=True)
+    if all(line for _s, line in results):
+        progress(f"wave ready in {time.monotonic() - started:.1f} s: {', '.join(names)}")
     update_json(ROOT / contract.WAVES_FILE, {",".join(sorted(names)): round(time.monotonic() - started, 2)})
     update_json(ROOT / contract.READY_FILE, {s: round(READY[s], 2) for s, line in results if line and s in READY})
     return 1 if any(line is None for _s, line in results) else 0
@@ -485,13 +500,17 @@ def build_one(release: str, service: str) -> dict:
     logs.mkdir(exist_ok=True)
     log_path = logs / f"build-{service}.log"
     started = time.monotonic()
+    progress(f"build {service} started")
     with log_path.open("w") as log:
         result = subprocess.run(compose(release, "build", "--progress", "plain", service, file="compose.build.yaml"),
                                 stdout=log, stderr=subprocess.STDOUT, text=True, check=False)
     text = log_path.read_text(errors="replace").splitlines()
     steps = {m.group(1) for line in text if (m := STEP_RE.match(line))}
     cached = {m.group(1) for line in text if (m := CACHED_RE.match(line))} & steps
-    return {"service": service, "ok": result.returncode == 0, "seconds": round(time.monotonic() - started, 1),
+    seconds = round(time.monotonic() - started, 1)
+    progress(f"build {service} done in {seconds} s, {len(cached)}/{len(steps)} steps cached" if result.returncode == 0
+             else f"build {service} FAILED after {seconds} s")
+    return {"service": service, "ok": result.returncode == 0, "seconds": seconds,
             "steps": len(steps), "cached": len(cached), "log": str(log_path), "tail": text[-LOG_LINES:]}
 
 
@@ -500,8 +519,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         results = list(pool.map(lambda s: build_one(args.release, s), args.services))
     report: dict[str, contract.BuildResult] = {}
     for r in results:
-        state = "built" if r["ok"] else "FAILED"
-        print(f"build {r['service']}: {state} in {r['seconds']}s, {r['cached']}/{r['steps']} steps cached")
         report[r["service"]] = {"ok": r["ok"], "seconds": r["seconds"], "steps": r["steps"], "cached": r["cached"]}
     update_json(ROOT / contract.BUILDS_FILE, report)
     failed = [r for r in results if not r["ok"]]

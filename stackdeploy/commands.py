@@ -16,8 +16,10 @@ import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pyinfra.api import Host, QuoteString, StringCommand
+from pyinfra.api import Host, QuoteString, State, StringCommand
+from pyinfra.api.arguments import ConnectorArguments
 from pyinfra.api.host import HostData
+from pyinfra.connectors.util import CommandOutput
 
 from stackdeploy import contract
 
@@ -56,6 +58,34 @@ def run_over_ssh(ssh: Sequence[str], command: StringCommand) -> StringCommand:
     that host's shell, so the command goes quoted as one word); ``command`` itself where the
     prefix is empty (the host is this machine)."""
     return StringCommand(argv(*ssh), QuoteString(command)) if ssh else command
+
+
+# --------------------------------------------------------------- live output
+
+
+class LiveOutputCommand(StringCommand):
+    """A command whose output pyinfra shows line by line as it arrives, after the host's
+    prefix (``[host] build auth-service started``), instead of only when it fails: its own
+    ``-vv`` (``state.print_output``), for this one command. stdout lines are plain, stderr
+    lines red on a terminal; where stdout is not one (CI), click drops the colour and pyinfra
+    its spinner, so the log gets the same lines, one per event.
+
+    For long host-helper verbs (``build``, ``up``) whose stdout is progress for people, never
+    data a phase parses."""
+
+    def execute(self, state: State, host: Host, connector_arguments: ConnectorArguments) -> tuple[bool, CommandOutput]:
+        connector_arguments.update(self.connector_arguments)
+        ok, output = host.run_shell_command(self, print_output=True, print_input=state.print_input,
+                                            **connector_arguments)
+        # pyinfra prints a failed command's output unless it was shown as it came (its rule is
+        # ``not state.print_output``, which cannot see a per-command flag): hand it nothing to
+        # print twice.
+        return ok, output if ok else CommandOutput([])
+
+
+def live(command: StringCommand) -> LiveOutputCommand:
+    """``command``, its output shown as it arrives (see ``LiveOutputCommand``)."""
+    return LiveOutputCommand(command)
 
 
 # --------------------------------------------------------------- ssh

@@ -24,12 +24,13 @@ def base_image(decisions: HostDecisions):
 
 @operation(is_idempotent=True)
 def service_images(decisions: HostDecisions):
-    """Build the images whose fingerprint tag is missing, all at once."""
+    """Build the images whose fingerprint tag is missing, all at once, each build's start and
+    end shown as it happens (a cold build takes minutes)."""
     if not decisions.to_build:
         host.noop("every image matches its build-context fingerprint")
         return
-    yield commands.stackctl(decisions.plan.stack.deploy_dir, host.name, "build", "--release", decisions.release,
-                            *decisions.to_build)
+    yield commands.live(commands.stackctl(decisions.plan.stack.deploy_dir, host.name, "build", "--release",
+                                          decisions.release, *decisions.to_build))
 
 
 def _ship(images: list[str], source: list[str], target: Host) -> None:

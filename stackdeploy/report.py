@@ -41,9 +41,20 @@ def render_table(host_name: str, rows: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
-def write_report(path: Path, host_name: str, rows: dict[str, dict]) -> None:
-    """Merge this host's rows into the report file (one file for all hosts of a run)."""
+def write_report(path: Path, host_name: str, rows: dict[str, dict], *, run: str, release: str,
+                 changed: list[str], built: list[str]) -> None:
+    """Merge this host's rows into the report file (one file for all hosts of a run).
+
+    Per host: the release it runs, the services this run (re)started or reloaded (``changed``)
+    and the images it built. At the top: the run that wrote it last (``run``, one id per
+    control process, even when nothing changes) and ``changed``, every ``service@host`` that
+    run changed, so a script tells a no-op run from the file alone. A host of an earlier run
+    keeps its entry; a new run starts the top-level list afresh."""
     path.parent.mkdir(parents=True, exist_ok=True)
     report = json.loads(path.read_text()) if path.exists() else {}
-    report.setdefault("hosts", {})[host_name] = {"written_at": time.time(), "services": rows}
+    if report.get("run") != run:
+        report.update(run=run, changed=[])
+    report.setdefault("hosts", {})[host_name] = {"written_at": time.time(), "release": release,
+                                                 "changed": sorted(changed), "built": sorted(built), "services": rows}
+    report["changed"] = sorted({*report["changed"], *(f"{name}@{host_name}" for name in changed)})
     path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

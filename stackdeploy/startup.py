@@ -10,18 +10,19 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
-from stackdeploy.commands import stackctl
+from stackdeploy.commands import live, stackctl
 from stackdeploy.desired import HostDecisions
 from stackdeploy.remote import is_standin
 
 
 @operation(is_idempotent=True)
 def wave(deploy_dir: str, release: str, names: list[str]):
-    """Roll out the given services of one wave (or reload the gateway) and wait until ready."""
+    """Roll out the given services of one wave (or reload the gateway) and wait until ready,
+    each service's start and readiness shown as it happens."""
     if not names:
         host.noop("wave up to date")
         return
-    yield stackctl(deploy_dir, host.name, "up", "--release", release, *names)
+    yield live(stackctl(deploy_dir, host.name, "up", "--release", release, *names))
 
 
 def start_services(deploy_dir: str, release: str, waves: list[list[str]], to_change: list[str],

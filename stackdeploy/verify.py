@@ -15,12 +15,13 @@ from stackdeploy.facts import StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
+from stackdeploy.runinfo import RELEASE_ID
 
 LAST_REPORT = STATE_DIR / "last-report.json"
 
 
-def _summarise(plan: Plan, status: dict[str, contract.ServiceStatus], builds: dict[str, contract.BuildResult],
-               started: list[str], report_to: Path | None) -> None:
+def _summarise(plan: Plan, release: str, status: dict[str, contract.ServiceStatus],
+               builds: dict[str, contract.BuildResult], started: list[str], report_to: Path | None) -> None:
     """Print the table and write the report (unless ``report_to`` is None); builds and
     readiness only for this run."""
     rows = {
@@ -30,7 +31,7 @@ def _summarise(plan: Plan, status: dict[str, contract.ServiceStatus], builds: di
     }
     click.echo(render_table(host.name, rows), err=False)
     if report_to is not None:
-        write_report(report_to, host.name, rows)
+        write_report(report_to, host.name, rows, run=RELEASE_ID, release=release, changed=started, built=list(builds))
     failed = {n: r for n, r in rows.items() if r["check"] != "ok"}
     if failed and host.state.is_executing:
         raise OperationError("\n".join(_failure(plan, name, row) for name, row in failed.items()))
@@ -62,7 +63,7 @@ def _verify_now(plan: Plan, release: str, built: list[str], started: list[str], 
     status = parse_status(_run(commands.stackctl(deploy_dir, host.name, "status", "--wait", "--release", release)))
     builds: dict[str, contract.BuildResult] = json.loads(
         _run(commands.json_file_or_empty(posixpath.join(deploy_dir, contract.BUILDS_FILE))))
-    _summarise(plan, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
+    _summarise(plan, release, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
 
 
 @operation(is_idempotent=True)
@@ -77,7 +78,7 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
         status = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir)
         if status is not None and all(row["check"] == "ok" for row in status.values()):
             if host.state.is_executing:
-                _summarise(plan, status, {}, [], report_to)
+                _summarise(plan, release, status, {}, [], report_to)
             host.noop(f"all {len(status)} services healthy")
             return
     yield FunctionCommand(_verify_now, (plan, release, built, started, report_to), {})

@@ -38,6 +38,7 @@ class DeployResult:
     returncode: int
     output: str
     seconds: float
+    started_at: float = 0.0  # wall clock (time.time()), to tell this run's report from an earlier one's
 
 
 def write_inventory(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -50,10 +51,10 @@ def run_pyinfra(tmp_path: Path, script: str, extra: dict[str, Any] | None = None
                 *args: str) -> DeployResult:
     """Run ``pyinfra -y INVENTORY <script>`` for the test stack; output is kept for asserts."""
     inventory = write_inventory(tmp_path, extra)
-    started = time.monotonic()
+    started_at, started = time.time(), time.monotonic()
     result = subprocess.run([str(PYINFRA), "-y", str(inventory), script, *args], cwd=root,
                             capture_output=True, text=True, timeout=DEPLOY_TIMEOUT, check=False)
-    return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+    return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started, started_at)
 
 
 def deploy(tmp_path: Path, extra: dict[str, Any] | None = None, root: Path = ROOT,
@@ -83,13 +84,30 @@ def containers(project: str = STACK) -> dict[str, dict]:
             for info in json.loads(docker("inspect", *ids))}
 
 
-def identities() -> dict[str, tuple[str, str]]:
+def identities(project: str = STACK) -> dict[str, tuple[str, str]]:
     """service -> (container id, start time): changes exactly when a container is recreated or restarted."""
-    return {name: (info["Id"], info["State"]["StartedAt"]) for name, info in containers().items()}
+    return {name: (info["Id"], info["State"]["StartedAt"]) for name, info in containers(project).items()}
+
+
+def run_report(result: DeployResult, root: Path = ROOT) -> dict:
+    """The JSON report (.deploy/last-report.json under ``root``) of the deploy ``result`` is
+    from: it fails when that run wrote none, so an earlier run's file never passes for it."""
+    report = json.loads((root / ".deploy" / "last-report.json").read_text())
+    assert any(entry["written_at"] >= result.started_at for entry in report["hosts"].values()), \
+        f"the deploy wrote no report: {result.output[-2000:]}"
+    return report
+
+
+def changed_services(result: DeployResult, root: Path = ROOT) -> list[str]:
+    """``service@host`` of every service the deploy ``result`` is from (re)started or reloaded,
+    from its JSON report (not from pyinfra's human output)."""
+    return run_report(result, root)["changed"]
 
 
 def changed_ops(output: str) -> list[str]:
-    """Names of operations pyinfra reported as changed ("Success") in a deploy's output."""
+    """Names of operations pyinfra reported as changed ("Success") in a run's output. Only for
+    provision.py, which has no containers and writes no report; a deploy's no-op is read from
+    container identities and its report (``changed_services``)."""
     names, current = [], None
     for line in output.splitlines():
         if line.startswith("--> Starting operation: "):
@@ -111,3 +129,13 @@ def first_deploy(session_tmp) -> Iterator[DeployResult]:
     yield result
     subprocess.run(["docker", "compose", "-p", STACK, "down", "-v", "--remove-orphans"],
                    capture_output=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(first_deploy, session_tmp) -> DeployResult:
+    """The test stack as this project deploys it, at the start of each module that uses it,
+    whatever a module run before left (another config, a code copy's release, a stopped
+    container): modules do not depend on the order they run in. A no-op when nothing did."""
+    result = deploy(session_tmp)
+    assert result.returncode == 0, result.output[-6000:]
+    return result

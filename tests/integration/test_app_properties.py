@@ -23,7 +23,7 @@ BOUNDED = settings(max_examples=40, deadline=None, suppress_health_check=list(He
 
 
 @pytest.fixture(scope="module")
-def token(first_deploy) -> str:
+def token(stack) -> str:
     return register_and_login(GATEWAY)
 
 
@@ -61,7 +61,7 @@ def test_any_filename_is_stored_as_sent_or_refused_leaving_nothing(token):
     st.lists(st.text(alphabet="ABCxyz012-_=", max_size=40), min_size=3, max_size=3).map(".".join)
     .map(lambda t: f"Bearer {t}"),
 ))
-def test_any_authorization_header_is_a_401_never_a_crash(first_deploy, header):
+def test_any_authorization_header_is_a_401_never_a_crash(stack, header):
     response = httpx.get(f"{GATEWAY}/api/auth/verify", headers={"Authorization": header}, timeout=10)
     assert response.status_code == 401, response.text
 

@@ -28,7 +28,7 @@ def newest_backup() -> str:
 
 
 @pytest.fixture(scope="module")
-def backed_up(first_deploy, session_tmp) -> dict:
+def backed_up(stack, session_tmp) -> dict:
     """A user with an upload and a document, then a backup of all of it."""
     token = register_and_login(GATEWAY)
     content = secrets.token_bytes(256 * 1024)

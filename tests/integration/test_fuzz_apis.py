@@ -45,7 +45,7 @@ def schemathesis(prefix: str, token: str, cwd: Path, *args: str) -> subprocess.C
 
 
 @pytest.mark.parametrize("run", RUNS)
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(first_deploy, run, tmp_path):
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(stack, run, tmp_path):
     prefix, args = RUNS[run]
     result = schemathesis(prefix, register_and_login(GATEWAY), tmp_path, *args)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]

@@ -49,7 +49,7 @@ def wait_for(predicate, seconds: float = RECOVERY_BOUND_SECONDS) -> bool:
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.5)
+        time.sleep(0.5)  # pacing of the bounded poll; callers assert on the result
     return False
 
 
@@ -60,7 +60,7 @@ def health_ok(path: str) -> bool:
         return False
 
 
-def test_a_hung_app_is_restarted_and_answers_through_the_gateway_again(first_deploy):
+def test_a_hung_app_is_restarted_and_answers_through_the_gateway_again(stack):
     mark = event_mark()
     hung = pids_of("creator-hub")
     signal_all(hung, signal.SIGSTOP)
@@ -73,7 +73,7 @@ def test_a_hung_app_is_restarted_and_answers_through_the_gateway_again(first_dep
     assert ("creator-hub", "restarted") in seen
 
 
-def test_a_dependency_down_is_degraded_not_restarted_and_readiness_says_which_route(first_deploy):
+def test_a_dependency_down_is_degraded_not_restarted_and_readiness_says_which_route(stack):
     assert wait_for(lambda: health_ok("/health/ready"), 30)
     mark = event_mark()
     ai = containers()["ai-engine"]["Id"]
@@ -92,7 +92,7 @@ def test_a_dependency_down_is_degraded_not_restarted_and_readiness_says_which_ro
 
 
 @pytest.fixture(scope="module")
-def impatient_monitor(first_deploy, session_tmp) -> Iterator[int]:
+def impatient_monitor(stack, session_tmp) -> Iterator[int]:
     """The monitor with one restart allowed per window, creator-hub restarted with auth-service,
     and backups expected every 7 seconds."""
     extra = {"backup_every_hours": 0.002, "service_overrides": {

@@ -52,7 +52,7 @@ def add_service_as_documented(copy: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def with_notes(first_deploy, session_tmp) -> Iterator[Path]:
+def with_notes(stack, session_tmp) -> Iterator[Path]:
     copy = project_copy(session_tmp, "newcomer")
     add_service_as_documented(copy)
     result = deploy(session_tmp, None, copy)

@@ -8,10 +8,11 @@ a machine where that stack already runs from the same code, both runs are no-ops
 from __future__ import annotations
 
 import subprocess
+import time
 
 import httpx
 
-from .conftest import DEPLOY_TIMEOUT, PYINFRA, ROOT, changed_ops, containers
+from .conftest import DEPLOY_TIMEOUT, PYINFRA, ROOT, DeployResult, changed_services, containers, identities
 
 
 def run(command: list[str]) -> tuple[int, str]:
@@ -28,7 +29,9 @@ def test_readme_deploy_command_brings_up_the_default_stack_and_reruns_as_a_noop(
     running = {n for n, i in containers("creatorstack").items() if i["State"]["Running"]}
     assert len(running) == 10, running  # nine services and the monitor
 
+    before, started_at = identities("creatorstack"), time.time()
     code, output = run([str(PYINFRA), "-y", "inventory/local.py", "deploy.py"])
     assert code == 0, output[-4000:]
     assert "[@local] image source: local; build: nothing; (re)start: nothing" in output
-    assert changed_ops(output) == []
+    assert changed_services(DeployResult(code, output, 0.0, started_at)) == []
+    assert identities("creatorstack") == before

@@ -67,17 +67,22 @@ def healthy(path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def token(first_deploy) -> str:
+def token(stack) -> str:
     return register_and_login(GATEWAY)
 
 
-def test_code_change_rolls_out_with_zero_failed_requests(first_deploy, session_tmp, token):
+def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, token):
     copy = project_copy(session_tmp, "rollout-code")
     changed_code(copy, "auth-service", "channel-service")
     before = identities()
     socket_url = f"ws://127.0.0.1:18080/api/channels/ws/lobby?token={token}"
     with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load, SocketWatch(socket_url, max_seconds=900) as sockets:
-        time.sleep(1)  # the watchers are connected and the load is flowing before the deploy starts
+        # The load is flowing and every socket is open before the deploy starts.
+        deadline = time.monotonic() + 30
+        while not (load.answered > 0 and sockets.connected >= sockets.sockets):
+            assert time.monotonic() < deadline, f"load and sockets not started: {load.answered} answered, " \
+                                                f"{sockets.connected} sockets open"
+            time.sleep(0.05)  # pacing of a bounded wait, not a wait for something
         result = deploy(session_tmp, None, copy)
     assert result.returncode == 0, result.output[-4000:]
     assert "auth-service (rolling)" in result.output and "channel-service (rolling)" in result.output
@@ -90,7 +95,7 @@ def test_code_change_rolls_out_with_zero_failed_requests(first_deploy, session_t
     assert sockets.result.failed_connects == 0, sockets.result.summary()
 
 
-def test_config_change_rolls_out_with_zero_failed_requests(first_deploy, session_tmp):
+def test_config_change_rolls_out_with_zero_failed_requests(stack, session_tmp):
     assert deploy(session_tmp, fresh_env()).returncode == 0
     before = identities()
     with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load:
@@ -101,7 +106,7 @@ def test_config_change_rolls_out_with_zero_failed_requests(first_deploy, session
     assert load.result.failed == 0, load.result.summary()
 
 
-def test_gateway_route_change_is_a_graceful_reload(first_deploy, session_tmp):
+def test_gateway_route_change_is_a_graceful_reload(stack, session_tmp):
     routes = {**{"/api/auth/": "auth-service", "/api/creators/": "creator-hub", "/api/ai/": "ai-engine",
                  "/api/channels/": "channel-service"}, "/api/v2/auth/": "auth-service"}
     extra = {"service_overrides": {"api-gateway": {"routes": routes}}}
@@ -116,7 +121,7 @@ def test_gateway_route_change_is_a_graceful_reload(first_deploy, session_tmp):
     assert load.result.failed == 0, load.result.summary()
 
 
-def test_broken_release_is_rolled_back_while_the_old_one_serves(first_deploy, session_tmp):
+def test_broken_release_is_rolled_back_while_the_old_one_serves(stack, session_tmp):
     assert deploy(session_tmp).returncode == 0
     copy = project_copy(session_tmp, "rollout-broken")
     main = copy / "files" / "services" / "auth-service" / "app" / "main.py"
@@ -136,7 +141,7 @@ def test_broken_release_is_rolled_back_while_the_old_one_serves(first_deploy, se
     assert not (DEPLOY_DIR / "state" / "deploy.lock").exists()  # a failed run releases its lock
 
 
-def test_a_second_deploy_is_refused_while_one_runs(first_deploy, session_tmp):
+def test_a_second_deploy_is_refused_while_one_runs(stack, session_tmp):
     lock = DEPLOY_DIR / "state" / "deploy.lock"
     inventory = write_inventory(session_tmp, fresh_env())
     first = subprocess.Popen([str(PYINFRA), "-y", str(inventory), "deploy.py"], cwd=ROOT, text=True,
@@ -144,7 +149,7 @@ def test_a_second_deploy_is_refused_while_one_runs(first_deploy, session_tmp):
     try:
         deadline = time.monotonic() + 120
         while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # pacing of the bounded wait for the lock file
         assert lock.exists(), "the first deploy never took the lock"
         second = deploy(session_tmp, fresh_env())
     finally:
@@ -156,7 +161,7 @@ def test_a_second_deploy_is_refused_while_one_runs(first_deploy, session_tmp):
     assert not lock.exists()
 
 
-def test_a_dead_runs_lock_is_detected_and_taken_over_on_request(first_deploy, session_tmp):
+def test_a_dead_runs_lock_is_detected_and_taken_over_on_request(stack, session_tmp):
     dead = subprocess.Popen(["true"])
     dead.wait()
     lock = DEPLOY_DIR / "state" / "deploy.lock"
@@ -173,7 +178,7 @@ def test_a_dead_runs_lock_is_detected_and_taken_over_on_request(first_deploy, se
     assert not lock.exists()
 
 
-def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(first_deploy, session_tmp):
+def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(stack, session_tmp):
     assert deploy(session_tmp, fresh_env()).returncode == 0
     previous = current_release()
     assert deploy(session_tmp, fresh_env()).returncode == 0
@@ -202,7 +207,7 @@ def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(firs
     assert "release 19990101T000000Z is not kept on this host" in unknown.output
 
 
-def test_old_releases_and_their_images_are_pruned(first_deploy, session_tmp):
+def test_old_releases_and_their_images_are_pruned(stack, session_tmp):
     keep = {"keep_releases": 2}
     for _ in range(3):
         assert deploy(session_tmp, {**keep, **fresh_env()}).returncode == 0
@@ -214,7 +219,7 @@ def test_old_releases_and_their_images_are_pruned(first_deploy, session_tmp):
     assert set(stack_images) <= wanted
 
 
-def test_every_run_is_audited(first_deploy, session_tmp):
+def test_every_run_is_audited(stack, session_tmp):
     result = deploy(session_tmp, fresh_env())
     assert result.returncode == 0, result.output[-4000:]
     last = json.loads((DEPLOY_DIR / "state" / "audit.jsonl").read_text().splitlines()[-1])
@@ -226,13 +231,14 @@ def test_every_run_is_audited(first_deploy, session_tmp):
     assert record["services"]["creator-hub"]["config_hash"] == labels("creator-hub")["stackdeploy.config-hash"]
 
 
-def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(first_deploy, session_tmp):
+def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(stack, session_tmp):
     assert deploy(session_tmp).returncode == 0
     pid = int(Path("/var/run/docker.pid").read_text())
     os.kill(pid, 15)
     deadline = time.monotonic() + 60
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.2)  # pacing of the bounded wait for dockerd to exit
+    assert not Path(f"/proc/{pid}").exists(), "dockerd did not stop within 60 s"
     dry = deploy(session_tmp, None, ROOT, "--dry")
     assert dry.returncode != 0
     assert "the Docker engine is installed but not answering" in dry.output

@@ -26,7 +26,7 @@ WS = GATEWAY.replace("http://", "ws://")
 
 
 @pytest.fixture(scope="module")
-def token(first_deploy) -> str:
+def token(stack) -> str:
     return register_and_login(GATEWAY)
 
 
@@ -51,7 +51,7 @@ def test_history_rejects_a_negative_limit(token):
     assert response.status_code == 422, response.text
 
 
-def test_history_needs_a_token(first_deploy):
+def test_history_needs_a_token(stack):
     assert httpx.get(f"{GATEWAY}/api/channels/channels/lobby/history", timeout=10).status_code == 401
 
 
@@ -81,7 +81,7 @@ def test_a_binary_frame_closes_the_socket_with_1003(token):
     assert httpx.get(f"{GATEWAY}/api/channels/health", timeout=10).status_code == 200  # the service is fine
 
 
-def test_logout_closes_the_open_sockets_of_that_token(first_deploy):
+def test_logout_closes_the_open_sockets_of_that_token(stack):
     token = register_and_login(GATEWAY)
 
     async def logout_while_open() -> int | None:
@@ -106,12 +106,12 @@ def test_an_empty_ai_prompt_is_answered_to_the_sender_only(token):
     assert asyncio.run(empty_prompt()) == {"from": "channel-service", "error": "empty /ai prompt: nothing sent"}
 
 
-def test_the_postgres_image_runs_other_commands_like_the_official_one(first_deploy):
+def test_the_postgres_image_runs_other_commands_like_the_official_one(stack):
     image = containers()["postgres"]["Config"]["Image"]
     assert "psql (PostgreSQL) 15" in docker("run", "--rm", image, "psql", "--version")
 
 
-def test_the_redis_healthcheck_fails_with_a_wrong_password(first_deploy):
+def test_the_redis_healthcheck_fails_with_a_wrong_password(stack):
     redis = containers()["redis"]
     test = json.loads(docker("image", "inspect", redis["Config"]["Image"]))[0]["Config"]["Healthcheck"]["Test"]
     assert test[0] == "CMD"
@@ -121,13 +121,13 @@ def test_the_redis_healthcheck_fails_with_a_wrong_password(first_deploy):
         docker("exec", "-e", "REDIS_PASSWORD=wrong", redis["Id"], *test[1:])
 
 
-def test_a_signed_token_without_jti_is_refused_not_a_crash(first_deploy):
+def test_a_signed_token_without_jti_is_refused_not_a_crash(stack):
     forged = signed_token({"sub": "1", "name": "x", "exp": int(time.time()) + 60})
     response = httpx.get(f"{GATEWAY}/api/auth/verify", headers=auth(forged), timeout=10)
     assert response.status_code == 401, response.text
 
 
-def test_unknown_users_take_as_long_as_wrong_passwords(first_deploy):
+def test_unknown_users_take_as_long_as_wrong_passwords(stack):
     user = {"username": f"timing-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
     assert httpx.post(f"{GATEWAY}/api/auth/register", json=user, timeout=10).status_code == 201
 
@@ -144,14 +144,14 @@ def test_unknown_users_take_as_long_as_wrong_passwords(first_deploy):
     assert unknown > wrong / 3  # both pay for an argon2 verification (was 1.8 ms against 207 ms)
 
 
-def test_a_validation_error_does_not_echo_a_huge_input(first_deploy):
+def test_a_validation_error_does_not_echo_a_huge_input(stack):
     response = httpx.post(f"{GATEWAY}/api/auth/register", json={"username": "u" * 10_000, "password": "x" * 10},
                           timeout=10)
     assert response.status_code == 422
     assert len(response.content) < 2000
 
 
-def test_the_gateways_own_errors_are_json(first_deploy):
+def test_the_gateways_own_errors_are_json(stack):
     missing = httpx.get(f"{GATEWAY}/no-such-route", timeout=10)
     assert missing.status_code == 404 and missing.json() == {"error": "no such route", "status": 404}
     too_large = httpx.post(f"{GATEWAY}/api/creators/uploads", content=b"x" * (51 * 1024 * 1024), timeout=60)
@@ -174,7 +174,7 @@ def test_ai_engine_needs_a_token_and_a_document_belongs_to_its_writer(token):
     assert matches[0] == {**matches[0], "id": doc["id"], "text": doc["text"]}
 
 
-def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(first_deploy):
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(stack):
     """The gateway answers 401 to the headers alone: 45 MB announced, not one byte sent."""
     host, port = GATEWAY.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:

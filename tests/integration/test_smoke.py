@@ -22,14 +22,14 @@ def healthy(path: str) -> bool:
         return False
 
 
-def test_the_user_journey_passes_step_by_step_and_cleans_up(first_deploy, session_tmp):
+def test_the_user_journey_passes_step_by_step_and_cleans_up(stack, session_tmp):
     result = run_pyinfra(session_tmp, "smoke.py")
     assert result.returncode == 0, result.output[-4000:]
     done = re.findall(r"ok   (.+?)\s{2,}\S+\s+\d+ ms", result.output)
     assert done == STEPS
 
 
-def test_a_broken_service_fails_the_run_naming_the_step_and_the_service(first_deploy, session_tmp):
+def test_a_broken_service_fails_the_run_naming_the_step_and_the_service(stack, session_tmp):
     hub = containers()["creator-hub"]["Id"]
     docker("stop", hub)
     try:
@@ -38,7 +38,7 @@ def test_a_broken_service_fails_the_run_naming_the_step_and_the_service(first_de
         docker("start", hub)
         deadline = time.monotonic() + 120  # leave the stack serving for whatever runs next
         while not healthy("/api/creators/health") and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.5)  # pacing of the bounded poll
     assert result.returncode != 0
     assert "SMOKE TEST FAILED: step 'upload a file', service creator-hub" in result.output
     assert "Traceback" not in result.output

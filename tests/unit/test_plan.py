@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -172,10 +173,39 @@ def test_registry_mode_uses_public_images(data):
     assert "apt-get" not in plan.files["services/ai-engine/Dockerfile"]
 
 
-def test_plan_is_deterministic(data):
-    first, second = make_plan(data), make_plan(data)
-    assert first.files == second.files
-    assert first.services == second.services
+# Renders the plans of the project's stack (both image sources) and prints one hash of what
+# lands on hosts: every file, each service's image tag and config hash, the waves.
+RENDER_AND_HASH = """
+import hashlib
+from stackdeploy import SERVICES_DIR
+from stackdeploy.model import load
+from stackdeploy.plan import build_plan
+from tests.conftest import group_data
+from tests.unit.test_plan import SECRETS
+
+digest = hashlib.sha256()
+for source in ("local", "registry"):
+    plan = build_plan(load(group_data(), SERVICES_DIR), source, SECRETS)
+    for path in sorted(plan.files):
+        content = plan.files[path]
+        digest.update(path.encode() + b"\\0" + (content if isinstance(content, bytes) else content.encode()) + b"\\0")
+    for name, service in sorted(plan.services.items()):
+        digest.update(f"{name} {service.image} {service.config_hash}\\n".encode())
+    digest.update(repr(plan.waves).encode())
+print(digest.hexdigest())
+"""
+
+
+def test_plan_is_the_same_in_processes_with_different_hash_seeds():
+    """Two processes, two PYTHONHASHSEEDs: set and dict ordering that leaked into a rendered
+    file or a fingerprint would differ between them (one process rendering twice cannot see it)."""
+    hashes = []
+    for seed in ("1", "2"):
+        result = subprocess.run([str(BIN / "python"), "-c", RENDER_AND_HASH], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120, check=False, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert result.returncode == 0, result.stderr[-3000:]
+        hashes.append(result.stdout.strip())
+    assert len(hashes[0]) == 64 and hashes[0] == hashes[1]
 
 
 def test_source_change_moves_only_that_image(data, tmp_path, monkeypatch):

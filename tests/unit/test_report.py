@@ -31,7 +31,20 @@ def test_table_separates_the_deploys_check_from_dockers_view():
 
 def test_report_keeps_every_host_of_a_run(tmp_path):
     path = tmp_path / "last-report.json"
-    write_report(path, "h1", {"postgres": ROWS["postgres"]})
-    write_report(path, "h2", {"ollama": ROWS["ollama"]})
-    hosts = json.loads(path.read_text())["hosts"]
+    write_report(path, "h1", {"postgres": ROWS["postgres"]}, run="T1", release="R1", changed=["postgres"], built=[])
+    write_report(path, "h2", {"ollama": ROWS["ollama"]}, run="T1", release="R1", changed=[], built=[])
+    report = json.loads(path.read_text())
+    hosts = report["hosts"]
     assert set(hosts) == {"h1", "h2"} and hosts["h2"]["services"]["ollama"]["standin"] is True
+    assert report["run"] == "T1" and report["changed"] == ["postgres@h1"]
+    assert hosts["h1"]["release"] == "R1" and hosts["h1"]["changed"] == ["postgres"]
+
+
+def test_a_new_run_that_changes_nothing_reports_nothing_changed(tmp_path):
+    path = tmp_path / "last-report.json"
+    write_report(path, "h1", {"postgres": ROWS["postgres"]}, run="T1", release="R1", changed=["postgres"],
+                 built=["postgres"])
+    write_report(path, "h1", {"postgres": ROWS["postgres"]}, run="T2", release="R1", changed=[], built=[])
+    report = json.loads(path.read_text())
+    assert report["run"] == "T2" and report["changed"] == []
+    assert report["hosts"]["h1"]["changed"] == [] and report["hosts"]["h1"]["built"] == []
