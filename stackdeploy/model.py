@@ -100,6 +100,7 @@ class Service:
     # cannot reconnect by itself).
     restarts_with: tuple[str, ...] = ()
     backup: str | None = None  # one of BACKUP_KINDS
+    replicas: int = 1  # containers of an app under engine "swarm"; always 1 under compose
 
     @property
     def built_from_source(self) -> bool:
@@ -109,6 +110,15 @@ class Service:
     def env_prefix(self) -> str:
         """Prefix of the variables that tell consumers how to reach this service."""
         return self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    """How the Docker Swarm engine runs the stack (read only when ``Stack.engine`` is "swarm")."""
+
+    endpoint_mode: str = "dnsrr"  # "dnsrr": callers resolve every task's address; "vip": one virtual IP
+    publish_mode: str = "host"  # "host": a published port on the node its task runs on; "ingress": on every node
+    managers_group: str = "managers"  # the inventory group of the swarm's manager nodes
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,8 @@ class Stack:
     backup_copy: str = "none"  # "control": every backup is also fetched to .deploy/backups/ here
     # How often backups are scheduled (cron): the monitor reports one missed after this. 0: none.
     backup_every_hours: float = 0.0
+    engine: str = "compose"  # what runs the containers: "compose" on each host, or "swarm" across them
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
 
 
 def local_recipes() -> tuple[str, ...]:
@@ -190,9 +202,9 @@ def _check_known(where: str, name: str, known: Collection[str], noun: str) -> No
         raise StackError(where, f"unknown {noun} '{name}'{closest(name, known)}")
 
 
-def _check_service(service: Service, source_root: Path, at: Callable[[str], str]) -> None:
+def _check_service(service: Service, engine: str, source_root: Path, at: Callable[[str], str]) -> None:
     """What the schema cannot see alone: the image an infra service needs, the source folder
-    of an app."""
+    of an app, and replicas, which only the swarm engine runs."""
     if service.built_from_source and not (source_root / service.name).is_dir():
         raise StackError(f"services.{service.name}", f"source folder {source_root / service.name} does not exist")
     if not service.built_from_source:
@@ -200,6 +212,11 @@ def _check_service(service: Service, source_root: Path, at: Callable[[str], str]
             raise StackError(at("image"), "must name both a 'registry' image and a 'local' recipe")
         if service.image["local"] not in local_recipes():
             raise StackError(f"{at('image')}.local", not_one_of(service.image["local"], local_recipes()))
+    if service.replicas > 1 and service.kind != "python":
+        raise StackError(at("replicas"), f"more than 1 replica is only for apps (kind 'python'), "
+                                         f"not kind '{service.kind}'")
+    if service.replicas > 1 and engine != "swarm":
+        raise StackError(at("replicas"), 'more than 1 replica needs engine = "swarm"')
 
 
 def _check_references(services: Mapping[str, Service], secret_names: tuple[str, ...],
@@ -244,7 +261,7 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
                  overridden: Mapping[str, frozenset[str]]) -> None:
     """The checks across settings, once each setting has the right shape."""
     for service in services.values():
-        _check_service(service, source_root, partial(_setting_path, overridden, service.name))
+        _check_service(service, spec.engine, source_root, partial(_setting_path, overridden, service.name))
     for kind in ("gateway", "monitor"):
         if sum(1 for s in services.values() if s.kind == kind) > 1:
             raise StackError("services", f"at most one service may be of kind '{kind}'")
@@ -294,4 +311,6 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         keep_backups=spec.keep_backups,
         backup_copy=spec.backup_copy,
         backup_every_hours=spec.backup_every_hours,
+        engine=spec.engine,
+        swarm=SwarmSettings(**dict(spec.swarm)),
     )

@@ -35,6 +35,9 @@ ImageSourceName = Literal["registry", "local", "auto"]
 DistributionName = Literal["build-everywhere", "build-once"]
 BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
 BackupCopyName = Literal["none", "control"]
+EngineName = Literal["compose", "swarm"]
+EndpointModeName = Literal["dnsrr", "vip"]
+PublishModeName = Literal["host", "ingress"]
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")
 MEMORY_PATTERN = re.compile(r"[0-9]+[kmg]")
 DEFAULT_WAIT_TIMEOUT = 60.0
@@ -196,6 +199,7 @@ class ServiceSpec(Schema):
     auth_verify: UrlPath | None = None
     restarts_with: Names = ()
     backup: Annotated[BackupKindName, one_of(BackupKindName)] | None = None
+    replicas: Count = 1
 
 
 def _ssh_destination(value: Any) -> Any:
@@ -217,12 +221,22 @@ class SshSource(Schema):
     ssh_strict_host_key_checking: Text | None = None
 
 
+class SwarmSpec(Schema):
+    """How the Docker Swarm engine (``engine = "swarm"``) runs the stack."""
+
+    endpoint_mode: Annotated[EndpointModeName, one_of(EndpointModeName)] = "dnsrr"
+    publish_mode: Annotated[PublishModeName, one_of(PublishModeName)] = "host"
+    managers_group: Annotated[StrictStr, Field(min_length=1),
+                              described("must be the name of an inventory group, got {value!r}")] = "managers"
+
+
 class StackSpec(Schema):
     """Every setting of the stack (host data minus pyinfra's own), in the order they are checked."""
 
     stack_name: Name = "stack"
     deploy_dir: Annotated[StrictStr, AfterValidator(_absolute),
                           described("must be an absolute path, got {value!r}")] | None = None  # /opt/<stack_name>
+    engine: Annotated[EngineName, one_of(EngineName)] = "compose"
     image_source: Annotated[ImageSourceName, one_of(ImageSourceName)] = "auto"
     ca_bundle: Annotated[StrictStr, AfterValidator(_absolute),
                          described("must be an absolute path on the host or None, got {value!r}")] | None = None
@@ -252,6 +266,7 @@ class StackSpec(Schema):
     backup_every_hours: Hours = 0.0
     debian_mirror: Text = "http://deb.debian.org/debian"
     gateway_bind: Text = "0.0.0.0"
+    swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
     # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
     # of one run given with --data: rollback.py's target, taking over a dead run's lock,
     # restore.py's backup and service. Declared so that they are not taken for typos.
