@@ -43,6 +43,7 @@ MEMORY_PATTERN = re.compile(r"[0-9]+[kmg]")
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_STOP_GRACE = 20.0
 PROBLEM = "stack_problem"  # the error type of a refusal already worded for the user
+UNKNOWN_KEY = ("extra_forbidden", "invalid_key")  # a key no field has; "invalid_key": not even a string
 
 
 def closest(word: object, choices: Iterable[str]) -> str:
@@ -314,10 +315,10 @@ def first_problem(error: ValidationError) -> tuple[tuple[Any, ...], str]:
     the rest (a required setting missing, say), so it is named first."""
     errors = error.errors()
     first = _own_loc(errors[0])
-    found = next((e for e in errors if e["type"] == "extra_forbidden"
+    found = next((e for e in errors if e["type"] in UNKNOWN_KEY
                   and len(first) >= len(e["loc"]) and first[:len(e["loc"]) - 1] == e["loc"][:-1]), errors[0])
     loc = _own_loc(found)
-    if found["type"] == "extra_forbidden":
+    if found["type"] in UNKNOWN_KEY:
         return loc, f"unknown {'setting' if len(loc) == 1 else 'key'}{closest(loc[-1], _keys_at(loc[:-1]))}"
     if found["type"] == "missing":
         return loc[:-1], f"{loc[-1]} is required"

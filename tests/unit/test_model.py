@@ -232,3 +232,13 @@ def test_replicas_given_by_an_override_are_named_under_service_overrides(data):
     data["service_overrides"] = {"creator-hub": {"replicas": 2}}
     assert error_of(data) == ('service_overrides.creator-hub.replicas: more than 1 replica needs '
                               'engine = "swarm"')
+
+
+def test_a_missing_required_setting_is_named_in_its_service(data):
+    del data["services"]["redis"]["kind"]
+    assert error_of(data) == "services.redis: kind is required"
+
+
+def test_a_key_that_is_not_a_string_is_an_unknown_key(data):
+    data["services"]["redis"]["health"] = {2: True}
+    assert error_of(data) == "services.redis.health.2: unknown key"
