@@ -70,25 +70,26 @@ def _worded(problem: str, value: object) -> str:
     return problem.format(value=value, type=type(value).__name__)
 
 
-def described(problem: str) -> WrapValidator:
-    """Whatever the type underneath finds wrong, the user reads ``problem`` (``{value!r}`` and
-    ``{type}`` filled in): one sentence per setting, not one per pydantic check."""
+def _refusing(problem_of: Callable[[Any], str]) -> WrapValidator:
+    """Whatever the type underneath finds wrong with a value, the user reads ``problem_of(value)``:
+    one sentence per setting, not one per pydantic check."""
     def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
         try:
             return handler(value)
         except ValidationError:
-            raise refusal(_worded(problem, value)) from None
+            raise refusal(problem_of(value)) from None
     return WrapValidator(validate)
+
+
+def described(problem: str) -> WrapValidator:
+    """Refuse what does not fit the type underneath with ``problem``, its ``{value!r}`` and
+    ``{type}`` filled in."""
+    return _refusing(lambda value: _worded(problem, value))
 
 
 def one_of(choices: Any) -> WrapValidator:
-    """A value outside the Literal ``choices`` is refused naming them and the nearest one."""
-    def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise refusal(not_one_of(value, get_args(choices))) from None
-    return WrapValidator(validate)
+    """Refuse a value outside the Literal ``choices`` naming them and the nearest one."""
+    return _refusing(lambda value: not_one_of(value, get_args(choices)))
 
 
 def a_mapping(problem: str, *, empty: bool = True) -> BeforeValidator:
@@ -133,7 +134,6 @@ def _memory(value: str) -> str:
     return value
 
 
-Kind = Annotated[KindName, one_of(KindName)]
 Name = Annotated[StrictStr, AfterValidator(_name),
                  described("must be lowercase letters, digits and '-', got {value!r}")]
 ServiceName = Annotated[StrictStr, AfterValidator(_name), described("name must be lowercase letters, digits and '-'")]
@@ -179,7 +179,7 @@ class LimitsSpec(Schema):
 class ServiceSpec(Schema):
     """One service as written in ``services`` (with its ``service_overrides`` applied)."""
 
-    kind: Kind
+    kind: Annotated[KindName, one_of(KindName)]
     port: Port
     workers: Count = 1
     depends_on: Names = ()
