@@ -4,55 +4,43 @@ Everything a phase needs comes from ``Stack``; no phase reads raw host data. All
 validation happens here, before any operation exists, so bad input costs nothing:
 each problem is one line led by the key path of the setting, as the user wrote it
 (``services.creator-hub.kind``, ``service_overrides.auth-service.workers``), and a
-mistyped name or choice gets the nearest valid one suggested.
+mistyped name or choice gets the nearest valid one suggested. What each setting may
+hold is declared in ``stackdeploy.schema``; this module checks what involves several
+settings (references, gateway prefixes, placement) and builds the dataclasses.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 import runpy
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from pydantic import ValidationError
 
 from stackdeploy import TEMPLATES_DIR
 from stackdeploy.graph import find_cycle
+from stackdeploy.schema import (
+    DEFAULT_STOP_GRACE,
+    BackupKindName,
+    KindName,
+    ServiceSpec,
+    StackSpec,
+    closest,
+    first_problem,
+    not_one_of,
+)
 
-KINDS = ("python", "infra", "gateway", "monitor")
+KINDS = get_args(KindName)
 # Kinds built from their source folder in files/services/<name> (the monitor is a Python app too).
 SOURCE_KINDS = ("python", "monitor")
-IMAGE_SOURCES = ("registry", "local", "auto")
-DISTRIBUTIONS = ("build-everywhere", "build-once")
+BACKUP_KINDS = get_args(BackupKindName)
 RECIPES_DIR = TEMPLATES_DIR / "images"
-SERVICE_KEYS = {
-    "kind", "port", "workers", "depends_on", "wait_timeout", "health", "image",
-    "volumes", "env", "secrets", "routes", "websocket_routes", "publish", "command", "limits", "stop_grace",
-    "auth_routes", "auth_verify", "restarts_with", "backup",
-}
-# How backup.py saves a stateful service (files/stackbackup.py).
-BACKUP_KINDS = ("pg_dump", "redis_rdb", "volumes")
-BACKUP_COPIES = ("none", "control")
-HEALTH_KEYS = {"tcp", "http", "command"}
-SETTINGS = {
-    "stack_name", "deploy_dir", "image_source", "ca_bundle", "debian_mirror",
-    "gateway_port", "gateway_bind", "services", "service_overrides", "secrets",
-    "shared_env", "environment", "placement", "private_address", "deploy_user",
-    "deploy_user_public_key", "image_distribution", "build_host", "keep_releases", "rollout_batch",
-    "images_from", "image_namespace", "keep_backups", "backup_copy", "backup_every_hours",
-    # Flags of one run, given with --data: rollback.py's target, taking over a dead run's lock,
-    # restore.py's backup and service.
-    "release", "take_over_lock", "backup", "service",
-}
+SERVICE_KEYS = frozenset(ServiceSpec.model_fields)
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-DEFAULT_WAIT_TIMEOUT = 60.0
-DEFAULT_STOP_GRACE = 20.0
-
-
 class StackError(ValueError):
     """A problem in the stack definition, phrased for the person who wrote it.
 
@@ -112,6 +100,7 @@ class Service:
     # cannot reconnect by itself).
     restarts_with: tuple[str, ...] = ()
     backup: str | None = None  # one of BACKUP_KINDS
+    replicas: int = 1  # containers of an app under engine "swarm"; always 1 under compose
 
     @property
     def built_from_source(self) -> bool:
@@ -121,6 +110,15 @@ class Service:
     def env_prefix(self) -> str:
         """Prefix of the variables that tell consumers how to reach this service."""
         return self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    """How the Docker Swarm engine runs the stack (read only when ``Stack.engine`` is "swarm")."""
+
+    endpoint_mode: str = "dnsrr"  # "dnsrr": callers resolve every task's address; "vip": one virtual IP
+    publish_mode: str = "host"  # "host": a published port on the node its task runs on; "ingress": on every node
+    managers_group: str = "managers"  # the inventory group of the swarm's manager nodes
 
 
 @dataclass(frozen=True)
@@ -150,115 +148,8 @@ class Stack:
     backup_copy: str = "none"  # "control": every backup is also fetched to .deploy/backups/ here
     # How often backups are scheduled (cron): the monitor reports one missed after this. 0: none.
     backup_every_hours: float = 0.0
-
-
-def closest(word: object, choices: Iterable[str]) -> str:
-    """" (did you mean 'x'?)" naming the allowed value nearest a mistyped one, or ""."""
-    if not isinstance(word, str):
-        return ""
-    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _choice(where: str, value: Any, choices: Sequence[str]) -> str:
-    """A value from a fixed set (kind, image_source, ...); a typo is answered with the nearest one."""
-    if value not in choices:
-        raise StackError(where, f"must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
-    return value
-
-
-def _check_keys(where: str, keys: Iterable[str], allowed: Collection[str], noun: str = "key") -> None:
-    """Refuse a key outside ``allowed``; the key path points at it and the nearest key is suggested."""
-    for key in keys:
-        if key not in allowed:
-            raise StackError(f"{where}.{key}" if where else str(key), f"unknown {noun}{closest(key, allowed)}")
-
-
-def _check_known(where: str, name: str, known: Collection[str], noun: str) -> None:
-    """Refuse a reference (a service in depends_on, placement, routes) to something not defined."""
-    if name not in known:
-        raise StackError(where, f"unknown {noun} '{name}'{closest(name, known)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _seconds(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise StackError(where, f"must be a number of seconds above 0, got {value!r}")
-    return float(value)
-
-
-def _positive_int(where: str, value: Any) -> int:
-    if not _is_int(value) or value < 1:
-        raise StackError(where, f"must be an integer of at least 1, got {value!r}")
-    return value
-
-
-def _check_port(where: str, value: Any) -> int:
-    if not _is_int(value) or not 1 <= value <= 65535:
-        raise StackError(where, f"must be an integer from 1 to 65535, got {value!r}")
-    return value
-
-
-def _string_list(where: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise StackError(where, f"must be a list of names, got {value!r}")
-    return tuple(value)
-
-
-def _optional_path(where: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.startswith("/")):
-        raise StackError(where, f"must be a path starting with '/', got {value!r}")
-    return value
-
-
-def _hours(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 24 * 366:
-        raise StackError(where, f"must be a number of hours from 0 (off) to a year, got {value!r}")
-    return float(value)
-
-
-def _string_map(where: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise StackError(where, f"must be a mapping of names to values, got {value!r}")
-    return {k: str(v) for k, v in value.items()}
-
-
-def _name(where: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
-        raise StackError(where, f"must be lowercase letters, digits and '-', got {value!r}")
-    return value
-
-
-def _parse_health(where: str, raw: Any) -> Health:
-    if not isinstance(raw, Mapping) or not raw:
-        raise StackError(where, "must be a mapping with 'tcp', 'http' or 'command'")
-    _check_keys(where, raw, HEALTH_KEYS)
-    http = raw.get("http")
-    if http is not None and (not isinstance(http, str) or not http.startswith("/")):
-        raise StackError(f"{where}.http", f"must be a path starting with '/', got {http!r}")
-    command = _string_list(f"{where}.command", raw.get("command", []))
-    return Health(tcp=bool(raw.get("tcp", False)), http=http, command=command)
-
-
-LIMIT_KEYS = {"cpus", "memory"}
-MEMORY_PATTERN = re.compile(r"^[0-9]+[kmg]$")
-
-
-def _parse_limits(where: str, raw: Any) -> dict[str, str]:
-    limits = _string_map(where, raw)
-    _check_keys(where, limits, LIMIT_KEYS)
-    if "memory" in limits and not MEMORY_PATTERN.match(limits["memory"]):
-        raise StackError(f"{where}.memory", f"must look like 512m or 2g, got {limits['memory']!r}")
-    if "cpus" in limits:
-        try:
-            if float(limits["cpus"]) <= 0:
-                raise ValueError
-        except ValueError:
-            raise StackError(f"{where}.cpus", f"must be a number above 0, got {limits['cpus']!r}") from None
-    return limits
+    engine: str = "compose"  # what runs the containers: "compose" on each host, or "swarm" across them
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
 
 
 def local_recipes() -> tuple[str, ...]:
@@ -272,67 +163,60 @@ def _setting_path(overridden: Mapping[str, Collection[str]], name: str, key: str
     return f"{'service_overrides' if key in overridden.get(name, ()) else 'services'}.{name}.{key}"
 
 
-def _parse_service(name: str, raw: Any, source_root: Path, overridden: Mapping[str, Collection[str]]) -> Service:
-    where = f"services.{name}"
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise StackError(where, "name must be lowercase letters, digits and '-'")
-    if not isinstance(raw, Mapping):
-        raise StackError(where, f"must be a mapping of settings, got {type(raw).__name__}")
-    _check_keys(where, raw, SERVICE_KEYS)
-    at = partial(_setting_path, overridden, name)
-    kind = _choice(at("kind"), raw.get("kind"), KINDS)
-    if "port" not in raw:
-        raise StackError(where, "port is required")
-    image = _string_map(at("image"), raw.get("image", {}))
-    if kind not in SOURCE_KINDS:
-        if set(image) != {"registry", "local"}:
+def _key_path(loc: tuple[Any, ...], overridden: Mapping[str, Collection[str]]) -> str:
+    """A schema error's location as the user wrote it (see ``_setting_path``)."""
+    if len(loc) >= 3 and loc[0] == "services":
+        return ".".join([_setting_path(overridden, loc[1], loc[2]), *map(str, loc[3:])])
+    return ".".join(map(str, loc))
+
+
+def _merge_overrides(services: Any, overrides: Any) -> tuple[Any, dict[str, frozenset[str]]]:
+    """``services`` with the per-environment ``service_overrides`` applied, without mutating
+    either, and per service the keys an override gave: an error in one of them names
+    ``service_overrides`` (and so the file that holds it), not ``services``. What is not a
+    mapping is left as it is, for the schema to refuse."""
+    overrides = {} if overrides is None else overrides
+    if not isinstance(services, Mapping) or not isinstance(overrides, Mapping):
+        return services, {}
+    for name in overrides:
+        if name not in services:
+            raise StackError(f"service_overrides.{name}", f"unknown service{closest(name, services)}")
+    merged, given = {}, {}
+    for name, raw in services.items():
+        changes = overrides.get(name)
+        both = isinstance(raw, Mapping) and isinstance(changes, Mapping)
+        merged[name] = {**raw, **changes} if both else raw
+        given[name] = frozenset(changes) if both else frozenset()
+    return merged, given
+
+
+def _service(name: str, spec: ServiceSpec) -> Service:
+    """The dataclass the phases use; its fields are the schema's, plus the name."""
+    return Service(name=name, **{**dict(spec), "health": Health(**dict(spec.health)),
+                                 "limits": spec.limits.model_dump(exclude_none=True)})
+
+
+def _check_known(where: str, name: str, known: Collection[str], noun: str) -> None:
+    """Refuse a reference (a service in depends_on, placement, routes) to something not defined."""
+    if name not in known:
+        raise StackError(where, f"unknown {noun} '{name}'{closest(name, known)}")
+
+
+def _check_service(service: Service, engine: str, source_root: Path, at: Callable[[str], str]) -> None:
+    """What the schema cannot see alone: the image an infra service needs, the source folder
+    of an app, and replicas, which only the swarm engine runs."""
+    if service.built_from_source and not (source_root / service.name).is_dir():
+        raise StackError(f"services.{service.name}", f"source folder {source_root / service.name} does not exist")
+    if not service.built_from_source:
+        if set(service.image) != {"registry", "local"}:
             raise StackError(at("image"), "must name both a 'registry' image and a 'local' recipe")
-        _choice(f"{at('image')}.local", image["local"], local_recipes())
-    if kind in SOURCE_KINDS and not (source_root / name).is_dir():
-        raise StackError(where, f"source folder {source_root / name} does not exist")
-    publish = raw.get("publish")
-    return Service(
-        name=name,
-        kind=kind,
-        port=_check_port(at("port"), raw["port"]),
-        workers=_positive_int(at("workers"), raw.get("workers", 1)),
-        depends_on=_string_list(at("depends_on"), raw.get("depends_on", [])),
-        wait_timeout=_seconds(at("wait_timeout"), raw.get("wait_timeout", DEFAULT_WAIT_TIMEOUT)),
-        health=_parse_health(at("health"), raw.get("health", {"tcp": True})),
-        image=image,
-        volumes=_string_map(at("volumes"), raw.get("volumes", {})),
-        env=_string_map(at("env"), raw.get("env", {})),
-        secrets=_string_list(at("secrets"), raw.get("secrets", [])),
-        routes=_string_map(at("routes"), raw.get("routes", {})),
-        websocket_routes=_string_list(at("websocket_routes"), raw.get("websocket_routes", [])),
-        publish=None if publish is None else _check_port(at("publish"), publish),
-        command=_string_list(at("command"), raw.get("command", [])),
-        limits=_parse_limits(at("limits"), raw.get("limits", {})),
-        stop_grace=_seconds(at("stop_grace"), raw.get("stop_grace", DEFAULT_STOP_GRACE)),
-        auth_routes=_string_list(at("auth_routes"), raw.get("auth_routes", [])),
-        auth_verify=_optional_path(at("auth_verify"), raw.get("auth_verify")),
-        restarts_with=_string_list(at("restarts_with"), raw.get("restarts_with", [])),
-        backup=None if raw.get("backup") is None else _choice(at("backup"), raw["backup"], BACKUP_KINDS),
-    )
-
-
-def _merge_overrides(services: Mapping[str, Any], overrides: Any) -> tuple[dict[str, Any], dict[str, frozenset[str]]]:
-    """Apply per-environment overrides (``service_overrides``) without mutating inputs.
-
-    Also returns, per service, the keys an override gave: an error in one of them names
-    ``service_overrides`` (and so the file that holds it), not ``services``.
-    """
-    if not isinstance(overrides, Mapping):
-        raise StackError("service_overrides", "must be a mapping of service name to settings")
-    merged = {name: dict(raw) if isinstance(raw, Mapping) else raw for name, raw in services.items()}
-    _check_keys("service_overrides", overrides, merged, "service")
-    for name, changes in overrides.items():
-        if not isinstance(changes, Mapping):
-            raise StackError(f"service_overrides.{name}", "must be a mapping of settings")
-        _check_keys(f"service_overrides.{name}", changes, SERVICE_KEYS)
-        if isinstance(merged[name], dict):
-            merged[name].update(changes)
-    return merged, {name: frozenset(overrides.get(name, ())) for name in merged}
+        if service.image["local"] not in local_recipes():
+            raise StackError(f"{at('image')}.local", not_one_of(service.image["local"], local_recipes()))
+    if service.replicas > 1 and service.kind != "python":
+        raise StackError(at("replicas"), f"more than 1 replica is only for apps (kind 'python'), "
+                                         f"not kind '{service.kind}'")
+    if service.replicas > 1 and engine != "swarm":
+        raise StackError(at("replicas"), 'more than 1 replica needs engine = "swarm"')
 
 
 def _check_references(services: Mapping[str, Service], secret_names: tuple[str, ...],
@@ -354,7 +238,7 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
     cycle = find_cycle({name: s.depends_on for name, s in services.items()})
     if cycle:
         # An override is what changed last, so a depends_on it gave is the likeliest cause.
-        culprit = next((name for name in cycle if "depends_on" in overridden[name]), cycle[0])
+        culprit = next((name for name in cycle if "depends_on" in overridden.get(name, ())), cycle[0])
         raise StackError(_setting_path(overridden, culprit, "depends_on"),
                          f"dependency cycle: {' -> '.join(cycle)}")
 
@@ -373,33 +257,18 @@ def _check_gateway_prefixes(service: Service, at: Callable[[str], str]) -> None:
         raise StackError(at("auth_verify"), f"{service.auth_verify} is not under any of the routes")
 
 
-def _parse_placement(raw: Any, services: Mapping[str, Service]) -> dict[str, tuple[str, ...]]:
-    if not isinstance(raw, Mapping):
-        raise StackError("placement", "must be a mapping of inventory group to service names")
-    placement = {group: _string_list(f"placement.{group}", names) for group, names in raw.items()}
-    for group, names in placement.items():
+def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: Path,
+                 overridden: Mapping[str, frozenset[str]]) -> None:
+    """The checks across settings, once each setting has the right shape."""
+    for service in services.values():
+        _check_service(service, spec.engine, source_root, partial(_setting_path, overridden, service.name))
+    for kind in ("gateway", "monitor"):
+        if sum(1 for s in services.values() if s.kind == kind) > 1:
+            raise StackError("services", f"at most one service may be of kind '{kind}'")
+    _check_references(services, spec.secrets, overridden)
+    for group, names in (spec.placement or {}).items():
         for name in names:
             _check_known(f"placement.{group}", name, services, "service")
-    return placement
-
-
-SSH_SOURCE_KEYS = {"ssh_hostname", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts_file",
-                   "ssh_strict_host_key_checking"}
-
-
-def _ssh_source(value: Any) -> dict[str, str] | None:
-    """``images_from``: None, an SSH destination ("user@host", your ssh config applies), or
-    a mapping of pyinfra's ssh_* settings with at least ssh_hostname."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value:
-        user, _, hostname = value.rpartition("@")
-        return {"ssh_hostname": hostname, **({"ssh_user": user} if user else {})}
-    source = _string_map("images_from", value)
-    _check_keys("images_from", source, SSH_SOURCE_KEYS)
-    if "ssh_hostname" not in source:
-        raise StackError("images_from", "ssh_hostname is required")
-    return source
 
 
 def read_settings(path: Path) -> dict[str, Any]:
@@ -410,47 +279,38 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 def load(data: Mapping[str, Any], source_root: Path) -> Stack:
     """Validate raw stack data (host.data as a dict) and return the frozen ``Stack``."""
-    _check_keys("", [key for key in data if not key.startswith(FOREIGN_DATA_PREFIXES)], SETTINGS, "setting")
-    name = _name("stack_name", data.get("stack_name", "stack"))
-    deploy_dir = data.get("deploy_dir", f"/opt/{name}")
-    if not isinstance(deploy_dir, str) or not deploy_dir.startswith("/"):
-        raise StackError("deploy_dir", f"must be an absolute path, got {deploy_dir!r}")
-    image_source = _choice("image_source", data.get("image_source", "auto"), IMAGE_SOURCES)
-    ca_bundle = data.get("ca_bundle")
-    if ca_bundle is not None and (not isinstance(ca_bundle, str) or not ca_bundle.startswith("/")):
-        raise StackError("ca_bundle", f"must be an absolute path on the host or None, got {ca_bundle!r}")
-    gateway_port = _check_port("gateway_port", data.get("gateway_port", 8080))
-    secret_names = _string_list("secrets", data.get("secrets", []))
-    raw_services = data.get("services")
-    if not isinstance(raw_services, Mapping) or not raw_services:
-        raise StackError("services", "must be a non-empty mapping of service name to settings")
-    merged, overridden = _merge_overrides(raw_services, data.get("service_overrides", {}) or {})
-    services = {name: _parse_service(name, raw, source_root, overridden) for name, raw in merged.items()}
-    for kind in ("gateway", "monitor"):
-        if sum(1 for s in services.values() if s.kind == kind) > 1:
-            raise StackError("services", f"at most one service may be of kind '{kind}'")
-    _check_references(services, secret_names, overridden)
-    placement = _parse_placement(data.get("placement", {}) or {}, services)
+    settings = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith(FOREIGN_DATA_PREFIXES))}
+    merged, overridden = _merge_overrides(settings.get("services"), settings.get("service_overrides"))
+    if "services" in settings:
+        settings["services"] = merged
+    try:
+        spec = StackSpec.model_validate(settings)
+    except ValidationError as exc:
+        loc, problem = first_problem(exc)
+        raise StackError(_key_path(loc, overridden), problem) from None
+    services = {name: _service(name, service) for name, service in spec.services.items()}
+    _check_stack(spec, services, source_root, overridden)
     return Stack(
-        name=name,
-        deploy_dir=deploy_dir.rstrip("/"),
-        image_source=image_source,
-        ca_bundle=ca_bundle,
-        debian_mirror=str(data.get("debian_mirror", "http://deb.debian.org/debian")),
-        gateway_port=gateway_port,
-        gateway_bind=str(data.get("gateway_bind", "0.0.0.0")),
+        name=spec.stack_name,
+        deploy_dir=(spec.deploy_dir or f"/opt/{spec.stack_name}").rstrip("/"),
+        image_source=spec.image_source,
+        ca_bundle=spec.ca_bundle,
+        debian_mirror=spec.debian_mirror,
+        gateway_port=spec.gateway_port,
+        gateway_bind=spec.gateway_bind,
         services=services,
-        secret_names=secret_names,
-        shared_env=_string_map("shared_env", data.get("shared_env", {})),
-        environment=_name("environment", data.get("environment", "local")),
-        placement=placement,
-        image_distribution=_choice("image_distribution", data.get("image_distribution", "build-once"),
-                                   DISTRIBUTIONS),
-        keep_releases=_positive_int("keep_releases", data.get("keep_releases", 5)),
-        rollout_batch=_positive_int("rollout_batch", data.get("rollout_batch", 1)),
-        image_namespace=_name("image_namespace", data.get("image_namespace", name)),
-        images_from=_ssh_source(data.get("images_from")),
-        keep_backups=_positive_int("keep_backups", data.get("keep_backups", 7)),
-        backup_copy=_choice("backup_copy", data.get("backup_copy", "none"), BACKUP_COPIES),
-        backup_every_hours=_hours("backup_every_hours", data.get("backup_every_hours", 0)),
+        secret_names=spec.secrets,
+        shared_env=spec.shared_env,
+        environment=spec.environment,
+        placement=dict(spec.placement or {}),
+        image_distribution=spec.image_distribution,
+        keep_releases=spec.keep_releases,
+        rollout_batch=spec.rollout_batch,
+        image_namespace=spec.image_namespace or spec.stack_name,
+        images_from=spec.images_from.model_dump(exclude_none=True) if spec.images_from else None,
+        keep_backups=spec.keep_backups,
+        backup_copy=spec.backup_copy,
+        backup_every_hours=spec.backup_every_hours,
+        engine=spec.engine,
+        swarm=SwarmSettings(**dict(spec.swarm)),
     )

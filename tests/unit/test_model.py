@@ -7,7 +7,7 @@ import re
 import pytest
 
 from stackdeploy import SERVICES_DIR
-from stackdeploy.model import StackError, load
+from stackdeploy.model import StackError, SwarmSettings, load
 
 
 def error_of(data: dict) -> str:
@@ -169,3 +169,76 @@ def test_a_cycle_an_override_closes_is_named_at_the_override(data):
 def test_gateway_auth_and_websocket_routes_must_name_its_routes(data, change, expected):
     data["services"]["api-gateway"].update(change)
     assert expected in error_of(data)
+
+
+def test_the_swarm_settings_default_to_compose_and_one_replica(data):
+    stack = load(data, SERVICES_DIR)
+    assert stack.engine == "compose"
+    assert stack.swarm == SwarmSettings(endpoint_mode="dnsrr", publish_mode="host", managers_group="managers")
+    assert {service.replicas for service in stack.services.values()} == {1}
+
+
+def test_the_swarm_settings_are_read(data):
+    data["engine"] = "swarm"
+    data["swarm"] = {"endpoint_mode": "vip", "publish_mode": "ingress", "managers_group": "swarm_managers"}
+    data["service_overrides"] = {"auth-service": {"replicas": 3}}
+    stack = load(data, SERVICES_DIR)
+    assert stack.engine == "swarm"
+    assert stack.swarm == SwarmSettings(endpoint_mode="vip", publish_mode="ingress", managers_group="swarm_managers")
+    assert stack.services["auth-service"].replicas == 3
+    assert stack.services["creator-hub"].replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"engine": "swram"}, "engine: must be one of compose, swarm, got 'swram' (did you mean 'swarm'?)"),
+        ({"swarm": {"endpoint_mode": "vipp"}},
+         "swarm.endpoint_mode: must be one of dnsrr, vip, got 'vipp' (did you mean 'vip'?)"),
+        ({"swarm": {"publish_mode": "ingres"}},
+         "swarm.publish_mode: must be one of host, ingress, got 'ingres' (did you mean 'ingress'?)"),
+        ({"swarm": {"endpoint_mod": "vip"}}, "swarm.endpoint_mod: unknown key (did you mean 'endpoint_mode'?)"),
+        ({"swarm": {"managers_group": ""}}, "swarm.managers_group: must be the name of an inventory group, got ''"),
+        ({"swarm": "vip"}, "swarm: must be a mapping of settings, got str"),
+        ({"swarn": {}}, "swarn: unknown setting (did you mean 'swarm'?)"),
+    ],
+    ids=["engine", "endpoint_mode", "publish_mode", "swarm-key", "managers_group", "swarm-shape", "swarm-typo"],
+)
+def test_a_bad_swarm_setting_is_refused_in_one_line(data, settings, expected):
+    data.update(settings)
+    assert error_of(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("engine", "service", "replicas", "expected"),
+    [
+        ("swarm", "auth-service", 0, "services.auth-service.replicas: must be an integer of at least 1, got 0"),
+        ("swarm", "auth-service", 2.0, "services.auth-service.replicas: must be an integer of at least 1, got 2.0"),
+        ("compose", "auth-service", 2, 'services.auth-service.replicas: more than 1 replica needs engine = "swarm"'),
+        ("swarm", "postgres", 2,
+         "services.postgres.replicas: more than 1 replica is only for apps (kind 'python'), not kind 'infra'"),
+        ("swarm", "stack-monitor", 2,
+         "services.stack-monitor.replicas: more than 1 replica is only for apps (kind 'python'), not kind 'monitor'"),
+    ],
+    ids=["zero", "float", "compose", "infra", "monitor"],
+)
+def test_more_than_one_replica_needs_swarm_and_an_app(data, engine, service, replicas, expected):
+    data["engine"] = engine
+    data["services"][service]["replicas"] = replicas
+    assert error_of(data) == expected
+
+
+def test_replicas_given_by_an_override_are_named_under_service_overrides(data):
+    data["service_overrides"] = {"creator-hub": {"replicas": 2}}
+    assert error_of(data) == ('service_overrides.creator-hub.replicas: more than 1 replica needs '
+                              'engine = "swarm"')
+
+
+def test_a_missing_required_setting_is_named_in_its_service(data):
+    del data["services"]["redis"]["kind"]
+    assert error_of(data) == "services.redis: kind is required"
+
+
+def test_a_key_that_is_not_a_string_is_an_unknown_key(data):
+    data["services"]["redis"]["health"] = {2: True}
+    assert error_of(data) == "services.redis.health.2: unknown key"

@@ -56,3 +56,16 @@ def test_any_new_service_name_and_dependencies_are_accepted_or_refused_in_one_li
     data["services"][name] = {"kind": "infra", "port": 9000, "depends_on": depends_on,
                               "image": {"registry": "x:1", "local": "redis"}}
     accepted_or_one_line(data)
+
+
+@PROPERTY
+@given(engine=VALUES | st.sampled_from(["compose", "swarm"]),
+       swarm=VALUES | st.fixed_dictionaries({}, optional={"endpoint_mode": VALUES | st.sampled_from(["dnsrr", "vip"]),
+                                                          "publish_mode": VALUES | st.sampled_from(["host", "ingress"]),
+                                                          "managers_group": VALUES}),
+       replicas=VALUES | st.integers(1, 3), service=st.sampled_from(sorted(BASE["services"])))
+def test_any_swarm_setting_is_accepted_or_refused_in_one_line(engine, swarm, replicas, service):
+    data = copy.deepcopy(BASE)
+    data.update(engine=engine, swarm=swarm)
+    data["services"][service]["replicas"] = replicas
+    accepted_or_one_line(data)

@@ -1,0 +1,327 @@
+"""The group_data schema: what each setting may hold, declared once as pydantic models.
+
+``stackdeploy.model`` validates the raw host data with ``StackSpec``, checks what involves
+several settings at once (references between services, gateway prefixes, placement) and
+turns the result into its frozen dataclasses. Each type here carries the sentence the user
+reads when a value does not fit it (``described``, ``one_of``, ``a_mapping``), so that a
+refusal is one line in the user's words rather than pydantic's; ``first_problem`` picks it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    Strict,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+
+KindName = Literal["python", "infra", "gateway", "monitor"]
+ImageSourceName = Literal["registry", "local", "auto"]
+DistributionName = Literal["build-everywhere", "build-once"]
+BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
+BackupCopyName = Literal["none", "control"]
+EngineName = Literal["compose", "swarm"]
+EndpointModeName = Literal["dnsrr", "vip"]
+PublishModeName = Literal["host", "ingress"]
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")
+MEMORY_PATTERN = re.compile(r"[0-9]+[kmg]")
+DEFAULT_WAIT_TIMEOUT = 60.0
+DEFAULT_STOP_GRACE = 20.0
+PROBLEM = "stack_problem"  # the error type of a refusal already worded for the user
+UNKNOWN_KEY = ("extra_forbidden", "invalid_key")  # a key no field has; "invalid_key": not even a string
+
+
+def closest(word: object, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" naming the allowed value nearest a mistyped one, or ""."""
+    if not isinstance(word, str):
+        return ""
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def not_one_of(value: object, choices: Iterable[str]) -> str:
+    """The refusal of a value outside a fixed set, with the nearest choice suggested."""
+    choices = tuple(choices)
+    return f"must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}"
+
+
+def refusal(problem: str) -> PydanticCustomError:
+    """An error whose message is ``problem`` as it stands (passed as context, so that braces in
+    the user's value are not read as a template)."""
+    return PydanticCustomError(PROBLEM, "{problem}", {"problem": problem})
+
+
+def _worded(problem: str, value: object) -> str:
+    return problem.format(value=value, type=type(value).__name__)
+
+
+def _refusing(problem_of: Callable[[Any], str]) -> WrapValidator:
+    """Whatever the type underneath finds wrong with a value, the user reads ``problem_of(value)``:
+    one sentence per setting, not one per pydantic check."""
+    def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise refusal(problem_of(value)) from None
+    return WrapValidator(validate)
+
+
+def described(problem: str) -> WrapValidator:
+    """Refuse what does not fit the type underneath with ``problem``, its ``{value!r}`` and
+    ``{type}`` filled in."""
+    return _refusing(lambda value: _worded(problem, value))
+
+
+def one_of(choices: Any) -> WrapValidator:
+    """Refuse a value outside the Literal ``choices`` naming them and the nearest one."""
+    return _refusing(lambda value: not_one_of(value, get_args(choices)))
+
+
+def a_mapping(problem: str, *, empty: bool = True) -> BeforeValidator:
+    """Refuse anything but a mapping (and an empty one unless ``empty``) with ``problem``; unlike
+    ``described`` it leaves what is wrong inside the mapping to the types within, whose words
+    are more precise."""
+    def check(value: Any) -> Any:
+        if not isinstance(value, Mapping) or not (value or empty):
+            raise refusal(_worded(problem, value))
+        return value
+    return BeforeValidator(check)
+
+
+def _name(value: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError("not a name")
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("not an absolute path")
+    return value
+
+
+def _list_or_tuple(value: Any) -> Any:
+    """Refuse a set (or any other collection): the order of names is the user's, and kept."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("not a list")
+    return value
+
+
+def _above_zero(value: str) -> str:
+    if not float(value) > 0:  # float() refuses what is not a number, with a ValueError
+        raise ValueError("not above 0")
+    return value
+
+
+def _memory(value: str) -> str:
+    if not MEMORY_PATTERN.fullmatch(value):
+        raise ValueError("not a size")
+    return value
+
+
+Name = Annotated[StrictStr, AfterValidator(_name),
+                 described("must be lowercase letters, digits and '-', got {value!r}")]
+ServiceName = Annotated[StrictStr, AfterValidator(_name), described("name must be lowercase letters, digits and '-'")]
+Port = Annotated[int, Strict(), Field(ge=1, le=65535), described("must be an integer from 1 to 65535, got {value!r}")]
+Count = Annotated[PositiveInt, Strict(), described("must be an integer of at least 1, got {value!r}")]
+Seconds = Annotated[float, Strict(), Field(gt=0), described("must be a number of seconds above 0, got {value!r}")]
+Hours = Annotated[float, Strict(), Field(ge=0, le=24 * 366),
+                  described("must be a number of hours from 0 (off) to a year, got {value!r}")]
+Names = Annotated[tuple[StrictStr, ...], BeforeValidator(_list_or_tuple),
+                  described("must be a list of names, got {value!r}")]
+Text = Annotated[str, BeforeValidator(str)]  # any value, as the text it would be in an env file
+Texts = Annotated[dict[StrictStr, Text], described("must be a mapping of names to values, got {value!r}")]
+UrlPath = Annotated[StrictStr, AfterValidator(_absolute), described("must be a path starting with '/', got {value!r}")]
+# A limit is checked as the text it becomes (BeforeValidator(str) is outermost, so it runs first).
+Cpus = Annotated[str, AfterValidator(_above_zero), described("must be a number above 0, got {value!r}"),
+                 BeforeValidator(str)]
+Memory = Annotated[str, AfterValidator(_memory), described("must look like 512m or 2g, got {value!r}"),
+                   BeforeValidator(str)]
+
+
+class Schema(BaseModel):
+    """A mapping of settings: a key it does not declare is refused (and answered with the
+    nearest one it does), and the result cannot change after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthSpec(Schema):
+    """How readiness of a service is judged."""
+
+    tcp: Annotated[StrictBool, described("must be True or False, got {value!r}")] = False
+    http: UrlPath | None = None
+    command: Names = ()
+
+
+class LimitsSpec(Schema):
+    """Resource limits of a container, as Compose takes them."""
+
+    cpus: Cpus | None = None
+    memory: Memory | None = None
+
+
+class ServiceSpec(Schema):
+    """One service as written in ``services`` (with its ``service_overrides`` applied)."""
+
+    kind: Annotated[KindName, one_of(KindName)]
+    port: Port
+    workers: Count = 1
+    depends_on: Names = ()
+    wait_timeout: Seconds = DEFAULT_WAIT_TIMEOUT
+    health: Annotated[HealthSpec, a_mapping("must be a mapping with 'tcp', 'http' or 'command'",
+                                            empty=False)] = HealthSpec(tcp=True)
+    image: Texts = {}
+    volumes: Texts = {}
+    env: Texts = {}
+    secrets: Names = ()
+    routes: Texts = {}
+    websocket_routes: Names = ()
+    publish: Port | None = None
+    command: Names = ()
+    limits: Annotated[LimitsSpec, a_mapping("must be a mapping of names to values, got {value!r}")] = LimitsSpec()
+    stop_grace: Seconds = DEFAULT_STOP_GRACE
+    auth_routes: Names = ()
+    auth_verify: UrlPath | None = None
+    restarts_with: Names = ()
+    backup: Annotated[BackupKindName, one_of(BackupKindName)] | None = None
+    replicas: Count = 1
+
+
+def _ssh_destination(value: Any) -> Any:
+    """"user@host" (your ssh config applies) as the mapping of pyinfra's ssh_* settings it means."""
+    if isinstance(value, str) and value:
+        user, _, hostname = value.rpartition("@")
+        return {"ssh_hostname": hostname, **({"ssh_user": user} if user else {})}
+    return value
+
+
+class SshSource(Schema):
+    """``images_from``: the host to ship images from, in pyinfra's ssh_* settings."""
+
+    ssh_hostname: Text
+    ssh_user: Text | None = None
+    ssh_key: Text | None = None
+    ssh_port: Text | None = None
+    ssh_known_hosts_file: Text | None = None
+    ssh_strict_host_key_checking: Text | None = None
+
+
+class SwarmSpec(Schema):
+    """How the Docker Swarm engine (``engine = "swarm"``) runs the stack."""
+
+    endpoint_mode: Annotated[EndpointModeName, one_of(EndpointModeName)] = "dnsrr"
+    publish_mode: Annotated[PublishModeName, one_of(PublishModeName)] = "host"
+    managers_group: Annotated[StrictStr, Field(min_length=1),
+                              described("must be the name of an inventory group, got {value!r}")] = "managers"
+
+
+class StackSpec(Schema):
+    """Every setting of the stack (host data minus pyinfra's own), in the order they are checked."""
+
+    stack_name: Name = "stack"
+    deploy_dir: Annotated[StrictStr, AfterValidator(_absolute),
+                          described("must be an absolute path, got {value!r}")] | None = None  # /opt/<stack_name>
+    engine: Annotated[EngineName, one_of(EngineName)] = "compose"
+    image_source: Annotated[ImageSourceName, one_of(ImageSourceName)] = "auto"
+    ca_bundle: Annotated[StrictStr, AfterValidator(_absolute),
+                         described("must be an absolute path on the host or None, got {value!r}")] | None = None
+    gateway_port: Port = 8080
+    secrets: Names = ()
+    services: Annotated[
+        dict[ServiceName, Annotated[ServiceSpec, a_mapping("must be a mapping of settings, got {type}")]],
+        a_mapping("must be a non-empty mapping of service name to settings", empty=False),
+    ] = Field(default=None, validate_default=True)
+    # Already applied to ``services`` by model.load; here only their shape is checked.
+    service_overrides: Annotated[
+        dict[Any, Annotated[dict[Any, Any], a_mapping("must be a mapping of settings")]],
+        a_mapping("must be a mapping of service name to settings"),
+    ] | None = None
+    placement: Annotated[dict[Any, Names],
+                         a_mapping("must be a mapping of inventory group to service names")] | None = None
+    shared_env: Texts = {}
+    environment: Name = "local"
+    image_distribution: Annotated[DistributionName, one_of(DistributionName)] = "build-once"
+    keep_releases: Count = 5
+    rollout_batch: Count = 1
+    image_namespace: Name | None = None  # <stack_name>
+    images_from: Annotated[SshSource, a_mapping("must be a mapping of names to values, got {value!r}"),
+                           BeforeValidator(_ssh_destination)] | None = None
+    keep_backups: Count = 7
+    backup_copy: Annotated[BackupCopyName, one_of(BackupCopyName)] = "none"
+    backup_every_hours: Hours = 0.0
+    debian_mirror: Text = "http://deb.debian.org/debian"
+    gateway_bind: Text = "0.0.0.0"
+    swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
+    # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
+    # of one run given with --data: rollback.py's target, taking over a dead run's lock,
+    # restore.py's backup and service. Declared so that they are not taken for typos.
+    private_address: Any = None
+    deploy_user: Any = None
+    deploy_user_public_key: Any = None
+    build_host: Any = None
+    release: Any = None
+    take_over_lock: Any = None
+    backup: Any = None
+    service: Any = None
+
+
+def _bare(annotation: Any) -> Any:
+    """The type under ``Annotated[...]`` and ``... | None``."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType):
+            annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        else:
+            return annotation
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the mapping at ``loc``: the fields of the model found by following
+    ``loc`` down from ``StackSpec`` (a model's field by name, a dict's value by any key)."""
+    annotation: Any = StackSpec
+    for part in loc:
+        annotation = _bare(annotation)
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        annotation = annotation.model_fields[part].annotation if is_model else get_args(annotation)[-1]
+    return list(_bare(annotation).model_fields)
+
+
+def _own_loc(error: Any) -> tuple[Any, ...]:
+    """Where an error is; a refused dict key is at the key itself (pydantic adds "[key]")."""
+    loc = error["loc"]
+    return loc[:-1] if loc[-1:] == ("[key]",) else loc
+
+
+def first_problem(error: ValidationError) -> tuple[tuple[Any, ...], str]:
+    """The one refusal to show for ``error``, as (key path, sentence): pydantic's first, unless
+    the mapping it is in also holds an unknown key. That is most often a typo, which explains
+    the rest (a required setting missing, say), so it is named first."""
+    errors = error.errors()
+    first = _own_loc(errors[0])
+    found = next((e for e in errors if e["type"] in UNKNOWN_KEY
+                  and len(first) >= len(e["loc"]) and first[:len(e["loc"]) - 1] == e["loc"][:-1]), errors[0])
+    loc = _own_loc(found)
+    if found["type"] in UNKNOWN_KEY:
+        return loc, f"unknown {'setting' if len(loc) == 1 else 'key'}{closest(loc[-1], _keys_at(loc[:-1]))}"
+    if found["type"] == "missing":
+        return loc[:-1], f"{loc[-1]} is required"
+    if found["type"] == PROBLEM:
+        return loc, found["ctx"]["problem"]
+    return loc, f"{found['msg']}, got {found['input']!r}"  # a type without words of its own: pydantic's
