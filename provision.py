@@ -5,7 +5,12 @@ daemon settings (log rotation, live-restore) and firewall rules that let only th
 stack's own hosts reach the ports published for other hosts. Run it before deploy.py on
 new hosts; running it again changes nothing.
 
-Host data: ``deploy_user`` (default "deploy"), ``deploy_user_public_key`` (optional).
+On ``engine = "swarm"`` it also opens the swarm's ports between the stack's hosts only,
+turns live-restore off (swarm mode refuses it) and forms the swarm: the first of the
+``managers`` group inits it, the others join, and nodes are labelled with their groups.
+
+Host data: ``deploy_user`` (default "deploy"), ``deploy_user_public_key`` (optional);
+``--data prune_nodes=True`` drains and removes swarm nodes no longer in the inventory.
 """
 
 from pyinfra import host
@@ -19,4 +24,5 @@ provision_host(
     deploy_user=host.data.get("deploy_user") or "deploy",
     public_key=host.data.get("deploy_user_public_key"),
     needs_debootstrap=stack.image_source != "registry",
+    prune_nodes=bool(host.data.get("prune_nodes")),
 )

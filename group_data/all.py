@@ -97,11 +97,13 @@ services = {
         "volumes": {"redis-data": "/data"},
         "backup": "redis_rdb",
         "secrets": ["REDIS_PASSWORD"],
+        # The password from the environment, or (swarm engine) from its Docker secret file.
         "command": ["sh", "-c", "exec redis-server --bind 0.0.0.0 --protected-mode no --appendonly yes"
-                    " --dir /data --requirepass \"$REDIS_PASSWORD\""],
+                    " --dir /data --requirepass \"${REDIS_PASSWORD:-$(cat \"$REDIS_PASSWORD_FILE\")}\""],
         "health": {
             "tcp": True,
-            "command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 ping | grep -q PONG"],
+            "command": ["sh", "-c", "REDISCLI_AUTH=\"${REDIS_PASSWORD:-$(cat \"$REDIS_PASSWORD_FILE\")}\""
+                        " redis-cli -h 127.0.0.1 ping | grep -q PONG"],
         },
     },
     "ollama": {

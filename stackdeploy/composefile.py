@@ -147,7 +147,7 @@ def container_settings(entry: dict, stack: Stack) -> dict:
 
 def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None) -> str:
     """Routes: one target by name, resolved per request; several replicas as an upstream."""
-    routes = []
+    routes: list[dict] = []
     for prefix, target in sorted(gateway.routes.items()):
         ends = where.endpoints(host, target)
         routes.append({
@@ -160,11 +160,18 @@ def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service |
             "websocket": prefix in gateway.websocket_routes,
             "auth": prefix in gateway.auth_routes,
         })
+    return gateway_conf(gateway, routes, monitor)
+
+
+def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, resolver_valid: str = "5s") -> str:
+    """nginx.conf from the routes' targets (both engines); ``resolver_valid``: how long a
+    looked-up address is trusted."""
     auth = None
     if gateway.auth_verify:  # the route it is under, and the path the gateway asks there
         route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
         auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
-    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, listen_port=GATEWAY_LISTEN_PORT,
+    return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, resolver_valid=resolver_valid,
+                  listen_port=GATEWAY_LISTEN_PORT,
                   targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
                   readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
 

@@ -37,6 +37,8 @@ from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import Plan, build_plan
 from stackdeploy.remote import run_on_control_machine
 from stackdeploy.runinfo import RELEASE_ID, is_dry_run
+from stackdeploy.swarm import SwarmNode, SwarmStackHashes, first_manager
+from stackdeploy.swarmstack import MANIFEST_FILE, swarm_release
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,11 @@ class HostDecisions:
     def changes_anything(self) -> bool:
         return bool(self.new_release or self.top_files or self.to_build or self.to_ship or self.to_start
                     or self.gateway_conf_changed)
+
+    @property
+    def swarm_manager(self) -> bool:
+        """This host deploys the swarm engine's stack (the first manager)."""
+        return self.plan.stack.engine == "swarm" and MANIFEST_FILE in self.release_files
 
     @property
     def changed_services(self) -> list[str]:
@@ -175,6 +182,7 @@ def helper_files() -> dict[str, bytes]:
         "stackcontract.py": Path(contract.__file__).read_bytes(),
         "stackprobe.py": (FILES_DIR / "stackprobe.py").read_bytes(),
         "stackbackup.py": (FILES_DIR / "stackbackup.py").read_bytes(),
+        "stackswarm.py": (FILES_DIR / "stackswarm.py").read_bytes(),
     }
 
 
@@ -214,6 +222,15 @@ def promoted_images(stack: model.Stack, plan: Plan, host: Host) -> dict[str, str
     return {image: ids[image] for image in needed}
 
 
+def _swarm_to_start(files: dict[str, bytes], deployed: dict[str, str] | None) -> list[str]:
+    """Services of the swarm stack whose spec (config hash) is not what Swarm runs; only the
+    first manager, which deploys the stack, has any."""
+    if deployed is None or MANIFEST_FILE not in files:
+        return []
+    wanted = json.loads(files[MANIFEST_FILE])["services"]
+    return sorted(name for name, spec in wanted.items() if deployed.get(name) != spec["config_hash"])
+
+
 def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change.
 
@@ -235,6 +252,13 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
         raise StackInputError(f"{host.name}: {exc}") from None
     builder = build_host(stack, host)
     plan = build_plan(stack, image_source, resolved.values, where, host.name, builder.name if builder else None)
+    swarm_hashes: dict[str, str] | None = None  # the stack's services in the swarm (swarm engine, first manager)
+    if stack.engine == "swarm":
+        manager = first_manager(stack, list(host.inventory)) == host
+        plan = swarm_release(plan, manager)
+        if manager:
+            member = read_fact(host, SwarmNode)
+            swarm_hashes = read_fact(host, SwarmStackHashes, stack=stack.name) if member.manager else {}
     ship_from, pinned = None, {}
     if stack.images_from:  # promotion: the source's very images, by id, never a build here
         pinned = promoted_images(stack, plan, host)
@@ -256,8 +280,9 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
         top_files={rel: top[rel] for rel in differs(top, deployed.top)},
         to_build=to_build,
         # A promoted image replaces a container still running another build of the same tag.
-        to_start=[name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
-                  or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])],
+        to_start=_swarm_to_start(files, swarm_hashes) if stack.engine == "swarm" else
+        [name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
+         or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])],
         to_ship=to_ship,
         gateway_conf_changed=conf is not None and bool(differs({"gateway/nginx.conf": conf}, deployed.top)),
         builder=builder,

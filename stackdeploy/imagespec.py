@@ -92,3 +92,9 @@ def image_spec(service: Service, stack: Stack, image_source: str, base_image: st
         return ImageSpec(f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}", f"images/{recipe}",
                          context, None)
     return ImageSpec(service.image["registry"], None, {}, None)
+
+
+def image_tags(stack: Stack, image_source: str) -> dict[str, str]:
+    """Service -> the image it runs, for the whole stack (the swarm engine deploys all at once)."""
+    base = base_image(stack, image_source)
+    return {name: image_spec(svc, stack, image_source, base).image for name, svc in stack.services.items()}

@@ -72,7 +72,10 @@ class Placement:
 
     def is_published(self, host: str, service: str) -> bool:
         """True when a consumer on another host uses the instance of ``service`` on ``host``
-        (one with its own instance nearby does not)."""
+        (one with its own instance nearby does not). Never on the swarm engine: services
+        meet on its overlay network, and only the gateway is published."""
+        if self.stack.engine == "swarm":
+            return False
         return any(end.host == host
                    for consumer in self.consumers(service) for other in self.hosts_of(consumer) if other != host
                    for end in self.used_endpoints(other, consumer, service))
@@ -84,12 +87,13 @@ class Placement:
 
 def _placed_services(stack: Stack, host: HostSpec) -> tuple[str, ...]:
     """The services of the host's groups; every service for a host in none; the monitor
-    (which watches its own host) everywhere."""
+    (which watches its own host) everywhere, except on the swarm engine, where Swarm
+    itself replaces unhealthy tasks."""
     groups = [g for g in stack.placement if g in host.groups]
-    if not groups:
-        return tuple(stack.services)
-    wanted = {name for g in groups for name in stack.placement[g]}
-    wanted |= {name for name, service in stack.services.items() if service.kind == "monitor"}
+    monitors = {name for name, service in stack.services.items() if service.kind == "monitor"}
+    wanted = {name for g in groups for name in stack.placement[g]} | monitors if groups else set(stack.services)
+    if stack.engine == "swarm":
+        wanted -= monitors
     return tuple(name for name in stack.services if name in wanted)
 
 
@@ -116,6 +120,8 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
     placement = Placement(stack, specs, services_on)
     for name, service in stack.services.items():
         where = placement.hosts_of(name)
+        if not where and service.kind == "monitor" and stack.engine == "swarm":
+            continue
         if not where:
             raise StackError("placement", f"service '{name}' is not placed on any host (add it to a 'placement' group)")
         if len(where) > 1 and not service.built_from_source:

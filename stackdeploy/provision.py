@@ -19,14 +19,23 @@ from pyinfra.operations import files, server
 from stackdeploy.engine import ensure_engine
 from stackdeploy.facts import DockerEngineStatus
 from stackdeploy.placement import Placement
+from stackdeploy.swarm import form_swarm
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 CHAIN = "STACKDEPLOY"
-DAEMON_SETTINGS = {
-    "live-restore": True,
-    "log-driver": "json-file",
-    "log-opts": {"max-size": "10m", "max-file": "3"},
-}
+SWARM_CHAIN = "STACKDEPLOY-SWARM"
+# What swarm nodes say to each other: cluster management, gossip, overlay traffic (VXLAN).
+SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
+
+
+def daemon_settings(engine: str) -> dict:
+    """daemon.json: log rotation, and live-restore (containers survive an engine restart),
+    which swarm mode refuses, so a swarm host does without it."""
+    return {
+        "live-restore": engine != "swarm",
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+    }
 
 
 class IptablesChain(FactBase[list[str]]):
@@ -44,10 +53,11 @@ class IptablesChain(FactBase[list[str]]):
 
 
 class DockerUserJumps(FactBase[bool]):
-    """Whether Docker's DOCKER-USER chain already jumps to our chain."""
+    """Whether a chain (Docker's DOCKER-USER, or INPUT) already jumps to our chain."""
 
-    def command(self, chain: str) -> str:
-        return f"iptables -C DOCKER-USER -j {shlex.quote(chain)} >/dev/null 2>&1 && echo yes || echo no"
+    def command(self, chain: str, parent: str = "DOCKER-USER") -> str:
+        return (f"iptables -C {shlex.quote(parent)} -j {shlex.quote(chain)} >/dev/null 2>&1 "
+                "&& echo yes || echo no")
 
     def process(self, output: list[str]) -> bool:
         return "".join(output).strip() == "yes"
@@ -71,7 +81,19 @@ def firewall_rules(where: Placement, host_name: str) -> list[str]:
     return rules
 
 
-def restore_input(rules: list[str] | None, hook: bool) -> str:
+def swarm_rules(where: Placement, host_name: str) -> list[str]:
+    """Rules of the swarm chain (hooked into INPUT): the swarm's ports answer the stack's own
+    hosts and nobody else."""
+    peers = sorted({h.address for name, h in where.hosts.items() if h.address and name != host_name})
+    rules = []
+    for protocol, port in SWARM_PORTS:
+        match = f"-p {protocol} -m {protocol} --dport {port}"
+        rules += [f"-A {SWARM_CHAIN} -s {peer}/32 {match} -j RETURN" for peer in peers]
+        rules.append(f"-A {SWARM_CHAIN} {match} -j DROP")
+    return rules
+
+
+def restore_input(rules: list[str] | None, hook: bool, name: str = CHAIN, parent: str = "DOCKER-USER") -> str:
     """``iptables-restore --noflush`` input that sets our chain to ``rules`` (None: leave it)
     and, with ``hook``, jumps to it first thing in DOCKER-USER.
 
@@ -82,21 +104,21 @@ def restore_input(rules: list[str] | None, hook: bool) -> str:
     """
     lines = ["*filter"]
     if rules is not None:
-        lines += [f":{CHAIN} - [0:0]", *rules]
+        lines += [f":{name} - [0:0]", *rules]
     if hook:
-        lines.append(f"-I DOCKER-USER 1 -j {CHAIN}")
+        lines.append(f"-I {parent} 1 -j {name}")
     return "\n".join([*lines, "COMMIT", ""])
 
 
 @operation(is_idempotent=True)
-def chain(rules: list[str]):
-    """Make our chain hold exactly ``rules`` and hook it into DOCKER-USER, in one atomic commit."""
-    rewrite = host.get_fact(IptablesChain, chain=CHAIN) != [f"-N {CHAIN}", *rules]
-    hook = not host.get_fact(DockerUserJumps, chain=CHAIN)
+def chain(rules: list[str], chain_name: str = CHAIN, parent: str = "DOCKER-USER"):
+    """Make our chain hold exactly ``rules`` and hook it into ``parent``, in one atomic commit."""
+    rewrite = host.get_fact(IptablesChain, chain=chain_name) != [f"-N {chain_name}", *rules]
+    hook = not host.get_fact(DockerUserJumps, chain=chain_name, parent=parent)
     if not (rewrite or hook):
         host.noop("firewall rules up to date")
         return
-    text = restore_input(rules if rewrite else None, hook)
+    text = restore_input(rules if rewrite else None, hook, chain_name, parent)
     yield StringCommand("printf", "%s", QuoteString(text), "|", "iptables-restore", "--noflush")
 
 
@@ -108,15 +130,21 @@ def reload_dockerd(systemd: bool):
 
 
 @deploy("Provision Docker host")
-def provision_host(where: Placement, deploy_user: str, public_key: str | None, needs_debootstrap: bool) -> None:
+def provision_host(where: Placement, deploy_user: str, public_key: str | None, needs_debootstrap: bool,
+                   prune_nodes: bool = False) -> None:
     ensure_engine(needs_debootstrap=needs_debootstrap)
     server.group(name="docker group", group="docker")
     server.user(name=f"Deploy user {deploy_user} (docker group)", user=deploy_user, groups=["docker"],
                 shell="/bin/bash", ensure_home=True, public_keys=[public_key] if public_key else None)
-    daemon = files.put(name="Daemon settings (log rotation, live-restore)",
-                       src=StringIO(json.dumps(DAEMON_SETTINGS, indent=2, sort_keys=True) + "\n"),
+    swarm = where.stack.engine == "swarm"
+    daemon = files.put(name="Daemon settings (log rotation, live-restore off on swarm hosts)",
+                       src=StringIO(json.dumps(daemon_settings(where.stack.engine), indent=2, sort_keys=True) + "\n"),
                        dest=DAEMON_JSON, mode="644")
     systemd = host.get_fact(DockerEngineStatus)["systemd"]
     reload_dockerd(name="Apply daemon settings", systemd=systemd, _if=daemon.did_change)
     chain(name="Firewall: published stack ports only for stack hosts",
           rules=firewall_rules(where, host.name))
+    if swarm:
+        chain(name="Firewall: swarm ports only between stack hosts", rules=swarm_rules(where, host.name),
+              chain_name=SWARM_CHAIN, parent="INPUT")
+        form_swarm(where.stack, prune=prune_nodes)

@@ -270,7 +270,8 @@ class StackSpec(Schema):
     swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
     # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
     # of one run given with --data: rollback.py's target, taking over a dead run's lock,
-    # restore.py's backup and service. Declared so that they are not taken for typos.
+    # restore.py's backup and service, provision.py's prune_nodes (swarm nodes that left the
+    # inventory). Declared so that they are not taken for typos.
     private_address: Any = None
     deploy_user: Any = None
     deploy_user_public_key: Any = None
@@ -279,6 +280,7 @@ class StackSpec(Schema):
     take_over_lock: Any = None
     backup: Any = None
     service: Any = None
+    prune_nodes: Any = None
 
 
 def _bare(annotation: Any) -> Any:

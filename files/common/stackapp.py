@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,8 +36,12 @@ CHECK_TIMEOUT = 2.5
 
 
 def env(name: str, default: str | None = None) -> str:
-    """Read a required setting; the deploy writes them all into the service's env file."""
-    value = os.environ.get(name, default)
+    """Read a required setting; the deploy writes them all into the service's env file, but a
+    secret on the swarm engine is a file named by ``<NAME>_FILE`` (a Docker secret)."""
+    value = os.environ.get(name)
+    if value is None and f"{name}_FILE" in os.environ:
+        value = Path(os.environ[f"{name}_FILE"]).read_text().rstrip("\n")
+    value = default if value is None else value
     if value is None:
         raise RuntimeError(f"missing environment variable {name}")
     return value

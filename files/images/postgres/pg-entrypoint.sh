@@ -3,6 +3,10 @@
 # (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB; data in $PGDATA), initialised once.
 # Any other command (psql, pg_dump, ...) runs as given, like the official image's entrypoint.
 set -eu
+# The swarm engine passes the password as a Docker secret file, like the official image's *_FILE.
+if [ -z "${POSTGRES_PASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+fi
 if [ "${1:-}" = "postgres" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
     user="${POSTGRES_USER:-postgres}"

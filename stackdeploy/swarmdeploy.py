@@ -1,0 +1,113 @@
+"""The swarm engine's rollout and verification (deploy.py and rollback.py on ``engine = "swarm"``).
+
+Images reach every node first (the same build-once and shipping phase as the compose
+engine: a node runs only images it already has, no registry involved). Then the first
+manager deploys the stack wave by wave (files/stackswarm.py), each wave gated on its tasks
+running healthy; Swarm itself rolls each changed app start-first and rolls it back when
+the new tasks fail.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+
+import click
+from pyinfra import host
+from pyinfra.api import FactBase, FunctionCommand, OperationError, StringCommand, deploy, operation
+
+from stackdeploy import commands
+from stackdeploy.desired import HostDecisions
+from stackdeploy.facts import _json, read_fact
+from stackdeploy.report import render_table, write_report
+from stackdeploy.verify import LAST_REPORT
+
+
+def stackswarm(deploy_dir: str, *args: str) -> StringCommand:
+    """The swarm helper (files/stackswarm.py), on the first manager."""
+    return commands.argv("python3", posixpath.join(deploy_dir, "stackswarm.py"), *args)
+
+
+class SwarmStatus(FactBase[dict[str, dict] | None]):
+    """``stackswarm.py status``: every service's tasks against what the current release wants
+    (None before the first swarm release)."""
+
+    requires_command = "python3"
+
+    def command(self, deploy_dir: str) -> StringCommand:
+        helper = posixpath.join(deploy_dir, "stackswarm.py")
+        current = posixpath.join(deploy_dir, "current", "swarm.json")
+        return StringCommand("if [ -f", commands.QuoteString(current), "]; then",
+                             commands.argv("python3", helper, "status"), "; fi")
+
+    def process(self, output: list[str]) -> dict[str, dict] | None:
+        return _json("SwarmStatus", output) if output else None
+
+
+@operation(is_idempotent=True)
+def compose_retired(decisions: HostDecisions):
+    """Switching an environment from compose to swarm: this host's compose containers are
+    stopped and removed (volumes kept: Swarm's tasks mount the very same named volumes) right
+    before Swarm starts the stack, so the downtime is the swarm rollout's."""
+    if not decisions.state.containers:
+        host.noop("no compose container of the stack")
+        return
+    label = f"label=com.docker.compose.project={decisions.plan.stack.name}"
+    ids = StringCommand("ids=$(", commands.argv("docker", "ps", "-aq", "--filter", label), ")", _separator="")
+    yield commands.script(ids, StringCommand('docker stop -t 20 $ids >/dev/null && docker rm $ids >/dev/null'))
+
+
+@operation(is_idempotent=True)
+def rolled_out(decisions: HostDecisions):
+    """``docker stack deploy`` wave by wave, each gated (first manager only)."""
+    if not decisions.to_start:
+        host.noop("every service runs its spec")
+        return
+    yield stackswarm(decisions.plan.stack.deploy_dir, "deploy", "--release", decisions.release)
+
+
+def _summarise(rows: dict[str, dict], report_to: Path | None) -> None:
+    click.echo(render_table(f"swarm (manager {host.name})", rows), err=False)
+    if report_to is not None:
+        write_report(report_to, host.name, rows)
+
+
+def _verify_now(deploy_dir: str, release: str, report_to: Path | None) -> None:
+    ok, output = host.run_shell_command(stackswarm(deploy_dir, "status", "--wait", "60", "--release", release))
+    if not ok:
+        raise OperationError(f"stackswarm.py status failed: {output.stderr}")
+    rows = json.loads(output.stdout)
+    _summarise(rows, report_to)
+    failed = [name for name, row in rows.items() if row["check"] != "ok"]
+    if failed:
+        _, logs = host.run_shell_command(stackswarm(deploy_dir, "logs", *failed))
+        raise OperationError("\n".join(f"SERVICE FAILED: '{n}' on the swarm: {rows[n]['check']}" for n in failed)
+                             + "\n" + logs.stdout)
+
+
+@operation(is_idempotent=True)
+def verified(deploy_dir: str, release: str, changed: bool, report_to: Path | None):
+    """Every service's tasks running healthy; without changes a fact, so a no-op stays one."""
+    if not changed:
+        rows = read_fact(host, SwarmStatus, deploy_dir=deploy_dir)
+        if rows is not None and all(row["check"] == "ok" for row in rows.values()):
+            if host.state.is_executing:
+                _summarise(rows, report_to)
+            host.noop(f"all {len(rows)} swarm services healthy")
+            return
+    yield FunctionCommand(_verify_now, (deploy_dir, release, report_to), {})
+
+
+@deploy("Roll out the swarm stack")
+def swarm_rollout(decisions: HostDecisions) -> None:
+    compose_retired(name="Compose containers of the stack (switching engines)", decisions=decisions)
+    if decisions.swarm_manager:
+        rolled_out(name="Stack deployed in dependency waves", decisions=decisions)
+
+
+@deploy("Verify the swarm stack")
+def verify_swarm(decisions: HostDecisions, report_to: Path | None = LAST_REPORT) -> None:
+    if decisions.swarm_manager:
+        verified(name="Health of every swarm service", deploy_dir=decisions.plan.stack.deploy_dir,
+                 release=decisions.release, changed=bool(decisions.to_start), report_to=report_to)

@@ -1,0 +1,228 @@
+"""The swarm engine's release: one stack file for the whole inventory, from the same model.
+
+Where the compose engine renders one project per host and wires hosts together itself,
+Swarm schedules the tasks, so the release is one stack file (``docker stack deploy``)
+rendered once, for the first manager:
+
+- every service on one overlay network, found by name (``endpoint_mode: dnsrr`` by
+  default: this kernel, like many, has no IPVS for VIPs and the routing mesh);
+- the placement map as constraints on node labels (``group.<inventory group>``), which
+  provision.py / deploy.py set from the inventory;
+- apps update ``start-first`` and roll back by themselves (``failure_action: rollback``);
+- the generated secrets as Docker secrets (created once by the helper from the host copy
+  of the secrets, never rotated), mounted as files: services read ``<NAME>_FILE``;
+- the gateway's nginx.conf as a Docker config named after its content (configs are
+  immutable), the gateway published in host mode on the edge nodes.
+
+Swarm ignores ``depends_on``, so the release also holds one cumulative stack file per
+dependency wave (``stack.wave-N.yaml``): the helper deploys them in turn and gates each
+on the tasks being healthy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import yaml
+
+from stackdeploy import contract
+from stackdeploy.fingerprint import data_digest, short
+from stackdeploy.graph import waves
+from stackdeploy.model import Service, Stack, StackError
+from stackdeploy.composefile import GATEWAY_LISTEN_PORT, gateway_conf
+from stackdeploy.imagespec import image_tags
+from stackdeploy.plan import Plan
+
+STACK_FILE = "stack.yaml"
+MANIFEST_FILE = "swarm.json"
+SECRETS_MOUNT = "/run/secrets"
+NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge network is called
+EDGE_NETWORK = "mesh-edge"  # the gateway's way out (host-mode publishing needs a non-internal network)
+HEALTH_INTERVAL = "5s"  # a new task is judged after this: it bounds how fast a wave or an update moves
+GROUP_LABEL = "group."  # node label prefix: group.<inventory group>=true
+
+
+def wave_file(number: int) -> str:
+    return f"stack.wave-{number}.yaml"
+
+
+def node_labels(groups: frozenset[str] | set[str], stack: Stack) -> dict[str, str]:
+    """The labels a node gets: one per placement group it is in."""
+    return {f"{GROUP_LABEL}{group}": "true" for group in sorted(groups) if group in stack.placement}
+
+
+def swarm_services(stack: Stack) -> list[str]:
+    """The services Swarm runs: all but the health monitor (Swarm restarts unhealthy tasks itself)."""
+    return [name for name, svc in stack.services.items() if svc.kind != "monitor"]
+
+
+def constraints(stack: Stack, name: str) -> list[str]:
+    groups = [group for group, names in stack.placement.items() if name in names]
+    if not groups:
+        return []  # a stack with no placement map: any node
+    if len(groups) > 1:  # constraints are ANDed: a service in two groups would need nodes in both
+        raise StackError("placement", f"service '{name}' is in groups {', '.join(groups)}; on the swarm "
+                                      "engine a service is placed by one group")
+    return [f"node.labels.{GROUP_LABEL}{groups[0]} == true"]
+
+
+def _env(service: Service, stack: Stack) -> dict[str, str]:
+    """Plain settings only: every dependency by its service name, secrets as ``*_FILE`` paths."""
+    env = {"TZ": "UTC", "STACK_NAME": stack.name, **stack.shared_env, **service.env}
+    waits = []
+    for dep_name in service.depends_on:
+        dep = stack.services[dep_name]
+        env[f"{dep.env_prefix}_HOST"] = dep_name
+        env[f"{dep.env_prefix}_PORT"] = str(dep.port)
+        if dep.health.http:
+            env[f"{dep.env_prefix}_URL"] = f"http://{dep_name}:{dep.port}"
+        waits.append(f"{dep_name}:http://{dep_name}:{dep.port}{dep.health.http}" if dep.health.http
+                     else f"{dep_name}:tcp://{dep_name}:{dep.port}")
+    if waits:
+        env["WAIT_FOR"] = ",".join(waits)
+        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
+    for secret in service.secrets:
+        env[f"{secret}_FILE"] = f"{SECRETS_MOUNT}/{secret}"
+    return dict(sorted(env.items()))
+
+
+def _entry(service: Service, stack: Stack, image: str, gateway_config: str | None, gateway_port: int) -> dict:
+    """One service of the stack file, as data: hashed as it is and rendered by yaml."""
+    app = service.kind == "python"
+    order = "start-first" if app else "stop-first"  # a volume or a host port can be held by one task
+    entry: dict = {
+        "image": image,
+        "init": True,
+        "environment": _env(service, stack),
+        "stop_grace_period": f"{int(service.stop_grace)}s",
+        "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
+        "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
+                        "start_period": f"{int(service.wait_timeout)}s"},
+        "deploy": {
+            "mode": "global" if service.kind == "gateway" else "replicated",
+            "endpoint_mode": stack.swarm.endpoint_mode,
+            "placement": {"constraints": constraints(stack, service.name)},
+            "restart_policy": {"condition": "any", "delay": "2s"},
+            "update_config": {"order": order, "parallelism": 1, "failure_action": "rollback", "monitor": "10s"},
+            "rollback_config": {"order": order, "parallelism": 1},
+        },
+    }
+    if service.kind != "gateway":
+        entry["deploy"]["replicas"] = service.replicas
+    if service.health.command:
+        entry["healthcheck"]["test"] = ["CMD", *service.health.command]
+    command = list(service.command)
+    ports = [service.publish] if service.publish else []
+    if service.kind == "gateway":
+        command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
+        entry["configs"] = [{"source": gateway_config, "target": f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"}]
+        ports = [gateway_port]
+    if command:
+        entry["command"] = command
+    if ports:
+        target = GATEWAY_LISTEN_PORT if service.kind == "gateway" else service.port
+        entry["ports"] = [{"target": target, "published": port, "protocol": "tcp", "mode": stack.swarm.publish_mode}
+                          for port in ports]
+    if service.volumes:
+        entry["volumes"] = [f"{volume}:{path}" for volume, path in sorted(service.volumes.items())]
+    if service.secrets:
+        entry["secrets"] = sorted(service.secrets)
+    if service.limits:
+        limits = {"cpus": service.limits["cpus"]} if "cpus" in service.limits else {}
+        if "memory" in service.limits:
+            limits["memory"] = service.limits["memory"].upper()
+        entry["deploy"]["resources"] = {"limits": limits}
+    return entry
+
+
+
+def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:
+    """Every route to its service by name: Docker's DNS answers the task addresses (dnsrr),
+    re-resolved every few seconds, so nginx balances over the tasks and finds a moved one."""
+    return [{"prefix": prefix, "upstream": None, "local": None,
+             "servers": [f"{target}:{stack.services[target].port}"],
+             "websocket": prefix in gateway.websocket_routes, "auth": prefix in gateway.auth_routes}
+            for prefix, target in sorted(gateway.routes.items())]
+
+
+def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -> tuple[dict[str, str], dict]:
+    """(release files, manifest) of the swarm engine: the stack file, one per wave, nginx.conf
+    and ``swarm.json`` for the helper. ``images`` maps each service to its image tag."""
+    names = swarm_services(stack)
+    gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
+    config_name = f"gateway-conf-{short(data_digest([nginx_conf]))}" if nginx_conf else None
+    entries = {name: _entry(stack.services[name], stack, images[name], config_name, stack.gateway_port)
+               for name in names}
+    hashes = {name: short(data_digest([entry])) for name, entry in entries.items()}
+    for name, entry in entries.items():
+        entry["deploy"]["labels"] = {contract.CONFIG_HASH_LABEL: hashes[name]}
+    all_waves = [[n for n in wave if n in entries]
+                 for wave in waves({n: stack.services[n].depends_on for n in names})]
+    volumes = sorted({v for n in names for v in stack.services[n].volumes})
+    secret_names = sorted({s for n in names for s in stack.services[n].secrets})
+
+    def document(services: list[str]) -> str:
+        doc: dict = {
+            "version": "3.8",
+            "services": {n: entries[n] for n in services},
+            "networks": {NETWORK: {"driver": "overlay", "internal": True},
+                         EDGE_NETWORK: {"driver": "overlay"}},
+        }
+        used_volumes = [v for v in volumes if any(v in stack.services[n].volumes for n in services)]
+        if used_volumes:
+            doc["volumes"] = {v: {} for v in used_volumes}
+        used_secrets = [s for s in secret_names if any(s in stack.services[n].secrets for n in services)]
+        if used_secrets:  # created by the helper from the host copy: never rotated by a deploy
+            doc["secrets"] = {s: {"external": True, "name": f"{stack.name}_{s}"} for s in used_secrets}
+        if config_name and gateway and gateway.name in services:
+            doc["configs"] = {config_name: {"file": "./nginx/nginx.conf"}}
+        header = (f"# {stack.name}: rendered by stackdeploy (stackdeploy/swarmstack.py) for "
+                  "`docker stack deploy`. Do not edit on the host.\n")
+        return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+    files = {STACK_FILE: document(names)}
+    done: list[str] = []
+    for number, wave in enumerate(all_waves, 1):
+        done += wave
+        files[wave_file(number)] = document(list(done))
+    if nginx_conf:
+        files["nginx/nginx.conf"] = nginx_conf
+    manifest = {
+        "stack": stack.name,
+        "waves": all_waves,
+        "secrets": secret_names,
+        "services": {n: {"config_hash": hashes[n], "image": images[n], "timeout": stack.services[n].wait_timeout,
+                         "replicas": None if stack.services[n].kind == "gateway" else stack.services[n].replicas}
+                     for n in names},
+    }
+    files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    return files, manifest
+
+
+# Files of the compose engine's release that the swarm engine does not use.
+COMPOSE_ONLY = ("compose.yaml", "env/", "nginx/")
+RESOLVER_VALID = "1s"  # a task removed from DNS stops 2 s later (Swarm's gossip delay): re-look up sooner
+
+
+def swarm_release(plan: Plan, manager: bool) -> Plan:
+    """The compose plan of one host, turned into the swarm engine's release on that host: the
+    build contexts it builds stay; the first manager also gets the stack files. Every host
+    keeps a release.json (images and config hashes of its services) for the release record
+    and image pruning (stackctl.py finish)."""
+    stack = plan.stack
+    files = {rel: text for rel, text in plan.files.items() if not rel.startswith(COMPOSE_ONLY)}
+    gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
+    nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, RESOLVER_VALID) if gateway else None
+    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx)
+    hashes = {name: spec["config_hash"] for name, spec in manifest["services"].items()}
+    if manager:
+        files.update(swarm_files)
+    services = {n: replace(sp, config_hash=hashes[n]) for n, sp in plan.services.items() if n in hashes}
+    release = json.loads(plan.files[contract.RELEASE_FILE])
+    release.update(engine="swarm", waves=[], remote={}, gateway=None,
+                   services={n: {**spec, "config_hash": hashes[n]} for n, spec in release["services"].items()
+                             if n in hashes})
+    files[contract.RELEASE_FILE] = json.dumps(release, indent=2, sort_keys=True) + "\n"
+    return replace(plan, files=files, services=services, secret_files=frozenset(),
+                   waves=manifest["waves"], replicated=frozenset())
