@@ -131,7 +131,7 @@ def containers(project: str, service: str | None = None) -> list[dict]:
     """``docker inspect`` of the project's containers (of one service), oldest first."""
     label = f"label=com.docker.compose.project={project}"
     filters = ["--filter", label] + (["--filter", f"label=com.docker.compose.service={service}"] if service else [])
-    ids = checked(["docker", "ps", "-aq", *filters]).split()
+    ids = checked(["docker", "ps", "-aq", "--filter", "is-task=false", *filters]).split()  # not Swarm's tasks
     if not ids:
         return []
     # A container another thread removes between the two calls is simply not there any more:

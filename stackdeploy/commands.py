@@ -262,11 +262,18 @@ def read_link(path: str) -> StringCommand:
                          argv("echo", ABSENT), "; fi")
 
 
+def compose_containers(project: str) -> StringCommand:
+    """Ids of the compose engine's containers of ``project``. Swarm's tasks of a stack by the
+    same name carry the compose labels too (the CLI renders stack files with compose), and
+    are left out: they are Swarm's to manage."""
+    return argv("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
+                "--filter", "is-task=false")
+
+
 def host_state(deploy_dir: str, project: str) -> StringCommand:
     """Sections: the engine and, when it is up, the project's containers, every image, the
     secrets' host copy, the remembered image source and the release ``current`` points at."""
-    label = f"label=com.docker.compose.project={project}"
-    ids = StringCommand("ids=$(", argv("docker", "ps", "-aq", "--filter", label), ")", _separator="")
+    ids = StringCommand("ids=$(", compose_containers(project), ")", _separator="")
     return chain(
         StringCommand("set -e"), ENGINE_STATE,
         section("engine"), StringCommand('echo "$engine"; [ "$engine" = up ] || exit 0'),

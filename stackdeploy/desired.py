@@ -284,7 +284,9 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
         [name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
          or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])],
         to_ship=to_ship,
-        gateway_conf_changed=conf is not None and bool(differs({"gateway/nginx.conf": conf}, deployed.top)),
+        # The compose engine's live gateway config (the swarm engine's is a Docker config).
+        gateway_conf_changed=(stack.engine == "compose" and conf is not None
+                              and bool(differs({"gateway/nginx.conf": conf}, deployed.top))),
         builder=builder,
         ship_from=ship_from,
     )

@@ -30,6 +30,8 @@ def is_standin(plan: Plan, name: str) -> bool:
 
 def describe_start(plan: Plan, name: str) -> str:
     """A service to (re)start, with how: rolling apps keep serving, the rest stop first."""
+    if plan.stack.engine == "swarm":  # Swarm updates it, the way swarmstack.py's update_config says
+        return f"{name} (swarm {'start-first' if plan.stack.services[name].kind == 'python' else 'stop-first'})"
     return f"{name} (rolling)" if plan.services[name].strategy == contract.ROLLING else f"{name} (stop-then-start)"
 
 

@@ -100,6 +100,10 @@ class SwarmStackHashes(FactBase[dict[str, str]]):
         return StringCommand(f"ids={ids};", "if [ -n \"$ids\" ];", "then", "docker", "service", "inspect",
                              "--format", QuoteString(template), "$ids;", "fi")
 
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}  # no service of the stack yet
+
     def process(self, output: list[str]) -> dict[str, str]:
         found = {}
         for line in output:

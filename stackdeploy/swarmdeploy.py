@@ -41,8 +41,12 @@ class SwarmStatus(FactBase[dict[str, dict] | None]):
         return StringCommand("if [ -f", commands.QuoteString(current), "]; then",
                              commands.argv("python3", helper, "status"), "; fi")
 
+    @staticmethod
+    def default() -> None:
+        return None  # no swarm release on this host yet
+
     def process(self, output: list[str]) -> dict[str, dict] | None:
-        return _json("SwarmStatus", output) if output else None
+        return _json("SwarmStatus", output)
 
 
 @operation(is_idempotent=True)
@@ -53,8 +57,7 @@ def compose_retired(decisions: HostDecisions):
     if not decisions.state.containers:
         host.noop("no compose container of the stack")
         return
-    label = f"label=com.docker.compose.project={decisions.plan.stack.name}"
-    ids = StringCommand("ids=$(", commands.argv("docker", "ps", "-aq", "--filter", label), ")", _separator="")
+    ids = StringCommand("ids=$(", commands.compose_containers(decisions.plan.stack.name), ")", _separator="")
     yield commands.script(ids, StringCommand('docker stop -t 20 $ids >/dev/null && docker rm $ids >/dev/null'))
 
 

@@ -297,7 +297,8 @@ def test_host_state_command_on_a_deployed_host(fake: Path, deploy_dir: Path):
     assert json.loads(state.secrets_json) == {"JWT_SECRET": "made-up"}
     assert state.up_to_date("auth-service", AUTH_HASH) and len(state.images) == 3
     assert (fake / "ps.args").read_text().splitlines() == ["ps", "-aq", "--filter",
-                                                           "label=com.docker.compose.project=my stack"]
+                                                           "label=com.docker.compose.project=my stack",
+                                                           "--filter", "is-task=false"]
 
 
 def test_host_state_command_on_a_fresh_host(fake: Path, tmp_path: Path):
