@@ -23,7 +23,7 @@ from stackdeploy.release import Run, record_release, take_lock
 from stackdeploy.remote import announce
 from stackdeploy.startup import start_waves
 from stackdeploy.swarm import form_swarm
-from stackdeploy.swarmdeploy import swarm_rollout, verify_swarm
+from stackdeploy.swarmdeploy import swarm_retired, swarm_rollout, verify_swarm
 from stackdeploy.upload import put_helper, render_stack
 from stackdeploy.verify import verify_stack
 
@@ -47,6 +47,7 @@ if swarm:
     swarm_rollout(decisions)
     verify_swarm(decisions)
 else:
+    swarm_retired(plan.stack.name)
     start_waves(decisions)
     verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services,
                  decisions.base_to_build or bool(decisions.to_ship))

@@ -21,6 +21,8 @@ from stackdeploy import commands
 from stackdeploy.desired import HostDecisions
 from stackdeploy.facts import _json, read_fact
 from stackdeploy.report import render_table, write_report
+from stackdeploy.runinfo import RELEASE_ID
+from stackdeploy.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes
 from stackdeploy.verify import LAST_REPORT
 
 
@@ -70,18 +72,18 @@ def rolled_out(decisions: HostDecisions):
     yield stackswarm(decisions.plan.stack.deploy_dir, "deploy", "--release", decisions.release)
 
 
-def _summarise(rows: dict[str, dict], report_to: Path | None) -> None:
+def _summarise(rows: dict[str, dict], report_to: Path | None, release: str, changed: list[str]) -> None:
     click.echo(render_table(f"swarm (manager {host.name})", rows), err=False)
     if report_to is not None:
-        write_report(report_to, host.name, rows)
+        write_report(report_to, host.name, rows, run=RELEASE_ID, release=release, changed=changed, built=[])
 
 
-def _verify_now(deploy_dir: str, release: str, report_to: Path | None) -> None:
+def _verify_now(deploy_dir: str, release: str, changed: list[str], report_to: Path | None) -> None:
     ok, output = host.run_shell_command(stackswarm(deploy_dir, "status", "--wait", "60", "--release", release))
     if not ok:
         raise OperationError(f"stackswarm.py status failed: {output.stderr}")
     rows = json.loads(output.stdout)
-    _summarise(rows, report_to)
+    _summarise(rows, report_to, release, changed)
     failed = [name for name, row in rows.items() if row["check"] != "ok"]
     if failed:
         _, logs = host.run_shell_command(stackswarm(deploy_dir, "logs", *failed))
@@ -90,16 +92,16 @@ def _verify_now(deploy_dir: str, release: str, report_to: Path | None) -> None:
 
 
 @operation(is_idempotent=True)
-def verified(deploy_dir: str, release: str, changed: bool, report_to: Path | None):
+def verified(deploy_dir: str, release: str, changed: list[str], report_to: Path | None):
     """Every service's tasks running healthy; without changes a fact, so a no-op stays one."""
     if not changed:
         rows = read_fact(host, SwarmStatus, deploy_dir=deploy_dir)
         if rows is not None and all(row["check"] == "ok" for row in rows.values()):
             if host.state.is_executing:
-                _summarise(rows, report_to)
+                _summarise(rows, report_to, release, [])
             host.noop(f"all {len(rows)} swarm services healthy")
             return
-    yield FunctionCommand(_verify_now, (deploy_dir, release, report_to), {})
+    yield FunctionCommand(_verify_now, (deploy_dir, release, changed, report_to), {})
 
 
 @deploy("Roll out the swarm stack")
@@ -113,4 +115,52 @@ def swarm_rollout(decisions: HostDecisions) -> None:
 def verify_swarm(decisions: HostDecisions, report_to: Path | None = LAST_REPORT) -> None:
     if decisions.swarm_manager:
         verified(name="Health of every swarm service", deploy_dir=decisions.plan.stack.deploy_dir,
-                 release=decisions.release, changed=bool(decisions.to_start), report_to=report_to)
+                 release=decisions.release, changed=decisions.to_start, report_to=report_to)
+
+
+class SwarmTaskContainers(FactBase[list[str]]):
+    """Ids of this host's containers that are Swarm tasks of the stack (none off the swarm engine)."""
+
+    requires_command = "docker"
+
+    def command(self, stack: str) -> StringCommand:
+        return commands.argv("docker", "ps", "-aq", "--filter", f"label={STACK_NAMESPACE_LABEL}={stack}")
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+@operation(is_idempotent=True)
+def swarm_stack_removed(stack: str):
+    """Switching an environment from swarm back to compose: the manager removes the stack
+    (services only: volumes and the Docker secrets stay; the swarm itself stays formed)."""
+    member = host.get_fact(SwarmNode)
+    if not (member.manager and host.get_fact(SwarmStackHashes, stack=stack)):
+        host.noop("no swarm stack to remove")
+        return
+    yield commands.argv("docker", "stack", "rm", stack)
+
+
+@operation(is_idempotent=True)
+def swarm_tasks_gone(stack: str, timeout: int = 120):
+    """Wait until this host's task containers have stopped, so compose finds the ports and
+    volumes free."""
+    if not host.get_fact(SwarmTaskContainers, stack=stack):
+        host.noop("no swarm task of the stack here")
+        return
+    ids = StringCommand("$(", commands.argv("docker", "ps", "-aq", "--filter",
+                                            f"label={STACK_NAMESPACE_LABEL}={stack}"), ")", _separator="")
+    none_left = StringCommand('[ -z "', ids, '" ]', _separator="")
+    yield StringCommand(f"for i in $(seq {timeout}); do", none_left, "&& exit 0; sleep 1; done;",
+                        "echo", commands.QuoteString(f"swarm tasks of {stack} still running after {timeout} s"),
+                        ">&2; exit 1")
+
+
+@deploy("Retire the swarm engine's stack (switching engines)")
+def swarm_retired(stack: str) -> None:
+    swarm_stack_removed(name="Swarm stack removed", stack=stack)
+    swarm_tasks_gone(name="Swarm tasks stopped", stack=stack)

@@ -27,11 +27,11 @@ from dataclasses import replace
 import yaml
 
 from stackdeploy import contract
+from stackdeploy.composefile import GATEWAY_LISTEN_PORT, gateway_conf
 from stackdeploy.fingerprint import data_digest, short
 from stackdeploy.graph import waves
-from stackdeploy.model import Service, Stack, StackError
-from stackdeploy.composefile import GATEWAY_LISTEN_PORT, gateway_conf
 from stackdeploy.imagespec import image_tags
+from stackdeploy.model import Service, Stack, StackError
 from stackdeploy.plan import Plan
 
 STACK_FILE = "stack.yaml"

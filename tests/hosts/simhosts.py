@@ -3,6 +3,7 @@
 
     python3 tests/hosts/simhosts.py up --count 3     # create h1..h3, print their JSON
     python3 tests/hosts/simhosts.py down             # tear every one of them down
+    python3 tests/hosts/simhosts.py stop --host h2   # stop one (a lost node); `up` restarts it
 
 Each host is a network namespace with its own address on a shared bridge, its own
 mount namespace (private /opt and /etc/docker, so deploy directories and daemon
@@ -239,9 +240,14 @@ def main(argv: list[str]) -> int:
     down_parser.add_argument("--purge", action="store_true", help="also delete their data (images, volumes)")
     down_parser.add_argument("--crash", action="store_true",
                              help="kill everything, as a reboot would, instead of stopping containers first")
+    stop_parser = sub.add_parser("stop", help="stop one host (a lost node); `up` starts it again")
+    stop_parser.add_argument("--host", required=True, help="h1, h2, ...")
+    stop_parser.add_argument("--crash", action="store_true", help="kill it, as a power cut would")
     args = parser.parse_args(argv)
     if args.command == "up":
         print(json.dumps(up(args.count), indent=2))
+    elif args.command == "stop":
+        stop_host(host_info(int(args.host.removeprefix("h"))), args.crash)
     else:
         down(args.purge, args.crash)
     return 0

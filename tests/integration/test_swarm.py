@@ -1,0 +1,238 @@
+"""The swarm engine on three simulated hosts, over real SSH (tests/hosts/inventory_swarm.py).
+
+The module starts from the compose engine on the same hosts, with data in it, and switches
+to swarm; it ends by switching back. Between, it forms the swarm, deploys, redeploys with
+nothing changed, rolls an app under load, rolls a broken update back, and loses a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from benchmarks.loadgen import HttpLoad
+from tests.hosts.simhosts import STATE
+
+from .conftest import ROOT, DeployResult, changed_ops
+
+SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
+SWARM_INVENTORY = "tests/hosts/inventory_swarm.py"
+COMPOSE_INVENTORY = "tests/hosts/inventory.py"
+SECRETS = ROOT / ".deploy" / "secrets" / "creatorstack-simhosts.json"
+# Two auth-service tasks, on the two app nodes: one survives the loss of the other's node.
+TWO_AUTH = {"service_overrides": {"auth-service": {"replicas": 2}}}
+
+
+def run_pyinfra(inventory: str, script: str, extra: dict | None = None, timeout: int = 1500) -> DeployResult:
+    env = {**os.environ, "SIMHOSTS_EXTRA_DATA": json.dumps(extra or {})}
+    started = time.monotonic()
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), "-y", inventory, script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+
+
+def docker(hosts: dict, index: int, *args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", "-H", hosts["hosts"][index]["docker_host"], *args], capture_output=True,
+                            text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} on h{index + 1}: {result.stderr}")
+    return result.stdout
+
+
+def gateway(hosts: dict) -> str:
+    return f"http://{hosts['hosts'][2]['address']}:8080"
+
+
+def versions(hosts: dict) -> dict[str, str]:
+    """Service -> its spec version: any update of a service (even one that restarts nothing) bumps it."""
+    out = docker(hosts, 0, "service", "ls", "--format", "{{.Name}}")
+    names = out.split()
+    lines = docker(hosts, 0, "service", "inspect", "--format", "{{.Spec.Name}} {{.Version.Index}}", *names)
+    return dict(line.split() for line in lines.splitlines())
+
+
+def login(base: str, username: str, password: str) -> httpx.Response:
+    return httpx.post(f"{base}/api/auth/login", json={"username": username, "password": password}, timeout=10)
+
+
+def tasks_of(hosts: dict, service: str) -> list[dict]:
+    out = docker(hosts, 0, "service", "ps", "--filter", "desired-state=running", "--format", "{{json .}}",
+                 f"creatorstack_{service}")
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[dict]:
+    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    state = json.loads((STATE / "hosts.json").read_text())
+    yield state
+    for index in range(3):  # leave the hosts as the compose tests expect them: out of any swarm
+        docker(state, index, "swarm", "leave", "--force", check=False)
+    subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def compose_user(hosts) -> tuple[str, str]:
+    """The compose engine on the same hosts, with a user in its database: the data to keep."""
+    result = run_pyinfra(COMPOSE_INVENTORY, "provision.py")
+    assert result.returncode == 0, result.output[-3000:]
+    result = run_pyinfra(COMPOSE_INVENTORY, "deploy.py")
+    assert result.returncode == 0, result.output[-3000:]
+    username, password = f"sw{uuid.uuid4().hex[:10]}", "pw-" + uuid.uuid4().hex
+    response = httpx.post(f"{gateway(hosts)}/api/auth/register", json={"username": username, "password": password},
+                          timeout=10)
+    assert response.status_code in (200, 201), response.text
+    return username, password
+
+
+@pytest.fixture(scope="module")
+def provisioned(hosts, compose_user) -> DeployResult:
+    result = run_pyinfra(SWARM_INVENTORY, "provision.py")
+    assert result.returncode == 0, result.output[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def swarm(hosts, provisioned) -> DeployResult:
+    result = run_pyinfra(SWARM_INVENTORY, "deploy.py", TWO_AUTH)
+    assert result.returncode == 0, result.output[-5000:]
+    return result
+
+
+def test_provision_forms_the_swarm_with_group_labels(hosts, provisioned):
+    nodes = docker(hosts, 0, "node", "ls", "--format", "{{.Status}} {{.ManagerStatus}}").splitlines()
+    assert sorted(nodes) == ["Ready ", "Ready ", "Ready Leader"]
+    ids = docker(hosts, 0, "node", "ls", "-q").split()
+    labels = dict(line.split(" ", 1) for line in docker(hosts, 0, "node", "inspect", "--format",
+                                                         "{{.Status.Addr}} {{json .Spec.Labels}}", *ids).splitlines())
+    address = [h["address"] for h in hosts["hosts"]]
+    assert json.loads(labels[address[0]]) == {"group.data": "true"}
+    assert json.loads(labels[address[1]]) == {"group.ai": "true", "group.apps": "true"}
+    assert json.loads(labels[address[2]]) == {"group.apps": "true", "group.edge": "true"}
+    for index in range(3):  # swarm mode refuses live-restore: provision turned it off
+        assert docker(hosts, index, "info", "--format", "{{.LiveRestoreEnabled}}").strip() == "false"
+    again = run_pyinfra(SWARM_INVENTORY, "provision.py")
+    assert again.returncode == 0 and changed_ops(again.output) == [], again.output[-3000:]
+
+
+def test_swarm_ports_answer_only_stack_hosts(hosts, provisioned):
+    rules = subprocess.run(["ip", "netns", "exec", hosts["hosts"][0]["netns"], "iptables", "-S", "STACKDEPLOY-SWARM"],
+                           capture_output=True, text=True, check=True).stdout
+    for peer in (hosts["hosts"][1]["address"], hosts["hosts"][2]["address"]):
+        assert f"-A STACKDEPLOY-SWARM -s {peer}/32 -p tcp -m tcp --dport 2377 -j RETURN" in rules
+    assert "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP" in rules
+    assert "-A STACKDEPLOY-SWARM -p udp -m udp --dport 4789 -j DROP" in rules
+
+
+def test_switching_from_compose_keeps_the_data(hosts, compose_user, swarm):
+    for index in range(3):  # the compose engine's containers are gone, Swarm's tasks run
+        assert docker(hosts, index, "ps", "-aq", "--filter", "is-task=false",
+                      "--filter", "label=com.docker.compose.project=creatorstack").split() == []
+    assert login(gateway(hosts), *compose_user).status_code == 200  # the same postgres volume
+
+
+def test_every_service_runs_healthy_where_its_group_is(hosts, swarm):
+    for service, allowed in {"postgres": {0}, "redis": {0}, "ollama": {1}, "auth-service": {1, 2},
+                             "api-gateway": {2}}.items():
+        found = tasks_of(hosts, service)
+        assert found and all(t["CurrentState"].startswith("Running") for t in found), found
+        on = {i for i in range(3) if any(name.startswith(f"creatorstack_{service}.")
+                                          for name in docker(hosts, i, "ps", "--format", "{{.Names}}").split())}
+        assert on and on <= allowed, (service, on)
+    assert len(tasks_of(hosts, "auth-service")) == 2
+    assert httpx.get(f"{gateway(hosts)}/api/auth/health", timeout=10).status_code == 200
+
+
+def test_second_deploy_changes_nothing(hosts, swarm):
+    before = versions(hosts)
+    result = run_pyinfra(SWARM_INVENTORY, "deploy.py", TWO_AUTH)
+    assert result.returncode == 0, result.output[-3000:]
+    report = json.loads((ROOT / ".deploy" / "last-report.json").read_text())
+    assert report["changed"] == []
+    assert versions(hosts) == before  # Swarm was not asked to update anything
+
+
+def test_secrets_are_files_not_environment(hosts, swarm):
+    values = [v for v in json.loads(SECRETS.read_text()).values() if len(v) >= 8]
+    assert values
+    names = docker(hosts, 0, "secret", "ls", "--format", "{{.Name}}").split()
+    assert {"creatorstack_JWT_SECRET", "creatorstack_POSTGRES_PASSWORD", "creatorstack_REDIS_PASSWORD"} <= set(names)
+    services = docker(hosts, 0, "service", "ls", "-q").split()
+    inspected = docker(hosts, 0, "service", "inspect", *services)
+    for index in range(3):
+        containers = docker(hosts, index, "ps", "-q").split()
+        inspected += docker(hosts, index, "inspect", *containers)
+        for container in containers:
+            inspected += docker(hosts, index, "exec", container, "env", check=False)
+    assert not [v for v in values if v in inspected]
+    auth = next(c for c in docker(hosts, 2, "ps", "--format", "{{.ID}} {{.Names}}").splitlines() if "auth" in c)
+    env = docker(hosts, 2, "exec", auth.split()[0], "env")
+    assert "JWT_SECRET_FILE=/run/secrets/JWT_SECRET" in env
+
+
+def test_rolling_update_under_load_fails_no_request(hosts, swarm):
+    before = {t["ID"] for t in tasks_of(hosts, "auth-service")}
+    changed = {"service_overrides": {"auth-service": {"replicas": 2, "env": {"ROLL_MARK": uuid.uuid4().hex}}}}
+    with HttpLoad(gateway(hosts), ["/api/auth/health", "/health"], rate=40, max_seconds=600) as load:
+        result = run_pyinfra(SWARM_INVENTORY, "deploy.py", changed)
+    assert result.returncode == 0, result.output[-4000:]
+    after = {t["ID"] for t in tasks_of(hosts, "auth-service")}
+    assert before.isdisjoint(after) and len(after) == 2  # both tasks replaced
+    outcome = load.result
+    print(f"swarm rolling update: {outcome.summary()}")
+    assert outcome.total > 50 and outcome.failed == 0, outcome.summary()
+    TWO_AUTH["service_overrides"]["auth-service"]["env"] = changed["service_overrides"]["auth-service"]["env"]
+
+
+def test_a_broken_update_rolls_back_by_itself(hosts, swarm):
+    broken = {"service_overrides": {"auth-service": {**TWO_AUTH["service_overrides"]["auth-service"],
+                                                     "command": ["python3", "-c", "raise SystemExit(3)"]}}}
+    before = versions(hosts)["creatorstack_auth-service"]
+    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600) as load:
+        result = run_pyinfra(SWARM_INVENTORY, "deploy.py", broken)
+    assert result.returncode != 0
+    assert "rolled the update back" in result.output, result.output[-4000:]
+    inspect = json.loads(docker(hosts, 0, "service", "inspect", "creatorstack_auth-service"))[0]
+    assert inspect["UpdateStatus"]["State"] == "rollback_completed"
+    assert versions(hosts)["creatorstack_auth-service"] != before
+    assert "command" not in json.dumps(inspect["Spec"]["TaskTemplate"]["ContainerSpec"].get("Args", []))
+    assert load.result.failed == 0, load.result.summary()  # the old tasks kept serving
+    fixed = run_pyinfra(SWARM_INVENTORY, "deploy.py", TWO_AUTH)
+    assert fixed.returncode == 0, fixed.output[-3000:]
+
+
+def test_losing_a_node_reschedules_its_tasks(hosts, swarm):
+    h2 = hosts["hosts"][1]
+    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=300) as load:
+        time.sleep(2)  # pacing: some traffic before the loss
+        lost_at = time.monotonic()
+        subprocess.run([*SIMHOSTS, "stop", "--host", h2["name"], "--crash"], check=True, timeout=120)
+        deadline = lost_at + 120
+        while time.monotonic() < deadline:
+            found = tasks_of(hosts, "auth-service")
+            nodes = {t["Node"] for t in found if t["CurrentState"].startswith("Running")}
+            if len([t for t in found if t["CurrentState"].startswith("Running")]) == 2 and len(nodes) == 1:
+                break
+            time.sleep(1)  # pacing of a bounded poll
+        recovered = time.monotonic() - lost_at
+    print(f"node loss: auth-service back to 2 running tasks after {recovered:.1f} s; {load.result.summary()}")
+    assert recovered < 120
+    assert load.result.failed <= load.result.total * 0.05, load.result.summary()
+    subprocess.run([*SIMHOSTS, "up", "--count", "3"], check=True, timeout=300, capture_output=True)
+
+
+def test_switching_back_to_compose_keeps_the_data(hosts, compose_user, swarm):
+    result = run_pyinfra(COMPOSE_INVENTORY, "deploy.py")
+    assert result.returncode == 0, result.output[-5000:]
+    assert docker(hosts, 0, "service", "ls", "-q").split() == []
+    assert login(gateway(hosts), *compose_user).status_code == 200
