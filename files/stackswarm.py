@@ -2,6 +2,8 @@
 """Host-side helper of the swarm engine (standard library only; runs on the first manager).
 
     stackswarm.py deploy --release R     Docker secrets, then the stack wave by wave, each gated
+    stackswarm.py deploy --release R --rollback   the same, going back: a service whose previous
+                                         spec is R's is first rolled back by Swarm itself
     stackswarm.py status [--wait S]      every service: tasks running/healthy vs wanted, as JSON
     stackswarm.py rollback SVC...        Swarm's own rollback of services to their previous spec
     stackswarm.py logs SVC...            the last log lines of services (every task)
@@ -148,6 +150,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"secrets created: {', '.join(created)}", file=sys.stderr, flush=True)
     release = ROOT / "releases" / args.release
     ready: dict[str, float] = {}
+    if args.rollback:
+        native_rollbacks(stack, specs)
     try:
         for number, wave in enumerate(m["waves"], 1):
             last = number == len(m["waves"])
@@ -164,6 +168,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"ready": ready}))
     return 0
+
+
+def native_rollbacks(stack: str, specs: dict[str, dict]) -> None:
+    """``docker service rollback`` for each service whose previous spec is the one wanted: Swarm
+    swaps the specs back itself (start-first for apps). The waves that follow find them done."""
+    for name, deployed in services(stack).items():
+        previous = ((deployed.get("PreviousSpec") or {}).get("Labels") or {}).get("stackdeploy.config-hash")
+        current = (deployed["Spec"].get("Labels") or {}).get("stackdeploy.config-hash")
+        wanted = specs.get(name, {}).get("config_hash")
+        if wanted and current != wanted and previous == wanted:
+            print(f"{name}: docker service rollback", file=sys.stderr, flush=True)
+            checked(["docker", "service", "rollback", "--detach=true", "--quiet", f"{stack}_{name}"])
 
 
 def status_rows(m: dict) -> dict[str, dict]:
@@ -214,6 +230,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     deploy = sub.add_parser("deploy")
     deploy.add_argument("--release", required=True)
+    deploy.add_argument("--rollback", action="store_true", help="roll back natively where Swarm can")
     deploy.set_defaults(func=cmd_deploy)
     status = sub.add_parser("status")
     status.add_argument("--release")

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, OperationError, StringCommand, deploy, operation
+from pyinfra.facts.files import FileContents
 
 from stackdeploy import commands
 from stackdeploy.desired import HostDecisions
@@ -23,6 +24,7 @@ from stackdeploy.facts import _json, read_fact
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID
 from stackdeploy.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes
+from stackdeploy.swarmstack import MANIFEST_FILE
 from stackdeploy.verify import LAST_REPORT
 
 
@@ -164,3 +166,23 @@ def swarm_tasks_gone(stack: str, timeout: int = 120):
 def swarm_retired(stack: str) -> None:
     swarm_stack_removed(name="Swarm stack removed", stack=stack)
     swarm_tasks_gone(name="Swarm tasks stopped", stack=stack)
+
+
+@operation(is_idempotent=True)
+def rolled_back(deploy_dir: str, target: str, to_change: list[str]):
+    """Back to ``target``'s stack: Swarm's own rollback where the previous spec is the target's,
+    then the target's waves, gated (first manager only)."""
+    if not to_change:
+        host.noop(f"every service runs release {target}'s spec")
+        return
+    yield stackswarm(deploy_dir, "deploy", "--release", target, "--rollback")
+
+
+def swarm_rollback_changes(deploy_dir: str, target: str, stack: str) -> list[str]:
+    """The services whose spec differs from ``target``'s (read on the first manager)."""
+    lines = host.get_fact(FileContents, path=posixpath.join(deploy_dir, "releases", target, MANIFEST_FILE))
+    if not lines:
+        raise OperationError(f"{host.name}: release {target} has no swarm stack ({MANIFEST_FILE})")
+    wanted = json.loads("\n".join(lines))["services"]
+    deployed = read_fact(host, SwarmStackHashes, stack=stack)
+    return sorted(name for name, spec in wanted.items() if deployed.get(name) != spec["config_hash"])

@@ -194,6 +194,27 @@ def test_rolling_update_under_load_fails_no_request(hosts, swarm):
     TWO_AUTH["service_overrides"]["auth-service"]["env"] = changed["service_overrides"]["auth-service"]["env"]
 
 
+def hash_of(hosts: dict, service: str) -> str:
+    return docker(hosts, 0, "service", "inspect", "--format",
+                  '{{index .Spec.Labels "stackdeploy.config-hash"}}', f"creatorstack_{service}").strip()
+
+
+def test_rollback_uses_swarms_own_rollback_and_gates(hosts, swarm):
+    rolled_mark = TWO_AUTH["service_overrides"]["auth-service"].pop("env", None)
+    assert rolled_mark, "runs after the rolling update, which left a release to go back from"
+    before = hash_of(hosts, "auth-service")
+    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600) as load:
+        result = run_pyinfra(SWARM_INVENTORY, "rollback.py")
+    assert result.returncode == 0, result.output[-4000:]
+    assert "auth-service: docker service rollback" in result.output or hash_of(hosts, "auth-service") != before
+    assert hash_of(hosts, "auth-service") != before
+    assert load.result.failed == 0, load.result.summary()
+    # The release rolled back to is what a deploy without the change renders: nothing to do.
+    again = run_pyinfra(SWARM_INVENTORY, "deploy.py", TWO_AUTH)
+    assert again.returncode == 0, again.output[-3000:]
+    assert json.loads((ROOT / ".deploy" / "last-report.json").read_text())["changed"] == []
+
+
 def test_a_broken_update_rolls_back_by_itself(hosts, swarm):
     broken = {"service_overrides": {"auth-service": {**TWO_AUTH["service_overrides"]["auth-service"],
                                                      "command": ["python3", "-c", "raise SystemExit(3)"]}}}
