@@ -108,6 +108,9 @@ def check(stack: str, name: str, spec: dict, deployed: dict | None) -> str | Non
             message = (deployed.get("UpdateStatus") or {}).get("Message", "")
             raise Failed(f"{name}: Swarm rolled the update back ({state}): {message}")
         return "an older spec"
+    update = (deployed.get("UpdateStatus") or {}).get("State", "")
+    if update == "updating":  # old tasks still run until each new one is healthy
+        return "update in progress"
     good, wanted, problem = healthy_tasks(stack, name, spec)
     if good < wanted:
         return f"{good}/{wanted} tasks running and healthy" + (f" ({problem})" if problem else "")
