@@ -1,0 +1,104 @@
+"""The swarm engine's stack files, node labels and firewall rules, from the stack model alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import yaml
+
+from stackdeploy import SERVICES_DIR
+from stackdeploy.model import load
+from stackdeploy.placement import HostSpec, place
+from stackdeploy.provision import swarm_rules
+from stackdeploy.swarm import SwarmNodeInfo, label_updates
+from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, node_labels, render_stack, wave_file
+from tests.conftest import BIN, write_out
+
+SECRET_VALUE = "s3cr3t-value-never-in-a-file"
+
+
+def swarm_stack(data, **changes):
+    stack = load({**data, "engine": "swarm", **changes}, SERVICES_DIR)
+    images = {name: f"img/{name}:1" for name in stack.services}
+    files, manifest = render_stack(stack, images, "events {}\n")
+    return stack, files, manifest
+
+
+def test_stack_file_places_updates_and_finds_services_by_name(data):
+    stack, files, manifest = swarm_stack(data)
+    doc = yaml.safe_load(files[STACK_FILE])
+    services = doc["services"]
+    assert "stack-monitor" not in services  # Swarm replaces unhealthy tasks itself
+    auth = services["auth-service"]
+    assert auth["deploy"]["placement"]["constraints"] == ["node.labels.group.apps == true"]
+    assert auth["deploy"]["endpoint_mode"] == "dnsrr"
+    assert auth["deploy"]["update_config"]["order"] == "start-first"
+    assert auth["deploy"]["update_config"]["failure_action"] == "rollback"
+    assert services["postgres"]["deploy"]["update_config"]["order"] == "stop-first"
+    assert auth["environment"]["POSTGRES_HOST"] == "postgres"
+    assert auth["environment"]["JWT_SECRET_FILE"] == "/run/secrets/JWT_SECRET"
+    assert "JWT_SECRET" not in auth["environment"]
+    assert doc["secrets"]["JWT_SECRET"] == {"external": True, "name": "creatorstack_JWT_SECRET"}
+    gateway = services["api-gateway"]
+    assert gateway["deploy"]["mode"] == "global"
+    assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
+    assert manifest["services"]["auth-service"]["config_hash"] == auth["deploy"]["labels"]["stackdeploy.config-hash"]
+
+
+def test_waves_are_cumulative_stack_files(data):
+    _, files, manifest = swarm_stack(data)
+    seen: set[str] = set()
+    for number, wave in enumerate(manifest["waves"], 1):
+        seen |= set(wave)
+        assert set(yaml.safe_load(files[wave_file(number)])["services"]) == seen
+    assert yaml.safe_load(files[wave_file(len(manifest["waves"]))]) == yaml.safe_load(files[STACK_FILE])
+    assert manifest["waves"][0] == ["chromadb", "ollama", "postgres", "redis"]
+
+
+def test_a_change_touches_only_its_services_hash(data):
+    _, _, before = swarm_stack(data)
+    _, _, after = swarm_stack(data, service_overrides={"creator-hub": {"env": {"FLAG": "1"}}})
+    changed = {n for n in before["services"] if before["services"][n] != after["services"][n]}
+    assert changed == {"creator-hub"}
+
+
+def test_replicas_and_ipvs_settings(data):
+    stack, files, _ = swarm_stack(data, service_overrides={"auth-service": {"replicas": 3}},
+                                  swarm={"endpoint_mode": "vip", "publish_mode": "ingress"})
+    doc = yaml.safe_load(files[STACK_FILE])
+    assert doc["services"]["auth-service"]["deploy"]["replicas"] == 3
+    assert doc["services"]["auth-service"]["deploy"]["endpoint_mode"] == "vip"
+    assert doc["services"]["api-gateway"]["ports"][0]["mode"] == "ingress"
+    assert json.loads(files[MANIFEST_FILE])["services"]["auth-service"]["replicas"] == 3
+
+
+def test_stack_file_passes_compose_config(data, tmp_path):
+    """The docker compose CLI (the loader `docker stack deploy` shares) accepts every file."""
+    _, files, _ = swarm_stack(data)
+    root = write_out(type("P", (), {"files": files})(), tmp_path)
+    for name in files:
+        if name.startswith("stack"):
+            result = subprocess.run([str(BIN / "docker-compose"), "-f", str(root / name), "config", "-q"],
+                                    capture_output=True, text=True, cwd=root, check=False)
+            assert result.returncode == 0, (name, result.stderr)
+
+
+def test_node_labels_follow_the_inventory_groups(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    assert node_labels({"apps", "edge", "managers"}, stack) == {"group.apps": "true", "group.edge": "true"}
+    nodes = [SwarmNodeInfo("n1", "10.0.0.1", {"group.data": "true", "zone": "a"}),
+             SwarmNodeInfo("n2", "10.0.0.2", {"group.apps": "true"})]
+    wanted = {"10.0.0.1": {"group.data": "true"}, "10.0.0.2": {"group.ai": "true"}}
+    assert label_updates(nodes, wanted) == [
+        ["docker", "node", "update", "--label-rm", "group.apps", "--label-add", "group.ai=true", "n2"]]
+
+
+def test_swarm_ports_are_open_to_stack_hosts_only(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    where = place(stack, [HostSpec("a", frozenset({"data"}), "10.0.0.1"),
+                          HostSpec("b", frozenset({"ai", "apps", "edge"}), "10.0.0.2")])
+    rules = swarm_rules(where, "a")
+    assert "-A STACKDEPLOY-SWARM -s 10.0.0.2/32 -p udp -m udp --dport 4789 -j RETURN" in rules
+    assert "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP" in rules
+    assert not [rule for rule in rules if "10.0.0.1/32" in rule]  # its own address needs no rule
