@@ -14,14 +14,16 @@ _ssh = {
     "ssh_known_hosts_file": "/dev/null",
     "ssh_strict_host_key_checking": "off",
     "environment": "simhosts",
-    # Tests add host data (e.g. service_overrides) to every host through this variable.
-    **json.loads(os.environ.get("SIMHOSTS_EXTRA_DATA", "{}")),
 }
+# Tests add host data (e.g. service_overrides) to every host through this variable.
+_extra = json.loads(os.environ.get("SIMHOSTS_EXTRA_DATA", "{}"))
 
 
-def _host(index: int) -> tuple[str, dict]:
+def _host(index: int, **data: object) -> tuple[str, dict]:
+    """Host ``index`` of the simulated hosts with its SSH settings (and ``data`` for all hosts
+    of an inventory, such as ``engine``); the tests' extra data wins."""
     info = _state["hosts"][index]
-    return info["address"], {**_ssh, "private_address": info["address"]}
+    return info["address"], {**_ssh, **data, **_extra, "private_address": info["address"]}
 
 
 data = [_host(0)]

@@ -4,29 +4,12 @@ h1 is the manager and holds the data; h2 runs the AI group and apps; h3 runs app
 gateway. Apps on two nodes let Swarm reschedule one when a node dies.
 """
 
-import json
-import os
-from pathlib import Path
+from tests.hosts.inventory import _host
 
-_state = json.loads(Path("/var/lib/stackdeploy-simhosts/hosts.json").read_text())
-_ssh = {
-    "ssh_user": "root",
-    "ssh_key": _state["ssh_key"],
-    "ssh_known_hosts_file": "/dev/null",
-    "ssh_strict_host_key_checking": "off",
-    "environment": "simhosts",
-    "engine": "swarm",
-    **json.loads(os.environ.get("SIMHOSTS_EXTRA_DATA", "{}")),
-}
+_h1, _h2, _h3 = (_host(index, engine="swarm") for index in range(3))
 
-
-def _host(index: int) -> tuple[str, dict]:
-    info = _state["hosts"][index]
-    return info["address"], {**_ssh, "private_address": info["address"]}
-
-
-managers = [_host(0)]
-data = [_host(0)]
-ai = [_host(1)]
-apps = [_host(1), _host(2)]
-edge = [_host(2)]
+managers = [_h1]
+data = [_h1]
+ai = [_h2]
+apps = [_h2, _h3]
+edge = [_h3]
