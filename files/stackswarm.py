@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 POLL_SECONDS = 1.0
 LOG_LINES = 30
-UPDATE_FAILED = {"rollback_started", "rollback_paused", "rollback_completed", "paused"}
+UPDATE_FAILED = {"rollback_paused", "rollback_completed", "paused"}  # the run stops: the old spec is back (or stuck)
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 
 
@@ -111,6 +111,8 @@ def check(stack: str, name: str, spec: dict, deployed: dict | None) -> str | Non
     update = (deployed.get("UpdateStatus") or {}).get("State", "")
     if update == "updating":  # old tasks still run until each new one is healthy
         return "update in progress"
+    if update == "rollback_started":  # the deploy fails once the old spec runs again
+        return "Swarm is rolling the update back"
     good, wanted, problem = healthy_tasks(stack, name, spec)
     if good < wanted:
         return f"{good}/{wanted} tasks running and healthy" + (f" ({problem})" if problem else "")
