@@ -150,9 +150,13 @@ def swarm_stack_removed(stack: str):
 @operation(is_idempotent=True)
 def swarm_tasks_gone(stack: str, timeout: int = 120):
     """Wait until this host's task containers have stopped, so compose finds the ports and
-    volumes free."""
-    if not host.get_fact(SwarmTaskContainers, stack=stack):
+    volumes free; remove those a node kept after it left the swarm (no manager will)."""
+    leftovers = host.get_fact(SwarmTaskContainers, stack=stack)
+    if not leftovers:
         host.noop("no swarm task of the stack here")
+        return
+    if host.get_fact(SwarmNode).state == "inactive":  # the node left the swarm: nobody else removes them
+        yield commands.argv("docker", "rm", "-f", *leftovers)
         return
     ids = StringCommand("$(", commands.argv("docker", "ps", "-aq", "--filter",
                                             f"label={STACK_NAMESPACE_LABEL}={stack}"), ")", _separator="")

@@ -76,7 +76,14 @@ def hosts() -> Iterator[dict]:
     assert result.returncode == 0, result.stderr
     state = json.loads((STATE / "hosts.json").read_text())
     yield state
-    for index in range(3):  # leave the hosts as the compose tests expect them: out of any swarm
+    # Leave the hosts as the compose tests expect them: no stack, out of any swarm.
+    docker(state, 0, "stack", "rm", "creatorstack", check=False)
+    for index in range(3):
+        deadline = time.monotonic() + 120
+        while docker(state, index, "ps", "-aq", "--filter", "label=com.docker.stack.namespace=creatorstack",
+                     check=False).split() and time.monotonic() < deadline:
+            time.sleep(1)  # pacing of a bounded poll
+    for index in range(3):
         docker(state, index, "swarm", "leave", "--force", check=False)
     subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
 
