@@ -20,25 +20,32 @@ DOCKER_DNS = "127.0.0.11"
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
+def dependency_env(service: Service, stack: Stack, reach: dict[str, tuple[str, int]]) -> dict[str, str]:
+    """How ``service`` reaches each dependency (``reach``: name -> address, port) and what
+    wait-for-services.py waits for before it starts: the same variables on both engines."""
+    env, waits = {}, []
+    for dep_name, (address, port) in reach.items():
+        dep = stack.services[dep_name]
+        env[f"{dep.env_prefix}_HOST"] = address
+        env[f"{dep.env_prefix}_PORT"] = str(port)
+        if dep.health.http:
+            env[f"{dep.env_prefix}_URL"] = f"http://{address}:{port}"
+        waits.append(f"{dep.name}:http://{address}:{port}{dep.health.http}" if dep.health.http
+                     else f"{dep.name}:tcp://{address}:{port}")
+    if waits:
+        env["WAIT_FOR"] = ",".join(waits)
+        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
+    return env
+
+
 def _env(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
     stack = where.stack
     env = dict(stack.shared_env)
     if service.kind == "monitor" and stack.backup_every_hours:
         env["MONITOR_BACKUP_EVERY_HOURS"] = str(stack.backup_every_hours)
     env.update(service.env)
-    waits = []
-    for dep_name in service.depends_on:
-        dep = stack.services[dep_name]
-        end = where.endpoint(host, dep_name)
-        env[f"{dep.env_prefix}_HOST"] = end.address
-        env[f"{dep.env_prefix}_PORT"] = str(end.port)
-        if dep.health.http:
-            env[f"{dep.env_prefix}_URL"] = f"http://{end.address}:{end.port}"
-        waits.append(f"{dep.name}:http://{end.address}:{end.port}{dep.health.http}" if dep.health.http
-                     else f"{dep.name}:tcp://{end.address}:{end.port}")
-    if waits:
-        env["WAIT_FOR"] = ",".join(waits)
-        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
+    ends = {dep: where.endpoint(host, dep) for dep in service.depends_on}
+    env.update(dependency_env(service, stack, {dep: (end.address, end.port) for dep, end in ends.items()}))
     for name in service.secrets:
         env[name] = secrets[name]
     return env

@@ -82,7 +82,9 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     # Every host can build its own images (it does under build-everywhere, and under
     # build-once when the build host is not part of the run); the build host can build all.
     # The files therefore never depend on which hosts a run includes.
-    builds_here = [n for n in (stack.services if builder == host else names) if specs[n].build_dir]
+    # The build host builds every image some host runs (the swarm engine runs no monitor).
+    placed = [n for n in stack.services if where.hosts_of(n)]
+    builds_here = [n for n in (placed if builder == host else names) if specs[n].build_dir]
 
     files: dict[str, str] = {}
     for name in builds_here:

@@ -27,7 +27,7 @@ from dataclasses import replace
 import yaml
 
 from stackdeploy import contract
-from stackdeploy.composefile import GATEWAY_LISTEN_PORT, gateway_conf
+from stackdeploy.composefile import GATEWAY_LISTEN_PORT, dependency_env, gateway_conf
 from stackdeploy.fingerprint import data_digest, short
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import image_tags
@@ -70,18 +70,7 @@ def constraints(stack: Stack, name: str) -> list[str]:
 def _env(service: Service, stack: Stack) -> dict[str, str]:
     """Plain settings only: every dependency by its service name, secrets as ``*_FILE`` paths."""
     env = {"TZ": "UTC", "STACK_NAME": stack.name, **stack.shared_env, **service.env}
-    waits = []
-    for dep_name in service.depends_on:
-        dep = stack.services[dep_name]
-        env[f"{dep.env_prefix}_HOST"] = dep_name
-        env[f"{dep.env_prefix}_PORT"] = str(dep.port)
-        if dep.health.http:
-            env[f"{dep.env_prefix}_URL"] = f"http://{dep_name}:{dep.port}"
-        waits.append(f"{dep_name}:http://{dep_name}:{dep.port}{dep.health.http}" if dep.health.http
-                     else f"{dep_name}:tcp://{dep_name}:{dep.port}")
-    if waits:
-        env["WAIT_FOR"] = ",".join(waits)
-        env["WAIT_TIMEOUT"] = str(int(service.wait_timeout))
+    env.update(dependency_env(service, stack, {dep: (dep, stack.services[dep].port) for dep in service.depends_on}))
     for secret in service.secrets:
         env[f"{secret}_FILE"] = f"{SECRETS_MOUNT}/{secret}"
     return dict(sorted(env.items()))
