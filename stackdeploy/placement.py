@@ -127,6 +127,10 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
         if len(where) > 1 and not service.built_from_source:
             raise StackError("placement", f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
                                           f"only python services may run on several hosts")
+        if len(where) > 1 and service.volumes and stack.engine == "swarm":
+            raise StackError("placement", f"service '{name}' keeps data in volumes ({', '.join(service.volumes)}) "
+                                          f"and is placed on {len(where)} hosts; on the swarm engine its group "
+                                          "must have one host, or a task Swarm moves starts on an empty volume")
     for host in specs:
         for name in services_on[host]:
             if placement.is_published(host, name) and not specs[host].address:

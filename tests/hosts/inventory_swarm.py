@@ -1,12 +1,20 @@
 """pyinfra inventory for the swarm engine on the simulated hosts (simhosts.py up --count 3).
 
 h1 is the manager and holds the data; h2 runs the AI group and apps; h3 runs apps and the
-gateway. Apps on two nodes let Swarm reschedule one when a node dies.
+gateway. Apps on two nodes let Swarm reschedule one when a node dies; creator-hub, which
+keeps uploads in a volume, moves to the one-node "ai" group (a service with volumes stays on
+one node on the swarm engine).
 """
 
 from tests.hosts.inventory import _host
 
-_h1, _h2, _h3 = (_host(index, engine="swarm") for index in range(3))
+_PLACEMENT = {
+    "data": ["postgres", "redis"],
+    "ai": ["ollama", "chromadb", "ai-engine", "creator-hub"],
+    "apps": ["auth-service", "channel-service"],
+    "edge": ["api-gateway"],
+}
+_h1, _h2, _h3 = (_host(index, engine="swarm", placement=_PLACEMENT) for index in range(3))
 
 managers = [_h1]
 data = [_h1]

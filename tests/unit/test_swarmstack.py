@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 import yaml
 
 from stackdeploy import SERVICES_DIR
-from stackdeploy.model import load
+from stackdeploy.model import StackError, load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import swarm_rules
 from stackdeploy.swarm import SwarmNodeInfo, label_updates
@@ -102,3 +103,13 @@ def test_swarm_ports_are_open_to_stack_hosts_only(data):
     assert "-A STACKDEPLOY-SWARM -s 10.0.0.2/32 -p udp -m udp --dport 4789 -j RETURN" in rules
     assert "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP" in rules
     assert not [rule for rule in rules if "10.0.0.1/32" in rule]  # its own address needs no rule
+
+
+def test_a_service_with_volumes_stays_on_one_node(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    hosts = [HostSpec("a", frozenset({"data", "ai", "edge"}), "10.0.0.1"),
+             HostSpec("b", frozenset({"apps"}), "10.0.0.2"), HostSpec("c", frozenset({"apps"}), "10.0.0.3")]
+    with pytest.raises(StackError, match="creator-hub' keeps data in volumes .creator-uploads. and is placed on 2"):
+        place(stack, hosts)
+    compose = load(data, SERVICES_DIR)
+    assert place(compose, hosts).hosts_of("creator-hub") == ["b", "c"]  # the compose engine's own choice
