@@ -23,6 +23,11 @@ if not backup_id:
                           "(backup ids: ls <deploy_dir>/backups/ on a host)")
 decisions = decide(host)
 plan = decisions.plan
+if plan.stack.engine == "swarm":
+    # Stopping a task's container makes Swarm start another on the volume being replaced.
+    raise StackInputError("restore.py: not available on the swarm engine yet (Swarm would restart a "
+                          "service while its volume is replaced); switch the environment to "
+                          'engine = "compose", restore, and switch back (volumes are kept both ways)')
 services = stateful_services(plan, service)
 if services:
     check = host.get_fact(BackupCheck, deploy_dir=plan.stack.deploy_dir, backup_id=backup_id, service=service)
