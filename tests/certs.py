@@ -13,9 +13,13 @@ from stackdeploy.tls import Certificate, new_ca, new_server_cert
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
 
-@cache
 def ca(label: str = "test") -> tuple[bytes, bytes]:
     """(certificate, key) of a test CA, PEM: one per label and test session."""
+    return _ca(label)
+
+
+@cache
+def _ca(label: str) -> tuple[bytes, bytes]:
     return new_ca(label, NOW - datetime.timedelta(days=1))
 
 
