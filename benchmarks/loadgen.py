@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import ssl
 import threading
 import time
 import uuid
@@ -42,6 +41,8 @@ from urllib.parse import urlsplit
 import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+
+from stackdeploy.tls import client_context as tls_context
 
 ALLOWED_SUBNET = ipaddress.ip_network("10.77.0.0/24")
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -530,14 +531,6 @@ class SocketWatch(_BoundedRun[SocketWatchResult]):
                 duration_seconds=round(duration_seconds, 3),
                 stopped_by=stopped_by,
             )
-
-
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """The system's CAs, and the stack CA ``ca_file`` when given."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
 
 
 def register_and_login(base_url: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS, ca_file: str | None = None) -> str:

@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import secrets
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pyinfra.operations import python
 
 from stackdeploy import STATE_DIR
 from stackdeploy.model import Stack
-from stackdeploy.tls import CA_CERT, gateway_address, store_of
+from stackdeploy.tls import CA_CERT, client_context, gateway_address, store_of
 
 TIMEOUT_SECONDS = 30.0
 
@@ -39,14 +38,6 @@ class SmokeFailure(Exception):
     def __init__(self, step: str, service: str, detail: str) -> None:
         super().__init__(f"smoke test failed at step '{step}' ({service}): {detail}")
         self.step, self.service, self.detail = step, service, detail
-
-
-def client_tls(ca_file: str | None) -> ssl.SSLContext:
-    """What a client verifies the gateway with: the system's CAs, and the stack CA when given."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    return context
 
 
 @dataclass
@@ -91,7 +82,7 @@ class Journey:
 
     def run(self) -> None:
         with httpx.Client(base_url=self.base_url, timeout=TIMEOUT_SECONDS, trust_env=False,
-                          verify=client_tls(self.ca_file)) as client:
+                          verify=client_context(self.ca_file)) as client:
             try:
                 self._journey(client)
             except SmokeFailure:
@@ -151,7 +142,7 @@ class Journey:
         """Two clients on the channel: the second receives what the first sends (and, for
         ``/ai``, ai-engine's answer after it)."""
         url = self.base_url.replace("http", "ws", 1) + f"/api/channels/ws/{self.channel}?token={self.token}"
-        tls = {"ssl": client_tls(self.ca_file), "server_hostname": self.server_name}
+        tls = {"ssl": client_context(self.ca_file), "server_hostname": self.server_name}
         async with websockets.connect(url, **tls) as first, websockets.connect(url, **tls) as second:
             for ws in (first, second):
                 await asyncio.wait_for(ws.recv(), TIMEOUT_SECONDS)  # "joined"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +250,15 @@ def from_files(tls: TlsSettings, now: datetime.datetime | None = None) -> Certif
             raise StackError("tls.cert_file", f"{cert_path}: each certificate after the first must be the "
                                               "issuer of the one before it")
     return Certificate(chain_pem, key_pem, None, _fingerprint(leaf), leaf.not_valid_after_utc, "")
+
+
+def client_context(ca_file: str | None) -> ssl.SSLContext:
+    """What a client verifies the gateway with: the system's CAs, and the stack CA when given
+    (the smoke test, the load clients, the tests)."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 def gateway_address(stack: Stack, host_name: str, private_address: str | None) -> str:
