@@ -76,9 +76,29 @@ secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
 # Environment every service receives.
 shared_env = {"POSTGRES_USER": "stack", "POSTGRES_DB": "stack"}
 
-# The API gateway is the only published port.
+# The API gateway is the only published service: HTTPS on tls["port"], and plain HTTP on
+# gateway_port, which answers /health (Docker's own check) and redirects everything else
+# to HTTPS with a 308.
 gateway_port = 8080
 gateway_bind = "0.0.0.0"
+
+# HTTPS at the gateway (TLS 1.2 and 1.3, Mozilla's "intermediate" ciphers, HSTS, HTTP/2).
+#   source        where the certificate comes from:
+#     "self-signed" (default): a stack CA and a server certificate, generated on the first
+#                   deploy and kept in .deploy/tls/<stack_name>-<environment>/ on this machine
+#                   (ca.pem is what clients verify with: curl --cacert); reissued when fewer
+#                   than 30 days are left or the names change. It also covers the address
+#                   each gateway is reached at from here.
+#     "files":      your own certificate and key on this machine: cert_file (PEM, the chain
+#                   after it) and key_file, absolute or relative to this project. A key that
+#                   does not match, an expired certificate or a server name it does not cover
+#                   stops the deploy before any host is touched.
+#     "acme":       Let's Encrypt through Debian's certbot, HTTP-01 through the gateway
+#                   (gateway_port must be port 80 from the internet); needs acme_email and
+#                   public DNS names. See README "TLS at the gateway": certbot runs on the host.
+#   port          the HTTPS port (default 443)
+#   server_names  the DNS names (or IP addresses) clients use (default ["localhost"])
+tls = {"source": "self-signed", "port": 8443, "server_names": ["localhost"]}
 
 services = {
     "postgres": {

@@ -30,6 +30,7 @@ from stackdeploy.schema import (
     StackSpec,
     closest,
     first_problem,
+    is_ip_address,
     not_one_of,
 )
 
@@ -122,6 +123,19 @@ class SwarmSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """HTTPS at the gateway: the certificate's source, the port and the names it must cover.
+    ``Stack.gateway_port`` stays the plain-HTTP port: a permanent redirect, and ``/health``."""
+
+    source: str = "self-signed"  # "self-signed" (a stack CA on the control machine), "files" or "acme"
+    port: int = 443
+    server_names: tuple[str, ...] = ("localhost",)  # DNS names and IP addresses the certificate covers
+    cert_file: str | None = None  # source "files": on the control machine, absolute or from the project
+    key_file: str | None = None
+    acme_email: str | None = None  # source "acme": the Let's Encrypt account's address
+
+
+@dataclass(frozen=True)
 class Stack:
     """The whole validated stack plus the deploy settings around it."""
 
@@ -150,6 +164,7 @@ class Stack:
     backup_every_hours: float = 0.0
     engine: str = "compose"  # what runs the containers: "compose" on each host, or "swarm" across them
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 def local_recipes() -> tuple[str, ...]:
@@ -271,6 +286,31 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
             _check_known(f"placement.{group}", name, services, "service")
 
 
+def _check_tls(spec: StackSpec) -> None:
+    """What each certificate source needs, and only it; the HTTPS port apart from the HTTP one."""
+    tls = spec.tls
+    if tls.port == spec.gateway_port:
+        raise StackError("tls.port", f"must differ from gateway_port ({spec.gateway_port}), which answers plain "
+                                     "HTTP with a redirect to it")
+    for key in ("cert_file", "key_file"):
+        if tls.source == "files" and getattr(tls, key) is None:
+            raise StackError("tls", f'source "files" needs {key}, the path of the PEM file on this machine')
+        if tls.source != "files" and getattr(tls, key) is not None:
+            raise StackError(f"tls.{key}", 'is only read with source "files"')
+    if tls.source != "acme":
+        if tls.acme_email is not None:
+            raise StackError("tls.acme_email", 'is only read with source "acme"')
+        return
+    if tls.acme_email is None:
+        raise StackError("tls", 'source "acme" needs acme_email, the Let\'s Encrypt account\'s address')
+    for name in tls.server_names:
+        if name.startswith("*.") or is_ip_address(name):
+            raise StackError("tls.server_names", f"{name!r}: source \"acme\" (HTTP-01) needs public DNS names, "
+                                                 "no wildcard or IP address")
+    if spec.engine != "compose":
+        raise StackError("tls.source", 'source "acme" needs engine = "compose" (certbot runs on the gateway\'s host)')
+
+
 def read_settings(path: Path) -> dict[str, Any]:
     """The public names a group_data file defines (how pyinfra reads it, minus pyinfra)."""
     values = runpy.run_path(str(path))
@@ -290,6 +330,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         raise StackError(_key_path(loc, overridden), problem) from None
     services = {name: _service(name, service) for name, service in spec.services.items()}
     _check_stack(spec, services, source_root, overridden)
+    _check_tls(spec)
     return Stack(
         name=spec.stack_name,
         deploy_dir=(spec.deploy_dir or f"/opt/{spec.stack_name}").rstrip("/"),
@@ -313,4 +354,5 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         backup_every_hours=spec.backup_every_hours,
         engine=spec.engine,
         swarm=SwarmSettings(**dict(spec.swarm)),
+        tls=TlsSettings(**dict(spec.tls)),
     )

@@ -103,7 +103,7 @@ def _check_published_ports(placement: Placement) -> None:
         owners: dict[int, str] = {}
         for name in names:
             service = stack.services[name]
-            ports = [stack.gateway_port] if service.kind == "gateway" else []
+            ports = [stack.gateway_port, stack.tls.port] if service.kind == "gateway" else []
             ports += [service.publish] if service.publish else []
             ports += [service.port] if placement.is_published(host, name) and service.kind != "gateway" else []
             for port in ports:

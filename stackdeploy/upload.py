@@ -17,6 +17,7 @@ from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.operations import files
 
 from stackdeploy import commands
+from stackdeploy.acme import HOOK_SCRIPT, ISSUE_SCRIPT
 from stackdeploy.desired import HostDecisions
 
 
@@ -40,15 +41,16 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
         yield commands.set_mode(root, mode, paths)
 
 
+ACME_FILES = (ISSUE_SCRIPT, HOOK_SCRIPT)
 # Needed before the lock (the helper takes it): desired.helper_files.
 HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py")
-STATE_FILES = (".secrets.json", "state/image-source")  # written under the lock
+STATE_FILES = (".secrets.json", "state/image-source", *ACME_FILES)  # written under the lock
 
 
 @operation(is_idempotent=True)
 def top_files(decisions: HostDecisions, names: tuple[str, ...], what: str):
     """Deploy-directory files outside the releases: the helper and its contract (before the
-    lock), or the secrets' host copy and the image-source record (under it)."""
+    lock), or the secrets' host copy, the image-source record and certbot's scripts (under it)."""
     wanted = {rel: content for rel, content in decisions.top_files.items() if rel in names}
     if not wanted:
         host.noop(f"{what} up to date")

@@ -18,7 +18,7 @@ import pytest
 
 from stackdeploy import contract
 
-from .conftest import GATEWAY, TEST_HOST_DATA, containers, deploy, docker
+from .conftest import GATEWAY, TEST_HOST_DATA, containers, deploy, docker, https
 
 EVENTS = Path(TEST_HOST_DATA["deploy_dir"]) / contract.EVENTS_FILE
 RECOVERY_BOUND_SECONDS = 90  # a bound on the wait, not the measure (benchmarks/run_monitor.py is)
@@ -55,7 +55,7 @@ def wait_for(predicate, seconds: float = RECOVERY_BOUND_SECONDS) -> bool:
 
 def health_ok(path: str) -> bool:
     try:
-        return httpx.get(f"{GATEWAY}{path}", timeout=3).status_code == 200
+        return https.get(f"{GATEWAY}{path}", timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -79,8 +79,8 @@ def test_a_dependency_down_is_degraded_not_restarted_and_readiness_says_which_ro
     ai = containers()["ai-engine"]["Id"]
     docker("stop", ai)
     try:
-        assert wait_for(lambda: httpx.get(f"{GATEWAY}/health/ready", timeout=10).status_code == 503, 30)
-        ready = httpx.get(f"{GATEWAY}/health/ready", timeout=10).json()
+        assert wait_for(lambda: https.get(f"{GATEWAY}/health/ready", timeout=10).status_code == 503, 30)
+        ready = https.get(f"{GATEWAY}/health/ready", timeout=10).json()
         assert ready["routes"]["/api/ai/"].startswith("down") and ready["routes"]["/api/auth/"] == "ok"
         assert health_ok("/health")  # Docker's liveness check of the gateway stays about nginx
         assert wait_for(lambda: ("channel-service", "degraded") in

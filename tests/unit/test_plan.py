@@ -16,6 +16,7 @@ from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.fingerprint import data_digest
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
+from tests.certs import certificate
 from tests.conftest import BIN, ROOT, write_out, yamllint
 
 SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secret-value",
@@ -23,7 +24,7 @@ SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secr
 
 
 def make_plan(data, image_source="local"):
-    return build_plan(load(data, SERVICES_DIR), image_source, SECRETS)
+    return build_plan(load(data, SERVICES_DIR), image_source, SECRETS, certificate=certificate())
 
 
 @pytest.mark.parametrize("image_source", ["local", "registry"])
@@ -62,7 +63,8 @@ def test_compose_shape(data):
     assert compose["networks"]["backend"]["internal"] is True
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
     assert published == {"api-gateway"}
-    assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080"]
+    # Plain HTTP (the redirect and /health) and HTTPS, on the container's unprivileged ports.
+    assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080", "0.0.0.0:8443:8443"]
     hub = compose["services"]["creator-hub"]
     assert hub["depends_on"] == {d: {"condition": "service_healthy"} for d in ("postgres", "redis", "auth-service")}
     assert hub["restart"] == "unless-stopped" and hub["logging"]["options"]["max-file"] == "3"
@@ -94,9 +96,10 @@ def test_env_files_wire_dependencies_and_hold_secrets(data):
     assert env["WAIT_TIMEOUT"] == "180"
     assert env["POSTGRES_PASSWORD"] == "pg-secret-value"
     assert "JWT_SECRET" not in env
-    assert plan.secret_files == {f"env/{n}.env" for n in plan.services}
+    assert plan.secret_files == {f"env/{n}.env" for n in plan.services} | {"nginx/tls/server.key"}
     public = [text for rel, text in plan.files.items() if rel not in plan.secret_files]
     assert not any(value in text for text in public for value in SECRETS.values())
+    assert not any("PRIVATE KEY" in text for text in public)  # the gateway's key: only in its 0600 file
 
 
 def test_gateway_routes_and_websocket(data):
@@ -124,7 +127,9 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
         "auth-service", "creator-hub", "ai-engine", "channel-service"}
     assert manifest["gateway"] == {"service": "api-gateway", "routed": [
         "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "routes": {
-        "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"}}
+        "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"},
+        "tls": {"files": {"tls/server.crt": "nginx/tls/server.crt", "tls/server.key": "nginx/tls/server.key"},
+                "keys": ["tls/server.key"], "seed_only": False}}
     assert strategies["stack-monitor"] == "recreate" and manifest["services"]["stack-monitor"]["kind"] == "monitor"
     assert all(spec["config_hash"] == plan.services[n].config_hash for n, spec in manifest["services"].items())
     compose = yaml.safe_load(plan.files["compose.yaml"])
@@ -182,10 +187,13 @@ from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from tests.conftest import group_data
 from tests.unit.test_plan import SECRETS
+from tests.certs import NOW
+from stackdeploy.tls import Certificate
 
+certificate = lambda: Certificate(b"chain", b"key", None, "0" * 64, NOW, "")  # the same in every process
 digest = hashlib.sha256()
 for source in ("local", "registry"):
-    plan = build_plan(load(group_data(), SERVICES_DIR), source, SECRETS)
+    plan = build_plan(load(group_data(), SERVICES_DIR), source, SECRETS, certificate=certificate())
     for path in sorted(plan.files):
         content = plan.files[path]
         digest.update(path.encode() + b"\\0" + (content if isinstance(content, bytes) else content.encode()) + b"\\0")
@@ -215,7 +223,7 @@ def test_source_change_moves_only_that_image(data, tmp_path, monkeypatch):
     (copy / "ai-engine" / "app" / "main.py").write_text(
         (copy / "ai-engine" / "app" / "main.py").read_text() + "\n# changed\n")
     monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
-    after = build_plan(load(data, copy), "local", SECRETS)
+    after = build_plan(load(data, copy), "local", SECRETS, certificate=certificate())
     changed_images = {n for n in before.services if before.services[n].image != after.services[n].image}
     changed_configs = {n for n in before.services
                        if before.services[n].config_hash != after.services[n].config_hash}
@@ -230,7 +238,7 @@ def test_bytecode_caches_do_not_move_fingerprints(data, tmp_path, monkeypatch):
     (copy / "auth-service" / "app" / "__pycache__").mkdir(exist_ok=True)
     (copy / "auth-service" / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0junk")
     monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
-    after = build_plan(load(data, copy), "local", SECRETS)
+    after = build_plan(load(data, copy), "local", SECRETS, certificate=certificate())
     assert after.services["auth-service"].image == before.services["auth-service"].image
 
 
@@ -285,7 +293,7 @@ def test_an_instance_is_published_only_for_consumers_that_use_it(data):
                                              HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),
                                              HostSpec("h3", frozenset({"apps", "edge"}), "10.0.0.3")])
     assert where.is_published("h2", "auth-service") and not where.is_published("h3", "auth-service")
-    h3 = build_plan(where.stack, "local", SECRETS, where, "h3")
+    h3 = build_plan(where.stack, "local", SECRETS, where, "h3", certificate=certificate())
     assert h3.services["auth-service"].strategy == "rolling"
-    assert "auth-service@h3" not in json.loads(build_plan(where.stack, "local", SECRETS, where, "h2")
-                                               .files["release.json"])["remote"]
+    h2 = build_plan(where.stack, "local", SECRETS, where, "h2", certificate=certificate())
+    assert "auth-service@h3" not in json.loads(h2.files["release.json"])["remote"]

@@ -14,6 +14,7 @@ from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import swarm_rules
 from stackdeploy.swarm import SwarmNodeInfo, label_updates
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, node_labels, render_stack, wave_file
+from tests.certs import certificate
 from tests.conftest import BIN, write_out
 
 SECRET_VALUE = "s3cr3t-value-never-in-a-file"
@@ -22,7 +23,7 @@ SECRET_VALUE = "s3cr3t-value-never-in-a-file"
 def swarm_stack(data, **changes):
     stack = load({**data, "engine": "swarm", **changes}, SERVICES_DIR)
     images = {name: f"img/{name}:1" for name in stack.services}
-    files, manifest = render_stack(stack, images, "events {}\n")
+    files, manifest = render_stack(stack, images, "events {}\n", certificate())
     return stack, files, manifest
 
 
@@ -43,7 +44,8 @@ def test_stack_file_places_updates_and_finds_services_by_name(data):
     assert doc["secrets"]["JWT_SECRET"] == {"external": True, "name": "creatorstack_JWT_SECRET"}
     gateway = services["api-gateway"]
     assert gateway["deploy"]["mode"] == "global"
-    assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
+    assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"},
+                                {"target": 8443, "published": 8443, "protocol": "tcp", "mode": "host"}]
     assert manifest["services"]["auth-service"]["config_hash"] == auth["deploy"]["labels"]["stackdeploy.config-hash"]
 
 
