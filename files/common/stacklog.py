@@ -5,7 +5,7 @@ the caller), so it can be tested without FastAPI.
 
 - Every line on stdout is one JSON object: ``time``, ``level``, ``service``, ``request_id``
   and the fields of the event. A request's line adds ``method``, ``path`` (never the query
-  string: a WebSocket's ``?token=`` must not be logged), ``status`` and ``duration_ms``.
+  string: a WebSocket's ``?token=`` must not be logged), ``status`` and ``duration_s``.
   No header is ever logged, so neither is ``Authorization``.
 - The request id is the ``X-Request-ID`` the gateway sends (it makes one when the client sent
   none), kept in a context variable for the whole request or WebSocket, answered back in the
@@ -131,7 +131,7 @@ class AccessLog:
             if scope["path"] not in self.quiet_paths or code >= 400:
                 emit(self.service, level, "request", out=self.out,
                      method="WEBSOCKET" if scope["type"] == "websocket" else scope.get("method"),
-                     path=scope["path"], status=code, duration_ms=round((time.monotonic() - started) * 1000, 1))
+                     path=scope["path"], status=code, duration_s=round(time.monotonic() - started, 4))
             request_id.reset(token)
 
 

@@ -52,7 +52,7 @@ def test_a_request_is_one_json_line_with_every_field():
     [entry] = logged(out)
     assert entry["service"] == "creator-hub" and entry["level"] == "info" and entry["event"] == "request"
     assert (entry["request_id"], entry["method"], entry["path"], entry["status"]) == ("abc123", "GET", "/uploads", 201)
-    assert isinstance(entry["duration_ms"], float) and entry["time"].endswith("Z")
+    assert isinstance(entry["duration_s"], float) and entry["time"].endswith("Z")
 
 
 def test_the_request_id_is_answered_back_and_made_when_missing():
