@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-KindName = Literal["python", "infra", "gateway", "monitor"]
+KindName = Literal["python", "infra", "gateway", "monitor", "logstore"]
 ImageSourceName = Literal["registry", "local", "auto"]
 DistributionName = Literal["build-everywhere", "build-once"]
 BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
@@ -231,6 +231,13 @@ class SwarmSpec(Schema):
                               described("must be the name of an inventory group, got {value!r}")] = "managers"
 
 
+class LogsSpec(Schema):
+    """``logs``: how long the log store keeps the stack's logs (whichever limit comes first)."""
+
+    keep_days: Count = 14
+    max_megabytes: Count = 2048
+
+
 class StackSpec(Schema):
     """Every setting of the stack (host data minus pyinfra's own), in the order they are checked."""
 
@@ -268,6 +275,7 @@ class StackSpec(Schema):
     debian_mirror: Text = "http://deb.debian.org/debian"
     gateway_bind: Text = "0.0.0.0"
     swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
+    logs: Annotated[LogsSpec, a_mapping("must be a mapping of settings, got {type}")] = LogsSpec()
     # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
     # of one run given with --data: rollback.py's target, taking over a dead run's lock,
     # restore.py's backup and service, provision.py's prune_nodes (swarm nodes that left the
@@ -281,6 +289,11 @@ class StackSpec(Schema):
     backup: Any = None
     service: Any = None
     prune_nodes: Any = None
+    # logs.py's filters (--data service=... since=... grep=... request_id=... lines=...).
+    since: Any = None
+    grep: Any = None
+    request_id: Any = None
+    lines: Any = None
 
 
 def _bare(annotation: Any) -> Any:

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import yaml
 
-from stackdeploy import contract
+from stackdeploy import contract, logstore
 from stackdeploy.composefile import GATEWAY_LISTEN_PORT, gateway_conf
 from stackdeploy.fingerprint import data_digest, short
 from stackdeploy.graph import waves
@@ -87,7 +87,8 @@ def _env(service: Service, stack: Stack) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def _entry(service: Service, stack: Stack, image: str, gateway_config: str | None, gateway_port: int) -> dict:
+def _entry(service: Service, stack: Stack, image: str, gateway_config: str | None, gateway_port: int,
+           log_target: logstore.LogTarget | None = None) -> dict:
     """One service of the stack file, as data: hashed as it is and rendered by yaml."""
     app = service.kind == "python"
     order = "start-first" if app else "stop-first"  # a volume or a host port can be held by one task
@@ -96,6 +97,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         "init": True,
         "environment": _env(service, stack),
         "stop_grace_period": f"{int(service.stop_grace)}s",
+        "logging": logstore.logging_options(service.name, log_target),
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
@@ -118,6 +120,11 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
         entry["configs"] = [{"source": gateway_config, "target": f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"}]
         ports = [gateway_port]
+    if service.kind == "logstore":
+        # Every node's dockerd sends to it (not over the overlay): published on its node.
+        command = logstore.command(stack, service)
+        entry["ports"] = [{"target": service.port, "published": service.port, "protocol": logstore.PROTOCOL,
+                           "mode": "host"}]
     if command:
         entry["command"] = command
     if ports:
@@ -146,13 +153,15 @@ def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:
             for prefix, target in sorted(gateway.routes.items())]
 
 
-def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -> tuple[dict[str, str], dict]:
+def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
+                 log_target: logstore.LogTarget | None = None) -> tuple[dict[str, str], dict]:
     """(release files, manifest) of the swarm engine: the stack file, one per wave, nginx.conf
-    and ``swarm.json`` for the helper. ``images`` maps each service to its image tag."""
+    and ``swarm.json`` for the helper. ``images`` maps each service to its image tag;
+    ``log_target``: where every node's dockerd sends container logs (None: json-file)."""
     names = swarm_services(stack)
     gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
     config_name = f"gateway-conf-{short(data_digest([nginx_conf]))}" if nginx_conf else None
-    entries = {name: _entry(stack.services[name], stack, images[name], config_name, stack.gateway_port)
+    entries = {name: _entry(stack.services[name], stack, images[name], config_name, stack.gateway_port, log_target)
                for name in names}
     hashes = {name: short(data_digest([entry])) for name, entry in entries.items()}
     for name, entry in entries.items():
@@ -205,7 +214,7 @@ COMPOSE_ONLY = ("compose.yaml", "env/", "nginx/")
 RESOLVER_VALID = "1s"  # a task removed from DNS stops 2 s later (Swarm's gossip delay): re-look up sooner
 
 
-def swarm_release(plan: Plan, manager: bool) -> Plan:
+def swarm_release(plan: Plan, manager: bool, log_target: logstore.LogTarget | None = None) -> Plan:
     """The compose plan of one host, turned into the swarm engine's release on that host: the
     build contexts it builds stay; the first manager also gets the stack files. Every host
     keeps a release.json (images and config hashes of its services) for the release record
@@ -214,7 +223,7 @@ def swarm_release(plan: Plan, manager: bool) -> Plan:
     files = {rel: text for rel, text in plan.files.items() if not rel.startswith(COMPOSE_ONLY)}
     gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
     nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, RESOLVER_VALID) if gateway else None
-    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx)
+    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx, log_target)
     hashes = {name: spec["config_hash"] for name, spec in manifest["services"].items()}
     if manager:
         files.update(swarm_files)

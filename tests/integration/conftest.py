@@ -30,6 +30,9 @@ TEST_HOST_DATA: dict[str, Any] = {
     "gateway_bind": "127.0.0.1",
     "environment": "itest",
 }
+# Beside the default stack on the same engine: its own log store port (deep-merged with a test's
+# own service_overrides by write_inventory).
+TEST_OVERRIDES: dict[str, Any] = {"log-store": {"port": 16514}}
 DEPLOY_TIMEOUT = 1800
 
 
@@ -43,7 +46,10 @@ class DeployResult:
 
 def write_inventory(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
     inventory = tmp_path / f"inventory_{time.time_ns()}.py"
-    inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    extra = dict(extra or {})
+    overrides = {**TEST_OVERRIDES, **extra.pop("service_overrides", {})}
+    data = {**TEST_HOST_DATA, **extra, "service_overrides": overrides}
+    inventory.write_text(f"itest = [('@local', {data!r})]\n")
     return inventory
 
 
