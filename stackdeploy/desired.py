@@ -184,6 +184,7 @@ def helper_files() -> dict[str, bytes]:
         "stackprobe.py": (FILES_DIR / "stackprobe.py").read_bytes(),
         "stackbackup.py": (FILES_DIR / "stackbackup.py").read_bytes(),
         "stackswarm.py": (FILES_DIR / "stackswarm.py").read_bytes(),
+        "stacklogs.py": (FILES_DIR / "stacklogs.py").read_bytes(),
     }
 
 

@@ -41,7 +41,7 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
 
 
 # Needed before the lock (the helper takes it): desired.helper_files.
-HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py")
+HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py", "stacklogs.py")
 STATE_FILES = (".secrets.json", "state/image-source")  # written under the lock
 
 
