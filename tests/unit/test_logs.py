@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -76,7 +77,7 @@ def test_the_host_filters_by_service_time_grep_and_request_id():
                                                                  "api-gateway/ccc"]
     by_service = stacklogs.search(lines, stacklogs.Query(since, services=frozenset({"auth-service"})), 100)
     assert len(by_service) == 2
-    by_grep = stacklogs.search(lines, stacklogs.Query(since, grep=__import__("re").compile("/uploads")), 100)
+    by_grep = stacklogs.search(lines, stacklogs.Query(since, grep=re.compile("/uploads")), 100)
     assert len(by_grep) == 1
     assert len(stacklogs.search(lines, stacklogs.Query(since), 2)) == 2  # the last N
 
