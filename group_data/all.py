@@ -6,8 +6,9 @@ source folder in ``files/services/<name>/`` (an ``app`` package with ``app.main:
 and a ``requirements.txt``).
 
 Keys of a service:
-    kind          "python" (built from files/services/<name>), "infra", "gateway", or
-                  "monitor" (the health monitor: built like python, runs on every host)
+    kind          "python" (built from files/services/<name>), "infra", "gateway",
+                  "monitor" (the health monitor: built like python, runs on every host), or
+                  "logstore" (rsyslog, receives the logs of every container of every host)
     port          the port the service listens on inside the stack network
     workers       uvicorn worker processes (python services only)
     depends_on    services that must be ready before this one starts
@@ -64,11 +65,15 @@ backup_every_hours = 0
 # Python services may run on several hosts (the gateway balances across them); every
 # other service runs on exactly one.
 placement = {
-    "data": ["postgres", "redis"],
+    "data": ["postgres", "redis", "log-store"],
     "ai": ["ollama", "chromadb", "ai-engine"],
     "apps": ["auth-service", "creator-hub", "channel-service"],
     "edge": ["api-gateway"],
 }
+
+# The log store (the "log-store" service) keeps every container's logs, one file per day, and
+# deletes the oldest days past either limit. Read them with logs.py (see README).
+logs = {"keep_days": 14, "max_megabytes": 2048}
 
 # Secrets: generated on the first deploy, then reused forever (see stackdeploy/secrets.py).
 secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
@@ -182,6 +187,15 @@ services = {
         "wait_timeout": 180,
         "secrets": ["POSTGRES_PASSWORD", "REDIS_PASSWORD"],
         "health": {"http": "/health"},
+    },
+    "log-store": {
+        # rsyslog: every host's Docker engine sends it each container's output (syslog log
+        # driver over UDP); one JSON line per message, one file per day (stackdeploy/logstore.py).
+        "kind": "logstore",
+        "port": 6514,
+        "image": {"registry": "rsyslog/syslog_appliance_alpine", "local": "rsyslog"},
+        "volumes": {"stack-logs": "/var/log/stack"},
+        "health": {"tcp": True},
     },
     "stack-monitor": {
         # Runs on every host: restarts a hung or unhealthy service (files/services/stack-monitor).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from stackdeploy import contract
+from stackdeploy import contract, logstore
 from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import Placement
@@ -93,7 +93,12 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
     else:
         if service.publish:
             ports.append(f"{service.publish}:{service.port}")
-        if where.is_published(host, service.name):
+        if service.kind == "logstore":
+            target = logstore.log_target(where)
+            assert target is not None
+            ports.append(f"{target.address}:{service.port}:{service.port}/{logstore.PROTOCOL}")
+            command = logstore.command(stack, service)
+        elif where.is_published(host, service.name):
             ports.append(f"{address}:{service.port}:{service.port}")
     edge = bool(ports) or where.has_remote_dependency(host, service.name)
     return {
@@ -110,6 +115,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         "ports": ports,
         "networks": ["backend", "edge"] if edge else ["backend"],
         "limits": dict(service.limits),
+        "logging": logstore.logging_options(service.name, logstore.log_target(where)),
         # The socket belongs to root: the monitor runs as root, with no capabilities and a
         # read-only filesystem.
         "hardened_root": monitor,
@@ -131,7 +137,7 @@ def container_settings(entry: dict, stack: Stack) -> dict:
     to check that the two agree."""
     settings: dict = {
         "restart": "unless-stopped",
-        "logging": {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}},
+        "logging": entry["logging"],
         "init": True,
         "image": _as_read(entry["image"]),
         "environment": {"TZ": "UTC", "STACK_NAME": _as_read(stack.name)},

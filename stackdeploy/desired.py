@@ -34,6 +34,7 @@ from stackdeploy.facts import (
 from stackdeploy.fingerprint import context_files
 from stackdeploy.imagespec import REGISTRY_PYTHON_BASE
 from stackdeploy.inputfiles import StackInputError, setting_source
+from stackdeploy.logstore import log_target
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import Plan, build_plan
 from stackdeploy.remote import run_on_control_machine
@@ -186,6 +187,7 @@ def helper_files() -> dict[str, bytes]:
         "stackprobe.py": (FILES_DIR / "stackprobe.py").read_bytes(),
         "stackbackup.py": (FILES_DIR / "stackbackup.py").read_bytes(),
         "stackswarm.py": (FILES_DIR / "stackswarm.py").read_bytes(),
+        "stacklogs.py": (FILES_DIR / "stacklogs.py").read_bytes(),
     }
 
 
@@ -282,7 +284,7 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
     swarm_hashes: dict[str, str] | None = None  # the stack's services in the swarm (swarm engine, first manager)
     if stack.engine == "swarm":
         manager = first_manager(stack, list(host.inventory)) == host
-        plan = swarm_release(plan, manager, certificate)
+        plan = swarm_release(plan, manager, certificate, log_target=log_target(where))
         if manager:
             member = read_fact(host, SwarmNode)
             swarm_hashes = read_fact(host, SwarmStackHashes, stack=stack.name) if member.manager else {}

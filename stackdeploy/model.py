@@ -136,6 +136,14 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """Retention of the log store (a service of kind "logstore"): whichever limit comes first."""
+
+    keep_days: int = 14
+    max_megabytes: int = 2048
+
+
+@dataclass(frozen=True)
 class Stack:
     """The whole validated stack plus the deploy settings around it."""
 
@@ -165,6 +173,7 @@ class Stack:
     engine: str = "compose"  # what runs the containers: "compose" on each host, or "swarm" across them
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
 
 
 def local_recipes() -> tuple[str, ...]:
@@ -277,7 +286,7 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
     """The checks across settings, once each setting has the right shape."""
     for service in services.values():
         _check_service(service, spec.engine, source_root, partial(_setting_path, overridden, service.name))
-    for kind in ("gateway", "monitor"):
+    for kind in ("gateway", "monitor", "logstore"):
         if sum(1 for s in services.values() if s.kind == kind) > 1:
             raise StackError("services", f"at most one service may be of kind '{kind}'")
     _check_references(services, spec.secrets, overridden)
@@ -355,4 +364,5 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         engine=spec.engine,
         swarm=SwarmSettings(**dict(spec.swarm)),
         tls=TlsSettings(**dict(spec.tls)),
+        logs=LogSettings(**dict(spec.logs)),
     )

@@ -76,6 +76,8 @@ class Placement:
         meet on its overlay network, and only the gateway is published."""
         if self.stack.engine == "swarm":
             return False
+        if self.stack.services[service].kind == "logstore":
+            return True  # every host's Docker engine sends it logs, this host's own too
         return any(end.host == host
                    for consumer in self.consumers(service) for other in self.hosts_of(consumer) if other != host
                    for end in self.used_endpoints(other, consumer, service))
@@ -133,7 +135,9 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
                                           "must have one host, or a task Swarm moves starts on an empty volume")
     for host in specs:
         for name in services_on[host]:
-            if placement.is_published(host, name) and not specs[host].address:
+            # The log store without an address is published on 127.0.0.1 (stackdeploy.logstore).
+            if (placement.is_published(host, name) and not specs[host].address
+                    and not (stack.services[name].kind == "logstore" and len(specs) == 1)):
                 raise StackError("", f"host {host}: runs '{name}', which other hosts use, but has no "
                                      f"'private_address' in the inventory")
     _check_published_ports(placement)

@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-KindName = Literal["python", "infra", "gateway", "monitor"]
+KindName = Literal["python", "infra", "gateway", "monitor", "logstore"]
 ImageSourceName = Literal["registry", "local", "auto"]
 DistributionName = Literal["build-everywhere", "build-once"]
 BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
@@ -269,6 +269,13 @@ class TlsSpec(Schema):
                           described("must be an e-mail address, got {value!r}")] | None = None
 
 
+class LogsSpec(Schema):
+    """``logs``: how long the log store keeps the stack's logs (whichever limit comes first)."""
+
+    keep_days: Count = 14
+    max_megabytes: Count = 2048
+
+
 class StackSpec(Schema):
     """Every setting of the stack (host data minus pyinfra's own), in the order they are checked."""
 
@@ -307,6 +314,7 @@ class StackSpec(Schema):
     gateway_bind: Text = "0.0.0.0"
     swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
     tls: Annotated[TlsSpec, a_mapping("must be a mapping of settings, got {type}")] = TlsSpec()
+    logs: Annotated[LogsSpec, a_mapping("must be a mapping of settings, got {type}")] = LogsSpec()
     # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
     # of one run given with --data: rollback.py's target, taking over a dead run's lock,
     # restore.py's backup and service, provision.py's prune_nodes (swarm nodes that left the
@@ -320,6 +328,11 @@ class StackSpec(Schema):
     backup: Any = None
     service: Any = None
     prune_nodes: Any = None
+    # logs.py's filters (--data service=... since=... grep=... request_id=... lines=...).
+    since: Any = None
+    grep: Any = None
+    request_id: Any = None
+    lines: Any = None
 
 
 def _bare(annotation: Any) -> Any:

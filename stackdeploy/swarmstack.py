@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import yaml
 
-from stackdeploy import contract
+from stackdeploy import contract, logstore
 from stackdeploy.composefile import (
     GATEWAY_LISTEN_PORT,
     GATEWAY_TLS_LISTEN_PORT,
@@ -86,7 +86,8 @@ def _env(service: Service, stack: Stack) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, str]) -> dict:
+def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, str],
+           log_target: logstore.LogTarget | None) -> dict:
     """One service of the stack file, as data: hashed as it is and rendered by yaml.
     ``gateway_files``: the gateway's config and secret names ("conf", "cert", "key")."""
     app = service.kind == "python"
@@ -96,6 +97,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         "init": True,
         "environment": _env(service, stack),
         "stop_grace_period": f"{int(service.stop_grace)}s",
+        "logging": logstore.logging_options(service.name, log_target),
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
@@ -122,6 +124,11 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         # 0600 and owned by the offline image's nginx user (the registry image's master is root).
         entry["secrets"] = [{"source": gateway_files["key"], "target": GATEWAY_KEY_SECRET,
                              "uid": str(contract.GATEWAY_UID), "gid": str(contract.GATEWAY_UID), "mode": 0o600}]
+    if service.kind == "logstore":
+        # Every node's dockerd sends to it (not over the overlay): published on its node.
+        command = logstore.command(stack, service)
+        entry["ports"] = [{"target": service.port, "published": service.port, "protocol": logstore.PROTOCOL,
+                           "mode": "host"}]
     if command:
         entry["command"] = command
     targets = [(port, service.port) for port in ports]
@@ -153,17 +160,19 @@ def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:
 
 
 def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
-                 certificate: Certificate) -> tuple[dict[str, str], dict]:
+                 certificate: Certificate, *,
+                 log_target: logstore.LogTarget | None = None) -> tuple[dict[str, str], dict]:
     """(release files, manifest) of the swarm engine: the stack file, one per wave, nginx.conf
     with the certificate and key it names, and ``swarm.json`` for the helper. ``images`` maps
-    each service to its image tag."""
+    each service to its image tag; ``log_target``: where every node's dockerd sends container
+    logs (None: json-file)."""
     names = swarm_services(stack)
     gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
     # Named after their content; the key after its certificate's (public) fingerprint.
     gateway_files = {"conf": f"gateway-conf-{short(data_digest([nginx_conf]))}",
                      "cert": f"gateway-cert-{certificate.fingerprint[:12]}",
                      "key": f"gateway-key-{certificate.fingerprint[:12]}"} if nginx_conf else {}
-    entries = {name: _entry(stack.services[name], stack, images[name], gateway_files) for name in names}
+    entries = {name: _entry(stack.services[name], stack, images[name], gateway_files, log_target) for name in names}
     hashes = {name: short(data_digest([entry])) for name, entry in entries.items()}
     for name, entry in entries.items():
         entry["deploy"]["labels"] = {contract.CONFIG_HASH_LABEL: hashes[name]}
@@ -219,7 +228,8 @@ COMPOSE_ONLY = ("compose.yaml", "env/", "nginx/")
 RESOLVER_VALID = "1s"  # a task removed from DNS stops 2 s later (Swarm's gossip delay): re-look up sooner
 
 
-def swarm_release(plan: Plan, manager: bool, certificate: Certificate) -> Plan:
+def swarm_release(plan: Plan, manager: bool, certificate: Certificate, *,
+                  log_target: logstore.LogTarget | None = None) -> Plan:
     """The compose plan of one host, turned into the swarm engine's release on that host: the
     build contexts it builds stay; the first manager also gets the stack files. Every host
     keeps a release.json (images and config hashes of its services) for the release record
@@ -230,7 +240,8 @@ def swarm_release(plan: Plan, manager: bool, certificate: Certificate) -> Plan:
     tls = tls_settings(stack, certificate.summary(), f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}",
                        f"{SECRETS_MOUNT}/{GATEWAY_KEY_SECRET}")
     nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, tls, RESOLVER_VALID) if gateway else None
-    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx, certificate)
+    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx, certificate,
+                                         log_target=log_target)
     hashes = {name: spec["config_hash"] for name, spec in manifest["services"].items()}
     if manager:
         files.update(swarm_files)

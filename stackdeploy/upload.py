@@ -43,7 +43,7 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
 
 ACME_FILES = (ISSUE_SCRIPT, HOOK_SCRIPT)
 # Needed before the lock (the helper takes it): desired.helper_files.
-HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py")
+HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py", "stacklogs.py")
 STATE_FILES = (".secrets.json", "state/image-source", *ACME_FILES)  # written under the lock
 
 

@@ -36,6 +36,9 @@ TEST_HOST_DATA: dict[str, Any] = {
     "gateway_bind": "127.0.0.1",
     "environment": "itest",
     "tls": {"source": "self-signed", "port": 18443, "server_names": ["localhost"]},
+    # Beside the default stack on the same engine: ports of its own. A test's own
+    # service_overrides are merged into these, service by service (write_inventory).
+    "service_overrides": {"log-store": {"port": 16514}},
 }
 
 
@@ -81,7 +84,12 @@ class DeployResult:
 
 def write_inventory(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
     inventory = tmp_path / f"inventory_{time.time_ns()}.py"
-    inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    extra = dict(extra or {})
+    overrides = {name: dict(settings) for name, settings in TEST_HOST_DATA["service_overrides"].items()}
+    for name, settings in extra.pop("service_overrides", {}).items():
+        overrides[name] = {**overrides.get(name, {}), **settings}
+    data = {**TEST_HOST_DATA, **extra, "service_overrides": overrides}
+    inventory.write_text(f"itest = [('@local', {data!r})]\n")
     return inventory
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,7 @@ GATEWAY = f"https://{H3}:8443"  # plain HTTP on 8080 redirects, apart from /heal
 STACK_CA = str(stack_ca("creatorstack", "simhosts"))
 https = Https(STACK_CA)
 PLACEMENT = {
-    H1: {"postgres", "redis", "stack-monitor"},
+    H1: {"postgres", "redis", "log-store", "stack-monitor"},
     H2: {"ollama", "chromadb", "ai-engine", "stack-monitor"},
     H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"},
 }
@@ -142,6 +143,7 @@ def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts
     assert published == {
         "postgres": {(H1, "5432")},
         "redis": {(H1, "6379")},
+        "log-store": {(H1, "6514")},  # every host's dockerd sends it logs (UDP)
         "ai-engine": {(H2, "8003")},
         "auth-service": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
         "api-gateway": {("0.0.0.0", "8080"), ("0.0.0.0", "8443")},
@@ -252,7 +254,8 @@ def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp
 def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path):
     """auth-service on h2 and h3 behind h3's gateway: a code change reaches one host at a time
     (rollout_batch 1) and the gateway keeps answering from the other."""
-    spread = {"placement": {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
+    spread = {"placement": {"data": ["postgres", "redis", "log-store"],
+                            "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
                             "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}}
     first = deploy(extra=spread)
     assert first.returncode == 0, first.output[-4000:]
@@ -286,6 +289,8 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
     production = {"stack_name": "promo", "image_namespace": "creatorstack", "environment": "promo",
                   "deploy_dir": "/var/tmp/stackdeploy-promo", "gateway_port": 18380, "gateway_bind": "127.0.0.1",
                   "tls": {"source": "self-signed", "port": 18843, "server_names": ["localhost"]},
+                  # Beside the default stack's log store on this engine.
+                  "service_overrides": {"log-store": {"port": 18514}},
                   "images_from": {"ssh_hostname": H1, "ssh_user": "root", "ssh_key": ssh_key,
                                   "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off"}}
     # Not named "production": group_data/production.py would apply to a group of that name.
@@ -300,7 +305,7 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
         local = json.loads(subprocess.run(["docker", "inspect", *subprocess.run(
             ["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=promo"], capture_output=True,
             text=True, check=True).stdout.split()], capture_output=True, text=True, check=True).stdout)
-        assert len(local) == 10  # nine services and the monitor
+        assert len(local) == 11  # nine services, the log store and the monitor
         for info in local:
             staged = docker_on(hosts, H1, "image", "inspect", "--format", "{{.Id}}", info["Config"]["Image"]).strip()
             assert info["Image"] == staged, info["Config"]["Image"]
@@ -378,3 +383,57 @@ def test_hosts_go_down_cleanly_and_come_back_after_a_crash_without_a_deploy(host
     while not everything_back():
         assert time.monotonic() < deadline, {a: sorted(containers_on(hosts, a)) for a in hosts}
         time.sleep(2)  # pacing of the bounded poll (each round inspects three engines)
+
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\S+Z) (\S+) (\S+) +(.*)$")
+
+
+def logs_lines(*data: str) -> list[tuple[str, str, str, str]]:
+    """logs.py over the simulated hosts, as (time, host, service, message)."""
+    result = deploy(*[arg for item in data for arg in ("--data", item)], deploy_file="logs.py")
+    assert result.returncode == 0, result.output[-3000:]
+    return [m.groups() for m in map(LOG_LINE.match, result.output.splitlines()) if m]
+
+
+def test_one_request_is_followed_across_hosts_by_its_id(hosts, deployed):
+    """h3's gateway, creator-hub and auth-service, and h2's ai-engine (which asks h3's
+    auth-service), all found by one id in h1's log store, each line with its own host."""
+    login = https.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10)
+    if login.status_code != 200:
+        https.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10)
+        login = https.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10)
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    hub_id, ai_id = f"multi-{uuid.uuid4().hex}", f"multi-{uuid.uuid4().hex}"
+    listed = https.get(f"{GATEWAY}/api/creators/uploads", headers={**auth, "X-Request-ID": hub_id}, timeout=10)
+    assert listed.status_code == 200 and listed.headers["x-request-id"] == hub_id
+    queried = https.post(f"{GATEWAY}/api/ai/query", json={"text": "hello", "n_results": 1},
+                         headers={**auth, "X-Request-ID": ai_id}, timeout=30)
+    assert queried.headers["x-request-id"] == ai_id
+    deadline = time.monotonic() + 45
+    while True:
+        hub = {(host, service) for _, host, service, _ in logs_lines(f"request_id={hub_id}", "since=15m")}
+        ai = {(host, service) for _, host, service, _ in logs_lines(f"request_id={ai_id}", "since=15m")}
+        wanted_hub = {(H3, "api-gateway"), (H3, "creator-hub"), (H3, "auth-service")}
+        wanted_ai = {(H3, "api-gateway"), (H2, "ai-engine"), (H3, "auth-service")}
+        if (wanted_hub <= hub and wanted_ai <= ai) or time.monotonic() > deadline:
+            break
+        time.sleep(2)  # pacing of the bounded poll (logs.py connects to every host each time)
+    assert wanted_hub <= hub, hub
+    assert wanted_ai <= ai, ai
+    # In time order, across hosts.
+    times = [stamp for stamp, *_ in logs_lines(f"request_id={ai_id}", "since=15m")]
+    assert times == sorted(times)
+
+
+def test_each_host_sends_its_containers_logs_to_the_log_store(hosts, deployed):
+    monitors = {host for _, host, service, _ in logs_lines("service=stack-monitor", "since=30m", "lines=2000")}
+    assert monitors == {H1, H2, H3}
+    for address in hosts:
+        for name, info in containers_on(hosts, address).items():
+            config = info["HostConfig"]["LogConfig"]
+            if name == "log-store":
+                assert config["Type"] == "json-file"
+            else:
+                assert config == {"Type": "syslog", "Config": {
+                    "syslog-address": f"udp://{H1}:6514", "syslog-format": "rfc5424micro",
+                    "tag": f"{name}/{{{{.ID}}}}", "mode": "non-blocking", "max-buffer-size": "4m"}}, name

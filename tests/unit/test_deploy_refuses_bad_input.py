@@ -65,7 +65,7 @@ def test_bad_input_stops_before_any_operation(tmp_path, host_data, expected):
         # The group named after the inventory file.
         ({"group_data/inventory.py": "service_overrides = {'creator-hub': {'kind': 'pyhton'}}\n"},
          "{tmp}/group_data/inventory.py: service_overrides.creator-hub.kind: must be one of python, infra, "
-         "gateway, monitor, got 'pyhton' (did you mean 'python'?)"),
+         "gateway, monitor, logstore, got 'pyhton' (did you mean 'python'?)"),
         # Host data makes a setting of the project's group_data/all.py wrong: that file is named, relatively.
         ({"inventory.py": "local = [('@local', {'secrets': ['POSTGRES_PASSWORD', 'REDIS_PASSWORD']})]\n"},
          "group_data/all.py: services.auth-service.secrets: secret 'JWT_SECRET' is not declared in 'secrets'"),

@@ -12,7 +12,7 @@ from stackdeploy.model import load
 def test_waves_of_the_shipped_stack(data):
     stack = load(data, SERVICES_DIR)
     assert waves({n: s.depends_on for n, s in stack.services.items()}) == [
-        ["chromadb", "ollama", "postgres", "redis", "stack-monitor"],
+        ["chromadb", "log-store", "ollama", "postgres", "redis", "stack-monitor"],
         ["auth-service"],
         ["ai-engine", "creator-hub"],
         ["channel-service"],

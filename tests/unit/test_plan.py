@@ -35,8 +35,8 @@ def test_compose_passes_docker_compose_config(data, tmp_path, image_source):
     assert result.returncode == 0, result.stderr
 
 
-# Four Python services in both modes; the five offline infra images are built in local mode only.
-@pytest.mark.parametrize(("image_source", "count"), [("local", 10), ("registry", 5)])
+# Four Python services in both modes; the six offline infra images are built in local mode only.
+@pytest.mark.parametrize(("image_source", "count"), [("local", 11), ("registry", 5)])
 def test_dockerfiles_pass_hadolint(data, tmp_path, image_source, count):
     root = write_out(make_plan(data, image_source), tmp_path)
     dockerfiles = sorted(root.glob("*/*/Dockerfile"))
@@ -59,17 +59,21 @@ def test_compose_shape(data):
     text = plan.files["compose.yaml"]
     compose = yaml.safe_load(text)
     assert {k for k in compose if k.startswith("x-")} == {"x-restart", "x-logging", "x-service", "x-env"}
-    assert text.count("<<: *service") == 10
+    assert text.count("<<: *service") == 11
     assert compose["networks"]["backend"]["internal"] is True
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
-    assert published == {"api-gateway"}
+    assert published == {"api-gateway", "log-store"}
     # Plain HTTP (the redirect and /health) and HTTPS, on the container's unprivileged ports.
     assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080", "0.0.0.0:8443:8443"]
+    # One host without an address: this host's dockerd sends its containers' logs to loopback.
+    assert compose["services"]["log-store"]["ports"] == ["127.0.0.1:6514:6514/udp"]
     hub = compose["services"]["creator-hub"]
     assert hub["depends_on"] == {d: {"condition": "service_healthy"} for d in ("postgres", "redis", "auth-service")}
-    assert hub["restart"] == "unless-stopped" and hub["logging"]["options"]["max-file"] == "3"
+    assert hub["restart"] == "unless-stopped"
+    assert hub["logging"]["driver"] == "syslog" and hub["logging"]["options"]["tag"] == "creator-hub/{{.ID}}"
+    assert compose["services"]["log-store"]["logging"]["options"]["max-file"] == "3"  # json-file: not to itself
     assert set(compose["volumes"]) == {"postgres-data", "redis-data", "ollama-models", "chroma-data",
-                                       "creator-uploads"}
+                                       "creator-uploads", "stack-logs"}
     assert compose["secrets"]["ca"]["file"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -287,7 +291,8 @@ def test_an_instance_is_published_only_for_consumers_that_use_it(data):
     h3's stays unpublished (and rolls); h3's gateway balances over both, so h2's is published."""
     from stackdeploy.placement import HostSpec, place
 
-    data["placement"] = {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
+    data["placement"] = {"data": ["postgres", "redis", "log-store"],
+                         "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
                          "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}
     where = place(load(data, SERVICES_DIR), [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
                                              HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),

@@ -19,8 +19,8 @@ def test_rules_let_only_stack_hosts_reach_what_the_data_host_publishes(data):
              HostSpec("rest", frozenset({"ai", "apps", "edge"}), "10.0.0.2")]
     rules = firewall_rules(place(load(data, SERVICES_DIR), hosts), "db")
     expected = []
-    for port in (5432, 6379):  # postgres, redis
-        match = MATCH.format(port=port)
+    for port, protocol in ((5432, "tcp"), (6379, "tcp"), (6514, "udp")):  # postgres, redis, the log store
+        match = MATCH.format(port=port).replace("-p tcp", f"-p {protocol}")
         expected += [f"-A STACKDEPLOY -s {peer}/32 {match} -j RETURN" for peer in ("10.0.0.1", "10.0.0.2")]
         expected.append(f"-A STACKDEPLOY {match} -j DROP")
     assert rules == expected

@@ -56,7 +56,7 @@ def test_waves_are_cumulative_stack_files(data):
         seen |= set(wave)
         assert set(yaml.safe_load(files[wave_file(number)])["services"]) == seen
     assert yaml.safe_load(files[wave_file(len(manifest["waves"]))]) == yaml.safe_load(files[STACK_FILE])
-    assert manifest["waves"][0] == ["chromadb", "ollama", "postgres", "redis"]
+    assert manifest["waves"][0] == ["chromadb", "log-store", "ollama", "postgres", "redis"]
 
 
 def test_a_change_touches_only_its_services_hash(data):

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import stackcontract as contract
+import stacklog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -73,8 +74,11 @@ def log_event(service: str, event: str, **details: Any) -> None:
     except OSError:
         pass
     loud = event in ("gave_up", "restart_failed", "backup_missed", "backup_failed")
-    print(json.dumps(entry, sort_keys=True), file=sys.stderr if loud else sys.stdout,
-          flush=True)
+    # On stdout/stderr (and so in the log store) shaped like every app's lines: the watched
+    # service is "target", this one the "service".
+    fields = {k: v for k, v in entry.items() if k not in ("time", "service", "event")}
+    stacklog.emit("stack-monitor", "error" if loud else "info", event, out=sys.stderr if loud else sys.stdout,
+                  target=service, **fields)
 
 
 STARTING = "starting"  # Docker's health status during a container's start period
@@ -342,7 +346,9 @@ async def lifespan(_: FastAPI):
     await monitor.close()
 
 
+stacklog.configure_logging("stack-monitor")
 app = FastAPI(title="stack-monitor", lifespan=lifespan)
+app.add_middleware(stacklog.AccessLog, service="stack-monitor", quiet_paths=frozenset({"/health", "/gateway/ready"}))
 
 
 @app.get("/health")
