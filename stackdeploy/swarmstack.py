@@ -31,10 +31,13 @@ from stackdeploy.composefile import GATEWAY_LISTEN_PORT, gateway_conf
 from stackdeploy.fingerprint import data_digest, short
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import image_tags
+from stackdeploy.metricsconfig import config_files
 from stackdeploy.model import Service, Stack, StackError
+from stackdeploy.placement import HostSpec, Placement
 from stackdeploy.plan import Plan
 
 STACK_FILE = "stack.yaml"
+CONFIG_DIR = "configs"  # rendered config files (Prometheus, Alertmanager), one Docker config each
 MANIFEST_FILE = "swarm.json"
 SECRETS_MOUNT = "/run/secrets"
 NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge network is called
@@ -87,8 +90,10 @@ def _env(service: Service, stack: Stack) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def _entry(service: Service, stack: Stack, image: str, gateway_config: str | None, gateway_port: int) -> dict:
-    """One service of the stack file, as data: hashed as it is and rendered by yaml."""
+def _entry(service: Service, stack: Stack, image: str, gateway_config: str | None, gateway_port: int,
+           configs: list[tuple[str, str, str]] = ()) -> dict:
+    """One service of the stack file, as data: hashed as it is and rendered by yaml; ``configs``:
+    (name, path in the container, content) of its rendered config files."""
     app = service.kind == "python"
     order = "start-first" if app else "stop-first"  # a volume or a host port can be held by one task
     entry: dict = {
@@ -100,7 +105,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
         "deploy": {
-            "mode": "global" if service.kind == "gateway" else "replicated",
+            "mode": "global" if service.kind == "gateway" or service.every_host else "replicated",
             "endpoint_mode": stack.swarm.endpoint_mode,
             "placement": {"constraints": constraints(stack, service.name)},
             "restart_policy": {"condition": "any", "delay": "2s"},
@@ -108,8 +113,12 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
             "rollback_config": {"order": order, "parallelism": 1},
         },
     }
-    if service.kind != "gateway":
+    if service.kind != "gateway" and not service.every_host:
         entry["deploy"]["replicas"] = service.replicas
+    if configs:
+        entry["configs"] = [{"source": name, "target": target} for name, target, _ in configs]
+    if service.entrypoint:
+        entry["entrypoint"] = list(service.entrypoint)
     if service.health.command:
         entry["healthcheck"]["test"] = ["CMD", *service.health.command]
     command = list(service.command)
@@ -120,12 +129,15 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         ports = [gateway_port]
     if command:
         entry["command"] = command
+    if ports and service.kind != "gateway" and service.publish_bind == "127.0.0.1":
+        ports = []  # Swarm publishes on every address of a node: reached through the overlay instead
     if ports:
         target = GATEWAY_LISTEN_PORT if service.kind == "gateway" else service.port
         entry["ports"] = [{"target": target, "published": port, "protocol": "tcp", "mode": stack.swarm.publish_mode}
                           for port in ports]
-    if service.volumes:
+    if service.volumes or service.host_paths:
         entry["volumes"] = [f"{volume}:{path}" for volume, path in sorted(service.volumes.items())]
+        entry["volumes"] += [f"{source}:{target}:ro" for source, target in sorted(service.host_paths.items())]
     if service.secrets:
         entry["secrets"] = sorted(service.secrets)
     if service.limits:
@@ -135,6 +147,13 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         entry["deploy"]["resources"] = {"limits": limits}
     return entry
 
+
+
+def _whole_swarm(stack: Stack) -> Placement:
+    """Every service on one pseudo host: what Prometheus's config needs on Swarm, where it
+    finds each service by name (tasks.<service>), whatever node it runs on."""
+    return Placement(stack, {"swarm": HostSpec("swarm", frozenset())},
+                     {"swarm": tuple(swarm_services(stack))})
 
 
 def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:
@@ -152,8 +171,10 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -
     names = swarm_services(stack)
     gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
     config_name = f"gateway-conf-{short(data_digest([nginx_conf]))}" if nginx_conf else None
-    entries = {name: _entry(stack.services[name], stack, images[name], config_name, stack.gateway_port)
-               for name in names}
+    # One placement for the whole swarm: its config files name services, not hosts.
+    rendered = {name: config_files(stack.services[name], _whole_swarm(stack), "swarm") for name in names}
+    entries = {name: _entry(stack.services[name], stack, images[name], config_name, stack.gateway_port,
+                            rendered[name]) for name in names}
     hashes = {name: short(data_digest([entry])) for name, entry in entries.items()}
     for name, entry in entries.items():
         entry["deploy"]["labels"] = {contract.CONFIG_HASH_LABEL: hashes[name]}
@@ -175,8 +196,12 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -
         used_secrets = [s for s in secret_names if any(s in stack.services[n].secrets for n in services)]
         if used_secrets:  # created by the helper from the host copy: never rotated by a deploy
             doc["secrets"] = {s: {"external": True, "name": f"{stack.name}_{s}"} for s in used_secrets}
+        configs = {}
         if config_name and gateway and gateway.name in services:
-            doc["configs"] = {config_name: {"file": "./nginx/nginx.conf"}}
+            configs[config_name] = {"file": "./nginx/nginx.conf"}
+        configs.update({name: {"file": f"./{CONFIG_DIR}/{name}"} for n in services for name, _, _ in rendered[n]})
+        if configs:
+            doc["configs"] = configs
         header = (f"# {stack.name}: rendered by stackdeploy (stackdeploy/swarmstack.py) for "
                   "`docker stack deploy`. Do not edit on the host.\n")
         return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
@@ -188,6 +213,7 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -
         files[wave_file(number)] = document(list(done))
     if nginx_conf:
         files["nginx/nginx.conf"] = nginx_conf
+    files.update({f"{CONFIG_DIR}/{name}": content for n in names for name, _, content in rendered[n]})
     manifest = {
         "stack": stack.name,
         "waves": all_waves,

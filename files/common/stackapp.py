@@ -23,6 +23,7 @@ import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from stackmetrics import instrument
 
 if TYPE_CHECKING:
     import asyncpg
@@ -183,6 +184,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     app = FastAPI(title=name, lifespan=lifespan, responses={400: {"description": "the body could not be parsed"}})
     app.add_exception_handler(RequestValidationError, trimmed_validation_error)
     app.add_exception_handler(UnicodeEncodeError, unencodable_text)
+    instrument(app, name)  # request count, latency and errors by route at /metrics (stackmetrics.py)
 
     @app.get("/health")
     async def health() -> JSONResponse:

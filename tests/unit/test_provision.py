@@ -16,10 +16,11 @@ RULES = ["-A STACKDEPLOY -s 10.0.0.1/32 -p tcp --dport 1 -j RETURN", "-A STACKDE
 
 def test_rules_let_only_stack_hosts_reach_what_the_data_host_publishes(data):
     hosts = [HostSpec("db", frozenset({"data"}), "10.0.0.1"),
-             HostSpec("rest", frozenset({"ai", "apps", "edge"}), "10.0.0.2")]
+             HostSpec("rest", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")]
     rules = firewall_rules(place(load(data, SERVICES_DIR), hosts), "db")
     expected = []
-    for port in (5432, 6379):  # postgres, redis
+    # postgres, redis, the monitor, the node exporter, postgres's and redis's exporters
+    for port in (5432, 6379, 8010, 9100, 9187, 9121):
         match = MATCH.format(port=port)
         expected += [f"-A STACKDEPLOY -s {peer}/32 {match} -j RETURN" for peer in ("10.0.0.1", "10.0.0.2")]
         expected.append(f"-A STACKDEPLOY {match} -j DROP")
