@@ -30,6 +30,9 @@ TEST_HOST_DATA: dict[str, Any] = {
     "gateway_bind": "127.0.0.1",
     "environment": "itest",
 }
+# Settings every test deploy keeps, whatever overrides a test adds: the default stack may run
+# beside the test stack, and both would publish Prometheus's UI on 127.0.0.1:9090.
+TEST_OVERRIDES: dict[str, Any] = {"prometheus": {"publish": 19090}}
 DEPLOY_TIMEOUT = 1800
 
 
@@ -43,7 +46,9 @@ class DeployResult:
 
 def write_inventory(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
     inventory = tmp_path / f"inventory_{time.time_ns()}.py"
-    inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    extra = dict(extra or {})
+    extra["service_overrides"] = {**TEST_OVERRIDES, **extra.get("service_overrides", {})}
+    inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{extra!r}}})]\n")
     return inventory
 
 

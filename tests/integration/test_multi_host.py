@@ -34,9 +34,10 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 H1, H2, H3 = "10.77.0.11", "10.77.0.12", "10.77.0.13"
 GATEWAY = f"http://{H3}:8080"
 PLACEMENT = {
-    H1: {"postgres", "redis", "stack-monitor"},
-    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor"},
-    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"},
+    H1: {"postgres", "redis", "stack-monitor", "node-exporter", "postgres-exporter", "redis-exporter"},
+    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor", "node-exporter", "prometheus", "alertmanager"},
+    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor", "node-exporter",
+         "nginx-exporter"},
 }
 USER = {"username": f"multi-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
 
@@ -136,13 +137,21 @@ def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts
     for address in hosts:
         for name, info in containers_on(hosts, address).items():
             for bindings in (info["HostConfig"]["PortBindings"] or {}).values():
-                published[name] = {(b["HostIp"], b["HostPort"]) for b in bindings}
+                published[f"{name}@{address}"] = {(b["HostIp"], b["HostPort"]) for b in bindings}
     assert published == {
-        "postgres": {(H1, "5432")},
-        "redis": {(H1, "6379")},
-        "ai-engine": {(H2, "8003")},
-        "auth-service": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
-        "api-gateway": {("0.0.0.0", "8080")},
+        f"postgres@{H1}": {(H1, "5432")},
+        f"redis@{H1}": {(H1, "6379")},
+        f"ai-engine@{H2}": {(H2, "8003")},
+        f"auth-service@{H3}": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
+        f"api-gateway@{H3}": {("0.0.0.0", "8080")},
+        # Prometheus (h2) scrapes the other hosts' exporters and monitors (which answer for
+        # their apps) at their private address; its UI is on h2's loopback only.
+        f"prometheus@{H2}": {("127.0.0.1", "9090")},
+        **{f"{name}@{host}": {(host, port)} for host in (H1, H3)
+           for name, port in (("stack-monitor", "8010"), ("node-exporter", "9100"))},
+        f"postgres-exporter@{H1}": {(H1, "9187")},
+        f"redis-exporter@{H1}": {(H1, "9121")},
+        f"nginx-exporter@{H3}": {(H3, "9113")},
     }
 
 
