@@ -25,8 +25,8 @@ backup's time (``stack_backup_last_timestamp_seconds``) to Prometheus.
 
 Security: the Docker socket amounts to root on this host. The container publishes its port
 only to another host's Prometheus (at this host's private address, firewalled), joins the
-internal backend network (for its probes), a read-only view of the deploy
-directory, and no capabilities.
+internal backend network (for its probes), has a read-only view of the deploy directory and
+no capabilities.
 """
 
 from __future__ import annotations
