@@ -22,6 +22,12 @@ Keys of a service:
     env           extra environment (plain values; secrets go in ``secrets``)
     secrets       names of generated secrets this service receives, as env variables
     restarts_with dependencies whose restart by the monitor restarts this service too
+    publish       a port published on the host (at ``publish_bind``, default 0.0.0.0)
+    entrypoint    replaces the image's entrypoint (``command`` then gives its arguments)
+    every_host    True: runs on every host (a host's node exporter), not listed in placement
+    host_paths    host paths mounted read-only: {"/": "/host"}
+    scrapes       services whose /metrics this one collects (Prometheus), on every host
+    config_files  files rendered per host from templates/metrics/: {"/path/in/container": "x.yml.j2"}
     backup        how backup.py saves it: "pg_dump", "redis_rdb" or "volumes" (its named volumes)
 """
 
@@ -65,10 +71,11 @@ backup_every_hours = 0
 # Python services may run on several hosts (the gateway balances across them); every
 # other service runs on exactly one.
 placement = {
-    "data": ["postgres", "redis", "log-store"],
+    "data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
     "ai": ["ollama", "chromadb", "ai-engine"],
     "apps": ["auth-service", "creator-hub", "channel-service"],
-    "edge": ["api-gateway"],
+    "edge": ["api-gateway", "nginx-exporter"],
+    "monitoring": ["alertmanager", "prometheus"],
 }
 
 # The log store (the "log-store" service) keeps every container's logs, one file per day, and
@@ -77,6 +84,11 @@ logs = {"keep_days": 14, "max_megabytes": 2048}
 
 # Secrets: generated on the first deploy, then reused forever (see stackdeploy/secrets.py).
 secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
+
+# Prometheus (README "Metrics and alerts"): scrape interval and when alerts fire. Every key is
+# optional: scrape_interval, alert_after, rate_window (seconds), error_ratio (share of 5xx),
+# latency_p95 (seconds), disk_free_ratio.
+metrics = {"scrape_interval": 15, "alert_after": 120}
 
 # Environment every service receives.
 shared_env = {"POSTGRES_USER": "stack", "POSTGRES_DB": "stack"}
@@ -225,5 +237,81 @@ services = {
         "auth_routes": ["/api/creators/", "/api/ai/"],
         "auth_verify": "/api/auth/verify",
         "health": {"tcp": True, "http": "/health"},
+    },
+
+    # Metrics and alerts (README "Metrics and alerts"). Offline, each is built from Debian's
+    # package on the stack's base (templates/images/); in registry mode the official image,
+    # pinned to the version Debian ships, so flags and metrics are the same.
+    "alertmanager": {
+        "kind": "infra",
+        "port": 9093,
+        "image": {"registry": "prom/alertmanager:v0.25.0", "local": "alertmanager"},
+        "volumes": {"alertmanager-data": "/alertmanager"},
+        "command": ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
+                    "--web.listen-address=:9093", "--cluster.listen-address="],
+        "config_files": {"/etc/alertmanager/alertmanager.yml": "alertmanager.yml.j2"},
+        "health": {"tcp": True, "http": "/-/ready"},
+    },
+    "prometheus": {
+        "kind": "infra",
+        "port": 9090,
+        # The UI on this host's loopback only: reach it with ssh -L 9090:127.0.0.1:9090 <host>.
+        "publish": 9090,
+        "publish_bind": "127.0.0.1",
+        "image": {"registry": "prom/prometheus:v2.42.0", "local": "prometheus"},
+        "depends_on": ["alertmanager"],
+        "volumes": {"prometheus-data": "/prometheus"},
+        "command": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                    "--storage.tsdb.retention.time=15d", "--web.listen-address=:9090"],
+        "scrapes": ["prometheus", "alertmanager", "auth-service", "creator-hub", "ai-engine", "channel-service",
+                    "stack-monitor", "node-exporter", "nginx-exporter", "postgres-exporter", "redis-exporter"],
+        "config_files": {"/etc/prometheus/prometheus.yml": "prometheus.yml.j2",
+                         "/etc/prometheus/alerts.yml": "alerts.yml.j2"},
+        "health": {"tcp": True, "http": "/-/ready"},
+    },
+    "node-exporter": {
+        # One per host: disks, memory, CPU of the host itself (its root mounted read-only).
+        "kind": "infra",
+        "port": 9100,
+        "every_host": True,
+        "image": {"registry": "prom/node-exporter:v1.5.0", "local": "node-exporter"},
+        "host_paths": {"/": "/host"},
+        "command": ["--path.rootfs=/host", "--web.listen-address=:9100",
+                    "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)"],
+        "health": {"tcp": True, "http": "/metrics"},
+    },
+    "nginx-exporter": {
+        # The gateway's stub_status, on its internal port 8081 (never published): placed with it.
+        "kind": "infra",
+        "port": 9113,
+        "image": {"registry": "nginx/nginx-prometheus-exporter:0.11.0", "local": "nginx-exporter"},
+        "depends_on": ["api-gateway"],
+        "command": ["--nginx.scrape-uri=http://api-gateway:8081/stub_status", "--nginx.retries=30",
+                    "--nginx.retry-interval=2s", "--web.listen-address=:9113"],
+        "health": {"tcp": True, "http": "/metrics"},
+    },
+    "postgres-exporter": {
+        "kind": "infra",
+        "port": 9187,
+        "image": {"registry": "quay.io/prometheuscommunity/postgres-exporter:v0.11.1", "local": "postgres-exporter"},
+        "depends_on": ["postgres"],
+        "secrets": ["POSTGRES_PASSWORD"],
+        # The password from the environment, or (swarm engine) from its Docker secret file.
+        "entrypoint": ["sh", "-c", "DATA_SOURCE_PASS=\"${POSTGRES_PASSWORD:-$(cat \"$POSTGRES_PASSWORD_FILE\")}\""
+                       " DATA_SOURCE_USER=\"$POSTGRES_USER\""
+                       " DATA_SOURCE_URI=\"$POSTGRES_HOST:$POSTGRES_PORT/$POSTGRES_DB?sslmode=disable\""
+                       " exec postgres_exporter --web.listen-address=:9187"],
+        "health": {"tcp": True, "http": "/metrics"},
+    },
+    "redis-exporter": {
+        "kind": "infra",
+        "port": 9121,
+        "image": {"registry": "oliver006/redis_exporter:v1.45.0-alpine", "local": "redis-exporter"},
+        "depends_on": ["redis"],
+        "secrets": ["REDIS_PASSWORD"],
+        "entrypoint": ["sh", "-c", "export REDIS_PASSWORD=\"${REDIS_PASSWORD:-$(cat \"$REDIS_PASSWORD_FILE\")}\""
+                       " REDIS_ADDR=\"redis://$REDIS_HOST:$REDIS_PORT\"; unset REDIS_PASSWORD_FILE;"
+                       " exec /redis_exporter --web.listen-address=:9121"],
+        "health": {"tcp": True, "http": "/metrics"},
     },
 }

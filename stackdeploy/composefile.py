@@ -21,6 +21,7 @@ INTERMEDIATE_CIPHERS = ":".join([
     "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
 ])
 HSTS_SECONDS = 63072000  # two years, as Mozilla recommends
+STUB_STATUS_PORT = 8081  # nginx's stub_status for the nginx exporter: internal, never published
 # Errors the gateway answers itself (not the apps'), as JSON.
 GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
                   (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
@@ -66,8 +67,9 @@ def _has_docker_health(service: Service, image_source: str) -> bool:
 
 
 def compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
-                   where: Placement, host: str) -> dict:
-    """The per-service context for compose.yaml.j2 on ``host``."""
+                   where: Placement, host: str, configs: list[tuple[str, str, str]] = ()) -> dict:
+    """The per-service context for compose.yaml.j2 on ``host``; ``configs``: (name, path in the
+    container, content) of its rendered config files (``metricsconfig.config_files``)."""
     stack = where.stack
     healthcheck = ["CMD", *service.health.command] if service.health.command else None
     deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
@@ -92,7 +94,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
     else:
         if service.publish:
-            ports.append(f"{service.publish}:{service.port}")
+            ports.append(f"{service.publish_bind}:{service.publish}:{service.port}")
         if service.kind == "logstore":
             target = logstore.log_target(where)
             assert target is not None
@@ -100,12 +102,15 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
             command = logstore.command(stack, service)
         elif where.is_published(host, service.name):
             ports.append(f"{address}:{service.port}:{service.port}")
+    config_mounts += [(source, target, "ro") for source, target in sorted(service.host_paths.items())]
     edge = bool(ports) or where.has_remote_dependency(host, service.name)
     return {
         "name": service.name,
         "image": image,
         "build": build_dir,
         "command": command or None,
+        "entrypoint": list(service.entrypoint) or None,
+        "configs": list(configs),
         "stop_grace": int(service.stop_grace),
         "healthcheck": healthcheck,
         "wait_timeout": int(service.wait_timeout),
@@ -149,8 +154,12 @@ def container_settings(entry: dict, stack: Stack) -> dict:
         settings["cpus"] = _as_read(entry["limits"]["cpus"])
     if "memory" in entry["limits"]:
         settings["mem_limit"] = _as_read(entry["limits"]["memory"])
+    if entry["entrypoint"]:
+        settings["entrypoint"] = compose_escaped(entry["entrypoint"])
     if entry["command"]:
         settings["command"] = compose_escaped(entry["command"])
+    if entry["configs"]:  # a config's name carries the hash of its content
+        settings["configs"] = [{"source": name, "target": target} for name, target, _ in entry["configs"]]
     if entry["hardened_root"]:
         settings.update({"user": "0:0", "read_only": True, "cap_drop": ["ALL"],
                          "security_opt": ["no-new-privileges:true"], "tmpfs": ["/tmp"]})
@@ -211,7 +220,7 @@ def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, 
         route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
         auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, resolver_valid=resolver_valid,
-                  listen_port=GATEWAY_LISTEN_PORT, tls=tls,
+                  listen_port=GATEWAY_LISTEN_PORT, stub_status_port=STUB_STATUS_PORT, tls=tls,
                   targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
                   readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
 
@@ -226,7 +235,8 @@ def compose_yaml(stack: Stack, entries: list[dict], image_source: str, hashes: d
     """compose.yaml for the services of ``entries`` (see ``compose_entry``), each labelled with
     its config hash from ``hashes``."""
     volumes = sorted({volume for entry in entries for volume, _ in entry["volumes"]})
-    return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes,
+    configs = sorted({(name, content) for entry in entries for name, _, content in entry["configs"]})
+    return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes, configs=configs,
                   image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
 
 

@@ -39,6 +39,7 @@ KINDS = get_args(KindName)
 SOURCE_KINDS = ("python", "monitor")
 BACKUP_KINDS = get_args(BackupKindName)
 RECIPES_DIR = TEMPLATES_DIR / "images"
+CONFIG_TEMPLATES_DIR = TEMPLATES_DIR / "metrics"  # what ``config_files`` names
 SERVICE_KEYS = frozenset(ServiceSpec.model_fields)
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -102,6 +103,18 @@ class Service:
     restarts_with: tuple[str, ...] = ()
     backup: str | None = None  # one of BACKUP_KINDS
     replicas: int = 1  # containers of an app under engine "swarm"; always 1 under compose
+    publish_bind: str = "0.0.0.0"  # the host address ``publish`` binds to
+    entrypoint: tuple[str, ...] = ()  # replaces the image's entrypoint (``command`` its arguments)
+    # Placed on every host (compose) or one task per node (swarm ``mode: global``), like a
+    # per-host exporter; not listed in ``placement``.
+    every_host: bool = False
+    host_paths: Mapping[str, str] = field(default_factory=dict)  # host path -> container path, read-only
+    # Services whose metrics this one collects (Prometheus): it reaches every instance of each,
+    # so an instance on another host is published to that host's private address.
+    scrapes: tuple[str, ...] = ()
+    # Files rendered for this host from templates/metrics/<template> and given to the container
+    # at <path> (compose and swarm configs): path -> template.
+    config_files: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def built_from_source(self) -> bool:
@@ -144,6 +157,18 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus's scrape interval and the alerts' thresholds (``metrics`` in group_data)."""
+
+    scrape_interval: float = 15.0  # seconds
+    alert_after: float = 120.0  # seconds a condition holds before its alert fires
+    rate_window: float = 300.0  # seconds of the error ratio's and latency's rates
+    error_ratio: float = 0.05  # share of 5xx answers of a service
+    latency_p95: float = 1.0  # seconds
+    disk_free_ratio: float = 0.10  # a filesystem with less free is filling
+
+
+@dataclass(frozen=True)
 class Stack:
     """The whole validated stack plus the deploy settings around it."""
 
@@ -174,6 +199,7 @@ class Stack:
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def local_recipes() -> tuple[str, ...]:
@@ -241,6 +267,9 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
                                          f"not kind '{service.kind}'")
     if service.replicas > 1 and engine != "swarm":
         raise StackError(at("replicas"), 'more than 1 replica needs engine = "swarm"')
+    for path, template in service.config_files.items():
+        if not (CONFIG_TEMPLATES_DIR / template).is_file():
+            raise StackError(f"{at('config_files')}.{path}", f"no template {template} in {CONFIG_TEMPLATES_DIR}")
 
 
 def _check_references(services: Mapping[str, Service], secret_names: tuple[str, ...],
@@ -255,6 +284,8 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
                                                 f"{closest(secret, secret_names)}")
         for target in service.routes.values():
             _check_known(at("routes"), target, services, "service")
+        for target in service.scrapes:
+            _check_known(at("scrapes"), target, services, "service")
         _check_gateway_prefixes(service, at)
         for dep in service.restarts_with:
             if dep not in service.depends_on:
@@ -365,4 +396,5 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         swarm=SwarmSettings(**dict(spec.swarm)),
         tls=TlsSettings(**dict(spec.tls)),
         logs=LogSettings(**dict(spec.logs)),
+        metrics=MetricsSettings(**dict(spec.metrics)),
     )

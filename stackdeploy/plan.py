@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stackdeploy import composefile, contract, imagespec, releasemanifest
+from stackdeploy import composefile, contract, imagespec, metricsconfig, releasemanifest
 from stackdeploy.fingerprint import config_hash
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import ImageSpec
@@ -106,7 +106,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     for service in here:
         name, spec = service.name, specs[service.name]
         entries[name] = entry = composefile.compose_entry(
-            service, spec.image, spec.build_dir if name in builds_here else None, image_source, where, host)
+            service, spec.image, spec.build_dir if name in builds_here else None, image_source, where, host,
+            metricsconfig.config_files(service, where, host))
         files[f"env/{name}.env"] = env_file = composefile.env_file(service, where, host, secrets)
         # The config hash covers what the container is created from (its compose settings, env
         # file and image), not the gateway's nginx.conf: that is reloaded, not recreated.

@@ -223,6 +223,12 @@ class ServiceSpec(Schema):
     restarts_with: Names = ()
     backup: Annotated[BackupKindName, one_of(BackupKindName)] | None = None
     replicas: Count = 1
+    publish_bind: Text = "0.0.0.0"  # the address ``publish`` binds to (127.0.0.1: reached by SSH tunnel)
+    entrypoint: Names = ()
+    every_host: Annotated[StrictBool, described("must be True or False, got {value!r}")] = False
+    host_paths: Texts = {}  # host path -> path in the container, mounted read-only
+    scrapes: Names = ()  # services whose /metrics this one collects (Prometheus)
+    config_files: Texts = {}  # path in the container -> template in templates/metrics/, rendered per host
 
 
 def _ssh_destination(value: Any) -> Any:
@@ -276,6 +282,19 @@ class LogsSpec(Schema):
     max_megabytes: Count = 2048
 
 
+class MetricsSpec(Schema):
+    """How often Prometheus scrapes and when its alerts fire (templates/metrics/)."""
+
+    scrape_interval: Seconds = 15.0
+    alert_after: Seconds = 120.0  # a condition must hold this long before its alert fires
+    rate_window: Seconds = 300.0  # the window of the error ratio and latency rates
+    error_ratio: Annotated[float, Strict(), Field(gt=0, le=1),
+                           described("must be a number above 0 and at most 1, got {value!r}")] = 0.05
+    latency_p95: Seconds = 1.0
+    disk_free_ratio: Annotated[float, Strict(), Field(gt=0, lt=1),
+                               described("must be a number between 0 and 1, got {value!r}")] = 0.10
+
+
 class StackSpec(Schema):
     """Every setting of the stack (host data minus pyinfra's own), in the order they are checked."""
 
@@ -315,6 +334,7 @@ class StackSpec(Schema):
     swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
     tls: Annotated[TlsSpec, a_mapping("must be a mapping of settings, got {type}")] = TlsSpec()
     logs: Annotated[LogsSpec, a_mapping("must be a mapping of settings, got {type}")] = LogsSpec()
+    metrics: Annotated[MetricsSpec, a_mapping("must be a mapping of settings, got {type}")] = MetricsSpec()
     # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
     # of one run given with --data: rollback.py's target, taking over a dead run's lock,
     # restore.py's backup and service, provision.py's prune_nodes (swarm nodes that left the

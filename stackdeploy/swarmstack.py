@@ -13,7 +13,11 @@ rendered once, for the first manager:
   of the secrets, never rotated), mounted as files: services read ``<NAME>_FILE``;
 - the gateway's nginx.conf and certificate as Docker configs and its private key as a Docker
   secret, each named after its content (configs and secrets are immutable), the gateway
-  published in host mode on the edge nodes (plain HTTP and HTTPS).
+  published in host mode on the edge nodes (plain HTTP and HTTPS);
+- every task's output sent by its node's dockerd to the log store (syslog log driver), the
+  log store itself published in host mode on its node (UDP);
+- Prometheus's and Alertmanager's rendered config files as Docker configs (``configs/``),
+  the per-host exporters in ``mode: global``.
 
 Swarm ignores ``depends_on``, so the release also holds one cumulative stack file per
 dependency wave (``stack.wave-N.yaml``): the helper deploys them in turn and gates each
@@ -38,11 +42,14 @@ from stackdeploy.composefile import (
 from stackdeploy.fingerprint import data_digest, short
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import image_tags
+from stackdeploy.metricsconfig import config_files
 from stackdeploy.model import Service, Stack, StackError
+from stackdeploy.placement import HostSpec, Placement
 from stackdeploy.plan import GATEWAY_KEY_FILE, Plan
 from stackdeploy.tls import Certificate
 
 STACK_FILE = "stack.yaml"
+CONFIG_DIR = "configs"  # rendered config files (Prometheus, Alertmanager), one Docker config each
 MANIFEST_FILE = "swarm.json"
 SECRETS_MOUNT = "/run/secrets"
 NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge network is called
@@ -87,9 +94,10 @@ def _env(service: Service, stack: Stack) -> dict[str, str]:
 
 
 def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, str],
-           log_target: logstore.LogTarget | None) -> dict:
+           log_target: logstore.LogTarget | None, configs: list[tuple[str, str, str]] = ()) -> dict:
     """One service of the stack file, as data: hashed as it is and rendered by yaml.
-    ``gateway_files``: the gateway's config and secret names ("conf", "cert", "key")."""
+    ``gateway_files``: the gateway's config and secret names ("conf", "cert", "key");
+    ``configs``: (name, path in the container, content) of its rendered config files."""
     app = service.kind == "python"
     order = "start-first" if app else "stop-first"  # a volume or a host port can be held by one task
     entry: dict = {
@@ -102,7 +110,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
         "deploy": {
-            "mode": "global" if service.kind == "gateway" else "replicated",
+            "mode": "global" if service.kind == "gateway" or service.every_host else "replicated",
             "endpoint_mode": stack.swarm.endpoint_mode,
             "placement": {"constraints": constraints(stack, service.name)},
             "restart_policy": {"condition": "any", "delay": "2s"},
@@ -110,8 +118,12 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
             "rollback_config": {"order": order, "parallelism": 1},
         },
     }
-    if service.kind != "gateway":
+    if service.kind != "gateway" and not service.every_host:
         entry["deploy"]["replicas"] = service.replicas
+    if configs:
+        entry["configs"] = [{"source": name, "target": target} for name, target, _ in configs]
+    if service.entrypoint:
+        entry["entrypoint"] = list(service.entrypoint)
     if service.health.command:
         entry["healthcheck"]["test"] = ["CMD", *service.health.command]
     command = list(service.command)
@@ -131,14 +143,17 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
                            "mode": "host"}]
     if command:
         entry["command"] = command
+    if ports and service.kind != "gateway" and service.publish_bind == "127.0.0.1":
+        ports = []  # Swarm publishes on every address of a node: reached through the overlay instead
     targets = [(port, service.port) for port in ports]
     if service.kind == "gateway":
         targets = [(stack.gateway_port, GATEWAY_LISTEN_PORT), (stack.tls.port, GATEWAY_TLS_LISTEN_PORT)]
     if targets:
         entry["ports"] = [{"target": target, "published": port, "protocol": "tcp", "mode": stack.swarm.publish_mode}
                           for port, target in targets]
-    if service.volumes:
+    if service.volumes or service.host_paths:
         entry["volumes"] = [f"{volume}:{path}" for volume, path in sorted(service.volumes.items())]
+        entry["volumes"] += [f"{source}:{target}:ro" for source, target in sorted(service.host_paths.items())]
     if service.secrets:
         entry["secrets"] = [*entry.get("secrets", []), *sorted(service.secrets)]
     if service.limits:
@@ -148,6 +163,13 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         entry["deploy"]["resources"] = {"limits": limits}
     return entry
 
+
+
+def _whole_swarm(stack: Stack) -> Placement:
+    """Every service on one pseudo host: what Prometheus's config needs on Swarm, where it
+    finds each service by name (tasks.<service>), whatever node it runs on."""
+    return Placement(stack, {"swarm": HostSpec("swarm", frozenset())},
+                     {"swarm": tuple(swarm_services(stack))})
 
 
 def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:
@@ -172,7 +194,10 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
     gateway_files = {"conf": f"gateway-conf-{short(data_digest([nginx_conf]))}",
                      "cert": f"gateway-cert-{certificate.fingerprint[:12]}",
                      "key": f"gateway-key-{certificate.fingerprint[:12]}"} if nginx_conf else {}
-    entries = {name: _entry(stack.services[name], stack, images[name], gateway_files, log_target) for name in names}
+    # One placement for the whole swarm: its config files name services, not hosts.
+    rendered = {name: config_files(stack.services[name], _whole_swarm(stack), "swarm") for name in names}
+    entries = {name: _entry(stack.services[name], stack, images[name], gateway_files, log_target, rendered[name])
+               for name in names}
     hashes = {name: short(data_digest([entry])) for name, entry in entries.items()}
     for name, entry in entries.items():
         entry["deploy"]["labels"] = {contract.CONFIG_HASH_LABEL: hashes[name]}
@@ -194,10 +219,14 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
         used_secrets = [s for s in secret_names if any(s in stack.services[n].secrets for n in services)]
         if used_secrets:  # created by the helper from the host copy: never rotated by a deploy
             doc["secrets"] = {s: {"external": True, "name": f"{stack.name}_{s}"} for s in used_secrets}
+        configs = {}
         if gateway_files and gateway and gateway.name in services:
-            doc["configs"] = {gateway_files["conf"]: {"file": "./nginx/nginx.conf"},
-                              gateway_files["cert"]: {"file": f"./{GATEWAY_CERT_FILE}"}}
+            configs = {gateway_files["conf"]: {"file": "./nginx/nginx.conf"},
+                       gateway_files["cert"]: {"file": f"./{GATEWAY_CERT_FILE}"}}
             doc.setdefault("secrets", {})[gateway_files["key"]] = {"file": f"./{GATEWAY_KEY_FILE}"}
+        configs.update({name: {"file": f"./{CONFIG_DIR}/{name}"} for n in services for name, _, _ in rendered[n]})
+        if configs:
+            doc["configs"] = configs
         header = (f"# {stack.name}: rendered by stackdeploy (stackdeploy/swarmstack.py) for "
                   "`docker stack deploy`. Do not edit on the host.\n")
         return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
@@ -211,6 +240,7 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
         files["nginx/nginx.conf"] = nginx_conf
         files[GATEWAY_CERT_FILE] = certificate.chain_pem.decode()
         files[GATEWAY_KEY_FILE] = certificate.key_pem.decode()
+    files.update({f"{CONFIG_DIR}/{name}": content for n in names for name, _, content in rendered[n]})
     manifest = {
         "stack": stack.name,
         "waves": all_waves,

@@ -27,6 +27,7 @@ import stacklog
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from stackmetrics import instrument
 
 if TYPE_CHECKING:
     import asyncpg
@@ -195,6 +196,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     app.add_exception_handler(RequestValidationError, trimmed_validation_error)
     app.add_exception_handler(UnicodeEncodeError, unencodable_text)
     app.add_middleware(stacklog.AccessLog, service=name)
+    instrument(app, name)  # request count, latency and errors by route at /metrics (stackmetrics.py)
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -86,14 +86,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class AccessLog:
     """ASGI middleware: sets the request id for the request (or the WebSocket's whole life),
     answers it in ``X-Request-ID``, and logs one line when the request ends. ``quiet_paths``
-    (the health checks, polled every second) are logged only when they fail."""
+    (the health checks, polled every second, and Prometheus's scrapes) are logged only when
+    they fail; one ending in "/" quiets every path under it."""
 
-    def __init__(self, app: ASGIApp, service: str, quiet_paths: frozenset[str] = frozenset({"/health"}),
+    def __init__(self, app: ASGIApp, service: str, quiet_paths: frozenset[str] = frozenset({"/health", "/metrics"}),
                  out: TextIO | None = None) -> None:
         self.app = app
         self.service = service
         self.quiet_paths = quiet_paths
         self.out = out
+
+    def quiet(self, path: str) -> bool:
+        return path in self.quiet_paths or any(q.endswith("/") and path.startswith(q) for q in self.quiet_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -128,7 +132,7 @@ class AccessLog:
             code = status[0] if status else 500
             if code >= 500:
                 level = "error"
-            if scope["path"] not in self.quiet_paths or code >= 400:
+            if not self.quiet(scope["path"]) or code >= 400:
                 emit(self.service, level, "request", out=self.out,
                      method="WEBSOCKET" if scope["type"] == "websocket" else scope.get("method"),
                      path=scope["path"], status=code, duration_s=round(time.monotonic() - started, 4))

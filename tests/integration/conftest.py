@@ -36,9 +36,10 @@ TEST_HOST_DATA: dict[str, Any] = {
     "gateway_bind": "127.0.0.1",
     "environment": "itest",
     "tls": {"source": "self-signed", "port": 18443, "server_names": ["localhost"]},
-    # Beside the default stack on the same engine: ports of its own. A test's own
+    # Beside the default stack on the same engine: ports of its own (the log store's, and
+    # Prometheus's UI, which both stacks would publish on 127.0.0.1:9090). A test's own
     # service_overrides are merged into these, service by service (write_inventory).
-    "service_overrides": {"log-store": {"port": 16514}},
+    "service_overrides": {"log-store": {"port": 16514}, "prometheus": {"publish": 19090}},
 }
 
 

@@ -34,7 +34,8 @@ from .conftest import (
 )
 
 SERVICES = {"postgres", "redis", "ollama", "chromadb", "auth-service", "creator-hub", "ai-engine",
-            "channel-service", "api-gateway", "stack-monitor", "log-store"}
+            "channel-service", "api-gateway", "stack-monitor", "log-store", "alertmanager", "prometheus",
+            "node-exporter", "nginx-exporter", "postgres-exporter", "redis-exporter"}
 USER = {"username": f"user-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
 
 
@@ -79,7 +80,7 @@ def test_no_container_runs_as_root_but_the_monitor_which_has_no_capabilities(sta
 def test_secrets_stay_in_private_files(stack):
     root = Path(TEST_HOST_DATA["deploy_dir"])
     private = [root / ".secrets.json", *sorted((root / "current" / "env").glob("*.env"))]
-    assert len(private) == 11
+    assert len(private) == 1 + len(SERVICES)  # .secrets.json and one env file per service
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE((root / "current" / "env").stat().st_mode) == 0o700
@@ -94,8 +95,9 @@ def test_secrets_stay_in_private_files(stack):
 def test_only_the_gateway_is_published(stack):
     published = {n for n, i in containers().items() if any(i["NetworkSettings"]["Ports"].get(p)
                                                            for p in i["NetworkSettings"]["Ports"])}
-    # And the log store, on 127.0.0.1 alone, for this host's dockerd (see test_logs.py).
-    assert published == {"api-gateway", "log-store"}
+    # And the log store, on 127.0.0.1 alone, for this host's dockerd (see test_logs.py), and
+    # Prometheus's UI, on 127.0.0.1 alone too (an SSH tunnel's end).
+    assert published == {"api-gateway", "log-store", "prometheus"}
 
 
 def test_end_to_end_through_the_gateway(stack):

@@ -37,9 +37,10 @@ GATEWAY = f"https://{H3}:8443"  # plain HTTP on 8080 redirects, apart from /heal
 STACK_CA = str(stack_ca("creatorstack", "simhosts"))
 https = Https(STACK_CA)
 PLACEMENT = {
-    H1: {"postgres", "redis", "log-store", "stack-monitor"},
-    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor"},
-    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"},
+    H1: {"postgres", "redis", "log-store", "stack-monitor", "node-exporter", "postgres-exporter", "redis-exporter"},
+    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor", "node-exporter", "prometheus", "alertmanager"},
+    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor", "node-exporter",
+         "nginx-exporter"},
 }
 USER = {"username": f"multi-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
 
@@ -139,14 +140,22 @@ def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts
     for address in hosts:
         for name, info in containers_on(hosts, address).items():
             for bindings in (info["HostConfig"]["PortBindings"] or {}).values():
-                published[name] = {(b["HostIp"], b["HostPort"]) for b in bindings}
+                published[f"{name}@{address}"] = {(b["HostIp"], b["HostPort"]) for b in bindings}
     assert published == {
-        "postgres": {(H1, "5432")},
-        "redis": {(H1, "6379")},
-        "log-store": {(H1, "6514")},  # every host's dockerd sends it logs (UDP)
-        "ai-engine": {(H2, "8003")},
-        "auth-service": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
-        "api-gateway": {("0.0.0.0", "8080"), ("0.0.0.0", "8443")},
+        f"postgres@{H1}": {(H1, "5432")},
+        f"redis@{H1}": {(H1, "6379")},
+        f"log-store@{H1}": {(H1, "6514")},  # every host's dockerd sends it logs (UDP)
+        f"ai-engine@{H2}": {(H2, "8003")},
+        f"auth-service@{H3}": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
+        f"api-gateway@{H3}": {("0.0.0.0", "8080"), ("0.0.0.0", "8443")},  # the redirect and /health, HTTPS
+        # Prometheus (h2) scrapes the other hosts' exporters and monitors (which answer for
+        # their apps) at their private address; its UI is on h2's loopback only.
+        f"prometheus@{H2}": {("127.0.0.1", "9090")},
+        **{f"{name}@{host}": {(host, port)} for host in (H1, H3)
+           for name, port in (("stack-monitor", "8010"), ("node-exporter", "9100"))},
+        f"postgres-exporter@{H1}": {(H1, "9187")},
+        f"redis-exporter@{H1}": {(H1, "9121")},
+        f"nginx-exporter@{H3}": {(H3, "9113")},
     }
 
 
@@ -289,8 +298,8 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
     production = {"stack_name": "promo", "image_namespace": "creatorstack", "environment": "promo",
                   "deploy_dir": "/var/tmp/stackdeploy-promo", "gateway_port": 18380, "gateway_bind": "127.0.0.1",
                   "tls": {"source": "self-signed", "port": 18843, "server_names": ["localhost"]},
-                  # Beside the default stack's log store on this engine.
-                  "service_overrides": {"log-store": {"port": 18514}},
+                  # Beside the default stack's log store and Prometheus UI on this engine.
+                  "service_overrides": {"log-store": {"port": 18514}, "prometheus": {"publish": 19390}},
                   "images_from": {"ssh_hostname": H1, "ssh_user": "root", "ssh_key": ssh_key,
                                   "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off"}}
     # Not named "production": group_data/production.py would apply to a group of that name.
@@ -305,7 +314,8 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
         local = json.loads(subprocess.run(["docker", "inspect", *subprocess.run(
             ["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=promo"], capture_output=True,
             text=True, check=True).stdout.split()], capture_output=True, text=True, check=True).stdout)
-        assert len(local) == 11  # nine services, the log store and the monitor
+        # Nine services, the monitor, the log store, Prometheus, Alertmanager and four exporters.
+        assert len(local) == 17
         for info in local:
             staged = docker_on(hosts, H1, "image", "inspect", "--format", "{{.Id}}", info["Config"]["Image"]).strip()
             assert info["Image"] == staged, info["Config"]["Image"]

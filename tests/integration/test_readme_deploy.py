@@ -41,7 +41,8 @@ def test_readme_deploy_command_brings_up_the_default_stack_and_reruns_as_a_noop(
     secure = Https(str(stack_ca("creatorstack", "local"))).get("https://127.0.0.1:8443/health", timeout=10)
     assert secure.status_code == 200 and "max-age=" in secure.headers["strict-transport-security"]
     running = {n for n, i in containers("creatorstack").items() if i["State"]["Running"]}
-    assert len(running) == 10, running  # nine services and the monitor
+    # Nine services, the monitor, the log store, Prometheus, Alertmanager and four exporters.
+    assert len(running) == 17, running
 
     before, started_at = identities("creatorstack"), time.time()
     code, output = run([str(PYINFRA), "-y", "inventory/local.py", "deploy.py"])

@@ -29,7 +29,7 @@ RSYSLOGD = os.environ.get("RSYSLOGD") or shutil.which("rsyslogd")
 
 def three_hosts(data):
     return place(load(data, SERVICES_DIR), [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
-                                            HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),
+                                            HostSpec("h2", frozenset({"ai", "monitoring"}), "10.0.0.2"),
                                             HostSpec("h3", frozenset({"apps", "edge"}), "10.0.0.3")])
 
 
@@ -53,11 +53,12 @@ def test_every_host_sends_to_the_log_store_hosts_private_address(data):
 
 
 def test_a_log_store_host_without_an_address_is_refused_on_several_hosts(data):
-    data["placement"] = {**data["placement"], "data": ["postgres", "redis"], "logs": ["log-store"]}
+    data["placement"] = {**data["placement"], "data": [s for s in data["placement"]["data"] if s != "log-store"],
+                         "logs": ["log-store"]}
     stack = load(data, SERVICES_DIR)
     with pytest.raises(StackError, match="host h0: runs 'log-store', which other hosts use, but has no 'private_addr"):
-        place(stack, [HostSpec("h0", frozenset({"logs"})), HostSpec("h1", frozenset({"data", "ai", "apps", "edge"}),
-                                                                    "10.0.0.1")])
+        place(stack, [HostSpec("h0", frozenset({"logs"})),
+                      HostSpec("h1", frozenset({"data", "ai", "apps", "edge", "monitoring"}), "10.0.0.1")])
 
 
 def test_changing_the_retention_recreates_only_the_log_store(data):

@@ -20,7 +20,7 @@ def error_of(data: dict) -> str:
 
 def test_the_shipped_stack_is_valid(data):
     stack = load(data, SERVICES_DIR)
-    assert len(stack.services) == 11
+    assert len(stack.services) == 17
     assert stack.services["auth-service"].workers == 2
     assert stack.services["channel-service"].depends_on == ("postgres", "redis", "auth-service", "ai-engine")
     assert stack.services["ai-engine"].wait_timeout == 180
@@ -131,7 +131,8 @@ def test_infra_needs_both_image_sources(data):
          "image_distribution: must be one of build-everywhere, build-once, got 'build-onse' "
          "(did you mean 'build-once'?)"),
         (("services", "postgres", "image", "local"), "postgress",
-         "services.postgres.image.local: must be one of chromadb, nginx, ollama-standin, postgres, redis, rsyslog, "
+         "services.postgres.image.local: must be one of alertmanager, chromadb, nginx, nginx-exporter, "
+         "node-exporter, ollama-standin, postgres, postgres-exporter, prometheus, redis, redis-exporter, rsyslog, "
          "got 'postgress' (did you mean 'postgres'?)"),
     ],
     ids=["kind", "image_source", "image_distribution", "local-recipe"],

@@ -35,8 +35,8 @@ def test_compose_passes_docker_compose_config(data, tmp_path, image_source):
     assert result.returncode == 0, result.stderr
 
 
-# Four Python services in both modes; the six offline infra images are built in local mode only.
-@pytest.mark.parametrize(("image_source", "count"), [("local", 11), ("registry", 5)])
+# Four Python services in both modes; the twelve offline infra images are built in local mode only.
+@pytest.mark.parametrize(("image_source", "count"), [("local", 17), ("registry", 5)])
 def test_dockerfiles_pass_hadolint(data, tmp_path, image_source, count):
     root = write_out(make_plan(data, image_source), tmp_path)
     dockerfiles = sorted(root.glob("*/*/Dockerfile"))
@@ -59,21 +59,22 @@ def test_compose_shape(data):
     text = plan.files["compose.yaml"]
     compose = yaml.safe_load(text)
     assert {k for k in compose if k.startswith("x-")} == {"x-restart", "x-logging", "x-service", "x-env"}
-    assert text.count("<<: *service") == 11
+    assert text.count("<<: *service") == 17
     assert compose["networks"]["backend"]["internal"] is True
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
-    assert published == {"api-gateway", "log-store"}
+    assert published == {"api-gateway", "log-store", "prometheus"}
     # Plain HTTP (the redirect and /health) and HTTPS, on the container's unprivileged ports.
     assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080", "0.0.0.0:8443:8443"]
     # One host without an address: this host's dockerd sends its containers' logs to loopback.
     assert compose["services"]["log-store"]["ports"] == ["127.0.0.1:6514:6514/udp"]
+    assert compose["services"]["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]  # the UI: an SSH tunnel
     hub = compose["services"]["creator-hub"]
     assert hub["depends_on"] == {d: {"condition": "service_healthy"} for d in ("postgres", "redis", "auth-service")}
     assert hub["restart"] == "unless-stopped"
     assert hub["logging"]["driver"] == "syslog" and hub["logging"]["options"]["tag"] == "creator-hub/{{.ID}}"
     assert compose["services"]["log-store"]["logging"]["options"]["max-file"] == "3"  # json-file: not to itself
     assert set(compose["volumes"]) == {"postgres-data", "redis-data", "ollama-models", "chroma-data",
-                                       "creator-uploads", "stack-logs"}
+                                       "creator-uploads", "stack-logs", "prometheus-data", "alertmanager-data"}
     assert compose["secrets"]["ca"]["file"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -293,10 +294,12 @@ def test_an_instance_is_published_only_for_consumers_that_use_it(data):
 
     data["placement"] = {"data": ["postgres", "redis", "log-store"],
                          "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
-                         "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}
+                         "apps": ["auth-service", "creator-hub", "channel-service"],
+                         "edge": ["api-gateway", "nginx-exporter"],
+                         "monitoring": ["alertmanager", "prometheus", "postgres-exporter", "redis-exporter"]}
     where = place(load(data, SERVICES_DIR), [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
                                              HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),
-                                             HostSpec("h3", frozenset({"apps", "edge"}), "10.0.0.3")])
+                                             HostSpec("h3", frozenset({"apps", "edge", "monitoring"}), "10.0.0.3")])
     assert where.is_published("h2", "auth-service") and not where.is_published("h3", "auth-service")
     h3 = build_plan(where.stack, "local", SECRETS, where, "h3", certificate=certificate())
     assert h3.services["auth-service"].strategy == "rolling"

@@ -83,6 +83,17 @@ def test_health_checks_are_logged_only_when_they_fail():
     assert logged(out)[0]["status"] == 503 and logged(out)[0]["level"] == "error"
 
 
+def test_scrapes_are_quiet_too_and_a_path_ending_in_a_slash_quiets_what_is_under_it():
+    out = io.StringIO()
+    run_asgi(stacklog.AccessLog(lambda s, r, se: answer(200, s, r, se), "x", out=out), http_scope("/metrics"), [])
+    monitor = stacklog.AccessLog(lambda s, r, se: answer(200, s, r, se), "stack-monitor",
+                                 quiet_paths=frozenset({"/scrape/"}), out=out)
+    run_asgi(monitor, http_scope("/scrape/creator-hub"), [])
+    assert out.getvalue() == ""
+    run_asgi(monitor, http_scope("/scraped"), [])
+    assert logged(out)[0]["path"] == "/scraped"
+
+
 def test_a_crash_is_logged_as_a_500_error():
     out = io.StringIO()
 

@@ -56,7 +56,8 @@ def test_waves_are_cumulative_stack_files(data):
         seen |= set(wave)
         assert set(yaml.safe_load(files[wave_file(number)])["services"]) == seen
     assert yaml.safe_load(files[wave_file(len(manifest["waves"]))]) == yaml.safe_load(files[STACK_FILE])
-    assert manifest["waves"][0] == ["chromadb", "log-store", "ollama", "postgres", "redis"]
+    assert manifest["waves"][0] == ["alertmanager", "chromadb", "log-store", "node-exporter", "ollama", "postgres",
+                                    "redis"]
 
 
 def test_a_change_touches_only_its_services_hash(data):
@@ -100,7 +101,7 @@ def test_node_labels_follow_the_inventory_groups(data):
 def test_swarm_ports_are_open_to_stack_hosts_only(data):
     stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
     where = place(stack, [HostSpec("a", frozenset({"data"}), "10.0.0.1"),
-                          HostSpec("b", frozenset({"ai", "apps", "edge"}), "10.0.0.2")])
+                          HostSpec("b", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")])
     rules = swarm_rules(where, "a")
     assert "-A STACKDEPLOY-SWARM -s 10.0.0.2/32 -p udp -m udp --dport 4789 -j RETURN" in rules
     assert "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP" in rules
@@ -109,7 +110,7 @@ def test_swarm_ports_are_open_to_stack_hosts_only(data):
 
 def test_a_service_with_volumes_stays_on_one_node(data):
     stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
-    hosts = [HostSpec("a", frozenset({"data", "ai", "edge"}), "10.0.0.1"),
+    hosts = [HostSpec("a", frozenset({"data", "ai", "edge", "monitoring"}), "10.0.0.1"),
              HostSpec("b", frozenset({"apps"}), "10.0.0.2"), HostSpec("c", frozenset({"apps"}), "10.0.0.3")]
     with pytest.raises(StackError, match="creator-hub' keeps data in volumes .creator-uploads. and is placed on 2"):
         place(stack, hosts)

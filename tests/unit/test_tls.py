@@ -372,7 +372,11 @@ def test_acme_scripts_are_valid_shell_and_install_the_key_0600(data, tmp_path):
 def test_acme_scripts_only_where_the_gateway_runs_with_source_acme(data):
     assert acme.acme_files(stack_with(data)) == {}
     stack = stack_with({**data, "gateway_port": 80}, **ACME)
-    without_gateway = load({**data, "gateway_port": 80, "tls": ACME, "placement": {},
-                            "services": {k: v for k, v in data["services"].items() if v["kind"] != "gateway"}},
+    # No gateway, and so no exporter of its stub_status either (nor Prometheus's target for it).
+    gone = {k for k, v in data["services"].items()
+            if v["kind"] == "gateway" or "api-gateway" in v.get("depends_on", ())}
+    services = {k: {**v, "scrapes": [t for t in v["scrapes"] if t not in gone]} if "scrapes" in v else v
+                for k, v in data["services"].items() if k not in gone}
+    without_gateway = load({**data, "gateway_port": 80, "tls": ACME, "placement": {}, "services": services},
                            SERVICES_DIR)
     assert acme.acme_files(without_gateway) == {} and acme.acme_files(stack)
