@@ -93,9 +93,10 @@ metrics = {"scrape_interval": 15, "alert_after": 120}
 # Environment every service receives.
 shared_env = {"POSTGRES_USER": "stack", "POSTGRES_DB": "stack"}
 
-# The API gateway is the only published service: HTTPS on tls["port"], and plain HTTP on
-# gateway_port, which answers /health (Docker's own check) and redirects everything else
-# to HTTPS with a 308.
+# The API gateway is the only service published to clients: HTTPS on tls["port"], and plain
+# HTTP on gateway_port, which answers /health (Docker's own check) and redirects everything
+# else to HTTPS with a 308. (The log store and the exporters are published to the stack's
+# other hosts only, Prometheus's UI to its host's 127.0.0.1.)
 gateway_port = 8080
 gateway_bind = "0.0.0.0"
 
