@@ -41,6 +41,10 @@ NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge ne
 EDGE_NETWORK = "mesh-edge"  # the gateway's way out (host-mode publishing needs a non-internal network)
 HEALTH_INTERVAL = "5s"  # a new task is judged after this: it bounds how fast a wave or an update moves
 GROUP_LABEL = "group."  # node label prefix: group.<inventory group>=true
+# Shared by every service: one object each, which the YAML dump writes once as an anchor
+# (&id...) and then as aliases, like the compose file's x- anchors.
+LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+RESTART_POLICY = {"condition": "any", "delay": "2s"}
 
 
 def wave_file(number: int) -> str:
@@ -85,6 +89,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         "init": True,
         "environment": _env(service, stack),
         "stop_grace_period": f"{int(service.stop_grace)}s",
+        "logging": LOGGING,
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
@@ -92,7 +97,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
             "mode": "global" if service.kind == "gateway" else "replicated",
             "endpoint_mode": stack.swarm.endpoint_mode,
             "placement": {"constraints": constraints(stack, service.name)},
-            "restart_policy": {"condition": "any", "delay": "2s"},
+            "restart_policy": RESTART_POLICY,
             "update_config": {"order": order, "parallelism": 1, "failure_action": "rollback", "monitor": "10s"},
             "rollback_config": {"order": order, "parallelism": 1},
         },

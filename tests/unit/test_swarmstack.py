@@ -7,14 +7,25 @@ import subprocess
 
 import pytest
 import yaml
+from pyinfra.api import OperationError
 
 from stackdeploy import SERVICES_DIR
 from stackdeploy.model import StackError, load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import swarm_rules
-from stackdeploy.swarm import SwarmNodeInfo, label_updates
+from stackdeploy.swarm import (
+    SwarmMembership,
+    SwarmNode,
+    SwarmNodeInfo,
+    SwarmNodes,
+    initialised,
+    label_updates,
+    labels,
+    pruned_nodes,
+)
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, node_labels, render_stack, wave_file
 from tests.conftest import BIN, write_out
+from tests.unit.fakehost import commands, fake_host
 
 SECRET_VALUE = "s3cr3t-value-never-in-a-file"
 
@@ -45,6 +56,8 @@ def test_stack_file_places_updates_and_finds_services_by_name(data):
     assert gateway["deploy"]["mode"] == "global"
     assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
     assert manifest["services"]["auth-service"]["config_hash"] == auth["deploy"]["labels"]["stackdeploy.config-hash"]
+    assert files[STACK_FILE].count("&id") == 2 and "*id" in files[STACK_FILE]  # logging, restart policy
+    assert auth["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
 
 
 def test_waves_are_cumulative_stack_files(data):
@@ -113,3 +126,38 @@ def test_a_service_with_volumes_stays_on_one_node(data):
         place(stack, hosts)
     compose = load(data, SERVICES_DIR)
     assert place(compose, hosts).hosts_of("creator-hub") == ["b", "c"]  # the compose engine's own choice
+
+
+# ------------------------------------------------------------- swarm operations, given facts
+
+def test_first_manager_inits_once():
+    with fake_host({SwarmNode: SwarmMembership()}, {"private_address": "10.0.0.1"}):
+        assert commands(initialised._inner()) == ["docker swarm init --advertise-addr 10.0.0.1"]
+    with fake_host({SwarmNode: SwarmMembership(state="active", manager=True)}) as host:
+        assert commands(initialised._inner()) == []
+        assert host.noops == ["in the swarm as a manager"]
+
+
+def test_live_restore_stops_forming_the_swarm_with_the_way_out():
+    with fake_host({SwarmNode: SwarmMembership(live_restore=True)}), \
+            pytest.raises(OperationError, match="run provision.py"):
+        commands(initialised._inner())
+
+
+def test_nodes_that_left_the_inventory_are_drained_then_removed(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    nodes = [SwarmNodeInfo("keep", "10.0.0.1"), SwarmNodeInfo("gone", "10.0.0.9")]
+    facts = {SwarmNode: SwarmMembership(state="active", manager=True), SwarmNodes: nodes}
+    with fake_host(facts, {"private_address": "10.0.0.1"}) as host:
+        assert commands(pruned_nodes._inner(stack=stack, inventory_hosts=[host])) == [
+            "docker node update --availability drain gone", "docker node rm --force gone"]
+
+
+def test_labels_are_left_alone_when_they_match(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    nodes = [SwarmNodeInfo("n1", "10.0.0.1", {"group.data": "true"})]
+    facts = {SwarmNode: SwarmMembership(state="active", manager=True), SwarmNodes: nodes}
+    with fake_host(facts, {"private_address": "10.0.0.1"}, name="h1") as host:
+        host.groups = ["data", "managers"]
+        assert commands(labels._inner(stack=stack, inventory_hosts=[host])) == []
+        assert host.noops == ["node labels match the inventory groups"]
