@@ -87,7 +87,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
     entry: dict = {
         "image": image,
         "init": True,
-        "environment": _env(service, stack),
+        "environment": _literal(_env(service, stack)),
         "stop_grace_period": f"{int(service.stop_grace)}s",
         "logging": LOGGING,
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
@@ -105,7 +105,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
     if service.kind != "gateway":
         entry["deploy"]["replicas"] = service.replicas
     if service.health.command:
-        entry["healthcheck"]["test"] = ["CMD", *service.health.command]
+        entry["healthcheck"]["test"] = _literal(["CMD", *service.health.command])
     command = list(service.command)
     ports = [service.publish] if service.publish else []
     if service.kind == "gateway":
@@ -113,7 +113,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         entry["configs"] = [{"source": gateway_config, "target": f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"}]
         ports = [gateway_port]
     if command:
-        entry["command"] = command
+        entry["command"] = _literal(command)
     if ports:
         target = GATEWAY_LISTEN_PORT if service.kind == "gateway" else service.port
         entry["ports"] = [{"target": target, "published": port, "protocol": "tcp", "mode": stack.swarm.publish_mode}
@@ -129,6 +129,18 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         entry["deploy"]["resources"] = {"limits": limits}
     return entry
 
+
+
+def _literal(value: object) -> object:
+    """Every ``$`` doubled: `docker stack deploy` interpolates ``${VAR}`` from the control
+    machine's environment, and a shell command meant for the container must reach it as written."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: _literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    return value
 
 
 def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:

@@ -98,6 +98,19 @@ def test_stack_file_passes_compose_config(data, tmp_path):
             assert result.returncode == 0, (name, result.stderr)
 
 
+def test_shell_commands_reach_the_container_as_written(data, tmp_path):
+    """`docker stack deploy` interpolates ${VAR} from the control machine's environment (the
+    compose loader does the same): the redis command must come out as group_data wrote it."""
+    stack, files, _ = swarm_stack(data)
+    (tmp_path / "stack.yaml").write_text(files[STACK_FILE])
+    result = subprocess.run([str(BIN / "docker-compose"), "-f", str(tmp_path / "stack.yaml"), "config"],
+                            capture_output=True, text=True, cwd=tmp_path, check=True,
+                            env={"REDIS_PASSWORD": "from-the-control-machine", "PATH": "/usr/bin:/bin"})
+    redis = yaml.safe_load(result.stdout.replace("$$", "$"))["services"]["redis"]  # its output escapes again
+    assert redis["command"] == list(stack.services["redis"].command)
+    assert "from-the-control-machine" not in result.stdout
+
+
 def test_node_labels_follow_the_inventory_groups(data):
     stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
     assert node_labels({"apps", "edge", "managers"}, stack) == {"group.apps": "true", "group.edge": "true"}
