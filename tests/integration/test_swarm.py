@@ -210,9 +210,11 @@ def test_rollback_uses_swarms_own_rollback_and_gates(hosts, swarm):
     rolled_mark = TWO_AUTH["service_overrides"]["auth-service"].pop("env", None)
     assert rolled_mark, "runs after the rolling update, which left a release to go back from"
     before = hash_of(hosts, "auth-service")
+    gateway_tasks = {t["ID"] for t in tasks_of(hosts, "api-gateway")}
     with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600) as load:
         result = run_pyinfra(SWARM_INVENTORY, "rollback.py")
     assert result.returncode == 0, result.output[-4000:]
+    assert {t["ID"] for t in tasks_of(hosts, "api-gateway")} == gateway_tasks, result.output[-6000:]
     assert "auth-service: docker service rollback" in result.output or hash_of(hosts, "auth-service") != before
     assert hash_of(hosts, "auth-service") != before
     assert load.result.failed == 0, load.result.summary()
