@@ -58,6 +58,9 @@ HEALTH_INTERVAL = "5s"  # a new task is judged after this: it bounds how fast a 
 GROUP_LABEL = "group."  # node label prefix: group.<inventory group>=true
 GATEWAY_CERT_FILE = f"nginx/{contract.TLS_CERT}"
 GATEWAY_KEY_SECRET = "gateway_tls_key"  # the key's file name in the gateway's /run/secrets/
+# Shared by every service: one object, which the YAML dump writes once as an anchor (&id...)
+# and then as aliases, like the compose file's x- anchors.
+RESTART_POLICY = {"condition": "any", "delay": "2s"}
 
 
 def wave_file(number: int) -> str:
@@ -103,7 +106,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
     entry: dict = {
         "image": image,
         "init": True,
-        "environment": _env(service, stack),
+        "environment": _literal(_env(service, stack)),
         "stop_grace_period": f"{int(service.stop_grace)}s",
         "logging": logstore.logging_options(service.name, log_target),
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
@@ -113,7 +116,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
             "mode": "global" if service.kind == "gateway" or service.every_host else "replicated",
             "endpoint_mode": stack.swarm.endpoint_mode,
             "placement": {"constraints": constraints(stack, service.name)},
-            "restart_policy": {"condition": "any", "delay": "2s"},
+            "restart_policy": RESTART_POLICY,
             "update_config": {"order": order, "parallelism": 1, "failure_action": "rollback", "monitor": "10s"},
             "rollback_config": {"order": order, "parallelism": 1},
         },
@@ -123,9 +126,9 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
     if configs:
         entry["configs"] = [{"source": name, "target": target} for name, target, _ in configs]
     if service.entrypoint:
-        entry["entrypoint"] = list(service.entrypoint)
+        entry["entrypoint"] = _literal(list(service.entrypoint))
     if service.health.command:
-        entry["healthcheck"]["test"] = ["CMD", *service.health.command]
+        entry["healthcheck"]["test"] = _literal(["CMD", *service.health.command])
     command = list(service.command)
     ports = [service.publish] if service.publish else []
     if service.kind == "gateway":
@@ -142,7 +145,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         entry["ports"] = [{"target": service.port, "published": service.port, "protocol": logstore.PROTOCOL,
                            "mode": "host"}]
     if command:
-        entry["command"] = command
+        entry["command"] = _literal(command)
     if ports and service.kind != "gateway" and service.publish_bind == "127.0.0.1":
         ports = []  # Swarm publishes on every address of a node: reached through the overlay instead
     targets = [(port, service.port) for port in ports]
@@ -170,6 +173,18 @@ def _whole_swarm(stack: Stack) -> Placement:
     finds each service by name (tasks.<service>), whatever node it runs on."""
     return Placement(stack, {"swarm": HostSpec("swarm", frozenset())},
                      {"swarm": tuple(swarm_services(stack))})
+
+
+def _literal(value: object) -> object:
+    """Every ``$`` doubled: `docker stack deploy` interpolates ``${VAR}`` from the control
+    machine's environment, and a shell command meant for the container must reach it as written."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: _literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    return value
 
 
 def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:

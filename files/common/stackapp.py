@@ -147,12 +147,15 @@ class Backends:
             return await self.http.get(url, **kwargs)
 
     def check_http(self, url: str) -> Check:
-        """A dependency's /health, asked twice before it counts as down: during a rolling update
-        the name may still lead to the container being retired for a moment."""
+        """A dependency's shallow /health (is it up and answering, not are *its* dependencies),
+        asked twice before it counts as down: during a rolling update the name may still lead
+        to the container being retired for a moment. Shallow, because a deep check chains:
+        channel-service -> ai-engine -> auth-service -> postgres would fail whenever any link
+        was slow, and one slow link would show as every service above it degraded."""
         async def check() -> None:
             for attempt in (1, 2):
                 try:
-                    response = await self.get(url, timeout=CHECK_TIMEOUT)
+                    response = await self.get(url, params={"shallow": "true"}, timeout=CHECK_TIMEOUT)
                     response.raise_for_status()
                     return
                 except httpx.HTTPError:
@@ -199,7 +202,12 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     instrument(app, name)  # request count, latency and errors by route at /metrics (stackmetrics.py)
 
     @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(shallow: bool = False) -> JSONResponse:
+        """Ready: every dependency answers (503 naming the ones that do not). ``shallow``: only
+        that this service is up, which is what a service depending on it asks."""
+        if shallow:
+            return JSONResponse({"service": name, "status": "ok", "checks": {}})
+
         async def run(check: Check) -> str:
             try:
                 await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT)

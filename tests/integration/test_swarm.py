@@ -215,9 +215,11 @@ def test_rollback_uses_swarms_own_rollback_and_gates(hosts, swarm):
     rolled_mark = TWO_AUTH["service_overrides"]["auth-service"].pop("env", None)
     assert rolled_mark, "runs after the rolling update, which left a release to go back from"
     before = hash_of(hosts, "auth-service")
+    gateway_tasks = {t["ID"] for t in tasks_of(hosts, "api-gateway")}
     with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600, ca_file=STACK_CA) as load:
         result = run_pyinfra(SWARM_INVENTORY, "rollback.py")
     assert result.returncode == 0, result.output[-4000:]
+    assert {t["ID"] for t in tasks_of(hosts, "api-gateway")} == gateway_tasks, result.output[-6000:]
     assert "auth-service: docker service rollback" in result.output or hash_of(hosts, "auth-service") != before
     assert hash_of(hosts, "auth-service") != before
     assert load.result.failed == 0, load.result.summary()
@@ -242,6 +244,40 @@ def test_a_broken_update_rolls_back_by_itself(hosts, swarm):
     assert load.result.failed == 0, load.result.summary()  # the old tasks kept serving
     fixed = run_pyinfra(SWARM_INVENTORY, "deploy.py", TWO_AUTH)
     assert fixed.returncode == 0, fixed.output[-3000:]
+
+
+def test_smoke_verify_and_releases_work_on_swarm(hosts, swarm):
+    smoke = run_pyinfra(SWARM_INVENTORY, "smoke.py")
+    assert smoke.returncode == 0, smoke.output[-3000:]
+    verify = run_pyinfra(SWARM_INVENTORY, "verify.py")
+    assert verify.returncode == 0, verify.output[-3000:]
+    assert "stack on swarm (manager" in verify.output and "FAILED" not in verify.output
+    releases = run_pyinfra(SWARM_INVENTORY, "releases.py")
+    assert releases.returncode == 0 and "* " in releases.output, releases.output[-3000:]
+
+
+def test_an_unhealthy_task_is_replaced_by_swarm(hosts, swarm):
+    [task] = tasks_of(hosts, "channel-service")
+    node = next(i for i in range(3)
+                if any(n.startswith("creatorstack_channel-service.") for n in docker(hosts, i, "ps", "--format",
+                                                                                      "{{.Names}}").split()))
+    container = docker(hosts, node, "ps", "-q", "--filter", "name=creatorstack_channel-service.").split()[0]
+    docker(hosts, node, "pause", container)  # alive, but answering nothing: its healthcheck fails
+    paused_at = time.monotonic()
+    replaced = None
+    while time.monotonic() - paused_at < 150:
+        running = [t for t in tasks_of(hosts, "channel-service") if t["CurrentState"].startswith("Running")]
+        if running and all(t["ID"] != task["ID"] for t in running):
+            replaced = time.monotonic() - paused_at
+            break
+        time.sleep(1)  # pacing of a bounded poll
+    docker(hosts, node, "unpause", container, check=False)  # if Swarm has not removed it yet
+    print(f"unhealthy task replaced by Swarm after {replaced} s")
+    assert replaced is not None, "Swarm did not replace the unhealthy task within 150 s"
+    deadline = time.monotonic() + 60
+    while https.get(f"{gateway(hosts)}/api/channels/health", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "channel-service does not answer through the gateway again"
+        time.sleep(1)  # pacing of a bounded poll
 
 
 def test_losing_a_node_reschedules_its_tasks(hosts, swarm):

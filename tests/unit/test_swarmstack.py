@@ -7,15 +7,26 @@ import subprocess
 
 import pytest
 import yaml
+from pyinfra.api import OperationError
 
 from stackdeploy import SERVICES_DIR
 from stackdeploy.model import StackError, load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import swarm_rules
-from stackdeploy.swarm import SwarmNodeInfo, label_updates
+from stackdeploy.swarm import (
+    SwarmMembership,
+    SwarmNode,
+    SwarmNodeInfo,
+    SwarmNodes,
+    initialised,
+    label_updates,
+    labels,
+    pruned_nodes,
+)
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, node_labels, render_stack, wave_file
 from tests.certs import certificate
 from tests.conftest import BIN, write_out
+from tests.unit.fakehost import commands, fake_host
 
 SECRET_VALUE = "s3cr3t-value-never-in-a-file"
 
@@ -47,6 +58,7 @@ def test_stack_file_places_updates_and_finds_services_by_name(data):
     assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"},
                                 {"target": 8443, "published": 8443, "protocol": "tcp", "mode": "host"}]
     assert manifest["services"]["auth-service"]["config_hash"] == auth["deploy"]["labels"]["stackdeploy.config-hash"]
+    assert files[STACK_FILE].count("&id") == 1 and "*id" in files[STACK_FILE]  # the restart policy
 
 
 def test_waves_are_cumulative_stack_files(data):
@@ -88,6 +100,19 @@ def test_stack_file_passes_compose_config(data, tmp_path):
             assert result.returncode == 0, (name, result.stderr)
 
 
+def test_shell_commands_reach_the_container_as_written(data, tmp_path):
+    """`docker stack deploy` interpolates ${VAR} from the control machine's environment (the
+    compose loader does the same): the redis command must come out as group_data wrote it."""
+    stack, files, _ = swarm_stack(data)
+    (tmp_path / "stack.yaml").write_text(files[STACK_FILE])
+    result = subprocess.run([str(BIN / "docker-compose"), "-f", str(tmp_path / "stack.yaml"), "config"],
+                            capture_output=True, text=True, cwd=tmp_path, check=True,
+                            env={"REDIS_PASSWORD": "from-the-control-machine", "PATH": "/usr/bin:/bin"})
+    redis = yaml.safe_load(result.stdout.replace("$$", "$"))["services"]["redis"]  # its output escapes again
+    assert redis["command"] == list(stack.services["redis"].command)
+    assert "from-the-control-machine" not in result.stdout
+
+
 def test_node_labels_follow_the_inventory_groups(data):
     stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
     assert node_labels({"apps", "edge", "managers"}, stack) == {"group.apps": "true", "group.edge": "true"}
@@ -116,3 +141,38 @@ def test_a_service_with_volumes_stays_on_one_node(data):
         place(stack, hosts)
     compose = load(data, SERVICES_DIR)
     assert place(compose, hosts).hosts_of("creator-hub") == ["b", "c"]  # the compose engine's own choice
+
+
+# ------------------------------------------------------------- swarm operations, given facts
+
+def test_first_manager_inits_once():
+    with fake_host({SwarmNode: SwarmMembership()}, {"private_address": "10.0.0.1"}):
+        assert commands(initialised._inner()) == ["docker swarm init --advertise-addr 10.0.0.1"]
+    with fake_host({SwarmNode: SwarmMembership(state="active", manager=True)}) as host:
+        assert commands(initialised._inner()) == []
+        assert host.noops == ["in the swarm as a manager"]
+
+
+def test_live_restore_stops_forming_the_swarm_with_the_way_out():
+    with fake_host({SwarmNode: SwarmMembership(live_restore=True)}), \
+            pytest.raises(OperationError, match="run provision.py"):
+        commands(initialised._inner())
+
+
+def test_nodes_that_left_the_inventory_are_drained_then_removed(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    nodes = [SwarmNodeInfo("keep", "10.0.0.1"), SwarmNodeInfo("gone", "10.0.0.9")]
+    facts = {SwarmNode: SwarmMembership(state="active", manager=True), SwarmNodes: nodes}
+    with fake_host(facts, {"private_address": "10.0.0.1"}) as host:
+        assert commands(pruned_nodes._inner(stack=stack, inventory_hosts=[host])) == [
+            "docker node update --availability drain gone", "docker node rm --force gone"]
+
+
+def test_labels_are_left_alone_when_they_match(data):
+    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    nodes = [SwarmNodeInfo("n1", "10.0.0.1", {"group.data": "true"})]
+    facts = {SwarmNode: SwarmMembership(state="active", manager=True), SwarmNodes: nodes}
+    with fake_host(facts, {"private_address": "10.0.0.1"}, name="h1") as host:
+        host.groups = ["data", "managers"]
+        assert commands(labels._inner(stack=stack, inventory_hosts=[host])) == []
+        assert host.noops == ["node labels match the inventory groups"]
