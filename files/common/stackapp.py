@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import stacklog
@@ -152,10 +153,14 @@ class Backends:
         to the container being retired for a moment. Shallow, because a deep check chains:
         channel-service -> ai-engine -> auth-service -> postgres would fail whenever any link
         was slow, and one slow link would show as every service above it degraded."""
+        # The stack's apps answer /health (and take ``shallow``); infrastructure endpoints
+        # (Ollama's /api/version, ChromaDB's heartbeat) are asked as they are.
+        params = {"shallow": "true"} if urlsplit(url).path == "/health" else None
+
         async def check() -> None:
             for attempt in (1, 2):
                 try:
-                    response = await self.get(url, params={"shallow": "true"}, timeout=CHECK_TIMEOUT)
+                    response = await self.get(url, params=params, timeout=CHECK_TIMEOUT)
                     response.raise_for_status()
                     return
                 except httpx.HTTPError:

@@ -61,3 +61,13 @@ def test_shallow_health_skips_the_checks():
                                                                              "checks": {}}
         deep = client.get("/health")
     assert deep.status_code == 503 and deep.json()["checks"]["dep"].startswith("down")
+
+
+def test_an_infrastructure_endpoint_is_asked_as_it_is(dependency):
+    """Ollama's /api/version or ChromaDB's heartbeat know no ``shallow``: only an app's /health gets it."""
+    Dependency.seen.clear()
+    version = dependency.replace("/health", "/api/version")
+    app = stackapp.create_app("svc", stackapp.Backends(), http_checks={"ollama": version})
+    with TestClient(app) as client:
+        client.get("/health")
+    assert set(Dependency.seen) == {"/api/version"}  # asked twice (it answers 503), never with a query
