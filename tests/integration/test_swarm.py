@@ -7,8 +7,10 @@ nothing changed, rolls an app under load, rolls a broken update back, and loses 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,7 +264,12 @@ def test_an_unhealthy_task_is_replaced_by_swarm(hosts, swarm):
                 if any(n.startswith("creatorstack_channel-service.") for n in docker(hosts, i, "ps", "--format",
                                                                                       "{{.Names}}").split()))
     container = docker(hosts, node, "ps", "-q", "--filter", "name=creatorstack_channel-service.").split()[0]
-    docker(hosts, node, "pause", container)  # alive, but answering nothing: its healthcheck fails
+    # Hung, not dead: every process frozen (SIGSTOP; their host pids, the namespaces are this
+    # machine's). Its healthcheck, a new process, then times out. (`docker pause` would not do:
+    # Docker skips the healthcheck of a paused container.)
+    pids = docker(hosts, node, "top", container, "-eo", "pid").split()[1:]
+    for pid in pids:
+        os.kill(int(pid), signal.SIGSTOP)
     paused_at = time.monotonic()
     replaced = None
     while time.monotonic() - paused_at < 150:
@@ -271,7 +278,9 @@ def test_an_unhealthy_task_is_replaced_by_swarm(hosts, swarm):
             replaced = time.monotonic() - paused_at
             break
         time.sleep(1)  # pacing of a bounded poll
-    docker(hosts, node, "unpause", container, check=False)  # if Swarm has not removed it yet
+    for pid in pids:  # if Swarm has not removed it yet
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGCONT)
     print(f"unhealthy task replaced by Swarm after {replaced} s")
     assert replaced is not None, "Swarm did not replace the unhealthy task within 150 s"
     deadline = time.monotonic() + 60
