@@ -19,7 +19,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, Host, OperationError, QuoteString, StringCommand, operation
 
 from stackdeploy import commands, contract
-from stackdeploy.facts import _json
+from stackdeploy.facts import json_output
 from stackdeploy.model import Stack
 from stackdeploy.remote import run_on_control_machine
 from stackdeploy.swarmstack import node_labels
@@ -60,7 +60,7 @@ class SwarmNode(FactBase[SwarmMembership]):
         return SwarmMembership()
 
     def process(self, output: list[str]) -> SwarmMembership:
-        found = _json("SwarmNode", output)
+        found = json_output("SwarmNode", output)
         data = found["swarm"]
         return SwarmMembership(state=data.get("LocalNodeState", "inactive"), node_id=data.get("NodeID", ""),
                                manager=bool(data.get("ControlAvailable")), address=data.get("NodeAddr", ""),
@@ -86,7 +86,7 @@ class SwarmNodes(FactBase[list[SwarmNodeInfo]]):
         return swarm_nodes_command()
 
     def process(self, output: list[str]) -> list[SwarmNodeInfo]:
-        return parse_nodes(_json("SwarmNodes", output))
+        return parse_nodes(json_output("SwarmNodes", output))
 
 
 class SwarmStackHashes(FactBase[dict[str, str]]):

@@ -20,7 +20,7 @@ from pyinfra.facts.files import FileContents
 
 from stackdeploy import commands
 from stackdeploy.desired import HostDecisions
-from stackdeploy.facts import _json, read_fact
+from stackdeploy.facts import json_output, read_fact
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID
 from stackdeploy.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes
@@ -50,7 +50,7 @@ class SwarmStatus(FactBase[dict[str, dict] | None]):
         return None  # no swarm release on this host yet
 
     def process(self, output: list[str]) -> dict[str, dict] | None:
-        return _json("SwarmStatus", output)
+        return json_output("SwarmStatus", output)
 
 
 @operation(is_idempotent=True)
