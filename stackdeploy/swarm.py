@@ -67,10 +67,6 @@ class SwarmNode(FactBase[SwarmMembership]):
                                live_restore=bool(found["live_restore"]))
 
 
-def swarm_nodes_command() -> StringCommand:
-    return StringCommand("ids=$(docker node ls -q)", "&&", "docker", "node", "inspect", "$ids")
-
-
 def parse_nodes(data: list[dict]) -> list[SwarmNodeInfo]:
     return [SwarmNodeInfo(id=node["ID"], address=node["Status"].get("Addr", ""),
                           labels=node["Spec"].get("Labels") or {}, availability=node["Spec"].get("Availability", ""))
@@ -83,7 +79,7 @@ class SwarmNodes(FactBase[list[SwarmNodeInfo]]):
     requires_command = "docker"
 
     def command(self) -> StringCommand:
-        return swarm_nodes_command()
+        return commands.swarm_nodes()
 
     def process(self, output: list[str]) -> list[SwarmNodeInfo]:
         return parse_nodes(json_output("SwarmNodes", output))
@@ -113,16 +109,14 @@ class SwarmStackHashes(FactBase[dict[str, str]]):
         return found
 
 
+def managers(stack: Stack, inventory_hosts: list[Host]) -> list[Host]:
+    """The hosts of the managers group; the first host of the inventory when there is none."""
+    return [h for h in inventory_hosts if stack.swarm.managers_group in h.groups] or inventory_hosts[:1]
+
+
 def first_manager(stack: Stack, inventory_hosts: list[Host]) -> Host:
-    """The host that inits the swarm and deploys the stack: the first of the managers group,
-    else the first host of the inventory."""
-    managers = [h for h in inventory_hosts if stack.swarm.managers_group in h.groups]
-    return (managers or inventory_hosts)[0]
-
-
-def is_manager(stack: Stack, target: Host, inventory_hosts: list[Host]) -> bool:
-    managers = [h for h in inventory_hosts if stack.swarm.managers_group in h.groups]
-    return target in (managers or inventory_hosts[:1])
+    """The host that inits the swarm and deploys the stack."""
+    return managers(stack, inventory_hosts)[0]
 
 
 def advertise_address(target: Host) -> str:
@@ -169,7 +163,7 @@ def initialised():
 def joined(stack: Stack, inventory_hosts: list[Host]):
     """The other hosts join: managers as managers, the rest as workers."""
     if _joinable(host.get_fact(SwarmNode)):
-        role = "manager" if is_manager(stack, host, inventory_hosts) else "worker"
+        role = "manager" if host in managers(stack, inventory_hosts) else "worker"
         manager = first_manager(stack, inventory_hosts)
         yield FunctionCommand(_join, (manager, role, advertise_address(host)), {})
 
@@ -179,7 +173,7 @@ def wanted_labels(stack: Stack, inventory_hosts: list[Host]) -> dict[str, dict[s
     return {advertise_address(h): node_labels(set(h.groups), stack) for h in inventory_hosts}
 
 
-def label_updates(nodes: list[SwarmNodeInfo], wanted: dict[str, dict[str, str]], self_id: str = "") -> list[list[str]]:
+def label_updates(nodes: list[SwarmNodeInfo], wanted: dict[str, dict[str, str]]) -> list[list[str]]:
     """``docker node update`` argv for every node whose group labels differ from the inventory's.
     A single-node swarm (``@local``) is matched whatever address it advertises."""
     updates = []
@@ -200,7 +194,7 @@ def label_updates(nodes: list[SwarmNodeInfo], wanted: dict[str, dict[str, str]],
 
 
 def _label_nodes(wanted: dict[str, dict[str, str]]) -> None:
-    ok, output = host.run_shell_command(swarm_nodes_command())
+    ok, output = host.run_shell_command(commands.swarm_nodes())
     if not ok:
         raise OperationError(f"listing the swarm's nodes failed: {output.stderr}")
     for args in label_updates(parse_nodes(json.loads(output.stdout)), wanted):
