@@ -131,6 +131,16 @@ def stackctl(deploy_dir: str, host_name: str, *args: str) -> StringCommand:
     return argv("python3", posixpath.join(deploy_dir, "stackctl.py"), "--host", host_name, *args)
 
 
+def stackswarm(deploy_dir: str, *args: str) -> StringCommand:
+    """The swarm engine's helper (files/stackswarm.py), on the first manager."""
+    return argv("python3", posixpath.join(deploy_dir, "stackswarm.py"), *args)
+
+
+def swarm_nodes() -> StringCommand:
+    """``docker node inspect`` of every node of the swarm (on a manager)."""
+    return StringCommand("ids=$(docker node ls -q)", "&&", "docker", "node", "inspect", "$ids")
+
+
 def stackbackup(deploy_dir: str, *args: str) -> StringCommand:
     """The backup helper (files/stackbackup.py)."""
     return argv("python3", posixpath.join(deploy_dir, "stackbackup.py"), *args)

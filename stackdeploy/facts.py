@@ -116,7 +116,8 @@ def _unexpected(fact: str, output: list[str]) -> FactProcessError:
     return FactProcessError(f"{fact}: unexpected output: {' | '.join(output)[-500:]!r}")
 
 
-def _json(fact: str, output: list[str]) -> Any:
+def json_output(fact: str, output: list[str]) -> Any:
+    """A fact's output read as JSON; anything else fails the read, naming the fact."""
     try:
         return json.loads("\n".join(output))
     except ValueError:
@@ -245,7 +246,7 @@ class StackStatus(FactBase[dict[str, contract.ServiceStatus] | None]):
         return commands.stack_status(deploy_dir)
 
     def process(self, output: list[str]) -> dict[str, contract.ServiceStatus]:
-        return _json("StackStatus", output)
+        return json_output("StackStatus", output)
 
 
 def parse_status(text: str) -> dict[str, contract.ServiceStatus]:
@@ -269,7 +270,7 @@ class ReleaseHistory(FactBase[HostReleases]):
     def process(self, output: list[str]) -> HostReleases:
         if output == [ABSENT]:
             return HostReleases()  # no helper: never deployed with releases
-        found: contract.ReleaseListing = _json("ReleaseHistory", output)
+        found: contract.ReleaseListing = json_output("ReleaseHistory", output)
         return HostReleases(current=found["current"], present=tuple(found["present"]),
                             releases=tuple(found["releases"]), manifests=found["manifests"])
 

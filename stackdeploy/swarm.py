@@ -19,7 +19,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, Host, OperationError, QuoteString, StringCommand, operation
 
 from stackdeploy import commands, contract
-from stackdeploy.facts import _json
+from stackdeploy.facts import json_output
 from stackdeploy.model import Stack
 from stackdeploy.remote import run_on_control_machine
 from stackdeploy.swarmstack import node_labels
@@ -60,15 +60,11 @@ class SwarmNode(FactBase[SwarmMembership]):
         return SwarmMembership()
 
     def process(self, output: list[str]) -> SwarmMembership:
-        found = _json("SwarmNode", output)
+        found = json_output("SwarmNode", output)
         data = found["swarm"]
         return SwarmMembership(state=data.get("LocalNodeState", "inactive"), node_id=data.get("NodeID", ""),
                                manager=bool(data.get("ControlAvailable")), address=data.get("NodeAddr", ""),
                                live_restore=bool(found["live_restore"]))
-
-
-def swarm_nodes_command() -> StringCommand:
-    return StringCommand("ids=$(docker node ls -q)", "&&", "docker", "node", "inspect", "$ids")
 
 
 def parse_nodes(data: list[dict]) -> list[SwarmNodeInfo]:
@@ -83,10 +79,10 @@ class SwarmNodes(FactBase[list[SwarmNodeInfo]]):
     requires_command = "docker"
 
     def command(self) -> StringCommand:
-        return swarm_nodes_command()
+        return commands.swarm_nodes()
 
     def process(self, output: list[str]) -> list[SwarmNodeInfo]:
-        return parse_nodes(_json("SwarmNodes", output))
+        return parse_nodes(json_output("SwarmNodes", output))
 
 
 class SwarmStackHashes(FactBase[dict[str, str]]):
@@ -113,16 +109,14 @@ class SwarmStackHashes(FactBase[dict[str, str]]):
         return found
 
 
+def managers(stack: Stack, inventory_hosts: list[Host]) -> list[Host]:
+    """The hosts of the managers group; the first host of the inventory when there is none."""
+    return [h for h in inventory_hosts if stack.swarm.managers_group in h.groups] or inventory_hosts[:1]
+
+
 def first_manager(stack: Stack, inventory_hosts: list[Host]) -> Host:
-    """The host that inits the swarm and deploys the stack: the first of the managers group,
-    else the first host of the inventory."""
-    managers = [h for h in inventory_hosts if stack.swarm.managers_group in h.groups]
-    return (managers or inventory_hosts)[0]
-
-
-def is_manager(stack: Stack, target: Host, inventory_hosts: list[Host]) -> bool:
-    managers = [h for h in inventory_hosts if stack.swarm.managers_group in h.groups]
-    return target in (managers or inventory_hosts[:1])
+    """The host that inits the swarm and deploys the stack."""
+    return managers(stack, inventory_hosts)[0]
 
 
 def advertise_address(target: Host) -> str:
@@ -169,7 +163,7 @@ def initialised():
 def joined(stack: Stack, inventory_hosts: list[Host]):
     """The other hosts join: managers as managers, the rest as workers."""
     if _joinable(host.get_fact(SwarmNode)):
-        role = "manager" if is_manager(stack, host, inventory_hosts) else "worker"
+        role = "manager" if host in managers(stack, inventory_hosts) else "worker"
         manager = first_manager(stack, inventory_hosts)
         yield FunctionCommand(_join, (manager, role, advertise_address(host)), {})
 
@@ -179,7 +173,7 @@ def wanted_labels(stack: Stack, inventory_hosts: list[Host]) -> dict[str, dict[s
     return {advertise_address(h): node_labels(set(h.groups), stack) for h in inventory_hosts}
 
 
-def label_updates(nodes: list[SwarmNodeInfo], wanted: dict[str, dict[str, str]], self_id: str = "") -> list[list[str]]:
+def label_updates(nodes: list[SwarmNodeInfo], wanted: dict[str, dict[str, str]]) -> list[list[str]]:
     """``docker node update`` argv for every node whose group labels differ from the inventory's.
     A single-node swarm (``@local``) is matched whatever address it advertises."""
     updates = []
@@ -200,7 +194,7 @@ def label_updates(nodes: list[SwarmNodeInfo], wanted: dict[str, dict[str, str]],
 
 
 def _label_nodes(wanted: dict[str, dict[str, str]]) -> None:
-    ok, output = host.run_shell_command(swarm_nodes_command())
+    ok, output = host.run_shell_command(commands.swarm_nodes())
     if not ok:
         raise OperationError(f"listing the swarm's nodes failed: {output.stderr}")
     for args in label_updates(parse_nodes(json.loads(output.stdout)), wanted):

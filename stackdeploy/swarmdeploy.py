@@ -20,17 +20,12 @@ from pyinfra.facts.files import FileContents
 
 from stackdeploy import commands
 from stackdeploy.desired import HostDecisions
-from stackdeploy.facts import _json, read_fact
+from stackdeploy.facts import json_output, read_fact
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID
 from stackdeploy.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE
 from stackdeploy.verify import LAST_REPORT
-
-
-def stackswarm(deploy_dir: str, *args: str) -> StringCommand:
-    """The swarm helper (files/stackswarm.py), on the first manager."""
-    return commands.argv("python3", posixpath.join(deploy_dir, "stackswarm.py"), *args)
 
 
 class SwarmStatus(FactBase[dict[str, dict] | None]):
@@ -50,7 +45,7 @@ class SwarmStatus(FactBase[dict[str, dict] | None]):
         return None  # no swarm release on this host yet
 
     def process(self, output: list[str]) -> dict[str, dict] | None:
-        return _json("SwarmStatus", output)
+        return json_output("SwarmStatus", output)
 
 
 @operation(is_idempotent=True)
@@ -71,7 +66,7 @@ def rolled_out(decisions: HostDecisions):
     if not decisions.to_start:
         host.noop("every service runs its spec")
         return
-    yield stackswarm(decisions.plan.stack.deploy_dir, "deploy", "--release", decisions.release)
+    yield commands.stackswarm(decisions.plan.stack.deploy_dir, "deploy", "--release", decisions.release)
 
 
 def _summarise(rows: dict[str, dict], report_to: Path | None, release: str, changed: list[str]) -> None:
@@ -81,14 +76,14 @@ def _summarise(rows: dict[str, dict], report_to: Path | None, release: str, chan
 
 
 def _verify_now(deploy_dir: str, release: str, changed: list[str], report_to: Path | None) -> None:
-    ok, output = host.run_shell_command(stackswarm(deploy_dir, "status", "--wait", "60", "--release", release))
+    ok, output = host.run_shell_command(commands.stackswarm(deploy_dir, "status", "--wait", "60", "--release", release))
     if not ok:
         raise OperationError(f"stackswarm.py status failed: {output.stderr}")
     rows = json.loads(output.stdout)
     _summarise(rows, report_to, release, changed)
     failed = [name for name, row in rows.items() if row["check"] != "ok"]
     if failed:
-        _, logs = host.run_shell_command(stackswarm(deploy_dir, "logs", *failed))
+        _, logs = host.run_shell_command(commands.stackswarm(deploy_dir, "logs", *failed))
         raise OperationError("\n".join(f"SERVICE FAILED: '{n}' on the swarm: {rows[n]['check']}" for n in failed)
                              + "\n" + logs.stdout)
 
@@ -179,7 +174,7 @@ def rolled_back(deploy_dir: str, target: str, to_change: list[str]):
     if not to_change:
         host.noop(f"every service runs release {target}'s spec")
         return
-    yield stackswarm(deploy_dir, "deploy", "--release", target, "--rollback")
+    yield commands.stackswarm(deploy_dir, "deploy", "--release", target, "--rollback")
 
 
 def swarm_rollback_changes(deploy_dir: str, target: str, stack: str) -> list[str]:

@@ -112,11 +112,16 @@ def port_open(address: str, port: int) -> bool:
         return False
 
 
-def wait_for(check, what: str) -> None:
+class NotReady(Exception):
+    """A host's daemon did not answer in time (the message carries the end of its log)."""
+
+
+def wait_for(check, what: str, log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while not check():
         if time.monotonic() > deadline:
-            raise SystemExit(f"simhosts: {what} did not come up within {READY_TIMEOUT:g}s")
+            tail = "\n".join(read_or_empty(log).splitlines()[-15:])
+            raise NotReady(f"{what} did not come up within {READY_TIMEOUT:g}s; the end of {log}:\n{tail}")
         time.sleep(0.2)
 
 
@@ -150,6 +155,21 @@ def kill_container_leftovers(info: dict[str, str]) -> None:
 
 
 def start_host(info: dict[str, str]) -> None:
+    """Start a host, and once more from scratch if its daemons do not answer: a CI run saw
+    one dockerd of three never answer, which a second start is meant to get past (the
+    failure names the daemon and ends with its log, to find the cause)."""
+    try:
+        launch_host(info)
+    except NotReady as error:
+        print(f"simhosts: {error}\nsimhosts: starting {info['name']} again", file=sys.stderr)
+        stop_host(info, crash=True)
+        try:
+            launch_host(info)
+        except NotReady as again:
+            raise SystemExit(f"simhosts: {again}") from None
+
+
+def launch_host(info: dict[str, str]) -> None:
     data, run = Path(info["data"]), Path(info["run"])
     if sh("ip", "netns", "pids", info["netns"], check=False).stdout.strip():
         return  # already running
@@ -178,8 +198,9 @@ def start_host(info: dict[str, str]) -> None:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     env_docker = ["docker", "-H", info["docker_host"], "version"]
-    wait_for(lambda: sh(*env_docker, check=False).returncode == 0, f"dockerd of {info['name']}")
-    wait_for(lambda: port_open(info["address"], 22), f"sshd of {info['name']}")
+    wait_for(lambda: sh(*env_docker, check=False).returncode == 0, f"dockerd of {info['name']}",
+             run / "dockerd.log")
+    wait_for(lambda: port_open(info["address"], 22), f"sshd of {info['name']}", run / "sshd.log")
 
 
 def stop_host(info: dict[str, str], crash: bool = False) -> None:
