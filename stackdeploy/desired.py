@@ -191,11 +191,13 @@ def helper_files() -> dict[str, bytes]:
     }
 
 
-def top_files(plan: Plan, secrets_json: str) -> dict[str, bytes]:
+def top_files(plan: Plan, secrets_json: str, certificate: tls.Certificate) -> dict[str, bytes]:
     gateway_here = any(plan.stack.services[name].kind == "gateway" for name in plan.services)
+    tls_json = tls.host_copy(certificate)
     return {
         **helper_files(),
         ".secrets.json": secrets_json.encode(),
+        **({".tls.json": tls_json} if tls_json else {}),
         "state/image-source": f"{plan.image_source}\n".encode(),  # what `auto` resolved to, kept
         **(acme_files(plan.stack) if gateway_here else {}),
     }
@@ -212,11 +214,12 @@ def gateway_addresses(stack: model.Stack, where: Placement, host: Host) -> list[
     return [*addresses, *(["localhost"] if "@local" in (h.name for h in host.inventory) else [])]
 
 
-def gateway_certificate(stack: model.Stack, where: Placement, host: Host) -> tls.Certificate:
-    """The certificate every gateway of this run serves; a bad one of source "files" is refused
-    here, before any host is touched, with the file that sets ``tls``."""
+def gateway_certificate(stack: model.Stack, where: Placement, host: Host, on_host: str = "") -> tls.Certificate:
+    """The certificate every gateway of this run serves (``on_host``: the host's .tls.json, adopted
+    when this machine keeps no stack CA); a refusal names the file that sets ``tls``."""
     try:
-        return tls.resolve(stack, tls.store_of(stack, STATE_DIR), gateway_addresses(stack, where, host))
+        return tls.resolve(stack, tls.store_of(stack, STATE_DIR), gateway_addresses(stack, where, host),
+                           on_host=tls.parse_host_copy(on_host))
     except model.StackError as exc:
         raise _refusal(exc, host) from None
 
@@ -269,8 +272,10 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
     check = check_only or is_dry_run()
     stack = load_stack(host)
     where = inventory_placement(stack, host)
-    certificate = gateway_certificate(stack, where, host)
+    if stack.tls.source == "files":
+        gateway_certificate(stack, where, host)  # the user's certificate is refused before any host is read
     state = read_host(host, stack, check_only=check)
+    certificate = gateway_certificate(stack, where, host, state.tls_json)
     image_source = resolve_image_source(stack, host, state)
     store = STATE_DIR / "secrets" / f"{stack.name}-{stack.environment}.json"
     try:
@@ -300,7 +305,7 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
     changed = differs(files, deployed.release)
     stale = [rel for rel in deployed.release if rel not in files]
     secrets_json = json.dumps(resolved.values, indent=2, sort_keys=True) + "\n"
-    top = top_files(plan, secrets_json)
+    top = top_files(plan, secrets_json, certificate)
     conf = files.get("nginx/nginx.conf")
     return HostDecisions(
         plan=plan, state=state, secrets_json=secrets_json, secrets_store=store, new_secrets=resolved.new,

@@ -14,6 +14,11 @@ Three sources (``tls.source`` in group_data):
 - ``acme``: the gateway starts on a stack-CA certificate like ``self-signed`` (nginx needs one
   to start) until certbot replaces it on the host (``stackdeploy/acme.py``).
 
+Every host keeps the CA certificate, the server certificate and its key in ``.tls.json``
+(0600), so a control machine that has no copy adopts them, as it adopts the secrets, instead
+of starting a new CA that every client would have to be given again. The CA's key is not
+in it: renewing from such a machine is refused in one line until the key is copied there.
+
 Like ``secrets``, deciding writes nothing: what a run generated is written by the ``kept``
 operation, so ``--dry`` and ``verify.py`` leave ``.deploy/`` as it was.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import ssl
 from collections.abc import Iterable, Sequence
@@ -45,6 +51,7 @@ CA_VALIDITY = datetime.timedelta(days=3650)
 # The store's files: the CA's key never leaves the control machine.
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.pem", "ca-key.pem", "server.pem", "server-key.pem"
 PRIVATE = (CA_KEY, SERVER_KEY)
+HOST_COPY = (CA_CERT, SERVER_CERT, SERVER_KEY)  # what every host keeps in .tls.json: never the CA's key
 
 # store -> the files this run decided for it: every host of a run shares one certificate.
 _this_run: dict[Path, dict[str, bytes]] = {}
@@ -188,20 +195,28 @@ def _why_issue(files: dict[str, bytes], names: Sequence[str], now: datetime.date
     return f"now also for {', '.join(missing)}" if missing else ""
 
 
-def self_signed(stack: Stack, names: Sequence[str], store: Path, now: datetime.datetime | None = None) -> Certificate:
+def self_signed(stack: Stack, names: Sequence[str], store: Path, now: datetime.datetime | None = None,
+                on_host: dict[str, bytes] | None = None) -> Certificate:
     """The stack CA's server certificate for ``names``: the kept one when it is still good,
-    else a new one (and a new CA when the kept one is missing or near its end). Writes
-    nothing (see ``kept``); every host of a run gets the same one."""
+    else a new one (and a new CA when there is none or it is near its end). With no CA kept
+    here, a host's copy (``on_host``, see ``parse_host_copy``) is adopted. Writes nothing
+    (see ``kept``); every host of a run gets the same one."""
     now = now or _now()
     files = {**_read_store(store), **_this_run.get(store, {})}
-    if CA_CERT not in files or CA_KEY not in files or (
+    if CA_CERT not in files and on_host and set(HOST_COPY) <= on_host.keys():
+        files = {name: on_host[name] for name in HOST_COPY}
+    if CA_CERT not in files or (
             x509.load_pem_x509_certificate(files[CA_CERT]).not_valid_after_utc - now < RENEW_BEFORE):
         files = dict(zip((CA_CERT, CA_KEY), new_ca(f"{stack.name}-{stack.environment}", now), strict=True))
     issued = _why_issue(files, names, now)
+    if issued and CA_KEY not in files:
+        raise StackError("tls", f"the gateway's certificate must be issued again ({issued}), but the stack CA's "
+                                f"key is not in {store}: copy it there from the control machine that created the CA")
     if issued:
         files[SERVER_CERT], files[SERVER_KEY] = new_server_cert(names, files[CA_CERT], files[CA_KEY], now)
     elif _read_store(store).get(SERVER_CERT) != files[SERVER_CERT]:
-        issued = "new"  # by this run, for another host: not kept yet
+        # By this run, for another host, or adopted from a host's copy: not kept here yet.
+        issued = "new" if CA_KEY in files else "adopted from a host"
     _this_run[store] = files
     cert = x509.load_pem_x509_certificate(files[SERVER_CERT])
     return Certificate(files[SERVER_CERT], files[SERVER_KEY], files[CA_CERT], _fingerprint(cert),
@@ -273,14 +288,33 @@ def gateway_address(stack: Stack, host_name: str, private_address: str | None) -
 
 
 def resolve(stack: Stack, store: Path, addresses: Iterable[str] = (),
-            now: datetime.datetime | None = None) -> Certificate:
+            now: datetime.datetime | None = None, on_host: dict[str, bytes] | None = None) -> Certificate:
     """The certificate the gateway serves, from ``tls.source`` (see the module's docstring).
     A stack-CA certificate also covers ``addresses``, where the gateways are reached (the
     smoke test's way in), so that it verifies there too."""
     if stack.tls.source == "files":
         return from_files(stack.tls, now)
     names = list(dict.fromkeys([*stack.tls.server_names, *addresses]))
-    return self_signed(stack, names, store, now)
+    return self_signed(stack, names, store, now, on_host)
+
+
+def host_copy(certificate: Certificate) -> bytes | None:
+    """``.tls.json`` for every host: what another control machine adopts (None for source
+    "files", whose certificate is the user's own, on the control machine)."""
+    if certificate.ca_pem is None:
+        return None
+    pems = (certificate.ca_pem, certificate.chain_pem, certificate.key_pem)
+    return (json.dumps(dict(zip(HOST_COPY, (pem.decode() for pem in pems), strict=True)), indent=2,
+                       sort_keys=True) + "\n").encode()
+
+
+def parse_host_copy(text: str) -> dict[str, bytes] | None:
+    """A host's ``.tls.json`` as read by a fact (None when it has none, or not a whole one)."""
+    try:
+        found = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return None  # not adopted: a new CA is safer than a half-read one
+    return {name: found[name].encode() for name in HOST_COPY} if set(HOST_COPY) <= found.keys() else None
 
 
 def _write(store: Path, files: dict[str, bytes]) -> None:

@@ -22,7 +22,7 @@ from stackdeploy.desired import HostDecisions
 
 
 def _mode(decisions: HostDecisions, rel: str) -> str:
-    if rel in decisions.plan.secret_files or rel == ".secrets.json":
+    if rel in decisions.plan.secret_files or rel in (".secrets.json", ".tls.json"):
         return "600"
     return "755" if rel == "stackctl.py" else "644"
 
@@ -44,7 +44,7 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
 ACME_FILES = (ISSUE_SCRIPT, HOOK_SCRIPT)
 # Needed before the lock (the helper takes it): desired.helper_files.
 HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py", "stacklogs.py")
-STATE_FILES = (".secrets.json", "state/image-source", *ACME_FILES)  # written under the lock
+STATE_FILES = (".secrets.json", ".tls.json", "state/image-source", *ACME_FILES)  # written under the lock
 
 
 @operation(is_idempotent=True)

@@ -137,6 +137,45 @@ def test_reissued_when_the_names_change_and_a_new_ca_near_its_end(data, tmp_path
     assert tls.CA_CERT in tls.changed_files(store)
 
 
+def test_a_control_machine_without_the_ca_adopts_the_hosts_copy(data, tmp_path):
+    """Another operator's machine (no .deploy/tls/) serves what the hosts serve instead of starting
+    a new CA that every client would have to be given again; the CA's key is never in the copy."""
+    stack = stack_with(data)
+    first = tls.resolve(stack, tmp_path / "creator", ["10.0.0.3"], NOW)
+    copy = json.loads(tls.host_copy(first))
+    assert set(copy) == {tls.CA_CERT, tls.SERVER_CERT, tls.SERVER_KEY}
+    next_run()
+    other = tmp_path / "another-machine"
+    adopted = tls.resolve(stack, other, ["10.0.0.3"], NOW + DAY, on_host=tls.parse_host_copy(json.dumps(copy)))
+    assert (adopted.chain_pem, adopted.key_pem, adopted.ca_pem) == (first.chain_pem, first.key_pem, first.ca_pem)
+    assert adopted.issued == "adopted from a host"
+    assert set(tls.changed_files(other)) == {tls.CA_CERT, tls.SERVER_CERT, tls.SERVER_KEY}  # kept here from now on
+
+
+def test_a_machine_without_the_cas_key_refuses_to_issue_in_one_line(data, tmp_path):
+    stack = stack_with(data)
+    on_host = tls.parse_host_copy(tls.host_copy(tls.resolve(stack, tmp_path / "creator", ["10.0.0.3"], NOW)).decode())
+    next_run()
+    with pytest.raises(StackError, match=r"^tls: the gateway's certificate must be issued again \(now also for "
+                                         r"10.0.0.4\), but the stack CA's key is not in .*another: copy it there"):
+        tls.resolve(stack, tmp_path / "another", ["10.0.0.3", "10.0.0.4"], NOW, on_host=on_host)
+
+
+def test_a_machine_that_keeps_a_ca_ignores_the_hosts_copy(data, tmp_path):
+    stack, store = stack_with(data), tmp_path / "store"
+    mine = tls.resolve(stack, store, [], NOW)
+    tls._write(store, tls._this_run[store])
+    next_run()
+    theirs = tls.parse_host_copy(tls.host_copy(tls.resolve(stack, tmp_path / "other", [], NOW)).decode())
+    next_run()
+    assert tls.resolve(stack, store, [], NOW, on_host=theirs).chain_pem == mine.chain_pem
+
+
+@pytest.mark.parametrize("text", ["", "not json", '{"ca.pem": "only one"}'])
+def test_no_whole_host_copy_is_no_copy(text):
+    assert tls.parse_host_copy(text) is None
+
+
 # ---------------------------------------------------------------- files: checked before any host
 
 def user_files(tmp_path, names=("api.example.com",), now=NOW, key_of=None):
