@@ -230,7 +230,8 @@ def test_failing_service_fails_loudly_with_its_logs(stack, session_tmp):
     assert "SERVICE FAILED: 'creator-hub' on host @local" in result.output
     assert "GET /no-such-endpoint answered 404" in result.output
     assert "last 30 log lines of the new container:" in result.output
-    assert "wait-for-services: postgres is up" in result.output  # a real log line of the container
+    # A real log line of the container: its own access line for the failing check.
+    assert '"path": "/no-such-endpoint", "status": 404' in result.output
     assert "ROLLED BACK: the new container was removed; the previous version is still serving" in result.output
     assert identities()["creator-hub"] == before["creator-hub"]  # the old container never stopped
 
