@@ -100,6 +100,7 @@ class GatewaySpec(TypedDict):
     service: str
     routed: list[str]
     port: int  # where nginx listens inside the stack network (plain HTTP: /health and the redirect)
+    https_port: NotRequired[int]  # where it serves the routes (HTTPS); absent in a release from before TLS
     routes: dict[str, str]  # route prefix -> its target's health path (the monitor's readiness)
     tls: NotRequired[GatewayTls]  # absent in a release from before TLS
 

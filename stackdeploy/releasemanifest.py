@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from stackdeploy import contract
-from stackdeploy.composefile import GATEWAY_LISTEN_PORT
+from stackdeploy.composefile import GATEWAY_LISTEN_PORT, GATEWAY_TLS_LISTEN_PORT
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import Placement
 
@@ -64,6 +64,7 @@ def release_json(where: Placement, host: str, services: dict[str, contract.Servi
         "gateway": {"service": gateway.name,
                     "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local}),
                     "port": GATEWAY_LISTEN_PORT,
+                    "https_port": GATEWAY_TLS_LISTEN_PORT,
                     "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())},
                     "tls": gateway_tls(stack)}
         if gateway else None,

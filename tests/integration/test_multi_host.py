@@ -263,9 +263,10 @@ def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp
 def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path):
     """auth-service on h2 and h3 behind h3's gateway: a code change reaches one host at a time
     (rollout_batch 1) and the gateway keeps answering from the other."""
-    spread = {"placement": {"data": ["postgres", "redis", "log-store"],
+    spread = {"placement": {"data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
                             "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
-                            "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}}
+                            "apps": ["auth-service", "creator-hub", "channel-service"],
+                            "edge": ["api-gateway", "nginx-exporter"], "monitoring": ["alertmanager", "prometheus"]}}
     first = deploy(extra=spread)
     assert first.returncode == 0, first.output[-4000:]
     copy = tmp_path / "project"

@@ -131,7 +131,7 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
     assert {n for n, s in strategies.items() if s == "rolling"} == {
         "auth-service", "creator-hub", "ai-engine", "channel-service"}
     assert manifest["gateway"] == {"service": "api-gateway", "routed": [
-        "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "routes": {
+        "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "https_port": 8443, "routes": {
         "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"},
         "tls": {"files": {"tls/server.crt": "nginx/tls/server.crt", "tls/server.key": "nginx/tls/server.key"},
                 "keys": ["tls/server.key"], "seed_only": False}}

@@ -132,6 +132,7 @@ class Monitor:
         self.docker = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds="/var/run/docker.sock"),
                                         base_url="http://docker", timeout=30.0)
         self.http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+        self.insecure_http = httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False)  # the gateway's routes only
         self.watches: dict[str, ServiceWatch] = {}
         self.readiness: dict[str, str] = {}
         self.heartbeat = 0.0
@@ -329,10 +330,14 @@ class Monitor:
             self.readiness = {prefix: "down: the gateway is not running" for prefix in gateway["routes"]}
             return
         address = containers[0]["NetworkSettings"]["Networks"].get(f"{STACK}_backend", {}).get("IPAddress")
+        # The routes are served over HTTPS (plain HTTP only redirects), asked at the container's
+        # own address, which the certificate need not name: reachability is what is checked here.
+        base = (f"https://{address}:{gateway['https_port']}" if "https_port" in gateway
+                else f"http://{address}:{gateway['port']}")
 
         async def check(prefix: str, health: str) -> str:
             try:
-                response = await self.http.get(f"http://{address}:{gateway['port']}{prefix}{health.lstrip('/')}")
+                response = await self.insecure_http.get(f"{base}{prefix}{health.lstrip('/')}")
                 return "ok" if response.status_code == 200 else f"down: HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 return f"down: {type(exc).__name__}"
