@@ -140,7 +140,7 @@ def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts
     for address in hosts:
         for name, info in containers_on(hosts, address).items():
             for bindings in (info["HostConfig"]["PortBindings"] or {}).values():
-                published[f"{name}@{address}"] = {(b["HostIp"], b["HostPort"]) for b in bindings}
+                published.setdefault(f"{name}@{address}", set()).update((b["HostIp"], b["HostPort"]) for b in bindings)
     assert published == {
         f"postgres@{H1}": {(H1, "5432")},
         f"redis@{H1}": {(H1, "6379")},
