@@ -12,7 +12,9 @@ rendered once, for the first manager:
 - the generated secrets as Docker secrets (created once by the helper from the host copy
   of the secrets, never rotated), mounted as files: services read ``<NAME>_FILE``;
 - the gateway's nginx.conf as a Docker config named after its content (configs are
-  immutable), the gateway published in host mode on the edge nodes.
+  immutable), the gateway published in host mode on the edge nodes;
+- under ``image_distribution = "registry"``, the built images by their registry names, so
+  a node Swarm moves a task to pulls the image itself.
 
 Swarm ignores ``depends_on``, so the release also holds one cumulative stack file per
 dependency wave (``stack.wave-N.yaml``): the helper deploys them in turn and gates each
@@ -202,6 +204,8 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -
                          "replicas": None if stack.services[n].kind == "gateway" else stack.services[n].replicas}
                      for n in names},
     }
+    if stack.registry:  # the helper deploys with --with-registry-auth: the manager's login reaches every node
+        manifest["registry"] = stack.registry.address
     files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     return files, manifest
 
