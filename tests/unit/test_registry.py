@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from stackdeploy.inputfiles import StackInputError
 from stackdeploy.model import load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.plan import build_plan
+from stackdeploy.remote import announce
 from stackdeploy.swarm import SwarmMembership, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, swarm_release
 from tests.conftest import group_data
@@ -142,6 +144,7 @@ def decide(monkeypatch, tmp_path, name: str, facts: dict, *, limit=None, deployi
     data = {**group_data(), **SETTINGS, **settings}
     with fake_host(facts, data, name, hosts=HOSTS, groups=GROUPS, limit=limit) as host:
         decisions = desired.decide(host, deploying=deploying)
+        announce(decisions)
         build_images(decisions)
         return decisions, planned(host), host.noops
 
@@ -166,6 +169,18 @@ def test_a_fresh_build_host_builds_tags_and_pushes_everything_and_ships_nothing(
     assert pushes.index(f"docker tag {names[name]} {name}") + 1 == pushes.index(f"docker push {name}")
     assert ops["Images pulled from the registry"] == []
     assert "Images shipped from the build host" not in ops
+
+
+def test_what_a_run_and_its_dry_run_announce(monkeypatch, tmp_path, names, caplog):
+    facts = {StackHostState: HostState(engine="up"), RegistryImages: registry_holding(set()),
+             EngineInsecureRegistries: TRUSTED}
+    with caplog.at_level(logging.INFO, logger="pyinfra"):
+        decide(monkeypatch, tmp_path, "h1", facts)
+        decide(monkeypatch, tmp_path, "h2", {**facts, StackHostState: HostState(engine="up")})
+    builder, other = (record.getMessage() for record in caplog.records if "image source:" in record.getMessage())
+    assert f"; push: {', '.join(sorted(names))};" in builder and "pull:" not in builder
+    assert "; pull: " in other and "push:" not in other
+    assert "ship:" not in builder + other
 
 
 def test_a_build_host_with_everything_pushed_before_does_nothing(monkeypatch, tmp_path, names):
