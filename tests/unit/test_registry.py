@@ -344,3 +344,47 @@ def test_the_engines_insecure_registries_by_name_and_network():
     assert registries.allow(REGISTRY) and registries.allow("127.0.0.1:5000") and registries.allow("localhost") is False
     assert not registries.allow("10.77.0.1:5001") and not registries.allow("docker.io")
     assert InsecureRegistries(networks=("::1/128",)).allow("[::1]:5000")
+
+
+# ------------------------------------------------------------- pruning, by the host helper
+
+PRUNE_DOCKER = """#!/bin/sh
+echo "$*" >> "$FAKE/calls"
+if [ "$1" = images ]; then cat "$FAKE/images"; fi
+"""
+
+
+def test_the_host_helper_prunes_the_registry_names_of_old_builds_too(helpers_dir, monkeypatch):
+    """stackctl.py lists the stack's images by namespace and by registry name, and removes those
+    no kept release uses: the old build under both names, never the current one."""
+    release = {"project": "creatorstack", "namespace": "creatorstack", "registry": REGISTRY, "waves": [],
+               "remote": {}, "gateway": None, "services": {"auth-service": {"image": f"{REGISTRY}/creatorstack/a:new"}},
+               "builds": ["creatorstack/a:new", f"{REGISTRY}/creatorstack/a:new"]}
+    (helpers_dir / "releases" / "R1").mkdir(parents=True)
+    (helpers_dir / "releases" / "R1" / "release.json").write_text(json.dumps(release))
+    (helpers_dir / "current").symlink_to("releases/R1")
+    (helpers_dir / "state").mkdir()
+    (helpers_dir / "state" / "releases.json").write_text(json.dumps([{"id": "R1", "result": "ok"}]))
+    fake = helpers_dir / "fake"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "docker").write_text(PRUNE_DOCKER)
+    (fake / "bin" / "docker").chmod(0o755)
+    listed = [f"{prefix}creatorstack/a:{tag}" for prefix in ("", f"{REGISTRY}/") for tag in ("old", "new")]
+    (fake / "images").write_text("\n".join(listed) + "\n")
+    monkeypatch.setenv("FAKE", str(fake))
+    monkeypatch.setenv("PATH", f"{fake / 'bin'}:{os.environ['PATH']}")
+    sys.path.insert(0, str(helpers_dir))
+    try:
+        import stackctl  # noqa: PLC0415 - the shipped copy, as the host imports it
+
+        removed = stackctl.prune("creatorstack", keep=5)
+    finally:
+        sys.path.remove(str(helpers_dir))
+        sys.modules.pop("stackctl", None)
+        sys.modules.pop("stackcontract", None)
+        sys.modules.pop("stackprobe", None)
+    calls = (fake / "calls").read_text().splitlines()
+    assert (f"images --format {{{{.Repository}}}}:{{{{.Tag}}}} --filter reference=creatorstack/* "
+            f"--filter reference={REGISTRY}/creatorstack/*") in calls
+    assert removed == ["creatorstack/a:old", f"{REGISTRY}/creatorstack/a:old"]
+    assert calls[-1] == f"image rm creatorstack/a:old {REGISTRY}/creatorstack/a:old"
