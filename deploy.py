@@ -1,7 +1,7 @@
 """Deploy the whole stack: pyinfra INVENTORY deploy.py
 
 Phases, in order (one module each in stackdeploy/):
-    keep the secrets (the control machine's copy) -> ensure engine [-> form the swarm]
+    keep the secrets and the gateway's certificate (the control machine's copy) -> ensure engine [-> form the swarm]
     -> lock -> stage the release -> build images -> roll out in dependency waves -> verify
     -> record the release (switch ``current``, prune, audit, unlock)
 
@@ -15,7 +15,7 @@ with nothing to change takes no lock and reports no changes.
 
 from pyinfra import host
 
-from stackdeploy import secrets
+from stackdeploy import secrets, tls
 from stackdeploy.desired import decide
 from stackdeploy.engine import ensure_engine
 from stackdeploy.images import build_images
@@ -34,6 +34,8 @@ run = Run(deploy_dir=plan.stack.deploy_dir, action="deploy", release=decisions.r
           changed=decisions.changed_services, keep=plan.stack.keep_releases, current=decisions.state.current)
 
 secrets.kept(name="Secrets kept on the control machine", store=decisions.secrets_store)
+if plan.stack.tls.source != "files":
+    tls.kept(name="Stack CA and gateway certificate kept on the control machine", store=decisions.tls_store)
 ensure_engine(needs_debootstrap=plan.image_source == "local")
 swarm = plan.stack.engine == "swarm"
 if swarm:

@@ -12,10 +12,13 @@ no errors. Integration tests and the rollout benchmark therefore wrap a deploy i
   even when every HTTP request succeeds;
 - `register_and_login`: a throwaway account whose token opens those sockets.
 
+Over HTTPS (``https://``, ``wss://``) each verifies the gateway's certificate against the
+system's CAs and ``ca_file`` (the stack CA, ``.deploy/tls/<stack>-<environment>/ca.pem``).
+
 Every run is bounded in time and volume and may only target loopback or the simulated
 hosts' subnet (10.77.0.x), so a mistyped URL can never load an outside machine.
 
-    with HttpLoad("http://127.0.0.1:18080", ["/api/auth/health"]) as load:
+    with HttpLoad("https://127.0.0.1:18443", ["/api/auth/health"], ca_file=STACK_CA) as load:
         deploy()
     assert load.result.failed == 0, load.result.summary()
 """
@@ -38,6 +41,8 @@ from urllib.parse import urlsplit
 import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+
+from stackdeploy.tls import client_context as tls_context
 
 ALLOWED_SUBNET = ipaddress.ip_network("10.77.0.0/24")
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -259,8 +264,9 @@ class HttpLoad(_BoundedRun[LoadResult]):
 
     def __init__(self, base_url: str, paths: Sequence[str], *, keepalive_clients: int = 2, fresh_clients: int = 2,
                  rate: float = 60.0, max_seconds: float = 600.0, max_requests: int = 100_000,
-                 timeout: float = REQUEST_TIMEOUT_SECONDS) -> None:
+                 timeout: float = REQUEST_TIMEOUT_SECONDS, ca_file: str | None = None) -> None:
         super().__init__(max_seconds)
+        self._tls = tls_context(ca_file)
         self.base_url = check_target(base_url, ("http", "https")).rstrip("/")
         if not paths or not all(path.startswith("/") for path in paths):
             raise ValueError("paths must be a non-empty list of paths starting with '/'")
@@ -293,8 +299,8 @@ class HttpLoad(_BoundedRun[LoadResult]):
     def _new_client(self, keepalive: bool) -> httpx.Client:
         # trust_env=False: targets are local by construction, an HTTP(S)_PROXY must not apply.
         if keepalive:
-            return httpx.Client(base_url=self.base_url, timeout=self.timeout, trust_env=False)
-        return httpx.Client(base_url=self.base_url, timeout=self.timeout, trust_env=False,
+            return httpx.Client(base_url=self.base_url, timeout=self.timeout, trust_env=False, verify=self._tls)
+        return httpx.Client(base_url=self.base_url, timeout=self.timeout, trust_env=False, verify=self._tls,
                             limits=httpx.Limits(max_keepalive_connections=0), headers={"Connection": "close"})
 
     def _claim_path(self) -> str | None:
@@ -420,8 +426,10 @@ class SocketWatch(_BoundedRun[SocketWatchResult]):
     """
 
     def __init__(self, url: str, *, sockets: int = 2, max_seconds: float = 600.0, max_reconnects: int = 1000,
-                 message_interval: float = 1.0, retry_delay: float = 0.2, open_timeout: float = 10.0) -> None:
+                 message_interval: float = 1.0, retry_delay: float = 0.2, open_timeout: float = 10.0,
+                 ca_file: str | None = None) -> None:
         super().__init__(max_seconds)
+        self._tls = tls_context(ca_file) if url.startswith("wss://") else None
         self._url = check_target(url, ("ws", "wss"))
         if sockets < 1 or max_reconnects < 0 or message_interval <= 0 or retry_delay < 0 or open_timeout <= 0:
             raise ValueError("need sockets >= 1, max_reconnects >= 0 and positive intervals")
@@ -469,7 +477,7 @@ class SocketWatch(_BoundedRun[SocketWatchResult]):
             try:
                 # proxy=None: targets are local by construction, an HTTP(S)_PROXY must not apply.
                 connection = connect(self._url, open_timeout=self.open_timeout, close_timeout=self._close_timeout,
-                                 proxy=None)
+                                     proxy=None, ssl=self._tls)
             except Exception as error:  # refused, timed out, or rejected handshake (e.g. HTTP 403/502)
                 with self._lock:
                     self._counts["failed_connects"] += 1
@@ -525,7 +533,7 @@ class SocketWatch(_BoundedRun[SocketWatchResult]):
             )
 
 
-def register_and_login(base_url: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS) -> str:
+def register_and_login(base_url: str, *, timeout: float = REQUEST_TIMEOUT_SECONDS, ca_file: str | None = None) -> str:
     """Register a throwaway user through the gateway and return its access token.
 
     Channel sockets need a valid token; a fresh random account per run keeps runs
@@ -533,7 +541,7 @@ def register_and_login(base_url: str, *, timeout: float = REQUEST_TIMEOUT_SECOND
     """
     base_url = check_target(base_url, ("http", "https")).rstrip("/")
     credentials = {"username": f"loadgen-{uuid.uuid4().hex[:12]}", "password": secrets.token_urlsafe(18)}
-    with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False) as client:
+    with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False, verify=tls_context(ca_file)) as client:
         registered = client.post("/api/auth/register", json=credentials)
         if registered.status_code != 201:
             raise RuntimeError(f"register failed: HTTP {registered.status_code}: {registered.text[:REASON_MAX_CHARS]}")

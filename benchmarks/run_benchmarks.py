@@ -31,7 +31,8 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 STACK = "bench"
 DEPLOY_DIR = "/var/tmp/stackdeploy-bench"
 HOST_DATA: dict[str, Any] = {"stack_name": STACK, "deploy_dir": DEPLOY_DIR, "gateway_port": 28080,
-                             "gateway_bind": "127.0.0.1", "environment": "bench"}
+                             "gateway_bind": "127.0.0.1", "environment": "bench",
+                             "tls": {"source": "self-signed", "port": 28443, "server_names": ["localhost"]}}
 
 
 def sh(*args: str, check: bool = True, timeout: float = 1800) -> str:

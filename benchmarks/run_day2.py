@@ -35,16 +35,18 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.loadgen import register_and_login  # noqa: E402
+from benchmarks.loadgen import register_and_login, tls_context  # noqa: E402
 from stackdeploy import contract  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 STACK = "day2bench"
 DEPLOY_DIR = "/var/tmp/stackdeploy-day2bench"
-GATEWAY = "http://127.0.0.1:28280"
+GATEWAY = "https://127.0.0.1:28643"  # plain HTTP on 28280 redirects
+STACK_CA = str(ROOT / ".deploy" / "tls" / "day2bench-day2bench" / "ca.pem")
 HOST_DATA: dict[str, Any] = {"stack_name": STACK, "deploy_dir": DEPLOY_DIR, "gateway_port": 28280,
-                             "gateway_bind": "127.0.0.1", "environment": "day2bench"}
+                             "gateway_bind": "127.0.0.1", "environment": "day2bench",
+                             "tls": {"source": "self-signed", "port": 28643, "server_names": ["localhost"]}}
 APPS = {"creator-hub": "/api/creators/health", "auth-service": "/api/auth/health",
         "ai-engine": "/api/ai/health", "channel-service": "/api/channels/health"}
 RECOVERY_LIMIT_SECONDS = 120
@@ -70,7 +72,7 @@ def container_pids(service: str) -> list[int]:
 
 def answers(path: str) -> bool:
     try:
-        return httpx.get(f"{GATEWAY}{path}", timeout=2).status_code == 200
+        return httpx.get(f"{GATEWAY}{path}", verify=tls_context(STACK_CA), timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -101,7 +103,8 @@ def upload_files(token: str) -> list[str]:
     ids = []
     for i in range(UPLOAD_FILES):
         content = secrets.token_bytes(UPLOAD_MB * 1024 * 1024)
-        response = httpx.post(f"{GATEWAY}/api/creators/uploads", headers={"Authorization": f"Bearer {token}"},
+        response = httpx.post(f"{GATEWAY}/api/creators/uploads", verify=tls_context(STACK_CA),
+                              headers={"Authorization": f"Bearer {token}"},
                               files={"file": (f"bench-{i}.bin", content)}, timeout=300)
         response.raise_for_status()
         ids.append(response.json()["id"])
@@ -127,7 +130,7 @@ def main() -> int:
                 time.sleep(5)
             results["hang_to_200_seconds"] = recovery
 
-            token = register_and_login(GATEWAY)
+            token = register_and_login(GATEWAY, ca_file=STACK_CA)
             upload_files(token)
             rc, seconds, output = pyinfra(workdir, "backup.py")
             if rc:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import HttpLoad  # noqa: E402
 
+STACK_CA = str(ROOT / ".deploy" / "tls" / "creatorstack-simhosts" / "ca.pem")
 RESULTS = ROOT / "benchmarks" / "results"
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
@@ -92,12 +93,13 @@ def measure(engine: str, hosts: list[dict], gateway: str) -> dict:
     assert code == 0, output[-3000:]
     changed = json.loads(json.dumps(extra))
     changed.setdefault("service_overrides", {}).setdefault("auth-service", {})["env"] = {"MARK": uuid.uuid4().hex}
-    with HttpLoad(gateway, ["/api/auth/health"], rate=20, max_seconds=900) as load:
+    with HttpLoad(gateway, ["/api/auth/health"], rate=20, max_seconds=900, ca_file=STACK_CA) as load:
         code, update, output = pyinfra(engine, "deploy.py", changed)
     assert code == 0, output[-3000:]
     update_failed = load.result.failed
     wanted = auth_running(hosts, engine)
-    with HttpLoad(gateway, ["/api/auth/health"], rate=20, max_seconds=RECOVERY_LIMIT_SECONDS + 30) as load:
+    with HttpLoad(gateway, ["/api/auth/health"], rate=20, max_seconds=RECOVERY_LIMIT_SECONDS + 30,
+                  ca_file=STACK_CA) as load:
         time.sleep(2)  # pacing: traffic before the loss
         lost_at = time.monotonic()
         subprocess.run([*SIMHOSTS, "stop", "--host", "h2", "--crash"], check=True, timeout=120)
@@ -121,7 +123,7 @@ def main() -> int:
     state = json.loads(subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True,
                                       check=True, timeout=300).stdout)
     hosts = state["hosts"]
-    gateway = f"http://{hosts[2]['address']}:8080"
+    gateway = f"https://{hosts[2]['address']}:8443"
     results = {engine: measure(engine, hosts, gateway) for engine in ("compose", "swarm")}
     pyinfra("compose", "deploy.py")  # leave the hosts on the default engine
     for host in hosts:

@@ -37,9 +37,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 STACK = "rollbench"
 DEPLOY_DIR = "/var/tmp/stackdeploy-rollbench"
-GATEWAY = "http://127.0.0.1:28180"
+GATEWAY = "https://127.0.0.1:28543"  # plain HTTP on 28180 redirects
+STACK_CA = str(ROOT / ".deploy" / "tls" / "rollbench-rollbench" / "ca.pem")
 HOST_DATA: dict[str, Any] = {"stack_name": STACK, "deploy_dir": DEPLOY_DIR, "gateway_port": 28180,
-                             "gateway_bind": "127.0.0.1", "environment": "rollbench"}
+                             "gateway_bind": "127.0.0.1", "environment": "rollbench",
+                             "tls": {"source": "self-signed", "port": 28543, "server_names": ["localhost"]}}
 PATHS = ["/api/auth/health", "/api/creators/health", "/api/ai/health", "/api/channels/health"]
 APPS = ["auth-service", "creator-hub", "ai-engine", "channel-service"]
 
@@ -55,8 +57,8 @@ def pyinfra(workdir: Path, script: str, extra: dict | None = None, root: Path = 
 
 def under_load(action, socket_url: str | None = None) -> dict[str, Any]:
     """Run ``action`` (returns (returncode, seconds, output)) with the load client running."""
-    watch = SocketWatch(socket_url, max_seconds=900) if socket_url else None
-    with HttpLoad(GATEWAY, PATHS, rate=60.0, max_seconds=900, max_requests=60_000) as load:
+    watch = SocketWatch(socket_url, max_seconds=900, ca_file=STACK_CA) if socket_url else None
+    with HttpLoad(GATEWAY, PATHS, rate=60.0, max_seconds=900, max_requests=60_000, ca_file=STACK_CA) as load:
         if watch:
             watch.start()
         time.sleep(1.0)
@@ -99,8 +101,8 @@ def main() -> int:
         if code != 0:
             raise RuntimeError(output[-4000:])
         results["cold_deploy_s"] = round(seconds, 1)
-        token = register_and_login(GATEWAY)
-        socket_url = f"ws://127.0.0.1:28180/api/channels/ws/lobby?token={token}"
+        token = register_and_login(GATEWAY, ca_file=STACK_CA)
+        socket_url = f"wss://127.0.0.1:28543/api/channels/ws/lobby?token={token}"
         rows = results["rows"]
         for service in APPS:
             code_change(copy, service)

@@ -83,12 +83,20 @@ def read_json(path: Path, default: object) -> object:
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def replace_file(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
+def replace_file(path: Path, text: str, *, private_to: int | None = None) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file.
+    ``private_to``: a key, mode 0600 from its creation on, owned by that uid (when this runs as root)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
+    if private_to is None:
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+    else:
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(text)
+        if os.geteuid() == 0:
+            os.chown(tmp, private_to, private_to)
     tmp.replace(path)
 
 
@@ -313,11 +321,26 @@ def reload_gateway(container_id: str) -> None:
         raise Failed(f"gateway did not start new workers within {RELOAD_TIMEOUT:g}s of a reload")
 
 
-def write_if_changed(path: Path, text: str) -> bool:
+def write_if_changed(path: Path, text: str, *, private_to: int | None = None) -> bool:
     if path.exists() and path.read_text() == text:
         return False
-    replace_file(path, text)
+    replace_file(path, text, private_to=private_to)
     return True
+
+
+def tls_files(release: str, m: contract.ReleaseManifest) -> dict[str, str]:
+    """The gateway's certificate and key from ``release``, by their path under gateway/; for
+    tls source "acme" only those certbot has not written yet (its hook replaces them)."""
+    tls = m["gateway"].get("tls") if m["gateway"] else None
+    if not tls:
+        return {}
+    return {rel: (release_dir(release) / source).read_text() for rel, source in tls["files"].items()
+            if not (tls["seed_only"] and (GATEWAY / rel).exists())}
+
+
+def gateway_keys(m: contract.ReleaseManifest) -> set[str]:
+    tls = m["gateway"].get("tls") if m["gateway"] else None
+    return set(tls["keys"]) if tls else set()
 
 
 def target_files(service: str, target: str) -> dict[str, str]:
@@ -343,7 +366,9 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
     if not m["gateway"]:
         return False
     with GATEWAY_LOCK:
-        files = {"nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
+        # The certificate and key first: the nginx.conf that names them is written after them.
+        files = {**tls_files(release, m), "nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
+        keys = gateway_keys(m)
         for service in m["gateway"]["routed"]:
             chosen = (override or {}).get(service)
             if chosen is None and targeted_container_runs(service):
@@ -353,7 +378,8 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
                 chosen = name_of(info) if info else service  # not started yet: its DNS name
             files.update(target_files(service, f"{chosen}:{m['services'][service]['port']}"))
         previous = {rel: (GATEWAY / rel).read_text() if (GATEWAY / rel).exists() else None for rel in files}
-        changed = [rel for rel, text in files.items() if write_if_changed(GATEWAY / rel, text)]
+        changed = [rel for rel, text in files.items()
+                   if write_if_changed(GATEWAY / rel, text, private_to=contract.GATEWAY_UID if rel in keys else None)]
         gateway = gateway_container(m)
         if changed and gateway is not None:
             try:
@@ -363,7 +389,8 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
                     if previous[rel] is None:
                         (GATEWAY / rel).unlink(missing_ok=True)
                     else:
-                        write_if_changed(GATEWAY / rel, previous[rel])
+                        write_if_changed(GATEWAY / rel, previous[rel],
+                                         private_to=contract.GATEWAY_UID if rel in keys else None)
                 run(["docker", "kill", "--signal", "HUP", gateway["Id"]], timeout=30)
                 raise
         return bool(changed)

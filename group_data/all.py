@@ -6,8 +6,9 @@ source folder in ``files/services/<name>/`` (an ``app`` package with ``app.main:
 and a ``requirements.txt``).
 
 Keys of a service:
-    kind          "python" (built from files/services/<name>), "infra", "gateway", or
-                  "monitor" (the health monitor: built like python, runs on every host)
+    kind          "python" (built from files/services/<name>), "infra", "gateway",
+                  "monitor" (the health monitor: built like python, runs on every host), or
+                  "logstore" (rsyslog, receives the logs of every container of every host)
     port          the port the service listens on inside the stack network
     workers       uvicorn worker processes (python services only)
     depends_on    services that must be ready before this one starts
@@ -21,6 +22,12 @@ Keys of a service:
     env           extra environment (plain values; secrets go in ``secrets``)
     secrets       names of generated secrets this service receives, as env variables
     restarts_with dependencies whose restart by the monitor restarts this service too
+    publish       a port published on the host (at ``publish_bind``, default 0.0.0.0)
+    entrypoint    replaces the image's entrypoint (``command`` then gives its arguments)
+    every_host    True: runs on every host (a host's node exporter), not listed in placement
+    host_paths    host paths mounted read-only: {"/": "/host"}
+    scrapes       services whose /metrics this one collects (Prometheus), on every host
+    config_files  files rendered per host from templates/metrics/: {"/path/in/container": "x.yml.j2"}
     backup        how backup.py saves it: "pg_dump", "redis_rdb" or "volumes" (its named volumes)
 """
 
@@ -68,21 +75,52 @@ backup_every_hours = 0
 # Python services may run on several hosts (the gateway balances across them); every
 # other service runs on exactly one.
 placement = {
-    "data": ["postgres", "redis"],
+    "data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
     "ai": ["ollama", "chromadb", "ai-engine"],
     "apps": ["auth-service", "creator-hub", "channel-service"],
-    "edge": ["api-gateway"],
+    "edge": ["api-gateway", "nginx-exporter"],
+    "monitoring": ["alertmanager", "prometheus"],
 }
+
+# The log store (the "log-store" service) keeps every container's logs, one file per day, and
+# deletes the oldest days past either limit. Read them with logs.py (see README).
+logs = {"keep_days": 14, "max_megabytes": 2048}
 
 # Secrets: generated on the first deploy, then reused forever (see stackdeploy/secrets.py).
 secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
 
+# Prometheus (README "Metrics and alerts"): scrape interval and when alerts fire. Every key is
+# optional: scrape_interval, alert_after, rate_window (seconds), error_ratio (share of 5xx),
+# latency_p95 (seconds), disk_free_ratio.
+metrics = {"scrape_interval": 15, "alert_after": 120}
+
 # Environment every service receives.
 shared_env = {"POSTGRES_USER": "stack", "POSTGRES_DB": "stack"}
 
-# The API gateway is the only published port.
+# The API gateway is the only service published to clients: HTTPS on tls["port"], and plain
+# HTTP on gateway_port, which answers /health (Docker's own check) and redirects everything
+# else to HTTPS with a 308. (The log store and the exporters are published to the stack's
+# other hosts only, Prometheus's UI to its host's 127.0.0.1.)
 gateway_port = 8080
 gateway_bind = "0.0.0.0"
+
+# HTTPS at the gateway (TLS 1.2 and 1.3, Mozilla's "intermediate" ciphers, HSTS, HTTP/2).
+#   source        where the certificate comes from:
+#     "self-signed" (default): a stack CA and a server certificate, generated on the first
+#                   deploy and kept in .deploy/tls/<stack_name>-<environment>/ on this machine
+#                   (ca.pem is what clients verify with: curl --cacert); reissued when fewer
+#                   than 30 days are left or the names change. It also covers the address
+#                   each gateway is reached at from here.
+#     "files":      your own certificate and key on this machine: cert_file (PEM, the chain
+#                   after it) and key_file, absolute or relative to this project. A key that
+#                   does not match, an expired certificate or a server name it does not cover
+#                   stops the deploy before any host is touched.
+#     "acme":       Let's Encrypt through Debian's certbot, HTTP-01 through the gateway
+#                   (gateway_port must be port 80 from the internet); needs acme_email and
+#                   public DNS names. See README "TLS at the gateway": certbot runs on the host.
+#   port          the HTTPS port (default 443)
+#   server_names  the DNS names (or IP addresses) clients use (default ["localhost"])
+tls = {"source": "self-signed", "port": 8443, "server_names": ["localhost"]}
 
 services = {
     "postgres": {
@@ -167,6 +205,15 @@ services = {
         "secrets": ["POSTGRES_PASSWORD", "REDIS_PASSWORD"],
         "health": {"http": "/health"},
     },
+    "log-store": {
+        # rsyslog: every host's Docker engine sends it each container's output (syslog log
+        # driver over UDP); one JSON line per message, one file per day (stackdeploy/logstore.py).
+        "kind": "logstore",
+        "port": 6514,
+        "image": {"registry": "rsyslog/syslog_appliance_alpine", "local": "rsyslog"},
+        "volumes": {"stack-logs": "/var/log/stack"},
+        "health": {"tcp": True},
+    },
     "stack-monitor": {
         # Runs on every host: restarts a hung or unhealthy service (files/services/stack-monitor).
         # It holds the Docker socket, which amounts to root on the host (see README).
@@ -195,5 +242,81 @@ services = {
         "auth_routes": ["/api/creators/", "/api/ai/"],
         "auth_verify": "/api/auth/verify",
         "health": {"tcp": True, "http": "/health"},
+    },
+
+    # Metrics and alerts (README "Metrics and alerts"). Offline, each is built from Debian's
+    # package on the stack's base (templates/images/); in registry mode the official image,
+    # pinned to the version Debian ships, so flags and metrics are the same.
+    "alertmanager": {
+        "kind": "infra",
+        "port": 9093,
+        "image": {"registry": "prom/alertmanager:v0.25.0", "local": "alertmanager"},
+        "volumes": {"alertmanager-data": "/alertmanager"},
+        "command": ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
+                    "--web.listen-address=:9093", "--cluster.listen-address="],
+        "config_files": {"/etc/alertmanager/alertmanager.yml": "alertmanager.yml.j2"},
+        "health": {"tcp": True, "http": "/-/ready"},
+    },
+    "prometheus": {
+        "kind": "infra",
+        "port": 9090,
+        # The UI on this host's loopback only: reach it with ssh -L 9090:127.0.0.1:9090 <host>.
+        "publish": 9090,
+        "publish_bind": "127.0.0.1",
+        "image": {"registry": "prom/prometheus:v2.42.0", "local": "prometheus"},
+        "depends_on": ["alertmanager"],
+        "volumes": {"prometheus-data": "/prometheus"},
+        "command": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                    "--storage.tsdb.retention.time=15d", "--web.listen-address=:9090"],
+        "scrapes": ["prometheus", "alertmanager", "auth-service", "creator-hub", "ai-engine", "channel-service",
+                    "stack-monitor", "node-exporter", "nginx-exporter", "postgres-exporter", "redis-exporter"],
+        "config_files": {"/etc/prometheus/prometheus.yml": "prometheus.yml.j2",
+                         "/etc/prometheus/alerts.yml": "alerts.yml.j2"},
+        "health": {"tcp": True, "http": "/-/ready"},
+    },
+    "node-exporter": {
+        # One per host: disks, memory, CPU of the host itself (its root mounted read-only).
+        "kind": "infra",
+        "port": 9100,
+        "every_host": True,
+        "image": {"registry": "prom/node-exporter:v1.5.0", "local": "node-exporter"},
+        "host_paths": {"/": "/host"},
+        "command": ["--path.rootfs=/host", "--web.listen-address=:9100",
+                    "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)"],
+        "health": {"tcp": True, "http": "/metrics"},
+    },
+    "nginx-exporter": {
+        # The gateway's stub_status, on its internal port 8081 (never published): placed with it.
+        "kind": "infra",
+        "port": 9113,
+        "image": {"registry": "nginx/nginx-prometheus-exporter:0.11.0", "local": "nginx-exporter"},
+        "depends_on": ["api-gateway"],
+        "command": ["--nginx.scrape-uri=http://api-gateway:8081/stub_status", "--nginx.retries=30",
+                    "--nginx.retry-interval=2s", "--web.listen-address=:9113"],
+        "health": {"tcp": True, "http": "/metrics"},
+    },
+    "postgres-exporter": {
+        "kind": "infra",
+        "port": 9187,
+        "image": {"registry": "quay.io/prometheuscommunity/postgres-exporter:v0.11.1", "local": "postgres-exporter"},
+        "depends_on": ["postgres"],
+        "secrets": ["POSTGRES_PASSWORD"],
+        # The password from the environment, or (swarm engine) from its Docker secret file.
+        "entrypoint": ["sh", "-c", "DATA_SOURCE_PASS=\"${POSTGRES_PASSWORD:-$(cat \"$POSTGRES_PASSWORD_FILE\")}\""
+                       " DATA_SOURCE_USER=\"$POSTGRES_USER\""
+                       " DATA_SOURCE_URI=\"$POSTGRES_HOST:$POSTGRES_PORT/$POSTGRES_DB?sslmode=disable\""
+                       " exec postgres_exporter --web.listen-address=:9187"],
+        "health": {"tcp": True, "http": "/metrics"},
+    },
+    "redis-exporter": {
+        "kind": "infra",
+        "port": 9121,
+        "image": {"registry": "oliver006/redis_exporter:v1.45.0-alpine", "local": "redis-exporter"},
+        "depends_on": ["redis"],
+        "secrets": ["REDIS_PASSWORD"],
+        "entrypoint": ["sh", "-c", "export REDIS_PASSWORD=\"${REDIS_PASSWORD:-$(cat \"$REDIS_PASSWORD_FILE\")}\""
+                       " REDIS_ADDR=\"redis://$REDIS_HOST:$REDIS_PORT\"; unset REDIS_PASSWORD_FILE;"
+                       " exec /redis_exporter --web.listen-address=:9121"],
+        "health": {"tcp": True, "http": "/metrics"},
     },
 }

@@ -6,6 +6,8 @@ Replicas come from the inventory (two hosts in ``apps``); workers and limits fro
 environment = "production"
 image_source = "registry"
 gateway_port = 80
+# Your certificate (or source "acme" with acme_email): a stack CA is for the stack's own clients.
+tls = {"source": "self-signed", "port": 443, "server_names": ["api.creatorstack.example"]}
 deploy_user = "deploy"
 
 service_overrides = {

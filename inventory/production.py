@@ -16,3 +16,4 @@ apps = [
     ("app-2.prod.internal", {**_ssh, "private_address": "10.30.0.32"}),
 ]
 edge = [("edge-1.prod.internal", {**_ssh, "private_address": "10.30.0.41"})]
+monitoring = [("mon-1.prod.internal", {**_ssh, "private_address": "10.30.0.51"})]

@@ -11,3 +11,14 @@ if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
+# The tests check the rendered Prometheus config and alert rules with promtool, which ships in
+# Debian's prometheus package: only the binary is taken (dpkg-deb), nothing is started.
+if [ "${1:-}" = "--dev" ] && [ ! -x .tools/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+    dir=$(mktemp -d)
+    (cd "$dir" && apt-get download prometheus >/dev/null 2>&1) \
+        || { apt-get update -qq && (cd "$dir" && apt-get download prometheus); }
+    mkdir -p .tools
+    dpkg-deb --fsys-tarfile "$dir"/prometheus_*.deb | tar -x -O ./usr/bin/promtool > .tools/promtool
+    chmod 0755 .tools/promtool
+    rm -rf "$dir"
+fi

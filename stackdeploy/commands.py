@@ -296,7 +296,7 @@ def compose_containers(project: str) -> StringCommand:
 
 def host_state(deploy_dir: str, project: str) -> StringCommand:
     """Sections: the engine and, when it is up, the project's containers, every image, the
-    secrets' host copy, the remembered image source and the release ``current`` points at."""
+    secrets' and the certificate's host copies, the remembered image source and the release ``current`` points at."""
     ids = StringCommand("ids=$(", compose_containers(project), ")", _separator="")
     return chain(
         StringCommand("set -e"), ENGINE_STATE,
@@ -306,6 +306,7 @@ def host_state(deploy_dir: str, project: str) -> StringCommand:
         StringCommand('if [ -n "$ids" ]; then', argv("docker", "inspect", "--format", CONTAINER_FORMAT), "$ids; fi"),
         section("images"), image_ids(),
         section("secrets"), read_file(posixpath.join(deploy_dir, ".secrets.json")),
+        section("tls"), read_file(posixpath.join(deploy_dir, ".tls.json")),
         section("image-source"), read_file(posixpath.join(deploy_dir, "state", "image-source")),
         section("current"), read_link(posixpath.join(deploy_dir, contract.CURRENT_LINK)),
     )

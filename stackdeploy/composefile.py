@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import yaml
 
-from stackdeploy import contract
+from stackdeploy import contract, logstore
 from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import Placement
 from stackdeploy.templating import compose_escaped, render
 
-GATEWAY_LISTEN_PORT = 8080
+GATEWAY_LISTEN_PORT = 8080  # plain HTTP inside the container: /health and the redirect to HTTPS
+GATEWAY_TLS_LISTEN_PORT = 8443  # HTTPS inside the container (above 1024: the offline image's nginx is not root)
+# Mozilla's "intermediate" cipher list (server-side TLS guidelines, version 5.7), for TLS 1.2;
+# TLS 1.3's suites are all strong and not configured. The DHE suites stay unused without dhparams.
+INTERMEDIATE_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+])
+HSTS_SECONDS = 63072000  # two years, as Mozilla recommends
+STUB_STATUS_PORT = 8081  # nginx's stub_status for the nginx exporter: internal, never published
 # Errors the gateway answers itself (not the apps'), as JSON.
 GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
                   (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
@@ -57,8 +67,9 @@ def _has_docker_health(service: Service, image_source: str) -> bool:
 
 
 def compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,
-                   where: Placement, host: str) -> dict:
-    """The per-service context for compose.yaml.j2 on ``host``."""
+                   where: Placement, host: str, configs: list[tuple[str, str, str]] = ()) -> dict:
+    """The per-service context for compose.yaml.j2 on ``host``; ``configs``: (name, path in the
+    container, content) of its rendered config files (``metricsconfig.config_files``)."""
     stack = where.stack
     healthcheck = ["CMD", *service.health.command] if service.health.command else None
     deps = [(dep, "service_healthy" if _has_docker_health(stack.services[dep], image_source)
@@ -76,21 +87,30 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
                           (f"{stack.deploy_dir}/{contract.MONITOR_DIR}", "/monitor", "rw")]
     if service.kind == "gateway":
         ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
+        ports.append(f"{stack.gateway_bind}:{stack.tls.port}:{GATEWAY_TLS_LISTEN_PORT}")
         # A stable directory outside the releases: the helper keeps nginx.conf and the route
         # targets there and reloads nginx gracefully when they change.
         config_mounts.append((f"{stack.deploy_dir}/{contract.GATEWAY_DIR}", contract.GATEWAY_CONF_MOUNT, "ro"))
         command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
     else:
         if service.publish:
-            ports.append(f"{service.publish}:{service.port}")
-        if where.is_published(host, service.name):
+            ports.append(f"{service.publish_bind}:{service.publish}:{service.port}")
+        if service.kind == "logstore":
+            target = logstore.log_target(where)
+            assert target is not None
+            ports.append(f"{target.address}:{service.port}:{service.port}/{logstore.PROTOCOL}")
+            command = logstore.command(stack, service)
+        elif where.is_published(host, service.name):
             ports.append(f"{address}:{service.port}:{service.port}")
+    config_mounts += [(source, target, "ro") for source, target in sorted(service.host_paths.items())]
     edge = bool(ports) or where.has_remote_dependency(host, service.name)
     return {
         "name": service.name,
         "image": image,
         "build": build_dir,
         "command": command or None,
+        "entrypoint": list(service.entrypoint) or None,
+        "configs": list(configs),
         "stop_grace": int(service.stop_grace),
         "healthcheck": healthcheck,
         "wait_timeout": int(service.wait_timeout),
@@ -100,6 +120,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         "ports": ports,
         "networks": ["backend", "edge"] if edge else ["backend"],
         "limits": dict(service.limits),
+        "logging": logstore.logging_options(service.name, logstore.log_target(where)),
         # The socket belongs to root: the monitor runs as root, with no capabilities and a
         # read-only filesystem.
         "hardened_root": monitor,
@@ -121,7 +142,7 @@ def container_settings(entry: dict, stack: Stack) -> dict:
     to check that the two agree."""
     settings: dict = {
         "restart": "unless-stopped",
-        "logging": {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}},
+        "logging": entry["logging"],
         "init": True,
         "image": _as_read(entry["image"]),
         "environment": {"TZ": "UTC", "STACK_NAME": _as_read(stack.name)},
@@ -133,8 +154,12 @@ def container_settings(entry: dict, stack: Stack) -> dict:
         settings["cpus"] = _as_read(entry["limits"]["cpus"])
     if "memory" in entry["limits"]:
         settings["mem_limit"] = _as_read(entry["limits"]["memory"])
+    if entry["entrypoint"]:
+        settings["entrypoint"] = compose_escaped(entry["entrypoint"])
     if entry["command"]:
         settings["command"] = compose_escaped(entry["command"])
+    if entry["configs"]:  # a config's name carries the hash of its content
+        settings["configs"] = [{"source": name, "target": target} for name, target, _ in entry["configs"]]
     if entry["hardened_root"]:
         settings.update({"user": "0:0", "read_only": True, "cap_drop": ["ALL"],
                          "security_opt": ["no-new-privileges:true"], "tmpfs": ["/tmp"]})
@@ -152,8 +177,22 @@ def container_settings(entry: dict, stack: Stack) -> dict:
     return settings
 
 
-def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None) -> str:
-    """Routes: one target by name, resolved per request; several replicas as an upstream."""
+def tls_settings(stack: Stack, summary: str, cert: str, key: str) -> dict:
+    """The HTTPS server's part of nginx.conf: ``cert`` and ``key`` are paths in the container,
+    ``summary`` names the certificate (a renewed one changes nginx.conf, so the gateway reloads)."""
+    acme = stack.tls.source == "acme"
+    return {"listen_port": GATEWAY_TLS_LISTEN_PORT,
+            "port_suffix": "" if stack.tls.port == 443 else f":{stack.tls.port}",
+            "cert": f"{contract.GATEWAY_CONF_MOUNT}/{contract.ACME_CERT}" if acme else cert,
+            "key": f"{contract.GATEWAY_CONF_MOUNT}/{contract.ACME_KEY}" if acme else key,
+            "summary": f"{summary}, renewed by certbot on the host" if acme else summary,
+            "ciphers": INTERMEDIATE_CIPHERS, "hsts_seconds": HSTS_SECONDS,
+            "acme_webroot": f"{contract.GATEWAY_CONF_MOUNT}/{contract.ACME_WEBROOT}" if acme else None}
+
+
+def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service | None, certificate: str) -> str:
+    """Routes: one target by name, resolved per request; several replicas as an upstream.
+    ``certificate``: the summary of the certificate in gateway/tls/."""
     routes: list[dict] = []
     for prefix, target in sorted(gateway.routes.items()):
         ends = where.endpoints(host, target)
@@ -167,18 +206,21 @@ def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service |
             "websocket": prefix in gateway.websocket_routes,
             "auth": prefix in gateway.auth_routes,
         })
-    return gateway_conf(gateway, routes, monitor)
+    tls = tls_settings(where.stack, certificate, f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}",
+                       f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_KEY}")
+    return gateway_conf(gateway, routes, monitor, tls)
 
 
-def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, resolver_valid: str = "5s") -> str:
-    """nginx.conf from the routes' targets (both engines); ``resolver_valid``: how long a
-    looked-up address is trusted."""
+def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, tls: dict,
+                 resolver_valid: str = "5s") -> str:
+    """nginx.conf from the routes' targets (both engines); ``tls``: see ``tls_settings``;
+    ``resolver_valid``: how long a looked-up address is trusted."""
     auth = None
     if gateway.auth_verify:  # the route it is under, and the path the gateway asks there
         route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
         auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, resolver_valid=resolver_valid,
-                  listen_port=GATEWAY_LISTEN_PORT,
+                  listen_port=GATEWAY_LISTEN_PORT, stub_status_port=STUB_STATUS_PORT, tls=tls,
                   targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
                   readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
 
@@ -193,7 +235,8 @@ def compose_yaml(stack: Stack, entries: list[dict], image_source: str, hashes: d
     """compose.yaml for the services of ``entries`` (see ``compose_entry``), each labelled with
     its config hash from ``hashes``."""
     volumes = sorted({volume for entry in entries for volume, _ in entry["volumes"]})
-    return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes,
+    configs = sorted({(name, content) for entry in entries for name, _, content in entry["configs"]})
+    return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes, configs=configs,
                   image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
 
 

@@ -11,7 +11,9 @@ Layout of a deploy directory on a host::
     releases/<id>/          one complete rendered release (compose.yaml, env/, nginx/,
                             build contexts, release.json); never edited after it is complete
     current -> releases/<id>   the release the host runs; switched atomically (rename)
-    gateway/                the gateway's live config: nginx.conf and targets/<service>.conf
+    gateway/                the gateway's live config: nginx.conf, targets/<service>.conf and
+                            tls/ (its certificate, and its key 0600 for the gateway's nginx user);
+                            acme/ (certbot's HTTP-01 webroot, tls source "acme")
     state/                  lock, audit.jsonl, releases.json, builds.json, ready.json, waves.json
     monitor/events.jsonl    the monitor's event log (stackbackup.py adds its results)
     backups/<id>/           one file per service or volume, and manifest.json
@@ -22,7 +24,7 @@ Layout of a deploy directory on a host::
 from __future__ import annotations
 
 import time
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 RELEASES_DIR = "releases"
 CURRENT_LINK = "current"
@@ -42,6 +44,14 @@ WAVES_FILE = "state/waves.json"  # "svc,svc" (one ``up`` call) -> seconds it too
 CONFIG_HASH_LABEL = "stackdeploy.config-hash"
 # Container path of the gateway's config directory (the host's ``gateway/``).
 GATEWAY_CONF_MOUNT = "/etc/nginx/stack"
+# The gateway's certificate and key under gateway/ (and under nginx/ in a release), and
+# certbot's (tls source "acme": seeded from the release's, then replaced by certbot's hook).
+TLS_CERT, TLS_KEY = "tls/server.crt", "tls/server.key"
+ACME_CERT, ACME_KEY = "tls/acme/fullchain.pem", "tls/acme/privkey.pem"
+ACME_WEBROOT = "acme"  # gateway/acme/: certbot --webroot writes its HTTP-01 answers here
+# The user the offline gateway image's nginx runs as (www-data, fixed by Debian's base-passwd):
+# the key is 0600 and its owner. The registry image's nginx master runs as root and reads it too.
+GATEWAY_UID = 33
 
 ROLLING = "rolling"  # start beside the old container, gate, switch traffic, drain the old
 RECREATE = "recreate"  # stop-then-start: infrastructure, the gateway image, published apps
@@ -76,13 +86,23 @@ class RemoteCheck(TypedDict):
     consumers: list[str]
 
 
+class GatewayTls(TypedDict):
+    """The gateway's certificate files, copied from the release into gateway/ when its config is."""
+
+    files: dict[str, str]  # path under gateway/ -> path in the release directory
+    keys: list[str]  # those of ``files`` that are private keys: 0600, owned by GATEWAY_UID
+    seed_only: bool  # tls source "acme": certbot owns them once there, the release only fills a missing one
+
+
 class GatewaySpec(TypedDict):
     """The local gateway and the local services it routes to (their containers are its targets)."""
 
     service: str
     routed: list[str]
-    port: int  # where nginx listens inside the stack network
+    port: int  # where nginx listens inside the stack network (plain HTTP: /health and the redirect)
+    https_port: NotRequired[int]  # where it serves the routes (HTTPS); absent in a release from before TLS
     routes: dict[str, str]  # route prefix -> its target's health path (the monitor's readiness)
+    tls: NotRequired[GatewayTls]  # absent in a release from before TLS
 
 
 class _ReleaseManifest(TypedDict):

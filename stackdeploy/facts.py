@@ -32,7 +32,8 @@ ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
 TOP_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py",
-             ".secrets.json", "state/image-source", f"{contract.GATEWAY_DIR}/nginx.conf")
+             "stacklogs.py", ".secrets.json", "state/image-source", f"{contract.GATEWAY_DIR}/nginx.conf",
+             "acme/issue.sh", "acme/deploy-hook.sh")  # the last two: stackdeploy.acme, tls source "acme"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class HostState:
     containers: Mapping[str, tuple[ContainerState, ...]] = field(default_factory=dict)  # service -> containers
     image_ids: Mapping[str, str] = field(default_factory=dict)  # tag -> image id
     secrets_json: str = ""  # the host's copy of the secrets ("" when it has none yet)
+    tls_json: str = ""  # the host's copy of the gateway's certificate (stackdeploy.tls; "" when none)
     image_source: str = ""  # what a deploy's ``auto`` resolved to here ("" when none did)
     current: str = ""  # the release ``current`` points at ("" before the first release)
 
@@ -151,7 +153,7 @@ def parse_image_ids(lines: list[str]) -> dict[str, str]:
     return found
 
 
-HOST_SECTIONS = {"containers", "images", "secrets", "image-source", "current"}  # after the engine, when it is up
+HOST_SECTIONS = {"containers", "images", "secrets", "tls", "image-source", "current"}  # after the engine, when it is up
 
 
 class StackHostState(FactBase[HostState]):
@@ -186,6 +188,7 @@ class StackHostState(FactBase[HostState]):
             containers={service: tuple(found) for service, found in containers.items()},
             image_ids=parse_image_ids(parts["images"]),
             secrets_json=_file(parts, "secrets"),
+            tls_json=_file(parts, "tls"),
             image_source=_file(parts, "image-source").strip(),
             current=_file(parts, "current").strip().rsplit("/", 1)[-1],
         )

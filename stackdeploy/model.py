@@ -30,6 +30,7 @@ from stackdeploy.schema import (
     StackSpec,
     closest,
     first_problem,
+    is_ip_address,
     not_one_of,
 )
 
@@ -38,6 +39,7 @@ KINDS = get_args(KindName)
 SOURCE_KINDS = ("python", "monitor")
 BACKUP_KINDS = get_args(BackupKindName)
 RECIPES_DIR = TEMPLATES_DIR / "images"
+CONFIG_TEMPLATES_DIR = TEMPLATES_DIR / "metrics"  # what ``config_files`` names
 SERVICE_KEYS = frozenset(ServiceSpec.model_fields)
 # Host data that belongs to pyinfra or its connectors, not to the stack.
 FOREIGN_DATA_PREFIXES = ("ssh_", "local_", "docker_", "winrm_", "_", "pyinfra_")
@@ -104,6 +106,18 @@ class Service:
     restarts_with: tuple[str, ...] = ()
     backup: str | None = None  # one of BACKUP_KINDS
     replicas: int = 1  # containers of an app under engine "swarm"; always 1 under compose
+    publish_bind: str = "0.0.0.0"  # the host address ``publish`` binds to
+    entrypoint: tuple[str, ...] = ()  # replaces the image's entrypoint (``command`` its arguments)
+    # Placed on every host (compose) or one task per node (swarm ``mode: global``), like a
+    # per-host exporter; not listed in ``placement``.
+    every_host: bool = False
+    host_paths: Mapping[str, str] = field(default_factory=dict)  # host path -> container path, read-only
+    # Services whose metrics this one collects (Prometheus): it reaches every instance of each,
+    # so an instance on another host is published to that host's private address.
+    scrapes: tuple[str, ...] = ()
+    # Files rendered for this host from templates/metrics/<template> and given to the container
+    # at <path> (compose and swarm configs): path -> template.
+    config_files: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def built_from_source(self) -> bool:
@@ -139,6 +153,39 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """HTTPS at the gateway: the certificate's source, the port and the names it must cover.
+    ``Stack.gateway_port`` stays the plain-HTTP port: a permanent redirect, and ``/health``."""
+
+    source: str = "self-signed"  # "self-signed" (a stack CA on the control machine), "files" or "acme"
+    port: int = 443
+    server_names: tuple[str, ...] = ("localhost",)  # DNS names and IP addresses the certificate covers
+    cert_file: str | None = None  # source "files": on the control machine, absolute or from the project
+    key_file: str | None = None
+    acme_email: str | None = None  # source "acme": the Let's Encrypt account's address
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Retention of the log store (a service of kind "logstore"): whichever limit comes first."""
+
+    keep_days: int = 14
+    max_megabytes: int = 2048
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus's scrape interval and the alerts' thresholds (``metrics`` in group_data)."""
+
+    scrape_interval: float = 15.0  # seconds
+    alert_after: float = 120.0  # seconds a condition holds before its alert fires
+    rate_window: float = 300.0  # seconds of the error ratio's and latency's rates
+    error_ratio: float = 0.05  # share of 5xx answers of a service
+    latency_p95: float = 1.0  # seconds
+    disk_free_ratio: float = 0.10  # a filesystem with less free is filling
+
+
+@dataclass(frozen=True)
 class Stack:
     """The whole validated stack plus the deploy settings around it."""
 
@@ -168,6 +215,9 @@ class Stack:
     backup_every_hours: float = 0.0
     engine: str = "compose"  # what runs the containers: "compose" on each host, or "swarm" across them
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def local_recipes() -> tuple[str, ...]:
@@ -235,6 +285,9 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
                                          f"not kind '{service.kind}'")
     if service.replicas > 1 and engine != "swarm":
         raise StackError(at("replicas"), 'more than 1 replica needs engine = "swarm"')
+    for path, template in service.config_files.items():
+        if not (CONFIG_TEMPLATES_DIR / template).is_file():
+            raise StackError(f"{at('config_files')}.{path}", f"no template {template} in {CONFIG_TEMPLATES_DIR}")
 
 
 def _check_references(services: Mapping[str, Service], secret_names: tuple[str, ...],
@@ -249,6 +302,8 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
                                                 f"{closest(secret, secret_names)}")
         for target in service.routes.values():
             _check_known(at("routes"), target, services, "service")
+        for target in service.scrapes:
+            _check_known(at("scrapes"), target, services, "service")
         _check_gateway_prefixes(service, at)
         for dep in service.restarts_with:
             if dep not in service.depends_on:
@@ -297,7 +352,7 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
     """The checks across settings, once each setting has the right shape."""
     for service in services.values():
         _check_service(service, spec.engine, source_root, partial(_setting_path, overridden, service.name))
-    for kind in ("gateway", "monitor"):
+    for kind in ("gateway", "monitor", "logstore"):
         if sum(1 for s in services.values() if s.kind == kind) > 1:
             raise StackError("services", f"at most one service may be of kind '{kind}'")
     _check_references(services, spec.secrets, overridden)
@@ -305,6 +360,31 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
     for group, names in (spec.placement or {}).items():
         for name in names:
             _check_known(f"placement.{group}", name, services, "service")
+
+
+def _check_tls(spec: StackSpec) -> None:
+    """What each certificate source needs, and only it; the HTTPS port apart from the HTTP one."""
+    tls = spec.tls
+    if tls.port == spec.gateway_port:
+        raise StackError("tls.port", f"must differ from gateway_port ({spec.gateway_port}), which answers plain "
+                                     "HTTP with a redirect to it")
+    for key in ("cert_file", "key_file"):
+        if tls.source == "files" and getattr(tls, key) is None:
+            raise StackError("tls", f'source "files" needs {key}, the path of the PEM file on this machine')
+        if tls.source != "files" and getattr(tls, key) is not None:
+            raise StackError(f"tls.{key}", 'is only read with source "files"')
+    if tls.source != "acme":
+        if tls.acme_email is not None:
+            raise StackError("tls.acme_email", 'is only read with source "acme"')
+        return
+    if tls.acme_email is None:
+        raise StackError("tls", 'source "acme" needs acme_email, the Let\'s Encrypt account\'s address')
+    for name in tls.server_names:
+        if name.startswith("*.") or is_ip_address(name):
+            raise StackError("tls.server_names", f"{name!r}: source \"acme\" (HTTP-01) needs public DNS names, "
+                                                 "no wildcard or IP address")
+    if spec.engine != "compose":
+        raise StackError("tls.source", 'source "acme" needs engine = "compose" (certbot runs on the gateway\'s host)')
 
 
 def read_settings(path: Path) -> dict[str, Any]:
@@ -326,6 +406,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         raise StackError(_key_path(loc, overridden), problem) from None
     services = {name: _service(name, service) for name, service in spec.services.items()}
     _check_stack(spec, services, source_root, overridden)
+    _check_tls(spec)
     return Stack(
         name=spec.stack_name,
         deploy_dir=(spec.deploy_dir or f"/opt/{spec.stack_name}").rstrip("/"),
@@ -351,4 +432,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         backup_every_hours=spec.backup_every_hours,
         engine=spec.engine,
         swarm=SwarmSettings(**dict(spec.swarm)),
+        tls=TlsSettings(**dict(spec.tls)),
+        logs=LogSettings(**dict(spec.logs)),
+        metrics=MetricsSettings(**dict(spec.metrics)),
     )

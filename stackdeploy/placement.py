@@ -61,14 +61,28 @@ class Placement:
 
     def consumers(self, service: str) -> list[str]:
         return [name for name, svc in self.stack.services.items()
-                if service in svc.depends_on or service in svc.routes.values()]
+                if service in svc.depends_on or service in svc.routes.values() or service in svc.scrapes]
 
     def used_endpoints(self, consumer_host: str, consumer: str, service: str) -> list[Endpoint]:
         """The instances of ``service`` that ``consumer`` on ``consumer_host`` talks to: every one
-        for a gateway route (it balances over them), the nearest for a dependency."""
-        if service in self.stack.services[consumer].routes.values():
+        for a gateway route (it balances over them) and for a scraper (it collects each one's
+        metrics), the nearest for a dependency."""
+        svc = self.stack.services[consumer]
+        if service in svc.scrapes and self.scrape_proxy(consumer, service):
+            return [end for end in self.endpoints(consumer_host, service) if end.local]
+        if service in svc.routes.values() or service in svc.scrapes:
             return self.endpoints(consumer_host, service)
         return [self.endpoint(consumer_host, service)]
+
+    def scrape_proxy(self, scraper: str, service: str) -> str | None:
+        """The monitor that answers for ``service``'s metrics on hosts other than the scraper's
+        (``/scrape/<service>``), or None. Apps are scraped through it on the compose engine:
+        publishing an app's port would cost it its rolling updates (a host port is held by one
+        container, and a roll runs two)."""
+        if self.stack.engine == "swarm" or self.stack.services[service].kind != "python":
+            return None
+        return next((name for name in self.stack.services[scraper].scrapes
+                     if self.stack.services[name].kind == "monitor"), None)
 
     def is_published(self, host: str, service: str) -> bool:
         """True when a consumer on another host uses the instance of ``service`` on ``host``
@@ -76,6 +90,8 @@ class Placement:
         meet on its overlay network, and only the gateway is published."""
         if self.stack.engine == "swarm":
             return False
+        if self.stack.services[service].kind == "logstore":
+            return True  # every host's Docker engine sends it logs, this host's own too
         return any(end.host == host
                    for consumer in self.consumers(service) for other in self.hosts_of(consumer) if other != host
                    for end in self.used_endpoints(other, consumer, service))
@@ -87,11 +103,14 @@ class Placement:
 
 def _placed_services(stack: Stack, host: HostSpec) -> tuple[str, ...]:
     """The services of the host's groups; every service for a host in none; the monitor
-    (which watches its own host) everywhere, except on the swarm engine, where Swarm
-    itself replaces unhealthy tasks."""
+    (which watches its own host) and the ``every_host`` services (a host's node exporter)
+    everywhere; the monitor except on the swarm engine, where Swarm itself replaces
+    unhealthy tasks."""
     groups = [g for g in stack.placement if g in host.groups]
     monitors = {name for name, service in stack.services.items() if service.kind == "monitor"}
-    wanted = {name for g in groups for name in stack.placement[g]} | monitors if groups else set(stack.services)
+    per_host = {name for name, service in stack.services.items() if service.every_host}
+    wanted = ({name for g in groups for name in stack.placement[g]} | monitors | per_host if groups
+              else set(stack.services))
     if stack.engine == "swarm":
         wanted -= monitors
     return tuple(name for name in stack.services if name in wanted)
@@ -103,7 +122,7 @@ def _check_published_ports(placement: Placement) -> None:
         owners: dict[int, str] = {}
         for name in names:
             service = stack.services[name]
-            ports = [stack.gateway_port] if service.kind == "gateway" else []
+            ports = [stack.gateway_port, stack.tls.port] if service.kind == "gateway" else []
             ports += [service.publish] if service.publish else []
             ports += [service.port] if placement.is_published(host, name) and service.kind != "gateway" else []
             for port in ports:
@@ -124,7 +143,7 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
             continue
         if not where:
             raise StackError("placement", f"service '{name}' is not placed on any host (add it to a 'placement' group)")
-        if len(where) > 1 and not service.built_from_source:
+        if len(where) > 1 and not service.built_from_source and not service.every_host:
             raise StackError("placement", f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
                                           f"only python services may run on several hosts")
         if len(where) > 1 and service.volumes and stack.engine == "swarm":
@@ -133,7 +152,9 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
                                           "must have one host, or a task Swarm moves starts on an empty volume")
     for host in specs:
         for name in services_on[host]:
-            if placement.is_published(host, name) and not specs[host].address:
+            # The log store without an address is published on 127.0.0.1 (stackdeploy.logstore).
+            if (placement.is_published(host, name) and not specs[host].address
+                    and not (stack.services[name].kind == "logstore" and len(specs) == 1)):
                 raise StackError("", f"host {host}: runs '{name}', which other hosts use, but has no "
                                      f"'private_address' in the inventory")
     _check_published_ports(placement)

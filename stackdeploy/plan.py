@@ -14,13 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from stackdeploy import composefile, contract, imagespec, releasemanifest
+from stackdeploy import composefile, contract, imagespec, metricsconfig, releasemanifest
 from stackdeploy.fingerprint import config_hash
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import ImageSpec
 from stackdeploy.model import Service, Stack
 from stackdeploy.placement import HostSpec, Placement, place
+
+if TYPE_CHECKING:
+    from stackdeploy.tls import Certificate
+
+GATEWAY_KEY_FILE = f"nginx/{contract.TLS_KEY}"  # the gateway's private key in a release (0600)
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,12 @@ def single_host(stack: Stack, host: str = "@local") -> Placement:
 
 
 def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
-               where: Placement | None = None, host: str = "@local", builder: str | None = None) -> Plan:
+               where: Placement | None = None, host: str = "@local", builder: str | None = None, *,
+               certificate: Certificate) -> Plan:
     """Compute every file, image tag and config hash for the part of ``stack`` on ``host``.
+
+    ``certificate`` is what the gateway serves (see ``stackdeploy.tls``); its chain and key go
+    into the release beside nginx.conf, the key as a secret file (0600).
 
     ``builder`` names the host that can build every image (build-once distribution); None
     means each host builds the images of its own services (build-everywhere).
@@ -102,7 +112,8 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     for service in here:
         name, spec = service.name, specs[service.name]
         entries[name] = entry = composefile.compose_entry(
-            service, spec.run_image, spec.build_dir if name in builds_here else None, image_source, where, host)
+            service, spec.run_image, spec.build_dir if name in builds_here else None, image_source, where, host,
+            metricsconfig.config_files(service, where, host))
         files[f"env/{name}.env"] = env_file = composefile.env_file(service, where, host, secrets)
         # The config hash covers what the container is created from (its compose settings, env
         # file and image), not the gateway's nginx.conf: that is reloaded, not recreated.
@@ -116,7 +127,9 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     gateway = next((s for s in here if s.kind == "gateway"), None)
     if gateway:
         monitor = next((s for s in here if s.kind == "monitor"), None)
-        files["nginx/nginx.conf"] = composefile.nginx_conf(gateway, where, host, monitor)
+        files["nginx/nginx.conf"] = composefile.nginx_conf(gateway, where, host, monitor, certificate.summary())
+        files[f"nginx/{contract.TLS_CERT}"] = certificate.chain_pem.decode()
+        files[f"nginx/{contract.TLS_KEY}"] = certificate.key_pem.decode()
     files["images/build-base.sh"] = imagespec.base_script()
     files["compose.yaml"] = composefile.compose_yaml(stack, list(entries.values()), image_source,
                                                      {n: p.config_hash for n, p in service_plans.items()})
@@ -131,7 +144,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         base_image=base_image if builds_here else None,
         services=service_plans,
         files=files,
-        secret_files=frozenset(f"env/{name}.env" for name in names),
+        secret_files=frozenset([*(f"env/{name}.env" for name in names), *([GATEWAY_KEY_FILE] if gateway else [])]),
         waves=all_waves,
         builds={n: specs[n] for n in builds_here},
         replicated=frozenset(n for n in stack.services if len(where.hosts_of(n)) > 1),

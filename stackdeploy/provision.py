@@ -17,6 +17,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
+from stackdeploy import logstore
 from stackdeploy.engine import ensure_engine
 from stackdeploy.facts import DockerEngineStatus
 from stackdeploy.model import RegistrySettings
@@ -94,11 +95,13 @@ def firewall_rules(where: Placement, host_name: str) -> list[str]:
     rules = []
     for name in where.services_on[host_name]:
         service = where.stack.services[name]
-        if service.kind == "gateway" or not where.is_published(host_name, name):
+        # Without an address (one host), the log store is published on 127.0.0.1 alone.
+        if service.kind == "gateway" or not where.is_published(host_name, name) or not address:
             continue
         # Only the original direction: replies (from the container) must pass. Written the
         # way `iptables -S` prints it, so the fact compares equal when in place.
-        match = f"-p tcp -m conntrack --ctorigdst {address} --ctorigdstport {service.port} --ctdir ORIGINAL"
+        protocol = logstore.PROTOCOL if service.kind == "logstore" else "tcp"
+        match = f"-p {protocol} -m conntrack --ctorigdst {address} --ctorigdstport {service.port} --ctdir ORIGINAL"
         rules += [f"-A {CHAIN} -s {peer}/32 {match} -j RETURN" for peer in peers]
         rules.append(f"-A {CHAIN} {match} -j DROP")
     return rules

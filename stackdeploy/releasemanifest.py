@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from stackdeploy import contract
-from stackdeploy.composefile import GATEWAY_LISTEN_PORT
-from stackdeploy.model import Service
+from stackdeploy.composefile import GATEWAY_LISTEN_PORT, GATEWAY_TLS_LISTEN_PORT
+from stackdeploy.model import Service, Stack
 from stackdeploy.placement import Placement
 
 
@@ -40,6 +40,15 @@ def _remote_checks(where: Placement, host: str, names: list[str]) -> dict[str, d
     return remote
 
 
+def gateway_tls(stack: Stack) -> contract.GatewayTls:
+    """Where the helper puts the release's certificate and key under gateway/: where nginx.conf
+    reads them, or, for tls source "acme", certbot's files, filled only while certbot has none."""
+    acme = stack.tls.source == "acme"
+    cert, key = (contract.ACME_CERT, contract.ACME_KEY) if acme else (contract.TLS_CERT, contract.TLS_KEY)
+    return {"files": {cert: f"nginx/{contract.TLS_CERT}", key: f"nginx/{contract.TLS_KEY}"}, "keys": [key],
+            "seed_only": acme}
+
+
 def release_json(where: Placement, host: str, services: dict[str, contract.ServiceSpec],
                  stack_waves: list[list[str]], builds: list[str]) -> str:
     """release.json for ``host``: ``services`` are its services' specs (see ``service_spec``),
@@ -56,7 +65,9 @@ def release_json(where: Placement, host: str, services: dict[str, contract.Servi
         "gateway": {"service": gateway.name,
                     "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local}),
                     "port": GATEWAY_LISTEN_PORT,
-                    "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())}}
+                    "https_port": GATEWAY_TLS_LISTEN_PORT,
+                    "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())},
+                    "tls": gateway_tls(stack)}
         if gateway else None,
         "builds": builds,
         "namespace": stack.image_namespace,

@@ -49,6 +49,14 @@ def announce(decisions: HostDecisions) -> None:
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"
                 f"{moved}; (re)start: {starts}{reloads}; "
                 f"release: {decisions.release} ({'new' if decisions.new_release else 'current'}){new_secrets}")
+    if any(plan.stack.services[name].kind == "gateway" for name in plan.services):
+        cert, tls = decisions.certificate, plan.stack.tls
+        logger.info(f"{host.print_prefix}gateway certificate ({tls.source}): "
+                    f"{f'issued ({cert.issued})' if cert.issued else 'kept'}, {cert.summary()}; "
+                    f"HTTPS on port {tls.port}, HTTP {plan.stack.gateway_port} redirects")
+        if tls.source == "acme":
+            logger.warning(f"{host.print_prefix}tls source acme: until `sh {plan.stack.deploy_dir}/acme/issue.sh` "
+                           "has run on this host (as root), the gateway serves a stack-CA certificate")
     for name in plan.services:
         if is_standin(plan, name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

@@ -10,6 +10,7 @@ refusal is one line in the user's words rather than pydantic's; ``first_problem`
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from types import UnionType
@@ -30,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-KindName = Literal["python", "infra", "gateway", "monitor"]
+KindName = Literal["python", "infra", "gateway", "monitor", "logstore"]
 ImageSourceName = Literal["registry", "local", "auto"]
 DistributionName = Literal["build-everywhere", "build-once", "registry"]
 BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
@@ -38,7 +39,10 @@ BackupCopyName = Literal["none", "control"]
 EngineName = Literal["compose", "swarm"]
 EndpointModeName = Literal["dnsrr", "vip"]
 PublishModeName = Literal["host", "ingress"]
+TlsSourceName = Literal["self-signed", "files", "acme"]  # where the gateway's certificate comes from
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")
+# A DNS name (a leading "*." for a wildcard), as a certificate names it.
+DNS_NAME_PATTERN = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 MEMORY_PATTERN = re.compile(r"[0-9]+[kmg]")
 # host[:port][/path] of a registry, as the first part of an image name: Docker's own grammar
 # (distribution/reference), a host name or an IPv4 or [IPv6] address, lowercase path components.
@@ -134,6 +138,21 @@ def _registry_address(value: Any) -> Any:
     return value
 
 
+def is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _server_name(value: str) -> str:
+    """A DNS name or an IP address, as a certificate's subject alternative names hold them."""
+    if not (is_ip_address(value) or (DNS_NAME_PATTERN.fullmatch(value) and len(value) <= 253)):
+        raise ValueError("not a server name")
+    return value
+
+
 def _list_or_tuple(value: Any) -> Any:
     """Refuse a set (or any other collection): the order of names is the user's, and kept."""
     if not isinstance(value, (list, tuple)):
@@ -163,6 +182,9 @@ Hours = Annotated[float, Strict(), Field(ge=0, le=24 * 366),
                   described("must be a number of hours from 0 (off) to a year, got {value!r}")]
 Names = Annotated[tuple[StrictStr, ...], BeforeValidator(_list_or_tuple),
                   described("must be a list of names, got {value!r}")]
+ServerNames = Annotated[tuple[Annotated[StrictStr, AfterValidator(_server_name)], ...],
+                        BeforeValidator(_list_or_tuple), Field(min_length=1),
+                        described("must be a non-empty list of lowercase DNS names or IP addresses, got {value!r}")]
 Text = Annotated[str, BeforeValidator(str)]  # any value, as the text it would be in an env file
 Texts = Annotated[dict[StrictStr, Text], described("must be a mapping of names to values, got {value!r}")]
 UrlPath = Annotated[StrictStr, AfterValidator(_absolute), described("must be a path starting with '/', got {value!r}")]
@@ -220,6 +242,12 @@ class ServiceSpec(Schema):
     restarts_with: Names = ()
     backup: Annotated[BackupKindName, one_of(BackupKindName)] | None = None
     replicas: Count = 1
+    publish_bind: Text = "0.0.0.0"  # the address ``publish`` binds to (127.0.0.1: reached by SSH tunnel)
+    entrypoint: Names = ()
+    every_host: Annotated[StrictBool, described("must be True or False, got {value!r}")] = False
+    host_paths: Texts = {}  # host path -> path in the container, mounted read-only
+    scrapes: Names = ()  # services whose /metrics this one collects (Prometheus)
+    config_files: Texts = {}  # path in the container -> template in templates/metrics/, rendered per host
 
 
 def _ssh_destination(value: Any) -> Any:
@@ -256,6 +284,42 @@ class RegistrySpec(Schema):
     # Required with that distribution: checked with it, in stackdeploy.model, in the user's words.
     address: Annotated[str, BeforeValidator(_registry_address)] | None = None
     insecure: Annotated[StrictBool, described("must be True or False, got {value!r}")] = False
+
+
+class TlsSpec(Schema):
+    """HTTPS at the gateway (``tls``): where its certificate comes from and the port it answers on.
+    The plain-HTTP port (``gateway_port``) then only redirects, apart from ``/health``."""
+
+    source: Annotated[TlsSourceName, one_of(TlsSourceName)] = "self-signed"
+    port: Port = 443
+    server_names: ServerNames = ("localhost",)
+    # source "files": the certificate (PEM, the chain after it) and its key on the control
+    # machine, absolute or relative to the project.
+    cert_file: Annotated[StrictStr, Field(min_length=1), described("must be a file path, got {value!r}")] | None = None
+    key_file: Annotated[StrictStr, Field(min_length=1), described("must be a file path, got {value!r}")] | None = None
+    # source "acme": the account address Let's Encrypt writes to about expiring certificates.
+    acme_email: Annotated[StrictStr, Field(pattern=r"^[^@\s]+@[^@\s]+$"),
+                          described("must be an e-mail address, got {value!r}")] | None = None
+
+
+class LogsSpec(Schema):
+    """``logs``: how long the log store keeps the stack's logs (whichever limit comes first)."""
+
+    keep_days: Count = 14
+    max_megabytes: Count = 2048
+
+
+class MetricsSpec(Schema):
+    """How often Prometheus scrapes and when its alerts fire (templates/metrics/)."""
+
+    scrape_interval: Seconds = 15.0
+    alert_after: Seconds = 120.0  # a condition must hold this long before its alert fires
+    rate_window: Seconds = 300.0  # the window of the error ratio and latency rates
+    error_ratio: Annotated[float, Strict(), Field(gt=0, le=1),
+                           described("must be a number above 0 and at most 1, got {value!r}")] = 0.05
+    latency_p95: Seconds = 1.0
+    disk_free_ratio: Annotated[float, Strict(), Field(gt=0, lt=1),
+                               described("must be a number between 0 and 1, got {value!r}")] = 0.10
 
 
 class StackSpec(Schema):
@@ -296,6 +360,9 @@ class StackSpec(Schema):
     debian_mirror: Text = "http://deb.debian.org/debian"
     gateway_bind: Text = "0.0.0.0"
     swarm: Annotated[SwarmSpec, a_mapping("must be a mapping of settings, got {type}")] = SwarmSpec()
+    tls: Annotated[TlsSpec, a_mapping("must be a mapping of settings, got {type}")] = TlsSpec()
+    logs: Annotated[LogsSpec, a_mapping("must be a mapping of settings, got {type}")] = LogsSpec()
+    metrics: Annotated[MetricsSpec, a_mapping("must be a mapping of settings, got {type}")] = MetricsSpec()
     # Host data that other phases read from pyinfra themselves (desired, provision), and the flags
     # of one run given with --data: rollback.py's target, taking over a dead run's lock,
     # restore.py's backup and service, provision.py's prune_nodes (swarm nodes that left the
@@ -309,6 +376,11 @@ class StackSpec(Schema):
     backup: Any = None
     service: Any = None
     prune_nodes: Any = None
+    # logs.py's filters (--data service=... since=... grep=... request_id=... lines=...).
+    since: Any = None
+    grep: Any = None
+    request_id: Any = None
+    lines: Any = None
 
 
 def _bare(annotation: Any) -> Any:

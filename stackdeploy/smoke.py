@@ -1,7 +1,8 @@
 """The operator's smoke test: the real user journey through one gateway, step by step.
 
-Runs on the control machine against a gateway's published address, the way a client
-would: a throwaway user registers, logs in, uploads a file and reads it back, stores and
+Runs on the control machine against a gateway's published HTTPS address, the way a client
+would, verifying its certificate (against the stack CA kept on this machine, and the
+system's CAs): a throwaway user registers, logs in, uploads a file and reads it back, stores and
 queries a document, talks on a WebSocket channel (and asks ai-engine once), logs out, then
 everything it created is deleted again. Each step prints one line with its latency; the
 first failure stops the journey, names the step and the service, and cleanup still runs.
@@ -24,7 +25,9 @@ from pyinfra import host, logger
 from pyinfra.api import Host, State, deploy
 from pyinfra.operations import python
 
+from stackdeploy import STATE_DIR
 from stackdeploy.model import Stack
+from stackdeploy.tls import CA_CERT, client_context, gateway_address, store_of
 
 TIMEOUT_SECONDS = 30.0
 
@@ -39,10 +42,13 @@ class SmokeFailure(Exception):
 
 @dataclass
 class Journey:
-    """One run of the journey against ``base_url`` (http://host:port of a gateway)."""
+    """One run of the journey against ``base_url`` (https://host:port of a gateway).
+    ``server_name``: the name to verify the certificate for, when not the URL's host."""
 
     base_url: str
     report: Callable[[str], None] = print
+    ca_file: str | None = None
+    server_name: str | None = None
     user: dict[str, str] = field(default_factory=lambda: {
         "username": f"smoke-{secrets.token_hex(6)}", "password": secrets.token_urlsafe(18)})
     channel: str = field(default_factory=lambda: f"smoke-{secrets.token_hex(6)}")
@@ -63,7 +69,8 @@ class Journey:
     def call(self, client: httpx.Client, step: str, service: str, method: str, path: str, expect: int,
              **kwargs: Any) -> httpx.Response:
         """One request; anything but ``expect`` fails the step with the status and body."""
-        response = client.request(method, path, **kwargs)
+        extensions = {"sni_hostname": self.server_name} if self.server_name else None
+        response = client.request(method, path, extensions=extensions, **kwargs)
         if response.status_code != expect:
             raise SmokeFailure(step, service, f"{method} {path}: HTTP {response.status_code}, expected {expect}: "
                                               f"{response.text[:200]}")
@@ -74,7 +81,8 @@ class Journey:
         return {"Authorization": f"Bearer {self.token}"}
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=TIMEOUT_SECONDS, trust_env=False) as client:
+        with httpx.Client(base_url=self.base_url, timeout=TIMEOUT_SECONDS, trust_env=False,
+                          verify=client_context(self.ca_file)) as client:
             try:
                 self._journey(client)
             except SmokeFailure:
@@ -134,7 +142,8 @@ class Journey:
         """Two clients on the channel: the second receives what the first sends (and, for
         ``/ai``, ai-engine's answer after it)."""
         url = self.base_url.replace("http", "ws", 1) + f"/api/channels/ws/{self.channel}?token={self.token}"
-        async with websockets.connect(url) as first, websockets.connect(url) as second:
+        tls = {"ssl": client_context(self.ca_file), "server_hostname": self.server_name}
+        async with websockets.connect(url, **tls) as first, websockets.connect(url, **tls) as second:
             for ws in (first, second):
                 await asyncio.wait_for(ws.recv(), TIMEOUT_SECONDS)  # "joined"
             await first.send(text)
@@ -168,24 +177,18 @@ class Journey:
 
 
 def gateway_url(stack: Stack) -> str:
-    """Where this machine reaches the gateway of the current host: loopback for @local, the
-    bind address when it is one routable address, else the host's private address or name."""
-    bind = stack.gateway_bind
-    if host.name == "@local":
-        address = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-    elif bind not in ("0.0.0.0", "::", "127.0.0.1", "::1"):
-        address = bind
-    else:
-        address = host.data.get("private_address") or host.name
-    return f"http://{address}:{stack.gateway_port}"
+    """Where this machine reaches the gateway of the current host over HTTPS (see
+    ``tls.gateway_address``)."""
+    return f"https://{gateway_address(stack, host.name, host.data.get('private_address'))}:{stack.tls.port}"
 
 
-def _run_journey(state: State, host: Host, url: str) -> bool:
+def _run_journey(state: State, host: Host, url: str, ca_file: str | None, server_name: str | None) -> bool:
     """The journey as a pyinfra callback. Taking ``state`` and ``host`` makes pyinfra use the
     return value: False fails the host with the one red line below instead of a traceback."""
     logger.info(f"    [{host.name}] smoke test through {url}")
     try:
-        Journey(url, report=lambda line: logger.info(f"    [{host.name}] {line}")).run()
+        Journey(url, report=lambda line: logger.info(f"    [{host.name}] {line}"), ca_file=ca_file,
+                server_name=server_name).run()
     except SmokeFailure as exc:
         host.log_styled(f"SMOKE TEST FAILED: step '{exc.step}', service {exc.service}: {exc.detail}", fg="red",
                         log_func=logger.error)
@@ -197,4 +200,8 @@ def _run_journey(state: State, host: Host, url: str) -> bool:
 def smoke_test(stack: Stack, services_here: list[str]) -> None:
     """The user journey through this host's gateway, when it runs one."""
     if any(stack.services[name].kind == "gateway" for name in services_here):
-        python.call(name="The user journey through the gateway", function=_run_journey, url=gateway_url(stack))
+        ca = store_of(stack, STATE_DIR) / CA_CERT
+        # A stack-CA certificate covers the address; the user's or certbot's, the server names.
+        server_name = None if stack.tls.source == "self-signed" else stack.tls.server_names[0]
+        python.call(name="The user journey through the gateway", function=_run_journey, url=gateway_url(stack),
+                    ca_file=str(ca) if ca.exists() else None, server_name=server_name)

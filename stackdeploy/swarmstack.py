@@ -11,8 +11,13 @@ rendered once, for the first manager:
 - apps update ``start-first`` and roll back by themselves (``failure_action: rollback``);
 - the generated secrets as Docker secrets (created once by the helper from the host copy
   of the secrets, never rotated), mounted as files: services read ``<NAME>_FILE``;
-- the gateway's nginx.conf as a Docker config named after its content (configs are
-  immutable), the gateway published in host mode on the edge nodes;
+- the gateway's nginx.conf and certificate as Docker configs and its private key as a Docker
+  secret, each named after its content (configs and secrets are immutable), the gateway
+  published in host mode on the edge nodes (plain HTTP and HTTPS);
+- every task's output sent by its node's dockerd to the log store (syslog log driver), the
+  log store itself published in host mode on its node (UDP);
+- Prometheus's and Alertmanager's rendered config files as Docker configs (``configs/``),
+  the per-host exporters in ``mode: global``;
 - under ``image_distribution = "registry"``, the built images by their registry names, so
   a node Swarm moves a task to pulls the image itself.
 
@@ -28,24 +33,35 @@ from dataclasses import replace
 
 import yaml
 
-from stackdeploy import contract
-from stackdeploy.composefile import GATEWAY_LISTEN_PORT, dependency_env, gateway_conf
+from stackdeploy import contract, logstore
+from stackdeploy.composefile import (
+    GATEWAY_LISTEN_PORT,
+    GATEWAY_TLS_LISTEN_PORT,
+    dependency_env,
+    gateway_conf,
+    tls_settings,
+)
 from stackdeploy.fingerprint import data_digest, short
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import image_tags
+from stackdeploy.metricsconfig import config_files
 from stackdeploy.model import Service, Stack, StackError
-from stackdeploy.plan import Plan
+from stackdeploy.placement import HostSpec, Placement
+from stackdeploy.plan import GATEWAY_KEY_FILE, Plan
+from stackdeploy.tls import Certificate
 
 STACK_FILE = "stack.yaml"
+CONFIG_DIR = "configs"  # rendered config files (Prometheus, Alertmanager), one Docker config each
 MANIFEST_FILE = "swarm.json"
 SECRETS_MOUNT = "/run/secrets"
 NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge network is called
 EDGE_NETWORK = "mesh-edge"  # the gateway's way out (host-mode publishing needs a non-internal network)
 HEALTH_INTERVAL = "5s"  # a new task is judged after this: it bounds how fast a wave or an update moves
 GROUP_LABEL = "group."  # node label prefix: group.<inventory group>=true
-# Shared by every service: one object each, which the YAML dump writes once as an anchor
-# (&id...) and then as aliases, like the compose file's x- anchors.
-LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+GATEWAY_CERT_FILE = f"nginx/{contract.TLS_CERT}"
+GATEWAY_KEY_SECRET = "gateway_tls_key"  # the key's file name in the gateway's /run/secrets/
+# Shared by every service: one object, which the YAML dump writes once as an anchor (&id...)
+# and then as aliases, like the compose file's x- anchors.
 RESTART_POLICY = {"condition": "any", "delay": "2s"}
 
 
@@ -82,8 +98,11 @@ def _env(service: Service, stack: Stack) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def _entry(service: Service, stack: Stack, image: str, gateway_config: str | None, gateway_port: int) -> dict:
-    """One service of the stack file, as data: hashed as it is and rendered by yaml."""
+def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, str],
+           log_target: logstore.LogTarget | None, configs: list[tuple[str, str, str]] = ()) -> dict:
+    """One service of the stack file, as data: hashed as it is and rendered by yaml.
+    ``gateway_files``: the gateway's config and secret names ("conf", "cert", "key");
+    ``configs``: (name, path in the container, content) of its rendered config files."""
     app = service.kind == "python"
     order = "start-first" if app else "stop-first"  # a volume or a host port can be held by one task
     entry: dict = {
@@ -91,12 +110,12 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         "init": True,
         "environment": _literal(_env(service, stack)),
         "stop_grace_period": f"{int(service.stop_grace)}s",
-        "logging": LOGGING,
+        "logging": logstore.logging_options(service.name, log_target),
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
         "deploy": {
-            "mode": "global" if service.kind == "gateway" else "replicated",
+            "mode": "global" if service.kind == "gateway" or service.every_host else "replicated",
             "endpoint_mode": stack.swarm.endpoint_mode,
             "placement": {"constraints": constraints(stack, service.name)},
             "restart_policy": RESTART_POLICY,
@@ -104,26 +123,44 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
             "rollback_config": {"order": order, "parallelism": 1},
         },
     }
-    if service.kind != "gateway":
+    if service.kind != "gateway" and not service.every_host:
         entry["deploy"]["replicas"] = service.replicas
+    if configs:
+        entry["configs"] = [{"source": name, "target": target} for name, target, _ in configs]
+    if service.entrypoint:
+        entry["entrypoint"] = _literal(list(service.entrypoint))
     if service.health.command:
         entry["healthcheck"]["test"] = _literal(["CMD", *service.health.command])
     command = list(service.command)
     ports = [service.publish] if service.publish else []
     if service.kind == "gateway":
         command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
-        entry["configs"] = [{"source": gateway_config, "target": f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"}]
-        ports = [gateway_port]
+        entry["configs"] = [
+            {"source": gateway_files["conf"], "target": f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"},
+            {"source": gateway_files["cert"], "target": f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}"}]
+        # 0600 and owned by the offline image's nginx user (the registry image's master is root).
+        entry["secrets"] = [{"source": gateway_files["key"], "target": GATEWAY_KEY_SECRET,
+                             "uid": str(contract.GATEWAY_UID), "gid": str(contract.GATEWAY_UID), "mode": 0o600}]
+    if service.kind == "logstore":
+        # Every node's dockerd sends to it (not over the overlay): published on its node.
+        command = logstore.command(stack, service)
+        entry["ports"] = [{"target": service.port, "published": service.port, "protocol": logstore.PROTOCOL,
+                           "mode": "host"}]
     if command:
         entry["command"] = _literal(command)
-    if ports:
-        target = GATEWAY_LISTEN_PORT if service.kind == "gateway" else service.port
+    if ports and service.kind != "gateway" and service.publish_bind == "127.0.0.1":
+        ports = []  # Swarm publishes on every address of a node: reached through the overlay instead
+    targets = [(port, service.port) for port in ports]
+    if service.kind == "gateway":
+        targets = [(stack.gateway_port, GATEWAY_LISTEN_PORT), (stack.tls.port, GATEWAY_TLS_LISTEN_PORT)]
+    if targets:
         entry["ports"] = [{"target": target, "published": port, "protocol": "tcp", "mode": stack.swarm.publish_mode}
-                          for port in ports]
-    if service.volumes:
+                          for port, target in targets]
+    if service.volumes or service.host_paths:
         entry["volumes"] = [f"{volume}:{path}" for volume, path in sorted(service.volumes.items())]
+        entry["volumes"] += [f"{source}:{target}:ro" for source, target in sorted(service.host_paths.items())]
     if service.secrets:
-        entry["secrets"] = sorted(service.secrets)
+        entry["secrets"] = [*entry.get("secrets", []), *sorted(service.secrets)]
     if service.limits:
         limits = {"cpus": service.limits["cpus"]} if "cpus" in service.limits else {}
         if "memory" in service.limits:
@@ -131,6 +168,13 @@ def _entry(service: Service, stack: Stack, image: str, gateway_config: str | Non
         entry["deploy"]["resources"] = {"limits": limits}
     return entry
 
+
+
+def _whole_swarm(stack: Stack) -> Placement:
+    """Every service on one pseudo host: what Prometheus's config needs on Swarm, where it
+    finds each service by name (tasks.<service>), whatever node it runs on."""
+    return Placement(stack, {"swarm": HostSpec("swarm", frozenset())},
+                     {"swarm": tuple(swarm_services(stack))})
 
 
 def _literal(value: object) -> object:
@@ -154,13 +198,22 @@ def _nginx_routes(gateway: Service, stack: Stack) -> list[dict]:
             for prefix, target in sorted(gateway.routes.items())]
 
 
-def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -> tuple[dict[str, str], dict]:
+def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
+                 certificate: Certificate, *,
+                 log_target: logstore.LogTarget | None = None) -> tuple[dict[str, str], dict]:
     """(release files, manifest) of the swarm engine: the stack file, one per wave, nginx.conf
-    and ``swarm.json`` for the helper. ``images`` maps each service to its image tag."""
+    with the certificate and key it names, and ``swarm.json`` for the helper. ``images`` maps
+    each service to its image tag; ``log_target``: where every node's dockerd sends container
+    logs (None: json-file)."""
     names = swarm_services(stack)
     gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
-    config_name = f"gateway-conf-{short(data_digest([nginx_conf]))}" if nginx_conf else None
-    entries = {name: _entry(stack.services[name], stack, images[name], config_name, stack.gateway_port)
+    # Named after their content; the key after its certificate's (public) fingerprint.
+    gateway_files = {"conf": f"gateway-conf-{short(data_digest([nginx_conf]))}",
+                     "cert": f"gateway-cert-{certificate.fingerprint[:12]}",
+                     "key": f"gateway-key-{certificate.fingerprint[:12]}"} if nginx_conf else {}
+    # One placement for the whole swarm: its config files name services, not hosts.
+    rendered = {name: config_files(stack.services[name], _whole_swarm(stack), "swarm") for name in names}
+    entries = {name: _entry(stack.services[name], stack, images[name], gateway_files, log_target, rendered[name])
                for name in names}
     hashes = {name: short(data_digest([entry])) for name, entry in entries.items()}
     for name, entry in entries.items():
@@ -183,8 +236,14 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -
         used_secrets = [s for s in secret_names if any(s in stack.services[n].secrets for n in services)]
         if used_secrets:  # created by the helper from the host copy: never rotated by a deploy
             doc["secrets"] = {s: {"external": True, "name": f"{stack.name}_{s}"} for s in used_secrets}
-        if config_name and gateway and gateway.name in services:
-            doc["configs"] = {config_name: {"file": "./nginx/nginx.conf"}}
+        configs = {}
+        if gateway_files and gateway and gateway.name in services:
+            configs = {gateway_files["conf"]: {"file": "./nginx/nginx.conf"},
+                       gateway_files["cert"]: {"file": f"./{GATEWAY_CERT_FILE}"}}
+            doc.setdefault("secrets", {})[gateway_files["key"]] = {"file": f"./{GATEWAY_KEY_FILE}"}
+        configs.update({name: {"file": f"./{CONFIG_DIR}/{name}"} for n in services for name, _, _ in rendered[n]})
+        if configs:
+            doc["configs"] = configs
         header = (f"# {stack.name}: rendered by stackdeploy (stackdeploy/swarmstack.py) for "
                   "`docker stack deploy`. Do not edit on the host.\n")
         return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
@@ -196,6 +255,9 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None) -
         files[wave_file(number)] = document(list(done))
     if nginx_conf:
         files["nginx/nginx.conf"] = nginx_conf
+        files[GATEWAY_CERT_FILE] = certificate.chain_pem.decode()
+        files[GATEWAY_KEY_FILE] = certificate.key_pem.decode()
+    files.update({f"{CONFIG_DIR}/{name}": content for n in names for name, _, content in rendered[n]})
     manifest = {
         "stack": stack.name,
         "waves": all_waves,
@@ -215,7 +277,8 @@ COMPOSE_ONLY = ("compose.yaml", "env/", "nginx/")
 RESOLVER_VALID = "1s"  # a task removed from DNS stops 2 s later (Swarm's gossip delay): re-look up sooner
 
 
-def swarm_release(plan: Plan, manager: bool) -> Plan:
+def swarm_release(plan: Plan, manager: bool, certificate: Certificate, *,
+                  log_target: logstore.LogTarget | None = None) -> Plan:
     """The compose plan of one host, turned into the swarm engine's release on that host: the
     build contexts it builds stay; the first manager also gets the stack files. Every host
     keeps a release.json (images and config hashes of its services) for the release record
@@ -223,8 +286,11 @@ def swarm_release(plan: Plan, manager: bool) -> Plan:
     stack = plan.stack
     files = {rel: text for rel, text in plan.files.items() if not rel.startswith(COMPOSE_ONLY)}
     gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
-    nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, RESOLVER_VALID) if gateway else None
-    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx)
+    tls = tls_settings(stack, certificate.summary(), f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}",
+                       f"{SECRETS_MOUNT}/{GATEWAY_KEY_SECRET}")
+    nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, tls, RESOLVER_VALID) if gateway else None
+    swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx, certificate,
+                                         log_target=log_target)
     hashes = {name: spec["config_hash"] for name, spec in manifest["services"].items()}
     if manager:
         files.update(swarm_files)
@@ -234,5 +300,5 @@ def swarm_release(plan: Plan, manager: bool) -> Plan:
                    services={n: {**spec, "config_hash": hashes[n]} for n, spec in release["services"].items()
                              if n in hashes})
     files[contract.RELEASE_FILE] = json.dumps(release, indent=2, sort_keys=True) + "\n"
-    return replace(plan, files=files, services=services, secret_files=frozenset(),
+    return replace(plan, files=files, services=services, secret_files=frozenset({GATEWAY_KEY_FILE} & set(files)),
                    waves=manifest["waves"], replicated=frozenset())

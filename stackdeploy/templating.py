@@ -19,6 +19,11 @@ def compose_json(argv: list[str]) -> str:
     return json.dumps(compose_escaped(argv))
 
 
+def compose_text(text: str) -> str:
+    """``text`` as one JSON (so YAML) string for compose.yaml, ``$`` doubled."""
+    return json.dumps(text.replace("$", "$$"))
+
+
 _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES_DIR),
     undefined=StrictUndefined,
@@ -27,6 +32,7 @@ _jinja = Environment(
     keep_trailing_newline=True,
 )
 _jinja.filters["compose_json"] = compose_json
+_jinja.filters["compose_text"] = compose_text
 
 
 def render(template: str, **context: object) -> str:

@@ -17,11 +17,12 @@ from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.operations import files
 
 from stackdeploy import commands
+from stackdeploy.acme import HOOK_SCRIPT, ISSUE_SCRIPT
 from stackdeploy.desired import HostDecisions
 
 
 def _mode(decisions: HostDecisions, rel: str) -> str:
-    if rel in decisions.plan.secret_files or rel == ".secrets.json":
+    if rel in decisions.plan.secret_files or rel in (".secrets.json", ".tls.json"):
         return "600"
     return "755" if rel == "stackctl.py" else "644"
 
@@ -40,15 +41,16 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
         yield commands.set_mode(root, mode, paths)
 
 
+ACME_FILES = (ISSUE_SCRIPT, HOOK_SCRIPT)
 # Needed before the lock (the helper takes it): desired.helper_files.
-HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py")
-STATE_FILES = (".secrets.json", "state/image-source")  # written under the lock
+HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py", "stacklogs.py")
+STATE_FILES = (".secrets.json", ".tls.json", "state/image-source", *ACME_FILES)  # written under the lock
 
 
 @operation(is_idempotent=True)
 def top_files(decisions: HostDecisions, names: tuple[str, ...], what: str):
     """Deploy-directory files outside the releases: the helper and its contract (before the
-    lock), or the secrets' host copy and the image-source record (under it)."""
+    lock), or the secrets' host copy, the image-source record and certbot's scripts (under it)."""
     wanted = {rel: content for rel, content in decisions.top_files.items() if rel in names}
     if not wanted:
         host.noop(f"{what} up to date")

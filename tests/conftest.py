@@ -67,6 +67,7 @@ from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 from stackdeploy.desired import inventory_placement, load_stack
 from stackdeploy.plan import build_plan
+from tests.certs import certificate
 
 secrets = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j"}
 with ctx_state.use(State(Inventory(([], {})), Config())):
@@ -75,7 +76,8 @@ State(inventory, Config())
 out = {}
 for host in inventory:
     stack = load_stack(host)
-    plan = build_plan(stack, "local", secrets, inventory_placement(stack, host), host.name)
+    plan = build_plan(stack, "local", secrets, inventory_placement(stack, host), host.name,
+                      certificate=certificate())
     out[host.name] = {"services": list(plan.services), "files": plan.files}
 print(json.dumps(out))
 """

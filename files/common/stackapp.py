@@ -7,6 +7,9 @@ implementation of settings, database and Redis connections, token checks and /he
 A service gets PostgreSQL and Redis only when it declares them in ``depends_on`` (the
 deploy then writes ``POSTGRES_HOST`` / ``REDIS_HOST`` into its env file): nothing else is
 opened or checked, and ``asyncpg`` / ``redis`` need to be in its requirements.txt only then.
+
+Logging and request ids live in ``stacklog`` (copied beside this file): every request is one
+JSON line, and every call to another service carries the request's ``X-Request-ID``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
+import stacklog
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from stackmetrics import instrument
 
 if TYPE_CHECKING:
     import asyncpg
@@ -61,6 +66,14 @@ def postgres_dsn() -> str:
     )
 
 
+def http_client(**kwargs: Any) -> httpx.AsyncClient:
+    """The client a service calls other services with: a dependency being replaced may refuse a
+    connection for a moment, so connecting is retried (on another address of the same name,
+    when it has two during a rolling update), and every call carries the current request id."""
+    kwargs.setdefault("transport", httpx.AsyncHTTPTransport(retries=3))
+    return httpx.AsyncClient(timeout=10.0, event_hooks={"request": [stacklog.add_request_id]}, **kwargs)
+
+
 class Backends:
     """Connections a service holds for its lifetime, opened in FastAPI's lifespan."""
 
@@ -94,9 +107,7 @@ class Backends:
                 host=env("REDIS_HOST"), port=int(env("REDIS_PORT")), password=env("REDIS_PASSWORD"),
                 decode_responses=True,
             )
-        # A dependency being replaced may refuse a connection for a moment: retry it (on
-        # another address of the same name, when it has two during a rolling update).
-        self.http = httpx.AsyncClient(timeout=10.0, transport=httpx.AsyncHTTPTransport(retries=3))
+        self.http = http_client()
 
     async def close(self) -> None:
         if self.http:
@@ -178,6 +189,7 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     if declared("redis"):
         checks["redis"] = backends.check_redis
     checks.update({dep: backends.check_http(url) for dep, url in (http_checks or {}).items()})
+    stacklog.configure_logging(name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -191,6 +203,8 @@ def create_app(name: str, backends: Backends, http_checks: dict[str, str] | None
     app = FastAPI(title=name, lifespan=lifespan, responses={400: {"description": "the body could not be parsed"}})
     app.add_exception_handler(RequestValidationError, trimmed_validation_error)
     app.add_exception_handler(UnicodeEncodeError, unencodable_text)
+    app.add_middleware(stacklog.AccessLog, service=name)
+    instrument(app, name)  # request count, latency and errors by route at /metrics (stackmetrics.py)
 
     @app.get("/health")
     async def health(shallow: bool = False) -> JSONResponse:

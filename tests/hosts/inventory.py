@@ -1,6 +1,7 @@
 """pyinfra inventory for the simulated hosts (tests/hosts/simhosts.py up --count 3).
 
-h1 runs the data group, h2 the AI group, h3 the apps and the gateway; all over real SSH.
+h1 runs the data group, h2 the AI group and monitoring (Prometheus, Alertmanager), h3 the apps
+and the gateway; all over real SSH. Every host runs a node exporter and the monitor.
 """
 
 import json
@@ -30,3 +31,4 @@ data = [_host(0)]
 ai = [_host(1)]
 apps = [_host(2)]
 edge = [_host(2)]
+monitoring = [_host(1)]

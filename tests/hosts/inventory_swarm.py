@@ -9,10 +9,11 @@ one node on the swarm engine).
 from tests.hosts.inventory import _host
 
 _PLACEMENT = {
-    "data": ["postgres", "redis"],
+    "data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
     "ai": ["ollama", "chromadb", "ai-engine", "creator-hub"],
     "apps": ["auth-service", "channel-service"],
-    "edge": ["api-gateway"],
+    "edge": ["api-gateway", "nginx-exporter"],
+    "monitoring": ["alertmanager", "prometheus"],
 }
 _h1, _h2, _h3 = (_host(index, engine="swarm", placement=_PLACEMENT) for index in range(3))
 
@@ -21,3 +22,4 @@ data = [_h1]
 ai = [_h2]
 apps = [_h2, _h3]
 edge = [_h3]
+monitoring = [_h2]

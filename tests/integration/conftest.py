@@ -1,8 +1,10 @@
 """Integration fixtures: a real deploy of a separate test stack on the real Docker engine.
 
-The test stack ("itest") uses its own project name, deploy directory and gateway port,
+The test stack ("itest") uses its own project name, deploy directory and gateway ports,
 so it never touches a stack a developer deployed with inventory/local.py. The deploy
-itself installs and starts the Docker engine when none answers.
+itself installs and starts the Docker engine when none answers. Its gateway answers HTTPS
+on 18443 (verified against the stack CA the deploy keeps in .deploy/tls/itest-itest/) and
+plain HTTP on 18080 only with a redirect, and /health.
 """
 
 from __future__ import annotations
@@ -17,19 +19,59 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from benchmarks.loadgen import tls_context
 
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 STACK = "itest"
-GATEWAY = "http://127.0.0.1:18080"
+GATEWAY = "https://127.0.0.1:18443"
+GATEWAY_HTTP = "http://127.0.0.1:18080"  # plain HTTP: /health, and a 308 to GATEWAY for the rest
 TEST_HOST_DATA: dict[str, Any] = {
     "stack_name": STACK,
     "deploy_dir": "/var/tmp/stackdeploy-itest",
     "gateway_port": 18080,
     "gateway_bind": "127.0.0.1",
     "environment": "itest",
+    "tls": {"source": "self-signed", "port": 18443, "server_names": ["localhost"]},
+    # Beside the default stack on the same engine: ports of its own (the log store's, and
+    # Prometheus's UI, which both stacks would publish on 127.0.0.1:9090). A test's own
+    # service_overrides are merged into these, service by service (write_inventory).
+    "service_overrides": {"log-store": {"port": 16514}, "prometheus": {"publish": 19090}},
 }
+
+
+def stack_ca(stack: str = STACK, environment: str = "itest", root: Path = ROOT) -> Path:
+    """The stack CA's certificate a deploy keeps on this machine (stackdeploy.tls.store_of)."""
+    return root / ".deploy" / "tls" / f"{stack}-{environment}" / "ca.pem"
+
+
+STACK_CA = str(stack_ca())
+
+
+class Https:
+    """httpx's request functions for a gateway over HTTPS, verifying its certificate against a
+    stack CA (read at each request: the first deploy writes it)."""
+
+    def __init__(self, ca_file: str) -> None:
+        self.ca_file = ca_file
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, url, verify=tls_context(self.ca_file), **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+
+https = Https(STACK_CA)
 DEPLOY_TIMEOUT = 1800
 
 
@@ -43,7 +85,12 @@ class DeployResult:
 
 def write_inventory(tmp_path: Path, extra: dict[str, Any] | None = None) -> Path:
     inventory = tmp_path / f"inventory_{time.time_ns()}.py"
-    inventory.write_text(f"itest = [('@local', {{**{TEST_HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    extra = dict(extra or {})
+    overrides = {name: dict(settings) for name, settings in TEST_HOST_DATA["service_overrides"].items()}
+    for name, settings in extra.pop("service_overrides", {}).items():
+        overrides[name] = {**overrides.get(name, {}), **settings}
+    data = {**TEST_HOST_DATA, **extra, "service_overrides": overrides}
+    inventory.write_text(f"itest = [('@local', {data!r})]\n")
     return inventory
 
 

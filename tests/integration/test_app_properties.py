@@ -14,17 +14,17 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.loadgen import register_and_login
+from benchmarks.loadgen import register_and_login, tls_context
 
-from .conftest import GATEWAY, containers, docker
+from .conftest import GATEWAY, STACK_CA, containers, docker, https
 
-WS = GATEWAY.replace("http://", "ws://")
+WS = GATEWAY.replace("https://", "wss://")
 BOUNDED = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 @pytest.fixture(scope="module")
 def token(stack) -> str:
-    return register_and_login(GATEWAY)
+    return register_and_login(GATEWAY, ca_file=STACK_CA)
 
 
 def upload_raw(token: str, filename: bytes) -> httpx.Response:
@@ -32,7 +32,7 @@ def upload_raw(token: str, filename: bytes) -> httpx.Response:
     boundary = "stackdeploy-property-boundary"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="'.encode() + filename
             + f'"\r\nContent-Type: text/plain\r\n\r\npayload\r\n--{boundary}--\r\n'.encode())
-    return httpx.post(f"{GATEWAY}/api/creators/uploads", content=body, timeout=30,
+    return https.post(f"{GATEWAY}/api/creators/uploads", content=body, timeout=30,
                       headers={"Authorization": f"Bearer {token}",
                                "Content-Type": f"multipart/form-data; boundary={boundary}"})
 
@@ -62,7 +62,7 @@ def test_any_filename_is_stored_as_sent_or_refused_leaving_nothing(token):
     .map(lambda t: f"Bearer {t}"),
 ))
 def test_any_authorization_header_is_a_401_never_a_crash(stack, header):
-    response = httpx.get(f"{GATEWAY}/api/auth/verify", headers={"Authorization": header}, timeout=10)
+    response = https.get(f"{GATEWAY}/api/auth/verify", headers={"Authorization": header}, timeout=10)
     assert response.status_code == 401, response.text
 
 
@@ -73,7 +73,8 @@ def test_any_channel_message_is_posted_or_refused_to_its_sender_and_the_socket_s
         return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
     async def run_all(texts: list[str]) -> list[tuple[str, dict]]:
-        async with websockets.connect(f"{WS}/api/channels/ws/properties?token={token}", max_size=2**22) as ws:
+        async with websockets.connect(f"{WS}/api/channels/ws/properties?token={token}", max_size=2**22,
+                                      ssl=tls_context(STACK_CA)) as ws:
             await asyncio.wait_for(ws.recv(), 10)  # joined
             return [(text, await exchange(ws, text)) for text in texts]
 

@@ -9,12 +9,11 @@ import secrets
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
 from benchmarks.loadgen import register_and_login
 
-from .conftest import GATEWAY, ROOT, TEST_HOST_DATA, identities, run_pyinfra
+from .conftest import GATEWAY, ROOT, STACK_CA, TEST_HOST_DATA, https, identities, run_pyinfra
 
 BACKUPS = Path(TEST_HOST_DATA["deploy_dir"]) / "backups"
 
@@ -30,12 +29,12 @@ def newest_backup() -> str:
 @pytest.fixture(scope="module")
 def backed_up(stack, session_tmp) -> dict:
     """A user with an upload and a document, then a backup of all of it."""
-    token = register_and_login(GATEWAY)
+    token = register_and_login(GATEWAY, ca_file=STACK_CA)
     content = secrets.token_bytes(256 * 1024)
-    upload = httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth(token),
+    upload = https.post(f"{GATEWAY}/api/creators/uploads", headers=auth(token),
                         files={"file": ("kept.bin", content)}, timeout=30).json()
     doc = {"id": f"kept-{secrets.token_hex(4)}", "text": f"a document worth keeping {secrets.token_hex(4)}"}
-    assert httpx.post(f"{GATEWAY}/api/ai/documents", json=doc, headers=auth(token), timeout=30).status_code == 201
+    assert https.post(f"{GATEWAY}/api/ai/documents", json=doc, headers=auth(token), timeout=30).status_code == 201
     result = run_pyinfra(session_tmp, "backup.py", {"backup_copy": "control"})
     assert result.returncode == 0, result.output[-4000:]
     return {"token": token, "content": content, "upload": upload, "doc": doc, "id": newest_backup()}
@@ -85,19 +84,19 @@ def test_a_corrupt_backup_is_refused_before_anything_stops(backed_up, session_tm
 def test_deleted_rows_files_documents_and_sessions_come_back(backed_up, session_tmp):
     token, upload, doc = backed_up["token"], backed_up["upload"], backed_up["doc"]
     url = f"{GATEWAY}/api/creators/uploads/{upload['id']}"
-    assert httpx.delete(url, headers=auth(token), timeout=10).status_code == 204
-    assert httpx.delete(f"{GATEWAY}/api/ai/documents/{doc['id']}", headers=auth(token), timeout=30).status_code == 204
-    assert httpx.delete(f"{GATEWAY}/api/auth/me", headers=auth(token), timeout=10).status_code == 204
-    assert httpx.get(f"{GATEWAY}/api/auth/verify", headers=auth(token), timeout=10).status_code == 401
+    assert https.delete(url, headers=auth(token), timeout=10).status_code == 204
+    assert https.delete(f"{GATEWAY}/api/ai/documents/{doc['id']}", headers=auth(token), timeout=30).status_code == 204
+    assert https.delete(f"{GATEWAY}/api/auth/me", headers=auth(token), timeout=10).status_code == 204
+    assert https.get(f"{GATEWAY}/api/auth/verify", headers=auth(token), timeout=10).status_code == 401
 
     result = run_pyinfra(session_tmp, "restore.py", {"backup": backed_up["id"]})
     assert result.returncode == 0, result.output[-4000:]
     assert "clean up: user" in result.output  # it ended with the smoke test
 
-    assert httpx.get(f"{GATEWAY}/api/auth/verify", headers=auth(token), timeout=10).status_code == 200  # user, session
-    assert httpx.get(url, headers=auth(token), timeout=10).json()["sha256"] == hashlib.sha256(
+    assert https.get(f"{GATEWAY}/api/auth/verify", headers=auth(token), timeout=10).status_code == 200  # user, session
+    assert https.get(url, headers=auth(token), timeout=10).json()["sha256"] == hashlib.sha256(
         backed_up["content"]).hexdigest()
-    assert httpx.get(f"{url}/content", headers=auth(token), timeout=30).content == backed_up["content"]
-    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": doc["text"], "n_results": 1}, headers=auth(token),
+    assert https.get(f"{url}/content", headers=auth(token), timeout=30).content == backed_up["content"]
+    matches = https.post(f"{GATEWAY}/api/ai/query", json={"text": doc["text"], "n_results": 1}, headers=auth(token),
                          timeout=30).json()["matches"]
     assert matches[0]["id"] == doc["id"] and matches[0]["text"] == doc["text"]

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.loadgen import register_and_login
 
-from .conftest import GATEWAY
+from .conftest import GATEWAY, STACK_CA
 
 ST = Path(sys.executable).parent / "st"
 MAX_EXAMPLES = 25
@@ -37,7 +37,7 @@ def schemathesis(prefix: str, token: str, cwd: Path, *args: str) -> subprocess.C
     would make a run depend on the ones before it."""
     return subprocess.run(
         [str(ST), "run", f"{GATEWAY}{prefix}/openapi.json", "--url", f"{GATEWAY}{prefix}",
-         "--header", f"Authorization: Bearer {token}", "--checks", ",".join(CHECKS),
+         "--header", f"Authorization: Bearer {token}", "--tls-verify", STACK_CA, "--checks", ",".join(CHECKS),
          "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",
          "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "30", "--no-color", *args],
         capture_output=True, text=True, timeout=600, check=False, cwd=cwd,
@@ -47,6 +47,6 @@ def schemathesis(prefix: str, token: str, cwd: Path, *args: str) -> subprocess.C
 @pytest.mark.parametrize("run", RUNS)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(stack, run, tmp_path):
     prefix, args = RUNS[run]
-    result = schemathesis(prefix, register_and_login(GATEWAY), tmp_path, *args)
+    result = schemathesis(prefix, register_and_login(GATEWAY, ca_file=STACK_CA), tmp_path, *args)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     assert " passed" in result.stdout  # it tested something

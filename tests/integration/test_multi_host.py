@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,20 +24,23 @@ import httpx
 import pytest
 import websockets
 
-from benchmarks.loadgen import HttpLoad, register_and_login
+from benchmarks.loadgen import HttpLoad, register_and_login, tls_context
 from tests.hosts.simhosts import STATE, container_root, port_open
 
-from .conftest import ROOT, DeployResult, changed_ops, changed_services
+from .conftest import ROOT, DeployResult, Https, changed_ops, changed_services, stack_ca
 
 SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
 INVENTORY = str(ROOT / "tests" / "hosts" / "inventory.py")
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 H1, H2, H3 = "10.77.0.11", "10.77.0.12", "10.77.0.13"
-GATEWAY = f"http://{H3}:8080"
+GATEWAY = f"https://{H3}:8443"  # plain HTTP on 8080 redirects, apart from /health
+STACK_CA = str(stack_ca("creatorstack", "simhosts"))
+https = Https(STACK_CA)
 PLACEMENT = {
-    H1: {"postgres", "redis", "stack-monitor"},
-    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor"},
-    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"},
+    H1: {"postgres", "redis", "log-store", "stack-monitor", "node-exporter", "postgres-exporter", "redis-exporter"},
+    H2: {"ollama", "chromadb", "ai-engine", "stack-monitor", "node-exporter", "prometheus", "alertmanager"},
+    H3: {"auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor", "node-exporter",
+         "nginx-exporter"},
 }
 USER = {"username": f"multi-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
 
@@ -122,7 +126,7 @@ def test_firewall_lets_only_stack_hosts_reach_internal_ports(hosts, deployed):
     assert not port_open(H1, 5432)
     assert not port_open(H2, 8003)
     # ... the public gateway is not, and the stack hosts reach each other (the deploy passed).
-    assert port_open(H3, 8080)
+    assert port_open(H3, 8080) and port_open(H3, 8443)
 
 
 def test_each_host_runs_its_group(hosts, deployed):
@@ -136,33 +140,43 @@ def test_only_cross_host_dependencies_are_published_on_the_private_address(hosts
     for address in hosts:
         for name, info in containers_on(hosts, address).items():
             for bindings in (info["HostConfig"]["PortBindings"] or {}).values():
-                published[name] = {(b["HostIp"], b["HostPort"]) for b in bindings}
+                published[f"{name}@{address}"] = {(b["HostIp"], b["HostPort"]) for b in bindings}
     assert published == {
-        "postgres": {(H1, "5432")},
-        "redis": {(H1, "6379")},
-        "ai-engine": {(H2, "8003")},
-        "auth-service": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
-        "api-gateway": {("0.0.0.0", "8080")},
+        f"postgres@{H1}": {(H1, "5432")},
+        f"redis@{H1}": {(H1, "6379")},
+        f"log-store@{H1}": {(H1, "6514")},  # every host's dockerd sends it logs (UDP)
+        f"ai-engine@{H2}": {(H2, "8003")},
+        f"auth-service@{H3}": {(H3, "8001")},  # ai-engine (h2) checks tokens with it
+        f"api-gateway@{H3}": {("0.0.0.0", "8080"), ("0.0.0.0", "8443")},  # the redirect and /health, HTTPS
+        # Prometheus (h2) scrapes the other hosts' exporters and monitors (which answer for
+        # their apps) at their private address; its UI is on h2's loopback only.
+        f"prometheus@{H2}": {("127.0.0.1", "9090")},
+        **{f"{name}@{host}": {(host, port)} for host in (H1, H3)
+           for name, port in (("stack-monitor", "8010"), ("node-exporter", "9100"))},
+        f"postgres-exporter@{H1}": {(H1, "9187")},
+        f"redis-exporter@{H1}": {(H1, "9121")},
+        f"nginx-exporter@{H3}": {(H3, "9113")},
     }
 
 
 def test_end_to_end_through_the_gateway_across_hosts(hosts, deployed):
-    assert httpx.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10).status_code == 201
-    token = httpx.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10).json()["access_token"]
+    assert https.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10).status_code == 201
+    token = https.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
-    assert httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth, files={"file": ("a.txt", b"across hosts")},
+    assert https.post(f"{GATEWAY}/api/creators/uploads", headers=auth, files={"file": ("a.txt", b"across hosts")},
                       timeout=10).status_code == 201
-    assert [u["filename"] for u in httpx.get(f"{GATEWAY}/api/creators/uploads", headers=auth, timeout=10).json()] \
+    assert [u["filename"] for u in https.get(f"{GATEWAY}/api/creators/uploads", headers=auth, timeout=10).json()] \
         == ["a.txt"]
-    assert httpx.post(f"{GATEWAY}/api/ai/documents", json={"text": "hosts in namespaces"}, headers=auth,
+    assert https.post(f"{GATEWAY}/api/ai/documents", json={"text": "hosts in namespaces"}, headers=auth,
                       timeout=30).status_code == 201
-    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "namespaces"}, headers=auth,
+    matches = https.post(f"{GATEWAY}/api/ai/query", json={"text": "namespaces"}, headers=auth,
                          timeout=30).json()["matches"]
     assert matches and matches[0]["text"] == "hosts in namespaces"
 
     async def exchange() -> dict:
-        url = f"ws://{H3}:8080/api/channels/ws/multi?token={token}"
-        async with websockets.connect(url) as first, websockets.connect(url) as second:
+        url = f"wss://{H3}:8443/api/channels/ws/multi?token={token}"
+        tls = tls_context(STACK_CA)
+        async with websockets.connect(url, ssl=tls) as first, websockets.connect(url, ssl=tls) as second:
             await asyncio.wait_for(first.recv(), 10)
             await asyncio.wait_for(second.recv(), 10)
             await first.send("/ai across hosts")
@@ -249,8 +263,10 @@ def test_limited_code_deploy_builds_on_the_apps_host_itself(hosts, deployed, tmp
 def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path):
     """auth-service on h2 and h3 behind h3's gateway: a code change reaches one host at a time
     (rollout_batch 1) and the gateway keeps answering from the other."""
-    spread = {"placement": {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
-                            "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}}
+    spread = {"placement": {"data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
+                            "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
+                            "apps": ["auth-service", "creator-hub", "channel-service"],
+                            "edge": ["api-gateway", "nginx-exporter"], "monitoring": ["alertmanager", "prometheus"]}}
     first = deploy(extra=spread)
     assert first.returncode == 0, first.output[-4000:]
     copy = tmp_path / "project"
@@ -258,7 +274,8 @@ def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path)
     main = copy / "files" / "services" / "auth-service" / "app" / "main.py"
     main.write_text(main.read_text() + f"\n# rolling across hosts {uuid.uuid4().hex}\n")
     before = identities(hosts)
-    with HttpLoad(GATEWAY, ["/api/auth/health", "/api/creators/health"], rate=60, max_seconds=900) as load:
+    with HttpLoad(GATEWAY, ["/api/auth/health", "/api/creators/health"], rate=60, max_seconds=900,
+                  ca_file=STACK_CA) as load:
         result = deploy(extra=spread, root=copy)
     assert result.returncode == 0, result.output[-4000:]
     after = identities(hosts)
@@ -281,6 +298,9 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
     ssh_key = json.loads((Path(STATE) / "hosts.json").read_text())["ssh_key"]
     production = {"stack_name": "promo", "image_namespace": "creatorstack", "environment": "promo",
                   "deploy_dir": "/var/tmp/stackdeploy-promo", "gateway_port": 18380, "gateway_bind": "127.0.0.1",
+                  "tls": {"source": "self-signed", "port": 18843, "server_names": ["localhost"]},
+                  # Beside the default stack's log store and Prometheus UI on this engine.
+                  "service_overrides": {"log-store": {"port": 18514}, "prometheus": {"publish": 19390}},
                   "images_from": {"ssh_hostname": H1, "ssh_user": "root", "ssh_key": ssh_key,
                                   "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off"}}
     # Not named "production": group_data/production.py would apply to a group of that name.
@@ -295,11 +315,13 @@ def test_a_release_is_promoted_with_the_same_image_ids_and_no_build(hosts, deplo
         local = json.loads(subprocess.run(["docker", "inspect", *subprocess.run(
             ["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=promo"], capture_output=True,
             text=True, check=True).stdout.split()], capture_output=True, text=True, check=True).stdout)
-        assert len(local) == 10  # nine services and the monitor
+        # Nine services, the monitor, the log store, Prometheus, Alertmanager and four exporters.
+        assert len(local) == 17
         for info in local:
             staged = docker_on(hosts, H1, "image", "inspect", "--format", "{{.Id}}", info["Config"]["Image"]).strip()
             assert info["Image"] == staged, info["Config"]["Image"]
-        assert httpx.get("http://127.0.0.1:18380/api/auth/health", timeout=10).status_code == 200
+        assert Https(str(stack_ca("promo", "promo"))).get("https://127.0.0.1:18843/api/auth/health",
+                                                           timeout=10).status_code == 200
     finally:
         subprocess.run(["docker", "compose", "-p", "promo", "down", "-v"], capture_output=True, timeout=300,
                        check=False)
@@ -315,13 +337,13 @@ def test_a_monitor_runs_on_every_host_and_the_smoke_test_passes_through_the_edge
         assert socket == hosts[address]["docker_host"].removeprefix("unix://")
     result = deploy(deploy_file="smoke.py")
     assert result.returncode == 0, result.output[-4000:]
-    assert "smoke test through http://10.77.0.13:8080" in result.output and "ok   clean up: user" in result.output
+    assert "smoke test through https://10.77.0.13:8443" in result.output and "ok   clean up: user" in result.output
 
 
 def test_backup_and_restore_with_postgres_on_another_host_than_the_apps(hosts, deployed):
     """Each host backs up what it holds (postgres and redis on h1, ChromaDB on h2, uploads on
     h3) under one id; a user deleted after the backup is back after the restore."""
-    token = register_and_login(GATEWAY)
+    token = register_and_login(GATEWAY, ca_file=STACK_CA)
     backup = deploy(deploy_file="backup.py")
     assert backup.returncode == 0, backup.output[-4000:]
     listed = {address: json.loads(on_host(address, "python3 /opt/creatorstack/stackbackup.py list"))
@@ -331,10 +353,10 @@ def test_backup_and_restore_with_postgres_on_another_host_than_the_apps(hosts, d
     backup_id = listed[H1][-1]["id"]
     assert {found[-1]["id"] for found in listed.values()} == {backup_id}
     auth = {"Authorization": f"Bearer {token}"}
-    assert httpx.delete(f"{GATEWAY}/api/auth/me", headers=auth, timeout=10).status_code == 204
+    assert https.delete(f"{GATEWAY}/api/auth/me", headers=auth, timeout=10).status_code == 204
     restore = deploy("--data", f"backup={backup_id}", deploy_file="restore.py")
     assert restore.returncode == 0, restore.output[-4000:]
-    assert httpx.get(f"{GATEWAY}/api/auth/verify", headers=auth, timeout=10).status_code == 200
+    assert https.get(f"{GATEWAY}/api/auth/verify", headers=auth, timeout=10).status_code == 200
 
 
 def test_hosts_go_down_cleanly_and_come_back_after_a_crash_without_a_deploy(hosts, deployed):
@@ -363,7 +385,7 @@ def test_hosts_go_down_cleanly_and_come_back_after_a_crash_without_a_deploy(host
         try:
             running = {address: {n for n, i in containers_on(hosts, address).items() if i["State"]["Running"]}
                        for address in hosts}
-            ready = httpx.get(f"{GATEWAY}/health/ready", timeout=5).status_code == 200
+            ready = https.get(f"{GATEWAY}/health/ready", timeout=5).status_code == 200
         except (subprocess.SubprocessError, httpx.HTTPError):
             return False
         return ready and running == PLACEMENT
@@ -372,3 +394,57 @@ def test_hosts_go_down_cleanly_and_come_back_after_a_crash_without_a_deploy(host
     while not everything_back():
         assert time.monotonic() < deadline, {a: sorted(containers_on(hosts, a)) for a in hosts}
         time.sleep(2)  # pacing of the bounded poll (each round inspects three engines)
+
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\S+Z) (\S+) (\S+) +(.*)$")
+
+
+def logs_lines(*data: str) -> list[tuple[str, str, str, str]]:
+    """logs.py over the simulated hosts, as (time, host, service, message)."""
+    result = deploy(*[arg for item in data for arg in ("--data", item)], deploy_file="logs.py")
+    assert result.returncode == 0, result.output[-3000:]
+    return [m.groups() for m in map(LOG_LINE.match, result.output.splitlines()) if m]
+
+
+def test_one_request_is_followed_across_hosts_by_its_id(hosts, deployed):
+    """h3's gateway, creator-hub and auth-service, and h2's ai-engine (which asks h3's
+    auth-service), all found by one id in h1's log store, each line with its own host."""
+    login = https.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10)
+    if login.status_code != 200:
+        https.post(f"{GATEWAY}/api/auth/register", json=USER, timeout=10)
+        login = https.post(f"{GATEWAY}/api/auth/login", json=USER, timeout=10)
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    hub_id, ai_id = f"multi-{uuid.uuid4().hex}", f"multi-{uuid.uuid4().hex}"
+    listed = https.get(f"{GATEWAY}/api/creators/uploads", headers={**auth, "X-Request-ID": hub_id}, timeout=10)
+    assert listed.status_code == 200 and listed.headers["x-request-id"] == hub_id
+    queried = https.post(f"{GATEWAY}/api/ai/query", json={"text": "hello", "n_results": 1},
+                         headers={**auth, "X-Request-ID": ai_id}, timeout=30)
+    assert queried.headers["x-request-id"] == ai_id
+    deadline = time.monotonic() + 45
+    while True:
+        hub = {(host, service) for _, host, service, _ in logs_lines(f"request_id={hub_id}", "since=15m")}
+        ai = {(host, service) for _, host, service, _ in logs_lines(f"request_id={ai_id}", "since=15m")}
+        wanted_hub = {(H3, "api-gateway"), (H3, "creator-hub"), (H3, "auth-service")}
+        wanted_ai = {(H3, "api-gateway"), (H2, "ai-engine"), (H3, "auth-service")}
+        if (wanted_hub <= hub and wanted_ai <= ai) or time.monotonic() > deadline:
+            break
+        time.sleep(2)  # pacing of the bounded poll (logs.py connects to every host each time)
+    assert wanted_hub <= hub, hub
+    assert wanted_ai <= ai, ai
+    # In time order, across hosts.
+    times = [stamp for stamp, *_ in logs_lines(f"request_id={ai_id}", "since=15m")]
+    assert times == sorted(times)
+
+
+def test_each_host_sends_its_containers_logs_to_the_log_store(hosts, deployed):
+    monitors = {host for _, host, service, _ in logs_lines("service=stack-monitor", "since=30m", "lines=2000")}
+    assert monitors == {H1, H2, H3}
+    for address in hosts:
+        for name, info in containers_on(hosts, address).items():
+            config = info["HostConfig"]["LogConfig"]
+            if name == "log-store":
+                assert config["Type"] == "json-file"
+            else:
+                assert config == {"Type": "syslog", "Config": {
+                    "syslog-address": f"udp://{H1}:6514", "syslog-format": "rfc5424micro",
+                    "tag": f"{name}/{{{{.ID}}}}", "mode": "non-blocking", "max-buffer-size": "4m"}}, name

@@ -12,12 +12,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import ROOT, plans
 
-from .conftest import GATEWAY, containers, deploy, project_copy
+from .conftest import GATEWAY, containers, deploy, https, project_copy
 
 SERVICE = "notes-service"
 
@@ -64,12 +63,12 @@ def with_notes(stack, session_tmp) -> Iterator[Path]:
 
 
 def test_the_documented_service_deploys_and_answers_through_the_gateway(with_notes):
-    health = httpx.get(f"{GATEWAY}/api/notes/health", timeout=10)
+    health = https.get(f"{GATEWAY}/api/notes/health", timeout=10)
     assert health.status_code == 200, health.text
     assert health.json()["checks"] == {"postgres": "ok"}  # no Redis: it did not declare one
-    created = httpx.post(f"{GATEWAY}/api/notes/items", json={"text": "first note"}, timeout=10)
+    created = https.post(f"{GATEWAY}/api/notes/items", json={"text": "first note"}, timeout=10)
     assert created.status_code == 201, created.text  # /api/notes/items reached the app as /items
-    assert {"id": created.json()["id"], "text": "first note"} in httpx.get(f"{GATEWAY}/api/notes/items",
+    assert {"id": created.json()["id"], "text": "first note"} in https.get(f"{GATEWAY}/api/notes/items",
                                                                             timeout=10).json()
     env = containers()[SERVICE]["Config"]["Env"]
     assert any(v.startswith("POSTGRES_HOST=") for v in env)

@@ -12,7 +12,17 @@ import time
 
 import httpx
 
-from .conftest import DEPLOY_TIMEOUT, PYINFRA, ROOT, DeployResult, changed_services, containers, identities
+from .conftest import (
+    DEPLOY_TIMEOUT,
+    PYINFRA,
+    ROOT,
+    DeployResult,
+    Https,
+    changed_services,
+    containers,
+    identities,
+    stack_ca,
+)
 
 
 def run(command: list[str]) -> tuple[int, str]:
@@ -24,10 +34,15 @@ def test_readme_deploy_command_brings_up_the_default_stack_and_reruns_as_a_noop(
     code, output = run(["./scripts/deploy-local.sh"])
     assert code == 0, output[-6000:]
     assert "stack on @local:" in output
-    health = httpx.get("http://127.0.0.1:8080/health", timeout=10)
+    health = httpx.get("http://127.0.0.1:8080/health", timeout=10)  # plain HTTP: Docker's check
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    # Everything else over HTTPS, verified with the stack CA the deploy kept on this machine.
+    assert httpx.get("http://127.0.0.1:8080/api/auth/health", timeout=10).status_code == 308
+    secure = Https(str(stack_ca("creatorstack", "local"))).get("https://127.0.0.1:8443/health", timeout=10)
+    assert secure.status_code == 200 and "max-age=" in secure.headers["strict-transport-security"]
     running = {n for n, i in containers("creatorstack").items() if i["State"]["Running"]}
-    assert len(running) == 10, running  # nine services and the monitor
+    # Nine services, the monitor, the log store, Prometheus, Alertmanager and four exporters.
+    assert len(running) == 17, running
 
     before, started_at = identities("creatorstack"), time.time()
     code, output = run([str(PYINFRA), "-y", "inventory/local.py", "deploy.py"])

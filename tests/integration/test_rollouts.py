@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from benchmarks.loadgen import HttpLoad, SocketWatch, register_and_login
@@ -24,9 +23,11 @@ from .conftest import (
     GATEWAY,
     PYINFRA,
     ROOT,
+    STACK_CA,
     TEST_HOST_DATA,
     containers,
     deploy,
+    https,
     identities,
     project_copy,
     run_pyinfra,
@@ -63,20 +64,21 @@ def manifest(release: str) -> dict:
 
 
 def healthy(path: str) -> bool:
-    return httpx.get(f"{GATEWAY}{path}", timeout=10).status_code == 200
+    return https.get(f"{GATEWAY}{path}", timeout=10).status_code == 200
 
 
 @pytest.fixture(scope="module")
 def token(stack) -> str:
-    return register_and_login(GATEWAY)
+    return register_and_login(GATEWAY, ca_file=STACK_CA)
 
 
 def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, token):
     copy = project_copy(session_tmp, "rollout-code")
     changed_code(copy, "auth-service", "channel-service")
     before = identities()
-    socket_url = f"ws://127.0.0.1:18080/api/channels/ws/lobby?token={token}"
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load, SocketWatch(socket_url, max_seconds=900) as sockets:
+    socket_url = f"wss://127.0.0.1:18443/api/channels/ws/lobby?token={token}"
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load, \
+            SocketWatch(socket_url, max_seconds=900, ca_file=STACK_CA) as sockets:
         # The load is flowing and every socket is open before the deploy starts.
         deadline = time.monotonic() + 30
         while not (load.answered > 0 and sockets.connected >= sockets.sockets):
@@ -98,7 +100,7 @@ def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, tok
 def test_config_change_rolls_out_with_zero_failed_requests(stack, session_tmp):
     assert deploy(session_tmp, fresh_env()).returncode == 0
     before = identities()
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load:
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
         result = deploy(session_tmp, fresh_env())
     assert result.returncode == 0, result.output[-4000:]
     after = identities()
@@ -112,7 +114,7 @@ def test_gateway_route_change_is_a_graceful_reload(stack, session_tmp):
     extra = {"service_overrides": {"api-gateway": {"routes": routes}}}
     assert deploy(session_tmp).returncode == 0
     before = identities()
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load:
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
         result = deploy(session_tmp, extra)
     assert result.returncode == 0, result.output[-4000:]
     assert "reload: api-gateway" in result.output
@@ -127,7 +129,7 @@ def test_broken_release_is_rolled_back_while_the_old_one_serves(stack, session_t
     main = copy / "files" / "services" / "auth-service" / "app" / "main.py"
     main.write_text(main.read_text() + f"\nraise RuntimeError('broken release {uuid.uuid4().hex}')\n")
     before = identities()
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load:
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
         result = deploy(session_tmp, None, copy)
     assert result.returncode != 0
     assert "SERVICE FAILED: 'auth-service' on host @local" in result.output
@@ -184,7 +186,7 @@ def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(stac
     assert deploy(session_tmp, fresh_env()).returncode == 0
     latest = current_release()
     assert latest != previous
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD) as load:
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
         result = run_pyinfra(session_tmp, "rollback.py")
     assert result.returncode == 0, result.output[-4000:]
     assert current_release() == previous

@@ -14,20 +14,19 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 import websockets
 
-from benchmarks.loadgen import register_and_login
+from benchmarks.loadgen import register_and_login, tls_context
 
-from .conftest import GATEWAY, TEST_HOST_DATA, containers, docker
+from .conftest import GATEWAY, STACK_CA, TEST_HOST_DATA, containers, docker, https
 
-WS = GATEWAY.replace("http://", "ws://")
+WS = GATEWAY.replace("https://", "wss://")
 
 
 @pytest.fixture(scope="module")
 def token(stack) -> str:
-    return register_and_login(GATEWAY)
+    return register_and_login(GATEWAY, ca_file=STACK_CA)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -47,12 +46,12 @@ def signed_token(claims: dict) -> str:
 
 
 def test_history_rejects_a_negative_limit(token):
-    response = httpx.get(f"{GATEWAY}/api/channels/channels/lobby/history?limit=-1", headers=auth(token), timeout=10)
+    response = https.get(f"{GATEWAY}/api/channels/channels/lobby/history?limit=-1", headers=auth(token), timeout=10)
     assert response.status_code == 422, response.text
 
 
 def test_history_needs_a_token(stack):
-    assert httpx.get(f"{GATEWAY}/api/channels/channels/lobby/history", timeout=10).status_code == 401
+    assert https.get(f"{GATEWAY}/api/channels/channels/lobby/history", timeout=10).status_code == 401
 
 
 def test_a_filename_with_a_nul_byte_is_refused_and_leaves_nothing_behind(token):
@@ -62,7 +61,7 @@ def test_a_filename_with_a_nul_byte_is_refused_and_leaves_nothing_behind(token):
     boundary = "stackdeploy-test-boundary"
     body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a'.encode() + b"\x00"
             + f'b.txt"\r\nContent-Type: text/plain\r\n\r\npayload\r\n--{boundary}--\r\n'.encode())
-    response = httpx.post(f"{GATEWAY}/api/creators/uploads", content=body, timeout=10,
+    response = https.post(f"{GATEWAY}/api/creators/uploads", content=body, timeout=10,
                           headers={**auth(token), "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 422, response.text
     assert docker("exec", hub, "ls", "/data/uploads").split() == before
@@ -70,7 +69,7 @@ def test_a_filename_with_a_nul_byte_is_refused_and_leaves_nothing_behind(token):
 
 def test_a_binary_frame_closes_the_socket_with_1003(token):
     async def send_binary() -> int | None:
-        async with websockets.connect(f"{WS}/api/channels/ws/lobby?token={token}") as ws:
+        async with websockets.connect(f"{WS}/api/channels/ws/lobby?token={token}", ssl=tls_context(STACK_CA)) as ws:
             await asyncio.wait_for(ws.recv(), 10)  # joined
             await ws.send(b"\x00\x01binary")
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
@@ -78,16 +77,16 @@ def test_a_binary_frame_closes_the_socket_with_1003(token):
             return closed.value.rcvd.code if closed.value.rcvd else None
 
     assert asyncio.run(send_binary()) == 1003
-    assert httpx.get(f"{GATEWAY}/api/channels/health", timeout=10).status_code == 200  # the service is fine
+    assert https.get(f"{GATEWAY}/api/channels/health", timeout=10).status_code == 200  # the service is fine
 
 
 def test_logout_closes_the_open_sockets_of_that_token(stack):
-    token = register_and_login(GATEWAY)
+    token = register_and_login(GATEWAY, ca_file=STACK_CA)
 
     async def logout_while_open() -> int | None:
-        async with websockets.connect(f"{WS}/api/channels/ws/lobby?token={token}") as ws:
+        async with websockets.connect(f"{WS}/api/channels/ws/lobby?token={token}", ssl=tls_context(STACK_CA)) as ws:
             await asyncio.wait_for(ws.recv(), 10)
-            assert httpx.post(f"{GATEWAY}/api/auth/logout", headers=auth(token), timeout=10).status_code == 204
+            assert https.post(f"{GATEWAY}/api/auth/logout", headers=auth(token), timeout=10).status_code == 204
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                 while True:  # other clients' messages may arrive first; the close comes within seconds
                     await asyncio.wait_for(ws.recv(), 10)
@@ -98,7 +97,8 @@ def test_logout_closes_the_open_sockets_of_that_token(stack):
 
 def test_an_empty_ai_prompt_is_answered_to_the_sender_only(token):
     async def empty_prompt() -> dict:
-        async with websockets.connect(f"{WS}/api/channels/ws/empty-ai-{uuid.uuid4().hex[:6]}?token={token}") as ws:
+        async with websockets.connect(f"{WS}/api/channels/ws/empty-ai-{uuid.uuid4().hex[:6]}?token={token}",
+                                      ssl=tls_context(STACK_CA)) as ws:
             await asyncio.wait_for(ws.recv(), 10)
             await ws.send("/ai   ")
             return json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -123,19 +123,19 @@ def test_the_redis_healthcheck_fails_with_a_wrong_password(stack):
 
 def test_a_signed_token_without_jti_is_refused_not_a_crash(stack):
     forged = signed_token({"sub": "1", "name": "x", "exp": int(time.time()) + 60})
-    response = httpx.get(f"{GATEWAY}/api/auth/verify", headers=auth(forged), timeout=10)
+    response = https.get(f"{GATEWAY}/api/auth/verify", headers=auth(forged), timeout=10)
     assert response.status_code == 401, response.text
 
 
 def test_unknown_users_take_as_long_as_wrong_passwords(stack):
     user = {"username": f"timing-{uuid.uuid4().hex[:8]}", "password": "correct-horse-battery"}
-    assert httpx.post(f"{GATEWAY}/api/auth/register", json=user, timeout=10).status_code == 201
+    assert https.post(f"{GATEWAY}/api/auth/register", json=user, timeout=10).status_code == 201
 
     def median_seconds(body: dict) -> float:
         times = []
         for _ in range(5):
             started = time.perf_counter()
-            assert httpx.post(f"{GATEWAY}/api/auth/login", json=body, timeout=10).status_code == 401
+            assert https.post(f"{GATEWAY}/api/auth/login", json=body, timeout=10).status_code == 401
             times.append(time.perf_counter() - started)
         return statistics.median(times)
 
@@ -145,39 +145,40 @@ def test_unknown_users_take_as_long_as_wrong_passwords(stack):
 
 
 def test_a_validation_error_does_not_echo_a_huge_input(stack):
-    response = httpx.post(f"{GATEWAY}/api/auth/register", json={"username": "u" * 10_000, "password": "x" * 10},
+    response = https.post(f"{GATEWAY}/api/auth/register", json={"username": "u" * 10_000, "password": "x" * 10},
                           timeout=10)
     assert response.status_code == 422
     assert len(response.content) < 2000
 
 
 def test_the_gateways_own_errors_are_json(stack):
-    missing = httpx.get(f"{GATEWAY}/no-such-route", timeout=10)
+    missing = https.get(f"{GATEWAY}/no-such-route", timeout=10)
     assert missing.status_code == 404 and missing.json() == {"error": "no such route", "status": 404}
-    too_large = httpx.post(f"{GATEWAY}/api/creators/uploads", content=b"x" * (51 * 1024 * 1024), timeout=60)
+    too_large = https.post(f"{GATEWAY}/api/creators/uploads", content=b"x" * (51 * 1024 * 1024), timeout=60)
     assert too_large.status_code == 413 and too_large.json() == {"error": "request body too large", "status": 413}
-    app_error = httpx.get(f"{GATEWAY}/api/auth/no-such-endpoint", timeout=10)  # the app's own 404 passes through
+    app_error = https.get(f"{GATEWAY}/api/auth/no-such-endpoint", timeout=10)  # the app's own 404 passes through
     assert app_error.status_code == 404 and app_error.json() == {"detail": "Not Found"}
 
 
 def test_ai_engine_needs_a_token_and_a_document_belongs_to_its_writer(token):
     doc = {"id": f"doc-{uuid.uuid4().hex[:8]}", "text": "owned by its first writer"}
     for path, body in (("documents", doc), ("query", {"text": "owned"}), ("complete", {"prompt": "hi"})):
-        assert httpx.post(f"{GATEWAY}/api/ai/{path}", json=body, timeout=30).status_code == 401, path
-    assert httpx.post(f"{GATEWAY}/api/ai/documents", json=doc, headers=auth(token), timeout=30).status_code == 201
-    other = register_and_login(GATEWAY)
-    overwrite = httpx.post(f"{GATEWAY}/api/ai/documents", json={**doc, "text": "hijacked"}, headers=auth(other),
+        assert https.post(f"{GATEWAY}/api/ai/{path}", json=body, timeout=30).status_code == 401, path
+    assert https.post(f"{GATEWAY}/api/ai/documents", json=doc, headers=auth(token), timeout=30).status_code == 201
+    other = register_and_login(GATEWAY, ca_file=STACK_CA)
+    overwrite = https.post(f"{GATEWAY}/api/ai/documents", json={**doc, "text": "hijacked"}, headers=auth(other),
                            timeout=30)
     assert overwrite.status_code == 403, overwrite.text
-    matches = httpx.post(f"{GATEWAY}/api/ai/query", json={"text": "owned by its first writer", "n_results": 1},
+    matches = https.post(f"{GATEWAY}/api/ai/query", json={"text": "owned by its first writer", "n_results": 1},
                          headers=auth(token), timeout=30).json()["matches"]
     assert matches[0] == {**matches[0], "id": doc["id"], "text": doc["text"]}
 
 
 def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(stack):
     """The gateway answers 401 to the headers alone: 45 MB announced, not one byte sent."""
-    host, port = GATEWAY.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
+    host, port = GATEWAY.removeprefix("https://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            tls_context(STACK_CA).wrap_socket(raw, server_hostname=host) as conn:
         conn.sendall(b"POST /api/creators/uploads HTTP/1.1\r\nHost: test\r\nContent-Length: 45000000\r\n"
                      b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
         conn.settimeout(10)
@@ -187,16 +188,16 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(stack):
 
 def test_an_upload_downloads_whole_and_by_range_by_its_owner_only(token):
     content = bytes(range(256)) * 4096  # 1 MiB
-    uploaded = httpx.post(f"{GATEWAY}/api/creators/uploads", headers=auth(token),
+    uploaded = https.post(f"{GATEWAY}/api/creators/uploads", headers=auth(token),
                           files={"file": ("data.bin", content)}, timeout=30).json()
     url = f"{GATEWAY}/api/creators/uploads/{uploaded['id']}"
-    assert httpx.get(url, headers=auth(token), timeout=10).json()["sha256"] == hashlib.sha256(content).hexdigest()
-    whole = httpx.get(f"{url}/content", headers=auth(token), timeout=30)
+    assert https.get(url, headers=auth(token), timeout=10).json()["sha256"] == hashlib.sha256(content).hexdigest()
+    whole = https.get(f"{url}/content", headers=auth(token), timeout=30)
     assert whole.status_code == 200 and whole.content == content
     assert 'filename="data.bin"' in whole.headers["content-disposition"]
-    part = httpx.get(f"{url}/content", headers={**auth(token), "Range": "bytes=1000-1999"}, timeout=10)
+    part = https.get(f"{url}/content", headers={**auth(token), "Range": "bytes=1000-1999"}, timeout=10)
     assert part.status_code == 206 and part.content == content[1000:2000]
-    other = register_and_login(GATEWAY)
-    assert httpx.get(f"{url}/content", headers=auth(other), timeout=10).status_code == 404
-    assert httpx.get(url, headers=auth(other), timeout=10).status_code == 404
-    assert httpx.get(f"{url}/content", timeout=10).status_code == 401
+    other = register_and_login(GATEWAY, ca_file=STACK_CA)
+    assert https.get(f"{url}/content", headers=auth(other), timeout=10).status_code == 404
+    assert https.get(url, headers=auth(other), timeout=10).status_code == 404
+    assert https.get(f"{url}/content", timeout=10).status_code == 401

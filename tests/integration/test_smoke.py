@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from .conftest import GATEWAY, containers, docker, run_pyinfra
+from .conftest import GATEWAY, containers, docker, https, run_pyinfra
 
 STEPS = ["register", "log in", "verify token", "upload a file", "read the upload back", "store a document",
          "query the document", "websocket message", "/ai message", "log out", "clean up: log in",
@@ -17,7 +17,7 @@ STEPS = ["register", "log in", "verify token", "upload a file", "read the upload
 
 def healthy(path: str) -> bool:
     try:
-        return httpx.get(f"{GATEWAY}{path}", timeout=3).status_code == 200
+        return https.get(f"{GATEWAY}{path}", timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -21,7 +21,7 @@ import pytest
 
 from benchmarks.loadgen import HttpLoad
 
-from .conftest import ROOT, DeployResult, changed_ops
+from .conftest import ROOT, DeployResult, Https, changed_ops, stack_ca
 from .swarmhosts import COMPOSE_INVENTORY, SIMHOSTS, SWARM_INVENTORY, docker, run_pyinfra, swarm_hosts, versions
 
 SECRETS = ROOT / ".deploy" / "secrets" / "creatorstack-simhosts.json"
@@ -29,12 +29,17 @@ SECRETS = ROOT / ".deploy" / "secrets" / "creatorstack-simhosts.json"
 TWO_AUTH = {"service_overrides": {"auth-service": {"replicas": 2}}}
 
 
+STACK_CA = str(stack_ca("creatorstack", "simhosts"))
+https = Https(STACK_CA)
+
+
 def gateway(hosts: dict) -> str:
-    return f"http://{hosts['hosts'][2]['address']}:8080"
+    """HTTPS on h3, the edge node (plain HTTP on 8080 redirects, apart from /health)."""
+    return f"https://{hosts['hosts'][2]['address']}:8443"
 
 
 def login(base: str, username: str, password: str) -> httpx.Response:
-    return httpx.post(f"{base}/api/auth/login", json={"username": username, "password": password}, timeout=10)
+    return https.post(f"{base}/api/auth/login", json={"username": username, "password": password}, timeout=10)
 
 
 def tasks_of(hosts: dict, service: str) -> list[dict]:
@@ -57,7 +62,7 @@ def compose_user(hosts) -> tuple[str, str]:
     result = run_pyinfra(COMPOSE_INVENTORY, "deploy.py")
     assert result.returncode == 0, result.output[-3000:]
     username, password = f"sw{uuid.uuid4().hex[:10]}", "pw-" + uuid.uuid4().hex
-    response = httpx.post(f"{gateway(hosts)}/api/auth/register", json={"username": username, "password": password},
+    response = https.post(f"{gateway(hosts)}/api/auth/register", json={"username": username, "password": password},
                           timeout=10)
     assert response.status_code in (200, 201), response.text
     return username, password
@@ -118,7 +123,7 @@ def test_every_service_runs_healthy_where_its_group_is(hosts, swarm):
                                           for name in docker(hosts, i, "ps", "--format", "{{.Names}}").split())}
         assert on and on <= allowed, (service, on)
     assert len(tasks_of(hosts, "auth-service")) == 2
-    assert httpx.get(f"{gateway(hosts)}/api/auth/health", timeout=10).status_code == 200
+    assert https.get(f"{gateway(hosts)}/api/auth/health", timeout=10).status_code == 200
 
 
 def test_second_deploy_changes_nothing(hosts, swarm):
@@ -151,7 +156,7 @@ def test_secrets_are_files_not_environment(hosts, swarm):
 def test_rolling_update_under_load_fails_no_request(hosts, swarm):
     before = {t["ID"] for t in tasks_of(hosts, "auth-service")}
     changed = {"service_overrides": {"auth-service": {"replicas": 2, "env": {"ROLL_MARK": uuid.uuid4().hex}}}}
-    with HttpLoad(gateway(hosts), ["/api/auth/health", "/health"], rate=40, max_seconds=600) as load:
+    with HttpLoad(gateway(hosts), ["/api/auth/health", "/health"], rate=40, max_seconds=600, ca_file=STACK_CA) as load:
         result = run_pyinfra(SWARM_INVENTORY, "deploy.py", changed)
     assert result.returncode == 0, result.output[-4000:]
     after = {t["ID"] for t in tasks_of(hosts, "auth-service")}
@@ -172,7 +177,7 @@ def test_rollback_uses_swarms_own_rollback_and_gates(hosts, swarm):
     assert rolled_mark, "runs after the rolling update, which left a release to go back from"
     before = hash_of(hosts, "auth-service")
     gateway_tasks = {t["ID"] for t in tasks_of(hosts, "api-gateway")}
-    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600) as load:
+    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600, ca_file=STACK_CA) as load:
         result = run_pyinfra(SWARM_INVENTORY, "rollback.py")
     assert result.returncode == 0, result.output[-4000:]
     assert {t["ID"] for t in tasks_of(hosts, "api-gateway")} == gateway_tasks, result.output[-6000:]
@@ -189,7 +194,7 @@ def test_a_broken_update_rolls_back_by_itself(hosts, swarm):
     broken = {"service_overrides": {"auth-service": {**TWO_AUTH["service_overrides"]["auth-service"],
                                                      "command": ["python3", "-c", "raise SystemExit(3)"]}}}
     before = versions(hosts)["creatorstack_auth-service"]
-    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600) as load:
+    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=600, ca_file=STACK_CA) as load:
         result = run_pyinfra(SWARM_INVENTORY, "deploy.py", broken)
     assert result.returncode != 0
     assert "rolled the update back" in result.output, result.output[-4000:]
@@ -238,14 +243,14 @@ def test_an_unhealthy_task_is_replaced_by_swarm(hosts, swarm):
     print(f"unhealthy task replaced by Swarm after {replaced} s")
     assert replaced is not None, "Swarm did not replace the unhealthy task within 150 s"
     deadline = time.monotonic() + 60
-    while httpx.get(f"{gateway(hosts)}/api/channels/health", timeout=10).status_code != 200:
+    while https.get(f"{gateway(hosts)}/api/channels/health", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "channel-service does not answer through the gateway again"
         time.sleep(1)  # pacing of a bounded poll
 
 
 def test_losing_a_node_reschedules_its_tasks(hosts, swarm):
     h2 = hosts["hosts"][1]
-    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=300) as load:
+    with HttpLoad(gateway(hosts), ["/api/auth/health"], rate=20, max_seconds=300, ca_file=STACK_CA) as load:
         time.sleep(2)  # pacing: some traffic before the loss
         lost_at = time.monotonic()
         subprocess.run([*SIMHOSTS, "stop", "--host", h2["name"], "--crash"], check=True, timeout=120)

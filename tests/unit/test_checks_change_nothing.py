@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from stackdeploy import desired, secrets
+from stackdeploy import desired, secrets, tls
 from stackdeploy.facts import ENGINE_DOWN, HostState, RegistryReachable, StackHostState, StackStatus
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.verify import verified
@@ -38,6 +38,8 @@ def test_a_check_writes_nothing_and_says_which_secrets_are_new(tmp_path, monkeyp
     assert decisions.new_secrets == NAMES
     assert json.loads(decisions.secrets_json) == dict.fromkeys(NAMES, secrets.PLACEHOLDER)
     assert ".secrets.json" in decisions.top_files  # the plan still says the host's copy changes
+    # The stack CA and the gateway's certificate: decided in memory, kept by a real run only.
+    assert decisions.certificate.issued == "new" and decisions.tls_store.is_relative_to(tmp_path)
 
 
 def test_a_real_run_generates_while_preparing_and_writes_when_it_executes(tmp_path, monkeypatch):
@@ -47,6 +49,8 @@ def test_a_real_run_generates_while_preparing_and_writes_when_it_executes(tmp_pa
     assert decisions.new_secrets == NAMES and secrets.PLACEHOLDER not in generated.values()
     keep(decisions.secrets_store)
     assert json.loads(decisions.secrets_store.read_text()) == generated
+    tls._write(decisions.tls_store, tls._this_run[decisions.tls_store])  # what tls.kept runs
+    assert (decisions.tls_store / tls.SERVER_CERT).read_bytes() == decisions.certificate.chain_pem
 
 
 @CHECKS

@@ -14,6 +14,7 @@ from stackdeploy.desired import helper_files
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from stackdeploy.upload import HELPER_FILES
+from tests.certs import certificate
 from tests.conftest import run_helper
 
 SECRETS = {"POSTGRES_PASSWORD": "pg", "REDIS_PASSWORD": "redis", "JWT_SECRET": "jwt"}
@@ -33,7 +34,8 @@ def test_the_helpers_uploaded_before_the_lock_are_the_helpers_shipped():
 
 
 def test_release_manifest_has_the_shape_the_helpers_read(data):
-    manifest = json.loads(build_plan(load(data, SERVICES_DIR), "local", SECRETS).files[contract.RELEASE_FILE])
+    plan = build_plan(load(data, SERVICES_DIR), "local", SECRETS, certificate=certificate())
+    manifest = json.loads(plan.files[contract.RELEASE_FILE])
     conforms(manifest, contract.ReleaseManifest)
     conforms(manifest["gateway"], contract.GatewaySpec)
     for spec in manifest["services"].values():

@@ -39,6 +39,13 @@ def refusal(inventory: Path, *args: str) -> str:
          '{inventory}: registry.address: required when image_distribution is "registry"'),
         ({"service_overrides": {"ai-engine": {"secrets": ["OPENAI_KEY"]}}},
          "{inventory}: service_overrides.ai-engine.secrets: secret 'OPENAI_KEY' is not declared in 'secrets'"),
+        ({"service_overrides": {"redis": {"publish": 8443}}},
+         "host @local: services 'redis' and 'api-gateway' both publish port 8443"),
+        ({"tls": {"source": "self-signed", "port": 8080}},
+         "{inventory}: tls.port: must differ from gateway_port (8080), which answers plain HTTP with a redirect "
+         "to it"),
+        ({"tls": {"source": "files", "cert_file": "/nonexistent/cert.pem", "key_file": "/nonexistent/key.pem"}},
+         "{inventory}: tls.cert_file: cannot read /nonexistent/cert.pem: No such file or directory"),
     ],
 )
 def test_bad_input_stops_before_any_operation(tmp_path, host_data, expected):
@@ -60,7 +67,7 @@ def test_bad_input_stops_before_any_operation(tmp_path, host_data, expected):
         # The group named after the inventory file.
         ({"group_data/inventory.py": "service_overrides = {'creator-hub': {'kind': 'pyhton'}}\n"},
          "{tmp}/group_data/inventory.py: service_overrides.creator-hub.kind: must be one of python, infra, "
-         "gateway, monitor, got 'pyhton' (did you mean 'python'?)"),
+         "gateway, monitor, logstore, got 'pyhton' (did you mean 'python'?)"),
         # Host data makes a setting of the project's group_data/all.py wrong: that file is named, relatively.
         ({"inventory.py": "local = [('@local', {'secrets': ['POSTGRES_PASSWORD', 'REDIS_PASSWORD']})]\n"},
          "group_data/all.py: services.auth-service.secrets: secret 'JWT_SECRET' is not declared in 'secrets'"),

@@ -38,7 +38,8 @@ def test_every_host_renders_yamllint_clean_yaml(tmp_path, inventory_file):
 
 def test_production_places_replicas_and_balances_them():
     production = plans("inventory/production.py")
-    apps = {"auth-service", "creator-hub", "channel-service", "stack-monitor"}  # the monitor is on every host
+    # The monitor and the node exporter are on every host.
+    apps = {"auth-service", "creator-hub", "channel-service", "stack-monitor", "node-exporter"}
     assert set(production["app-1.prod.internal"].services) == apps
     assert set(production["app-2.prod.internal"].services) == apps
     assert all("stack-monitor" in plan.services for plan in production.values())
@@ -57,6 +58,7 @@ def test_production_places_replicas_and_balances_them():
 def test_staging_host_in_two_groups_runs_both():
     staging = plans("inventory/staging.py")
     assert set(staging["staging-apps-1.internal"].services) == {
-        "auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor"}
+        "auth-service", "creator-hub", "channel-service", "api-gateway", "stack-monitor", "node-exporter",
+        "nginx-exporter"}
     compose = yaml.safe_load(staging["staging-data-1.internal"].files["compose.yaml"])
     assert compose["services"]["postgres"]["ports"] == ["10.20.0.11:5432:5432"]

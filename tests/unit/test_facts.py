@@ -57,6 +57,8 @@ HOST_STATE = [
     '  "JWT_SECRET": "made-up",',
     '  "POSTGRES_PASSWORD": "made-up-too"',
     "}",
+    "--stackdeploy:tls",
+    '{"ca.pem": "CA", "server-key.pem": "KEY", "server.pem": "CERT"}',
     "--stackdeploy:image-source",
     "local",
     "--stackdeploy:current",
@@ -74,6 +76,7 @@ def test_host_state_reads_every_section():
                                  "stackdeploy/postgres:f6dc171821dc"}  # untagged images are no tag
     assert state.image_ids["stackdeploy/postgres:f6dc171821dc"].startswith("sha256:73c9a858")
     assert json.loads(state.secrets_json) == {"JWT_SECRET": "made-up", "POSTGRES_PASSWORD": "made-up-too"}
+    assert json.loads(state.tls_json)["server.pem"] == "CERT"
     assert state.image_source == "local" and state.current == "20261126T065636Z"
 
 
@@ -85,12 +88,13 @@ def test_host_state_sees_an_interrupted_rollout_and_a_container_without_the_labe
         f"postgres ccc exited {POSTGRES_IMAGE_ID} <no value>",
         f"<no value> ddd running {POSTGRES_IMAGE_ID} <no value>",  # the project's label, not compose's
         "--stackdeploy:images",
-        "--stackdeploy:secrets", ABSENT, "--stackdeploy:image-source", ABSENT, "--stackdeploy:current", ABSENT,
+        "--stackdeploy:secrets", ABSENT, "--stackdeploy:tls", ABSENT, "--stackdeploy:image-source", ABSENT,
+        "--stackdeploy:current", ABSENT,
     ])
     assert not state.up_to_date("auth-service", AUTH_HASH)  # two containers: a rollout was interrupted
     assert state.containers["postgres"][0].config_hash == "" and not state.up_to_date("postgres", "")
     assert set(state.containers) == {"auth-service", "postgres"}
-    assert not state.images and state.current == "" and state.secrets_json == ""
+    assert not state.images and state.current == "" and state.secrets_json == "" and state.tls_json == ""
     no_source = [ABSENT if line == "local" else line for line in HOST_STATE]  # the image-source file absent
     assert StackHostState().process(no_source) == replace(StackHostState().process(HOST_STATE), image_source="")
 
@@ -287,6 +291,7 @@ def run(command: StringCommand, fake: Path) -> subprocess.CompletedProcess[str]:
 def test_host_state_command_on_a_deployed_host(fake: Path, deploy_dir: Path):
     (deploy_dir / "state").mkdir()
     (deploy_dir / ".secrets.json").write_text('{"JWT_SECRET": "made-up"}\n')
+    (deploy_dir / ".tls.json").write_text('{"ca.pem": "CA"}\n')
     (deploy_dir / "state" / "image-source").write_text("local\n")
     (deploy_dir / "releases" / "R7").mkdir(parents=True)
     (deploy_dir / "current").symlink_to("releases/R7")
@@ -295,6 +300,7 @@ def test_host_state_command_on_a_deployed_host(fake: Path, deploy_dir: Path):
     state = StackHostState().process(result.stdout.splitlines())
     assert state.engine == "up" and state.current == "R7" and state.image_source == "local"
     assert json.loads(state.secrets_json) == {"JWT_SECRET": "made-up"}
+    assert json.loads(state.tls_json) == {"ca.pem": "CA"}
     assert state.up_to_date("auth-service", AUTH_HASH) and len(state.images) == 3
     assert (fake / "ps.args").read_text().splitlines() == ["ps", "-aq", "--filter",
                                                            "label=com.docker.compose.project=my stack",
@@ -306,7 +312,8 @@ def test_host_state_command_on_a_fresh_host(fake: Path, tmp_path: Path):
     result = run(commands.host_state(str(tmp_path / "not there yet"), "my stack"), fake)
     assert result.returncode == 0, result.stderr
     state = StackHostState().process(result.stdout.splitlines())
-    assert (state.engine, state.current, state.secrets_json, state.image_source) == ("up", "", "", "")
+    assert (state.engine, state.current, state.secrets_json, state.tls_json, state.image_source) == \
+        ("up", "", "", "", "")
     assert not state.containers
 
 

@@ -12,11 +12,12 @@ from stackdeploy.model import load
 def test_waves_of_the_shipped_stack(data):
     stack = load(data, SERVICES_DIR)
     assert waves({n: s.depends_on for n, s in stack.services.items()}) == [
-        ["chromadb", "ollama", "postgres", "redis", "stack-monitor"],
-        ["auth-service"],
+        ["alertmanager", "chromadb", "log-store", "node-exporter", "ollama", "postgres", "redis", "stack-monitor"],
+        ["auth-service", "postgres-exporter", "prometheus", "redis-exporter"],
         ["ai-engine", "creator-hub"],
         ["channel-service"],
         ["api-gateway"],
+        ["nginx-exporter"],
     ]
 
 

@@ -20,7 +20,7 @@ def error_of(data: dict) -> str:
 
 def test_the_shipped_stack_is_valid(data):
     stack = load(data, SERVICES_DIR)
-    assert len(stack.services) == 10
+    assert len(stack.services) == 17
     assert stack.services["auth-service"].workers == 2
     assert stack.services["channel-service"].depends_on == ("postgres", "redis", "auth-service", "ai-engine")
     assert stack.services["ai-engine"].wait_timeout == 180
@@ -72,7 +72,8 @@ def test_connector_data_is_not_a_typo(data):
         ("port", 0, "services.auth-service.port: must be an integer from 1 to 65535, got 0"),
         ("wait_timeout", 0, "services.auth-service.wait_timeout: must be a number of seconds above 0, got 0"),
         ("wait_timeout", -5, "services.auth-service.wait_timeout: must be a number of seconds above 0, got -5"),
-        ("kind", "java", "services.auth-service.kind: must be one of python, infra, gateway, monitor, got 'java'"),
+        ("kind", "java",
+         "services.auth-service.kind: must be one of python, infra, gateway, monitor, logstore, got 'java'"),
     ],
 )
 def test_wrong_type_or_range(data, key, value, expected):
@@ -122,7 +123,7 @@ def test_infra_needs_both_image_sources(data):
     ("setting", "value", "expected"),
     [
         (("services", "creator-hub", "kind"), "pyhton",
-         "services.creator-hub.kind: must be one of python, infra, gateway, monitor, got 'pyhton' "
+         "services.creator-hub.kind: must be one of python, infra, gateway, monitor, logstore, got 'pyhton' "
          "(did you mean 'python'?)"),
         (("image_source",), "locl",
          "image_source: must be one of registry, local, auto, got 'locl' (did you mean 'local'?)"),
@@ -130,7 +131,8 @@ def test_infra_needs_both_image_sources(data):
          "image_distribution: must be one of build-everywhere, build-once, registry, got 'build-onse' "
          "(did you mean 'build-once'?)"),
         (("services", "postgres", "image", "local"), "postgress",
-         "services.postgres.image.local: must be one of chromadb, nginx, ollama-standin, postgres, redis, "
+         "services.postgres.image.local: must be one of alertmanager, chromadb, nginx, nginx-exporter, "
+         "node-exporter, ollama-standin, postgres, postgres-exporter, prometheus, redis, redis-exporter, rsyslog, "
          "got 'postgress' (did you mean 'postgres'?)"),
     ],
     ids=["kind", "image_source", "image_distribution", "local-recipe"],

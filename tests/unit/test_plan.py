@@ -16,6 +16,7 @@ from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.fingerprint import data_digest
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
+from tests.certs import certificate
 from tests.conftest import BIN, ROOT, write_out, yamllint
 
 SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secret-value",
@@ -23,7 +24,7 @@ SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secr
 
 
 def make_plan(data, image_source="local"):
-    return build_plan(load(data, SERVICES_DIR), image_source, SECRETS)
+    return build_plan(load(data, SERVICES_DIR), image_source, SECRETS, certificate=certificate())
 
 
 @pytest.mark.parametrize("image_source", ["local", "registry"])
@@ -34,8 +35,8 @@ def test_compose_passes_docker_compose_config(data, tmp_path, image_source):
     assert result.returncode == 0, result.stderr
 
 
-# Four Python services in both modes; the five offline infra images are built in local mode only.
-@pytest.mark.parametrize(("image_source", "count"), [("local", 10), ("registry", 5)])
+# Four Python services in both modes; the twelve offline infra images are built in local mode only.
+@pytest.mark.parametrize(("image_source", "count"), [("local", 17), ("registry", 5)])
 def test_dockerfiles_pass_hadolint(data, tmp_path, image_source, count):
     root = write_out(make_plan(data, image_source), tmp_path)
     dockerfiles = sorted(root.glob("*/*/Dockerfile"))
@@ -58,16 +59,22 @@ def test_compose_shape(data):
     text = plan.files["compose.yaml"]
     compose = yaml.safe_load(text)
     assert {k for k in compose if k.startswith("x-")} == {"x-restart", "x-logging", "x-service", "x-env"}
-    assert text.count("<<: *service") == 10
+    assert text.count("<<: *service") == 17
     assert compose["networks"]["backend"]["internal"] is True
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
-    assert published == {"api-gateway"}
-    assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080"]
+    assert published == {"api-gateway", "log-store", "prometheus"}
+    # Plain HTTP (the redirect and /health) and HTTPS, on the container's unprivileged ports.
+    assert compose["services"]["api-gateway"]["ports"] == ["0.0.0.0:8080:8080", "0.0.0.0:8443:8443"]
+    # One host without an address: this host's dockerd sends its containers' logs to loopback.
+    assert compose["services"]["log-store"]["ports"] == ["127.0.0.1:6514:6514/udp"]
+    assert compose["services"]["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]  # the UI: an SSH tunnel
     hub = compose["services"]["creator-hub"]
     assert hub["depends_on"] == {d: {"condition": "service_healthy"} for d in ("postgres", "redis", "auth-service")}
-    assert hub["restart"] == "unless-stopped" and hub["logging"]["options"]["max-file"] == "3"
+    assert hub["restart"] == "unless-stopped"
+    assert hub["logging"]["driver"] == "syslog" and hub["logging"]["options"]["tag"] == "creator-hub/{{.ID}}"
+    assert compose["services"]["log-store"]["logging"]["options"]["max-file"] == "3"  # json-file: not to itself
     assert set(compose["volumes"]) == {"postgres-data", "redis-data", "ollama-models", "chroma-data",
-                                       "creator-uploads"}
+                                       "creator-uploads", "stack-logs", "prometheus-data", "alertmanager-data"}
     assert compose["secrets"]["ca"]["file"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -94,9 +101,10 @@ def test_env_files_wire_dependencies_and_hold_secrets(data):
     assert env["WAIT_TIMEOUT"] == "180"
     assert env["POSTGRES_PASSWORD"] == "pg-secret-value"
     assert "JWT_SECRET" not in env
-    assert plan.secret_files == {f"env/{n}.env" for n in plan.services}
+    assert plan.secret_files == {f"env/{n}.env" for n in plan.services} | {"nginx/tls/server.key"}
     public = [text for rel, text in plan.files.items() if rel not in plan.secret_files]
     assert not any(value in text for text in public for value in SECRETS.values())
+    assert not any("PRIVATE KEY" in text for text in public)  # the gateway's key: only in its 0600 file
 
 
 def test_gateway_routes_and_websocket(data):
@@ -123,8 +131,10 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
     assert {n for n, s in strategies.items() if s == "rolling"} == {
         "auth-service", "creator-hub", "ai-engine", "channel-service"}
     assert manifest["gateway"] == {"service": "api-gateway", "routed": [
-        "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "routes": {
-        "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"}}
+        "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "https_port": 8443, "routes": {
+        "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"},
+        "tls": {"files": {"tls/server.crt": "nginx/tls/server.crt", "tls/server.key": "nginx/tls/server.key"},
+                "keys": ["tls/server.key"], "seed_only": False}}
     assert strategies["stack-monitor"] == "recreate" and manifest["services"]["stack-monitor"]["kind"] == "monitor"
     assert all(spec["config_hash"] == plan.services[n].config_hash for n, spec in manifest["services"].items())
     compose = yaml.safe_load(plan.files["compose.yaml"])
@@ -182,10 +192,13 @@ from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from tests.conftest import group_data
 from tests.unit.test_plan import SECRETS
+from tests.certs import NOW
+from stackdeploy.tls import Certificate
 
+certificate = lambda: Certificate(b"chain", b"key", None, "0" * 64, NOW, "")  # the same in every process
 digest = hashlib.sha256()
 for source in ("local", "registry"):
-    plan = build_plan(load(group_data(), SERVICES_DIR), source, SECRETS)
+    plan = build_plan(load(group_data(), SERVICES_DIR), source, SECRETS, certificate=certificate())
     for path in sorted(plan.files):
         content = plan.files[path]
         digest.update(path.encode() + b"\\0" + (content if isinstance(content, bytes) else content.encode()) + b"\\0")
@@ -215,7 +228,7 @@ def test_source_change_moves_only_that_image(data, tmp_path, monkeypatch):
     (copy / "ai-engine" / "app" / "main.py").write_text(
         (copy / "ai-engine" / "app" / "main.py").read_text() + "\n# changed\n")
     monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
-    after = build_plan(load(data, copy), "local", SECRETS)
+    after = build_plan(load(data, copy), "local", SECRETS, certificate=certificate())
     changed_images = {n for n in before.services if before.services[n].image != after.services[n].image}
     changed_configs = {n for n in before.services
                        if before.services[n].config_hash != after.services[n].config_hash}
@@ -230,7 +243,7 @@ def test_bytecode_caches_do_not_move_fingerprints(data, tmp_path, monkeypatch):
     (copy / "auth-service" / "app" / "__pycache__").mkdir(exist_ok=True)
     (copy / "auth-service" / "app" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0junk")
     monkeypatch.setattr(imagespec_module, "SERVICES_DIR", copy)
-    after = build_plan(load(data, copy), "local", SECRETS)
+    after = build_plan(load(data, copy), "local", SECRETS, certificate=certificate())
     assert after.services["auth-service"].image == before.services["auth-service"].image
 
 
@@ -279,13 +292,16 @@ def test_an_instance_is_published_only_for_consumers_that_use_it(data):
     h3's stays unpublished (and rolls); h3's gateway balances over both, so h2's is published."""
     from stackdeploy.placement import HostSpec, place
 
-    data["placement"] = {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
-                         "apps": ["auth-service", "creator-hub", "channel-service"], "edge": ["api-gateway"]}
+    data["placement"] = {"data": ["postgres", "redis", "log-store"],
+                         "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
+                         "apps": ["auth-service", "creator-hub", "channel-service"],
+                         "edge": ["api-gateway", "nginx-exporter"],
+                         "monitoring": ["alertmanager", "prometheus", "postgres-exporter", "redis-exporter"]}
     where = place(load(data, SERVICES_DIR), [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
                                              HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),
-                                             HostSpec("h3", frozenset({"apps", "edge"}), "10.0.0.3")])
+                                             HostSpec("h3", frozenset({"apps", "edge", "monitoring"}), "10.0.0.3")])
     assert where.is_published("h2", "auth-service") and not where.is_published("h3", "auth-service")
-    h3 = build_plan(where.stack, "local", SECRETS, where, "h3")
+    h3 = build_plan(where.stack, "local", SECRETS, where, "h3", certificate=certificate())
     assert h3.services["auth-service"].strategy == "rolling"
-    assert "auth-service@h3" not in json.loads(build_plan(where.stack, "local", SECRETS, where, "h2")
-                                               .files["release.json"])["remote"]
+    h2 = build_plan(where.stack, "local", SECRETS, where, "h2", certificate=certificate())
+    assert "auth-service@h3" not in json.loads(h2.files["release.json"])["remote"]

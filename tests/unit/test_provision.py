@@ -29,11 +29,13 @@ RULES = ["-A STACKDEPLOY -s 10.0.0.1/32 -p tcp --dport 1 -j RETURN", "-A STACKDE
 
 def test_rules_let_only_stack_hosts_reach_what_the_data_host_publishes(data):
     hosts = [HostSpec("db", frozenset({"data"}), "10.0.0.1"),
-             HostSpec("rest", frozenset({"ai", "apps", "edge"}), "10.0.0.2")]
+             HostSpec("rest", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")]
     rules = firewall_rules(place(load(data, SERVICES_DIR), hosts), "db")
     expected = []
-    for port in (5432, 6379):  # postgres, redis
-        match = MATCH.format(port=port)
+    # postgres, redis, the log store (UDP), the monitor, the node exporter, postgres's and redis's exporters
+    for port, protocol in ((5432, "tcp"), (6379, "tcp"), (6514, "udp"), (8010, "tcp"), (9100, "tcp"), (9187, "tcp"),
+                           (9121, "tcp")):
+        match = MATCH.format(port=port).replace("-p tcp", f"-p {protocol}")
         expected += [f"-A STACKDEPLOY -s {peer}/32 {match} -j RETURN" for peer in ("10.0.0.1", "10.0.0.2")]
         expected.append(f"-A STACKDEPLOY {match} -j DROP")
     assert rules == expected

@@ -33,6 +33,7 @@ from stackdeploy.plan import build_plan
 from stackdeploy.remote import announce
 from stackdeploy.swarm import SwarmMembership, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, swarm_release
+from tests.certs import certificate
 from tests.conftest import group_data
 from tests.unit.fakehost import fake_host, planned
 
@@ -41,7 +42,12 @@ SETTINGS = {"image_source": "local", "image_distribution": "registry",
             "registry": {"address": REGISTRY, "insecure": True}}
 SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j"}
 HOSTS = [("h1", {"private_address": "10.0.0.1"}), ("h2", {"private_address": "10.0.0.2"})]
-GROUPS = {"data": ["h1"], "ai": ["h2"], "apps": ["h2"], "edge": ["h2"]}
+GROUPS = {"data": ["h1"], "ai": ["h2"], "apps": ["h2"], "edge": ["h2"], "monitoring": ["h2"]}
+# On the swarm engine every service but the per-host exporter is placed in one group.
+SWARM_PLACEMENT = {"data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
+                   "ai": ["ollama", "chromadb", "ai-engine"],
+                   "apps": ["auth-service", "creator-hub", "channel-service"],
+                   "edge": ["api-gateway", "nginx-exporter"], "monitoring": ["alertmanager", "prometheus"]}
 TRUSTED = InsecureRegistries(frozenset({REGISTRY}))
 
 
@@ -49,8 +55,8 @@ def plan_of(host: str, settings: dict, image_source: str = "local"):
     """The compose engine's plan of ``host`` (h1 builds everything)."""
     stack = load({**group_data(), **settings}, SERVICES_DIR)
     where = place(stack, [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
-                          HostSpec("h2", frozenset({"ai", "apps", "edge"}), "10.0.0.2")])
-    return build_plan(stack, image_source, SECRETS, where, host, "h1")
+                          HostSpec("h2", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")])
+    return build_plan(stack, image_source, SECRETS, where, host, "h1", certificate=certificate())
 
 
 # ------------------------------------------------------------- the names images run by
@@ -89,13 +95,12 @@ def test_without_a_registry_nothing_changes_in_the_files():
 
 
 def swarm_files(settings: dict) -> dict[str, str]:
-    swarm = {"engine": "swarm", "placement": {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine"],
-                                              "apps": ["auth-service", "creator-hub", "channel-service"],
-                                              "edge": ["api-gateway"]}}
+    swarm = {"engine": "swarm", "placement": SWARM_PLACEMENT}
     stack = load({**group_data(), **swarm, **settings}, SERVICES_DIR)
     where = place(stack, [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
-                          HostSpec("h2", frozenset({"ai", "apps", "edge"}), "10.0.0.2")])
-    return swarm_release(build_plan(stack, "local", SECRETS, where, "h1", "h1"), manager=True).files
+                          HostSpec("h2", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")])
+    plan = build_plan(stack, "local", SECRETS, where, "h1", "h1", certificate=certificate())
+    return swarm_release(plan, manager=True, certificate=certificate()).files
 
 
 def stackswarm():
@@ -273,9 +278,7 @@ def test_only_a_deploy_asks_the_registry(monkeypatch, tmp_path):
 
 
 def test_the_swarm_manager_pushes_and_the_other_node_pulls(monkeypatch, tmp_path, names):
-    swarm = {"engine": "swarm", "placement": {"data": ["postgres", "redis"], "ai": ["ollama", "chromadb", "ai-engine"],
-                                              "apps": ["auth-service", "creator-hub", "channel-service"],
-                                              "edge": ["api-gateway"]}}
+    swarm = {"engine": "swarm", "placement": SWARM_PLACEMENT}
     base = {StackHostState: HostState(engine="up"), EngineInsecureRegistries: TRUSTED,
             SwarmNode: SwarmMembership(state="active", manager=True), SwarmStackHashes: {}}
     manager, ops, _ = decide(monkeypatch, tmp_path, "h1", {**base, RegistryImages: registry_holding(set())}, **swarm)

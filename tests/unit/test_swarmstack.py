@@ -24,6 +24,7 @@ from stackdeploy.swarm import (
     pruned_nodes,
 )
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, node_labels, render_stack, wave_file
+from tests.certs import certificate
 from tests.conftest import BIN, write_out
 from tests.unit.fakehost import commands, fake_host
 
@@ -33,7 +34,7 @@ SECRET_VALUE = "s3cr3t-value-never-in-a-file"
 def swarm_stack(data, **changes):
     stack = load({**data, "engine": "swarm", **changes}, SERVICES_DIR)
     images = {name: f"img/{name}:1" for name in stack.services}
-    files, manifest = render_stack(stack, images, "events {}\n")
+    files, manifest = render_stack(stack, images, "events {}\n", certificate())
     return stack, files, manifest
 
 
@@ -54,10 +55,10 @@ def test_stack_file_places_updates_and_finds_services_by_name(data):
     assert doc["secrets"]["JWT_SECRET"] == {"external": True, "name": "creatorstack_JWT_SECRET"}
     gateway = services["api-gateway"]
     assert gateway["deploy"]["mode"] == "global"
-    assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"}]
+    assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"},
+                                {"target": 8443, "published": 8443, "protocol": "tcp", "mode": "host"}]
     assert manifest["services"]["auth-service"]["config_hash"] == auth["deploy"]["labels"]["stackdeploy.config-hash"]
-    assert files[STACK_FILE].count("&id") == 2 and "*id" in files[STACK_FILE]  # logging, restart policy
-    assert auth["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
+    assert files[STACK_FILE].count("&id") == 1 and "*id" in files[STACK_FILE]  # the restart policy
 
 
 def test_waves_are_cumulative_stack_files(data):
@@ -67,7 +68,8 @@ def test_waves_are_cumulative_stack_files(data):
         seen |= set(wave)
         assert set(yaml.safe_load(files[wave_file(number)])["services"]) == seen
     assert yaml.safe_load(files[wave_file(len(manifest["waves"]))]) == yaml.safe_load(files[STACK_FILE])
-    assert manifest["waves"][0] == ["chromadb", "ollama", "postgres", "redis"]
+    assert manifest["waves"][0] == ["alertmanager", "chromadb", "log-store", "node-exporter", "ollama", "postgres",
+                                    "redis"]
 
 
 def test_a_change_touches_only_its_services_hash(data):
@@ -124,7 +126,7 @@ def test_node_labels_follow_the_inventory_groups(data):
 def test_swarm_ports_are_open_to_stack_hosts_only(data):
     stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
     where = place(stack, [HostSpec("a", frozenset({"data"}), "10.0.0.1"),
-                          HostSpec("b", frozenset({"ai", "apps", "edge"}), "10.0.0.2")])
+                          HostSpec("b", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")])
     rules = swarm_rules(where, "a")
     assert "-A STACKDEPLOY-SWARM -s 10.0.0.2/32 -p udp -m udp --dport 4789 -j RETURN" in rules
     assert "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP" in rules
@@ -133,7 +135,7 @@ def test_swarm_ports_are_open_to_stack_hosts_only(data):
 
 def test_a_service_with_volumes_stays_on_one_node(data):
     stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
-    hosts = [HostSpec("a", frozenset({"data", "ai", "edge"}), "10.0.0.1"),
+    hosts = [HostSpec("a", frozenset({"data", "ai", "edge", "monitoring"}), "10.0.0.1"),
              HostSpec("b", frozenset({"apps"}), "10.0.0.2"), HostSpec("c", frozenset({"apps"}), "10.0.0.3")]
     with pytest.raises(StackError, match="creator-hub' keeps data in volumes .creator-uploads. and is placed on 2"):
         place(stack, hosts)

@@ -20,9 +20,13 @@ the gateway (the gateway's ``/health/ready`` is this), 503 when a route has no h
 The shapes it reads (release.json, the lock, backup manifests) and the event lines it writes
 are stackcontract.py's (stackdeploy/contract.py, copied into this image beside the app).
 
-Security: the Docker socket amounts to root on this host. The container has no published
-port, only the internal backend network (for its probes), a read-only view of the deploy
-directory, and no capabilities.
+Its /metrics counts its restarts (``stack_monitor_restarts_total``) and gives the newest
+backup's time (``stack_backup_last_timestamp_seconds``) to Prometheus.
+
+Security: the Docker socket amounts to root on this host. The container publishes its port
+only to another host's Prometheus (at this host's private address, firewalled), joins the
+internal backend network (for its probes), has a read-only view of the deploy directory and
+no capabilities.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ from typing import Any
 
 import httpx
 import stackcontract as contract
+import stacklog
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter, Gauge
+from stackmetrics import instrument
 
 STACK = os.environ.get("STACK_NAME", "stack")
 DEPLOY = Path(os.environ.get("MONITOR_DEPLOY_DIR", "/stack"))
@@ -50,6 +57,11 @@ INTERVAL = float(os.environ.get("MONITOR_INTERVAL", "1"))
 FAILURES_TO_ACT = int(os.environ.get("MONITOR_FAILURES_TO_ACT", "3"))
 # Two probes that get no answer at all, a probe timeout apart, already say "hung".
 HUNG_FAILURES_TO_ACT = min(2, FAILURES_TO_ACT)
+# Its metrics (/metrics, scraped by Prometheus): what it did, and the newest backup's time.
+RESTARTS = Counter("stack_monitor_restarts_total", "Containers the monitor restarted, by service and outcome",
+                   ["service", "outcome"])
+LAST_BACKUP = Gauge("stack_backup_last_timestamp_seconds", "Newest backup on this host (Unix time), or the "
+                    "monitor's start when there is none yet", multiprocess_mode="max")
 PROBE_TIMEOUT = 4.0  # above the apps' own 2.5 s per dependency check (stackapp.CHECK_TIMEOUT)
 STOP_TIMEOUT = 1  # seconds from SIGTERM to SIGKILL when restarting: the container is already failing
 # Seconds before a restarted service is judged again, doubled with each restart in the window.
@@ -73,8 +85,11 @@ def log_event(service: str, event: str, **details: Any) -> None:
     except OSError:
         pass
     loud = event in ("gave_up", "restart_failed", "backup_missed", "backup_failed")
-    print(json.dumps(entry, sort_keys=True), file=sys.stderr if loud else sys.stdout,
-          flush=True)
+    # On stdout/stderr (and so in the log store) shaped like every app's lines: the watched
+    # service is "target", this one the "service".
+    fields = {k: v for k, v in entry.items() if k not in ("time", "service", "event")}
+    stacklog.emit("stack-monitor", "error" if loud else "info", event, out=sys.stderr if loud else sys.stdout,
+                  target=service, **fields)
 
 
 STARTING = "starting"  # Docker's health status during a container's start period
@@ -117,6 +132,7 @@ class Monitor:
         self.docker = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds="/var/run/docker.sock"),
                                         base_url="http://docker", timeout=30.0)
         self.http = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+        self.insecure_http = httpx.AsyncClient(timeout=PROBE_TIMEOUT, verify=False)  # the gateway's routes only
         self.watches: dict[str, ServiceWatch] = {}
         self.readiness: dict[str, str] = {}
         self.heartbeat = 0.0
@@ -124,6 +140,8 @@ class Monitor:
         self.started = time.time()
         self.missed_reported_for = -1.0  # the newest backup's time when a miss was last reported
         self.paused_seen: dict[str, str] = {}  # service -> the paused container already reported
+        self.running: dict[str, list[dict[str, Any]]] = {}  # service -> its running containers, last round
+        self.ports: dict[str, int] = {}  # service -> its port, from the running release
 
     async def close(self) -> None:
         await self.docker.aclose()
@@ -185,6 +203,7 @@ class Monitor:
         response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": grace},
                                           timeout=grace + 60)
         ok = response.status_code == 204
+        RESTARTS.labels(service, "restarted" if ok else "failed").inc()
         log_event(service, "restarted" if ok else "restart_failed", container=container["Name"].lstrip("/"),
                   reason=reason, **({} if ok else {"detail": response.text[:200]}))
         return ok
@@ -202,6 +221,7 @@ class Monitor:
                     running.setdefault(name, []).append(info)
                 elif info["State"]["Status"] == "paused":
                     self.note_paused(name, info)
+        self.running, self.ports = running, {name: spec["port"] for name, spec in specs.items()}
         # Readiness is observed even while a run holds the lock; only actions wait for it.
         if manifest.get("gateway") and manifest["gateway"].get("routes"):
             await self.check_routes(manifest["gateway"], running)
@@ -234,6 +254,7 @@ class Monitor:
         manifests = list((DEPLOY / contract.BACKUPS_DIR).glob(f"*/{contract.BACKUP_MANIFEST}"))
         newest = max((p.stat().st_mtime for p in manifests), default=0.0)
         since = max(newest, self.started)
+        LAST_BACKUP.set(since)
         if time.time() - since > BACKUP_EVERY_SECONDS * 1.1 and self.missed_reported_for != newest:
             self.missed_reported_for = newest
             last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(newest)) if newest else "never"
@@ -309,10 +330,14 @@ class Monitor:
             self.readiness = {prefix: "down: the gateway is not running" for prefix in gateway["routes"]}
             return
         address = containers[0]["NetworkSettings"]["Networks"].get(f"{STACK}_backend", {}).get("IPAddress")
+        # The routes are served over HTTPS (plain HTTP only redirects), asked at the container's
+        # own address, which the certificate need not name: reachability is what is checked here.
+        base = (f"https://{address}:{gateway['https_port']}" if "https_port" in gateway
+                else f"http://{address}:{gateway['port']}")
 
         async def check(prefix: str, health: str) -> str:
             try:
-                response = await self.http.get(f"http://{address}:{gateway['port']}{prefix}{health.lstrip('/')}")
+                response = await self.insecure_http.get(f"{base}{prefix}{health.lstrip('/')}")
                 return "ok" if response.status_code == 200 else f"down: HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 return f"down: {type(exc).__name__}"
@@ -342,7 +367,12 @@ async def lifespan(_: FastAPI):
     await monitor.close()
 
 
+stacklog.configure_logging("stack-monitor")
 app = FastAPI(title="stack-monitor", lifespan=lifespan)
+# Polled: the healthcheck, the gateway's readiness, and Prometheus's scrapes (its own and its apps').
+app.add_middleware(stacklog.AccessLog, service="stack-monitor",
+                   quiet_paths=frozenset({"/health", "/gateway/ready", "/metrics", "/scrape/"}))
+instrument(app, "stack-monitor")
 
 
 @app.get("/health")
@@ -352,6 +382,22 @@ async def health() -> JSONResponse:
     alive = age < max(5 * INTERVAL, 30.0)
     return JSONResponse({"service": "stack-monitor", "status": "ok" if alive else "stalled",
                          "last_round_seconds_ago": round(age, 1)}, status_code=200 if alive else 503)
+
+
+@app.get("/scrape/{service}")
+async def scrape(service: str) -> Response:
+    """An app's /metrics, for a Prometheus on another host: apps publish no port (a rolling
+    update runs two containers at once, and a host port can be held by one), so the monitor of
+    their host, which reaches them on the stack network, answers for them. 503: none runs."""
+    for info in monitor.running.get(service, []):
+        address = info["NetworkSettings"]["Networks"].get(f"{STACK}_backend", {}).get("IPAddress")
+        try:
+            response = await monitor.http.get(f"http://{address}:{monitor.ports[service]}/metrics")
+        except httpx.HTTPError:
+            continue
+        return Response(response.content, status_code=response.status_code,
+                        media_type=response.headers.get("content-type", "text/plain"))
+    return Response(f"no running container of {service} on this host\n", status_code=503, media_type="text/plain")
 
 
 @app.get("/gateway/ready")
