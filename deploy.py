@@ -27,7 +27,7 @@ from stackdeploy.swarmdeploy import swarm_retired, swarm_rollout, verify_swarm
 from stackdeploy.upload import put_helper, render_stack
 from stackdeploy.verify import verify_stack
 
-decisions = decide(host)
+decisions = decide(host, deploying=True)
 plan = decisions.plan
 announce(decisions)
 run = Run(deploy_dir=plan.stack.deploy_dir, action="deploy", release=decisions.release,
@@ -51,7 +51,6 @@ if swarm:
 else:
     swarm_retired(plan.stack.name)
     start_waves(decisions)
-    verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services,
-                 decisions.base_to_build or bool(decisions.to_ship))
+    verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services, decisions.moves_images)
 if decisions.changes_anything:
     record_release(run)

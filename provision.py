@@ -1,7 +1,8 @@
 """Provision production Docker hosts: pyinfra INVENTORY provision.py
 
 Installs the Docker Engine and Compose v2, a non-root deploy user in the docker group,
-daemon settings (log rotation, live-restore) and firewall rules that let only the
+daemon settings (log rotation, live-restore, an insecure registry of ``image_distribution =
+"registry"``; applied with a reload when only those last two change) and firewall rules that let only the
 stack's own hosts reach the ports published for other hosts. Run it before deploy.py on
 new hosts; running it again changes nothing.
 

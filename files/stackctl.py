@@ -733,9 +733,12 @@ def prune(project: str, keep: int) -> list[str]:
     wanted = {spec["image"] for m in manifests for spec in m["services"].values()}
     wanted |= {image for m in manifests for image in m.get("builds", [])}
     in_use = set(checked(["docker", "ps", "-a", "--format", "{{.Image}}"]).split())
-    namespace = manifest(current_release()).get("namespace", project)
-    listing = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
-                   f"reference={namespace}/*"]).stdout.split()
+    current = manifest(current_release())
+    namespace = current.get("namespace", project)
+    # The stack's images under their registry names too (image_distribution "registry").
+    owned = [namespace, *([f"{current['registry']}/{namespace}"] if current.get("registry") else [])]
+    listing = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+                   *(arg for prefix in owned for arg in ("--filter", f"reference={prefix}/*"))]).stdout.split()
     stale = [image for image in listing if image not in wanted | in_use]
     if stale:
         run(["docker", "image", "rm", *stale], timeout=300)

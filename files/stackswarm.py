@@ -147,6 +147,15 @@ def logs(stack: str, names: list[str]) -> str:
     return "\n".join(out)
 
 
+def stack_deploy_options(m: dict, last: bool) -> list[str]:
+    """``docker stack deploy`` options for one wave of the release ``m``. Images are never
+    resolved to digests: their tags are fingerprints already, and the spec stays what was
+    rendered (its config hash). With a registry (image_distribution "registry"), the
+    manager's credentials (``docker login``) go with the services, so every node can pull."""
+    return ["--detach=true", "--resolve-image", "never", *(["--with-registry-auth"] if m.get("registry") else []),
+            *(["--prune"] if last else [])]
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     m = manifest(args.release)
     stack, specs = m["stack"], m["services"]
@@ -164,9 +173,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             started = time.monotonic()
             # Without --prune until the last wave: services of later waves keep running as
             # they are until their turn. The last file is the whole stack, and prunes.
-            checked(["docker", "stack", "deploy", "--detach=true", "--resolve-image", "never",
-                     *(["--prune"] if last else []), "-c", str(release / f"stack.wave-{number}.yaml"), stack],
-                    timeout=300)
+            checked(["docker", "stack", "deploy", *stack_deploy_options(m, last),
+                     "-c", str(release / f"stack.wave-{number}.yaml"), stack], timeout=300)
             ready.update(gate(stack, wave, specs, started))
     except Failed as exc:
         print(f"SWARM ROLLOUT FAILED: {exc}", file=sys.stderr)

@@ -44,12 +44,16 @@ deploy_dir = "/opt/creatorstack"
 #               deploy and remembered on the host so a flaky registry never flips it.
 image_source = "auto"
 
-# How images reach the hosts (no registry either way):
+# How images reach the hosts:
 #   "build-once":       one host (``build_host: True`` in its host data, else the first in
 #                       the inventory) builds every image; the others receive theirs with
-#                       docker save | docker load over SSH. When the build host is not part
-#                       of a run (--limit), each host builds what it lacks itself.
-#   "build-everywhere": each host builds the images of its own services.
+#                       docker save | docker load over SSH. No registry. When the build host
+#                       is not part of a run (--limit), each host builds what it lacks itself.
+#   "build-everywhere": each host builds the images of its own services. No registry.
+#   "registry":         the build host builds as under build-once and pushes to ``registry``;
+#                       the other hosts pull what they run from it. Needs ``registry``, e.g.
+#                       registry = {"address": "registry.example.com:5000/team", "insecure": False}
+#                       (insecure: plain HTTP; provision.py then lists it in every host's daemon.json).
 # build-once is the default: measured faster (benchmarks/results/), and only one host needs
 # to reach the package mirrors.
 image_distribution = "build-once"

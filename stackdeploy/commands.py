@@ -201,6 +201,20 @@ def build_base_image(deploy_dir: str, release: str, image: str, debian_mirror: s
     return argv("sh", script, image, debian_mirror)
 
 
+def tag_image(image: str, name: str) -> StringCommand:
+    """``image`` also known as ``name`` (its registry name, before it is pushed)."""
+    return argv("docker", "tag", image, name)
+
+
+def push_image(image: str) -> StringCommand:
+    """``docker push`` to the registry ``image`` names (credentials: ``docker login`` on this host)."""
+    return argv("docker", "push", image)
+
+
+def pull_image(image: str) -> StringCommand:
+    return argv("docker", "pull", image)
+
+
 def ship_images(images: Sequence[str], source: Sequence[str], target: Sequence[str]) -> StringCommand:
     """``docker save`` where the ssh prefix ``source`` reaches, piped into ``docker load`` where
     ``target`` does: through the control machine, no registry."""
@@ -324,6 +338,30 @@ def registry_reachable(images: Sequence[str]) -> StringCommand:
               for image in images]
     return chain(StringCommand("set -e"), ENGINE_STATE,
                  StringCommand("if", combine(*checks), "; then echo yes; else echo no; fi"))
+
+
+NO_SUCH_MANIFEST = "no such manifest"  # what `docker manifest inspect` says of a tag its registry lacks
+
+
+def registry_images(images: Sequence[str], insecure: bool) -> StringCommand:
+    """``present <image>`` or ``absent <image>`` for each image, as the registry it names answers
+    (``docker manifest inspect``: the docker CLI alone, with the credentials of ``docker login``;
+    ``--insecure`` for a plain-HTTP registry). Any other answer (no connection, a timeout, an
+    error page) ends the script non-zero with it: a registry that does not answer must never
+    read as one that lacks everything."""
+    flags = ["--insecure"] if insecure else []
+    checks = [StringCommand("if out=$(", argv("timeout", "30", "docker", "manifest", "inspect", *flags, image),
+                            "2>&1 >/dev/null); then", argv("echo", "present", image), '; else case "$out" in',
+                            f'*"{NO_SUCH_MANIFEST}"*)', argv("echo", "absent", image), ";; *)",
+                            argv("echo", f"the registry did not answer for {image}:"), '"$out" >&2; exit 1;;',
+                            "esac; fi")
+              for image in images]
+    return chain(StringCommand("set -e"), *checks)
+
+
+def registry_config() -> StringCommand:
+    """The engine's registry settings (insecure registries among them), as JSON."""
+    return argv("docker", "info", "--format", "{{json .RegistryConfig}}")
 
 
 def stack_status(deploy_dir: str) -> StringCommand:

@@ -105,16 +105,22 @@ class GatewaySpec(TypedDict):
     tls: NotRequired[GatewayTls]  # absent in a release from before TLS
 
 
-class ReleaseManifest(TypedDict):
-    """``releases/<id>/release.json``: everything the helper needs to run that release."""
-
+class _ReleaseManifest(TypedDict):
     project: str
     waves: list[list[str]]  # the stack's waves, filtered to this host (empty waves kept)
     services: dict[str, ServiceSpec]
     remote: dict[str, RemoteCheck]
     gateway: GatewaySpec | None
-    builds: list[str]  # images this host builds (the build host builds some it does not run)
+    builds: list[str]  # images this host builds, and their registry names (the build host builds some it does not run)
     namespace: str  # the stack's own images are <namespace>/<service>:<tag> (pruned with old releases)
+
+
+class ReleaseManifest(_ReleaseManifest, total=False):
+    """``releases/<id>/release.json``: everything the helper needs to run that release."""
+
+    # image_distribution "registry": its address. The stack's images are also
+    # <registry>/<namespace>/<service>:<tag> there, and pruned like the others.
+    registry: str
 
 
 class Actor(TypedDict):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -24,8 +24,10 @@ from stackdeploy.engine import START_ENGINE_HINT
 from stackdeploy.facts import (
     ENGINE_DOWN,
     DockerEngineStatus,
+    EngineInsecureRegistries,
     FileHashes,
     HostState,
+    RegistryImages,
     RegistryReachable,
     StackHostState,
     parse_image_ids,
@@ -66,6 +68,11 @@ class HostDecisions:
     gateway_conf_changed: bool  # the gateway's nginx.conf changes: a graceful reload, no restart
     builder: Host | None
     ship_from: list[str] | None = None  # ssh prefix of images_from (promotion), else the builder
+    # image_distribution "registry" (registry names): the build host tags what it built with
+    # them and pushes what the registry lacks; every other host pulls what it runs and lacks.
+    to_tag: list[str] = field(default_factory=list)
+    to_push: list[str] = field(default_factory=list)
+    to_pull: list[str] = field(default_factory=list)
 
     @property
     def base_to_build(self) -> bool:
@@ -77,8 +84,14 @@ class HostDecisions:
         return self.release != self.state.current
 
     @property
+    def moves_images(self) -> bool:
+        """Images change on this host other than by the service builds: the offline base is
+        built, or images are shipped, tagged, pushed or pulled."""
+        return bool(self.base_to_build or self.to_ship or self.to_tag or self.to_push or self.to_pull)
+
+    @property
     def changes_anything(self) -> bool:
-        return bool(self.new_release or self.top_files or self.to_build or self.to_ship or self.to_start
+        return bool(self.new_release or self.top_files or self.to_build or self.moves_images or self.to_start
                     or self.gateway_conf_changed)
 
     @property
@@ -126,9 +139,9 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
 
 
 def build_host(stack: model.Stack, host: Host) -> Host | None:
-    """The host that builds every image under build-once (the one with ``build_host``
-    data, else the first in the inventory); None under build-everywhere."""
-    if stack.image_distribution != "build-once":
+    """The host that builds every image under build-once and registry (the one with
+    ``build_host`` data, else the first in the inventory); None under build-everywhere."""
+    if stack.image_distribution == "build-everywhere":
         return None
     hosts = list(host.inventory)
     return next((h for h in hosts if h.data.get("build_host")), hosts[0])
@@ -147,6 +160,50 @@ def images_to_get(plan: Plan, state: HostState, host: Host, builder: Host | None
     if builder in list(host.inventory.iter_activated_hosts()):
         return [], sorted({image for image in plan.own_built_images.values() if image not in state.images})
     return [n for n in missing if n in plan.own_built_images], []
+
+
+@dataclass(frozen=True)
+class RegistryTransfers:
+    """What one host does with the registry in a deploy (registry names of the images)."""
+
+    to_build: list[str]  # services whose image this host builds (the build host, as under build-once)
+    to_tag: list[str] = field(default_factory=list)
+    to_push: list[str] = field(default_factory=list)
+    to_pull: list[str] = field(default_factory=list)
+
+
+def registry_transfers(plan: Plan, state: HostState, host: Host, builder: Host) -> RegistryTransfers:
+    """Under ``image_distribution = "registry"``: the build host builds what it lacks (as under
+    build-once), gives each image it built its registry name (``docker tag``: only where that
+    name is missing or names another build) and pushes the ones the registry lacks, as the
+    registry itself answers. Every other host pulls the images it runs and lacks; nothing is
+    shipped. A run without the build host (``--limit``) pulls what the registry has, and is
+    refused before anything changes when it lacks an image such a host needs."""
+    registry = plan.stack.registry
+    assert registry is not None
+    names = {spec.registry_image: spec.image for spec in plan.builds.values() if spec.registry_image}
+    needed = sorted({image for image in plan.own_built_images.values() if image not in state.images})
+    if (names or needed) and registry.insecure and not read_fact(host, EngineInsecureRegistries).allow(registry.host):
+        raise StackInputError(f"{host.name}: its Docker engine does not list the insecure registry {registry.host} "
+                              "in insecure-registries yet: run provision.py first (it adds it to "
+                              "/etc/docker/daemon.json)")
+    if builder.name == host.name:
+        to_build = [n for n, spec in plan.builds.items() if spec.image not in state.images]
+        rebuilt = {plan.builds[n].image for n in to_build}
+        held = read_fact(host, RegistryImages, images=sorted(names), insecure=registry.insecure) if names else set()
+        return RegistryTransfers(
+            to_build=to_build,
+            to_tag=sorted(name for name, image in names.items()
+                          if image in rebuilt or state.image_ids.get(name) != state.image_ids.get(image)),
+            to_push=sorted(name for name in names if name not in held))
+    if needed and builder not in list(host.inventory.iter_activated_hosts()):
+        held = read_fact(host, RegistryImages, images=needed, insecure=registry.insecure)
+        missing = [image for image in needed if image not in held]
+        if missing:
+            raise StackInputError(f"{host.name}: the registry {registry.address} does not have {', '.join(missing)} "
+                                  f"yet, and the build host {builder.name} is not part of this run: include it "
+                                  "(or run without --limit)")
+    return RegistryTransfers(to_build=[], to_pull=needed)
 
 
 def read_host(host: Host, stack: model.Stack, *, check_only: bool = False) -> HostState:
@@ -261,13 +318,17 @@ def _swarm_to_start(files: dict[str, bytes], deployed: dict[str, str] | None) ->
     return sorted(name for name, spec in wanted.items() if deployed.get(name) != spec["config_hash"])
 
 
-def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
+def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change.
 
     A check (``--dry``, or ``check_only`` for verify.py) changes nothing anywhere: it
     starts no engine, and plans a secret that nobody has yet with a placeholder that says
     so instead of generating it. Deciding never writes the control machine's copy of the
     secrets; ``secrets.kept`` does, in a run that executes.
+
+    Only a deploy (``deploying``: deploy.py, ``--dry`` too) asks a registry what it holds
+    (``image_distribution = "registry"``): a rollback, a backup or verify.py moves no image,
+    and keeps working while the registry is down.
     """
     check = check_only or is_dry_run()
     stack = load_stack(host)
@@ -294,12 +355,17 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
             member = read_fact(host, SwarmNode)
             swarm_hashes = read_fact(host, SwarmStackHashes, stack=stack.name) if member.manager else {}
     ship_from, pinned = None, {}
+    transfers = RegistryTransfers(to_build=[])
     if stack.images_from:  # promotion: the source's very images, by id, never a build here
         pinned = promoted_images(stack, plan, host)
         to_build, to_ship = [], [image for image, image_id in pinned.items() if state.image_ids.get(image) != image_id]
         ship_from = commands.ssh_prefix(stack.images_from["ssh_hostname"], stack.images_from)
-    else:
+    elif stack.registry is None:
         to_build, to_ship = images_to_get(plan, state, host, builder)
+    else:
+        assert builder is not None  # the registry distribution has a build host
+        transfers = registry_transfers(plan, state, host, builder) if deploying else transfers
+        to_build, to_ship = transfers.to_build, []
     deployed = read_fact(host, FileHashes, root=stack.deploy_dir)
     files = release_files(plan)
     changed = differs(files, deployed.release)
@@ -324,4 +390,7 @@ def decide(host: Host, *, check_only: bool = False) -> HostDecisions:
                               and bool(differs({"gateway/nginx.conf": conf}, deployed.top))),
         builder=builder,
         ship_from=ship_from,
+        to_tag=transfers.to_tag,
+        to_push=transfers.to_push,
+        to_pull=transfers.to_pull,
     )

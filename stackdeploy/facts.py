@@ -13,6 +13,7 @@ raises when the read failed (pyinfra itself would go on with the fact's empty de
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
@@ -236,6 +237,67 @@ class RegistryReachable(FactBase[bool]):
         if answer not in ("yes", "no"):
             raise _unexpected("RegistryReachable", output)
         return answer == "yes"
+
+
+class RegistryImages(FactBase[frozenset[str]]):
+    """The images (registry names) their registry holds, as it answers itself. A registry that
+    does not answer fails the read (see ``commands.registry_images``)."""
+
+    requires_command = "docker"
+
+    @staticmethod
+    def default() -> frozenset[str]:
+        return frozenset()  # no docker CLI to ask with: nothing known to be there
+
+    def command(self, images: list[str], insecure: bool) -> StringCommand:
+        return commands.registry_images(images, insecure)
+
+    def process(self, output: list[str]) -> frozenset[str]:
+        answers = [line.strip().partition(" ") for line in output if line.strip()]
+        if not answers or any(answer not in ("present", "absent") or not image for answer, _, image in answers):
+            raise _unexpected("RegistryImages", output)
+        return frozenset(image for answer, _, image in answers if answer == "present")
+
+
+@dataclass(frozen=True)
+class InsecureRegistries:
+    """The registries an engine talks to without verified TLS: daemon.json's insecure-registries,
+    by name, and networks (127.0.0.0/8 by default)."""
+
+    names: frozenset[str] = frozenset()  # host[:port]
+    networks: tuple[str, ...] = ()  # CIDRs
+
+    def allow(self, host: str) -> bool:
+        """Whether the engine talks to ``host`` (host[:port]) without verified TLS."""
+        if host in self.names:
+            return True
+        address = host[1:host.find("]")] if host.startswith("[") else host.split(":", 1)[0]
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False  # a host name: the engine would resolve it; only its listed name counts here
+        return any(ip in ipaddress.ip_network(network, strict=False) for network in self.networks)
+
+
+class EngineInsecureRegistries(FactBase[InsecureRegistries]):
+    """The insecure registries of the running engine (``docker info``), so a deploy that needs
+    one the engine does not trust yet is refused before it changes anything."""
+
+    requires_command = "docker"
+
+    @staticmethod
+    def default() -> InsecureRegistries:
+        return InsecureRegistries()  # no engine yet: it trusts none
+
+    def command(self) -> StringCommand:
+        return commands.registry_config()
+
+    def process(self, output: list[str]) -> InsecureRegistries:
+        config = json_output("EngineInsecureRegistries", output)
+        if not isinstance(config, dict):
+            raise _unexpected("EngineInsecureRegistries", output)
+        names = [name for name, index in (config.get("IndexConfigs") or {}).items() if not index.get("Secure", True)]
+        return InsecureRegistries(frozenset(names), tuple(config.get("InsecureRegistryCIDRs") or ()))
 
 
 class StackStatus(FactBase[dict[str, contract.ServiceStatus] | None]):

@@ -1,5 +1,6 @@
-"""Phase 3: images on the host: built where their fingerprint tag is missing, or shipped
-from the build host (build-once distribution). No registry is ever needed."""
+"""Phase 3: images on the host: built where their fingerprint tag is missing, then shipped
+from the build host (build-once distribution: no registry needed), or pushed to the
+registry by the build host and pulled by the others (image_distribution "registry")."""
 
 from __future__ import annotations
 
@@ -52,10 +53,41 @@ def shipped_images(images: list[str], source: list[str] | None):
     yield FunctionCommand(_ship, (images, source, host), {})
 
 
+@operation(is_idempotent=True)
+def pushed_images(decisions: HostDecisions):
+    """On the build host: each image it built under its registry name (``docker tag``) where
+    that name is missing or names another build, and pushed where the registry lacks it."""
+    names = sorted({*decisions.to_tag, *decisions.to_push})
+    if not names:
+        host.noop("the registry has every image under its name")
+        return
+    built = {spec.registry_image: spec.image for spec in decisions.plan.builds.values()}
+    for name in names:
+        if name in decisions.to_tag:
+            yield commands.tag_image(built[name], name)
+        if name in decisions.to_push:
+            yield commands.push_image(name)
+
+
+@operation(is_idempotent=True)
+def pulled_images(images: list[str]):
+    """The images this host runs and lacks, from the registry (the build host pushed them in
+    the operation before: pyinfra runs an operation on every host before the next one)."""
+    if not images:
+        host.noop("every image this host runs is here")
+        return
+    for image in images:
+        yield commands.pull_image(image)
+
+
 @deploy("Build images")
 def build_images(decisions: HostDecisions) -> None:
     base_image(name="Offline base image (debootstrap, Python 3.11)", decisions=decisions)
     service_images(name="Images of changed build contexts", decisions=decisions)
+    if decisions.plan.stack.registry is not None:  # image_distribution "registry": nothing is shipped
+        pushed_images(name="Images pushed to the registry", decisions=decisions)
+        pulled_images(name="Images pulled from the registry", images=decisions.to_pull)
+        return
     source = decisions.ship_from
     if source is None and decisions.builder is not None:
         source = commands.ssh_to(decisions.builder)

@@ -2,7 +2,9 @@
 
 An image that is built is tagged with the fingerprint of its build context (the rendered
 Dockerfile and helper files, and the service's source for python services), so its tag
-moves exactly when something that goes into it does.
+moves exactly when something that goes into it does. Under ``image_distribution =
+"registry"`` it also has a name in the registry, with the same tag, and that is the name
+every host runs.
 """
 
 from __future__ import annotations
@@ -30,10 +32,19 @@ COMMON_DIR = FILES_DIR / "common"
 class ImageSpec:
     """One image of the stack: its tag and, when it is built, its build context."""
 
-    image: str
+    image: str  # the tag it is built as (a public image: the name it is pulled by)
     build_dir: str | None  # relative to a release directory; None for pulled images
     context: dict[str, str]  # build context files (relative to build_dir) -> content
     source_dir: Path | None  # local folder synced to <build_dir>/src
+    # Its name in the stack's registry, <address>/<image> (image_distribution "registry", built
+    # images only): the build host pushes it, the other hosts pull it. None otherwise.
+    registry_image: str | None = None
+
+    @property
+    def run_image(self) -> str:
+        """The name containers run it by: its registry name where it has one, so that every
+        host, the build host too, runs the same name (and Swarm's nodes can pull it)."""
+        return self.registry_image or self.image
 
 
 def base_script() -> str:
@@ -77,6 +88,12 @@ def _infra_files(recipe: str, base_image: str) -> dict[str, str]:
     return files
 
 
+def _built(stack: Stack, image: str, build_dir: str, context: dict[str, str], source_dir: Path | None) -> ImageSpec:
+    """An image the stack builds, with its registry name when the stack distributes through one."""
+    registry_image = f"{stack.registry.address}/{image}" if stack.registry else None
+    return ImageSpec(image, build_dir, context, source_dir, registry_image)
+
+
 def image_spec(service: Service, stack: Stack, image_source: str, base_image: str | None) -> ImageSpec:
     """The image ``service`` runs: built from its source (python services), built from an
     offline recipe (``image_source`` local), or pulled from the registry."""
@@ -84,17 +101,17 @@ def image_spec(service: Service, stack: Stack, image_source: str, base_image: st
         context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
         source_dir = SERVICES_DIR / service.name
         fingerprint = digest({**context, **tree_parts(source_dir, "src")})
-        return ImageSpec(f"{stack.image_namespace}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
-                         context, source_dir)
+        return _built(stack, f"{stack.image_namespace}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
+                      context, source_dir)
     if image_source == "local":
         recipe = service.image["local"]
         context = _infra_files(recipe, base_image or "")
-        return ImageSpec(f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}", f"images/{recipe}",
-                         context, None)
+        return _built(stack, f"{SHARED_IMAGE_NAMESPACE}/{recipe}:{short(digest(context))}", f"images/{recipe}",
+                      context, None)
     return ImageSpec(service.image["registry"], None, {}, None)
 
 
 def image_tags(stack: Stack, image_source: str) -> dict[str, str]:
     """Service -> the image it runs, for the whole stack (the swarm engine deploys all at once)."""
     base = base_image(stack, image_source)
-    return {name: image_spec(svc, stack, image_source, base).image for name, svc in stack.services.items()}
+    return {name: image_spec(svc, stack, image_source, base).run_image for name, svc in stack.services.items()}

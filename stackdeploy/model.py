@@ -47,17 +47,20 @@ class StackError(ValueError):
     """A problem in the stack definition, phrased for the person who wrote it.
 
     ``where`` is the key path it is about ("services.creator-hub.kind"). Its first part is the
-    top-level setting, which tells the caller which of the user's files to name. It is empty
-    for a problem that no single setting owns (two services publishing one port on a host).
+    top-level setting, which tells the caller which of the user's files to name, unless
+    ``setting`` names another: a setting that is missing is asked for by the one that needs it
+    (``registry.address``, required by ``image_distribution``). ``where`` is empty for a
+    problem that no single setting owns (two services publishing one port on a host).
     """
 
-    def __init__(self, where: str, problem: str) -> None:
+    def __init__(self, where: str, problem: str, *, setting: str | None = None) -> None:
         super().__init__(f"{where}: {problem}" if where else problem)
         self.where = where
+        self._setting = setting
 
     @property
     def setting(self) -> str:
-        return self.where.split(".", 1)[0]
+        return self._setting or self.where.split(".", 1)[0]
 
     def __str__(self) -> str:
         """One line, even when the user's own key or value holds a line break."""
@@ -136,6 +139,20 @@ class SwarmSettings:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """The registry images travel through under ``image_distribution = "registry"``: the build
+    host pushes what it built there, every other host pulls what it runs from there."""
+
+    address: str  # host[:port][/path]: the stack's images are <address>/<their name>
+    insecure: bool = False  # plain HTTP (or TLS unverified): every host's dockerd lists it in insecure-registries
+
+    @property
+    def host(self) -> str:
+        """host[:port], without the path: what ``docker login`` and daemon.json's insecure-registries name."""
+        return self.address.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """HTTPS at the gateway: the certificate's source, the port and the names it must cover.
     ``Stack.gateway_port`` stays the plain-HTTP port: a permanent redirect, and ``/health``."""
@@ -185,6 +202,7 @@ class Stack:
     environment: str = "local"
     placement: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     image_distribution: str = "build-once"
+    registry: RegistrySettings | None = None  # set exactly when image_distribution is "registry"
     keep_releases: int = 5  # releases kept on each host with their images; older ones are pruned
     rollout_batch: int = 1  # hosts updated at a time when a service runs on several hosts
     image_namespace: str = ""  # images are <image_namespace>/<service>:<fingerprint>
@@ -312,6 +330,23 @@ def _check_gateway_prefixes(service: Service, at: Callable[[str], str]) -> None:
         raise StackError(at("auth_verify"), f"{service.auth_verify} is not under any of the routes")
 
 
+def _check_registry(spec: StackSpec) -> None:
+    """A registry block goes with the registry distribution, both ways: one without the other
+    is a half-made change (images would quietly keep travelling over SSH). Promotion ships
+    images by id over SSH, which the registry replaces."""
+    if spec.image_distribution != "registry":
+        if spec.registry is not None:
+            raise StackError("registry", f'is used only with image_distribution = "registry" (it is '
+                                         f'"{spec.image_distribution}"): set both, or neither')
+        return
+    if spec.registry is None or spec.registry.address is None:
+        raise StackError("registry.address", 'required when image_distribution is "registry"',
+                         setting="image_distribution" if spec.registry is None else None)
+    if spec.images_from is not None:
+        raise StackError("images_from", 'ships images over SSH, which image_distribution = "registry" replaces: '
+                                        "use one or the other")
+
+
 def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: Path,
                  overridden: Mapping[str, frozenset[str]]) -> None:
     """The checks across settings, once each setting has the right shape."""
@@ -321,6 +356,7 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
         if sum(1 for s in services.values() if s.kind == kind) > 1:
             raise StackError("services", f"at most one service may be of kind '{kind}'")
     _check_references(services, spec.secrets, overridden)
+    _check_registry(spec)
     for group, names in (spec.placement or {}).items():
         for name in names:
             _check_known(f"placement.{group}", name, services, "service")
@@ -385,6 +421,8 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
         environment=spec.environment,
         placement=dict(spec.placement or {}),
         image_distribution=spec.image_distribution,
+        registry=RegistrySettings(spec.registry.address, spec.registry.insecure)
+        if spec.registry and spec.registry.address else None,
         keep_releases=spec.keep_releases,
         rollout_batch=spec.rollout_batch,
         image_namespace=spec.image_namespace or spec.stack_name,

@@ -34,7 +34,7 @@ class ServicePlan:
     """What one service needs on the host."""
 
     name: str
-    image: str
+    image: str  # what its container runs: under image_distribution "registry", a built image's registry name
     build_dir: str | None  # relative to the deploy dir; None for pulled images
     source_dir: Path | None  # local folder synced to <build_dir>/src
     config_hash: str  # see fingerprint.config_hash
@@ -65,6 +65,12 @@ def _strategy(service: Service, entry: dict) -> str:
     """Apps roll (a second container beside the first); a published port can be held by one
     container only, and infrastructure and the gateway's image are stop-then-start by nature."""
     return contract.ROLLING if service.kind == "python" and not entry["ports"] else contract.RECREATE
+
+
+def built_names(builds: list[ImageSpec]) -> list[str]:
+    """Every name the images a host builds have there: their tags, and under the registry
+    distribution their registry names, which the build host tags them with to push them."""
+    return sorted({name for spec in builds for name in (spec.image, spec.registry_image) if name})
 
 
 def single_host(stack: Stack, host: str = "@local") -> Placement:
@@ -106,13 +112,13 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
     for service in here:
         name, spec = service.name, specs[service.name]
         entries[name] = entry = composefile.compose_entry(
-            service, spec.image, spec.build_dir if name in builds_here else None, image_source, where, host,
+            service, spec.run_image, spec.build_dir if name in builds_here else None, image_source, where, host,
             metricsconfig.config_files(service, where, host))
         files[f"env/{name}.env"] = env_file = composefile.env_file(service, where, host, secrets)
         # The config hash covers what the container is created from (its compose settings, env
         # file and image), not the gateway's nginx.conf: that is reloaded, not recreated.
         service_plans[name] = planned = ServicePlan(
-            name=name, image=spec.image, build_dir=spec.build_dir, source_dir=spec.source_dir,
+            name=name, image=spec.run_image, build_dir=spec.build_dir, source_dir=spec.source_dir,
             config_hash=config_hash(composefile.container_settings(entry, stack), env_file),
             strategy=_strategy(service, entry))
         service_specs[name] = releasemanifest.service_spec(service, image=planned.image,
@@ -130,7 +136,7 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
 
     all_waves = waves({n: s.depends_on for n, s in stack.services.items()})
     files[contract.RELEASE_FILE] = releasemanifest.release_json(where, host, service_specs, all_waves,
-                                                                sorted(specs[n].image for n in builds_here))
+                                                                built_names([specs[n] for n in builds_here]))
 
     return Plan(
         stack=stack,

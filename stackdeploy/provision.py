@@ -14,29 +14,52 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from stackdeploy import logstore
 from stackdeploy.engine import ensure_engine
 from stackdeploy.facts import DockerEngineStatus
+from stackdeploy.model import RegistrySettings
 from stackdeploy.placement import Placement
 from stackdeploy.swarm import form_swarm
 
 DAEMON_JSON = "/etc/docker/daemon.json"
+# daemon.json keys dockerd applies on SIGHUP, without a restart (moby's daemon/reload.go, 20.10
+# too); a change of any other key (the log options) waits for dockerd's next start.
+RELOADABLE = frozenset({"live-restore", "insecure-registries"})
 CHAIN = "STACKDEPLOY"
 SWARM_CHAIN = "STACKDEPLOY-SWARM"
 # What swarm nodes say to each other: cluster management, gossip, overlay traffic (VXLAN).
 SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
 
 
-def daemon_settings(engine: str) -> dict:
+def daemon_settings(engine: str, registry: RegistrySettings | None = None) -> dict:
     """daemon.json: log rotation, and live-restore (containers survive an engine restart),
-    which swarm mode refuses, so a swarm host does without it."""
-    return {
+    which swarm mode refuses, so a swarm host does without it; an insecure registry
+    (image_distribution "registry") is listed in insecure-registries, so the engine pulls and
+    pushes over plain HTTP there."""
+    settings: dict = {
         "live-restore": engine != "swarm",
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "3"},
     }
+    if registry is not None and registry.insecure:
+        settings["insecure-registries"] = [registry.host]
+    return settings
+
+
+def needs_restart(current: list[str] | None, wanted: dict) -> bool:
+    """Whether dockerd must restart to take ``wanted`` over the daemon.json it has (``current``:
+    its lines, None without one): only when a key outside RELOADABLE changes. A file that is
+    not a JSON object counts as nothing read."""
+    try:
+        found = json.loads("\n".join(current)) if current else {}
+    except ValueError:
+        found = {}
+    found = found if isinstance(found, dict) else {}
+    changed = {key for key in found.keys() | wanted.keys() if found.get(key) != wanted.get(key)}
+    return bool(changed - RELOADABLE)
 
 
 class IptablesChain(FactBase[list[str]]):
@@ -126,10 +149,16 @@ def chain(rules: list[str], chain_name: str = CHAIN, parent: str = "DOCKER-USER"
 
 
 @operation(is_idempotent=True)
-def reload_dockerd(systemd: bool):
-    """Apply daemon.json: restart under systemd (live-restore keeps containers running),
-    else SIGHUP, which reloads live-restore; log options apply from the next start."""
-    yield "systemctl restart docker" if systemd else "kill -HUP $(pidof dockerd)"
+def reload_dockerd(systemd: bool, restart: bool = True):
+    """Apply daemon.json. Under systemd a restart when a key dockerd reads only at start changed
+    (live-restore keeps containers running), else a reload (SIGHUP), which applies live-restore
+    and insecure-registries without touching a container: a swarm host has no live-restore,
+    and a restart would stop its tasks. Without systemd always SIGHUP; log options then apply
+    from dockerd's next start."""
+    if systemd:
+        yield "systemctl restart docker" if restart else "systemctl reload docker"
+    else:
+        yield "kill -HUP $(pidof dockerd)"
 
 
 @deploy("Provision Docker host")
@@ -140,11 +169,13 @@ def provision_host(where: Placement, deploy_user: str, public_key: str | None, n
     server.user(name=f"Deploy user {deploy_user} (docker group)", user=deploy_user, groups=["docker"],
                 shell="/bin/bash", ensure_home=True, public_keys=[public_key] if public_key else None)
     swarm = where.stack.engine == "swarm"
-    daemon = files.put(name="Daemon settings (log rotation, live-restore off on swarm hosts)",
-                       src=StringIO(json.dumps(daemon_settings(where.stack.engine), indent=2, sort_keys=True) + "\n"),
+    settings = daemon_settings(where.stack.engine, where.stack.registry)
+    restart = needs_restart(host.get_fact(FileContents, path=DAEMON_JSON), settings)  # read before the put
+    daemon = files.put(name="Daemon settings (log rotation, live-restore off on swarm hosts, insecure registry)",
+                       src=StringIO(json.dumps(settings, indent=2, sort_keys=True) + "\n"),
                        dest=DAEMON_JSON, mode="644")
     systemd = host.get_fact(DockerEngineStatus)["systemd"]
-    reload_dockerd(name="Apply daemon settings", systemd=systemd, _if=daemon.did_change)
+    reload_dockerd(name="Apply daemon settings", systemd=systemd, restart=restart, _if=daemon.did_change)
     chain(name="Firewall: published stack ports only for stack hosts",
           rules=firewall_rules(where, host.name))
     if swarm:

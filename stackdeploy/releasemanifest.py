@@ -52,7 +52,8 @@ def gateway_tls(stack: Stack) -> contract.GatewayTls:
 def release_json(where: Placement, host: str, services: dict[str, contract.ServiceSpec],
                  stack_waves: list[list[str]], builds: list[str]) -> str:
     """release.json for ``host``: ``services`` are its services' specs (see ``service_spec``),
-    ``stack_waves`` the whole stack's waves and ``builds`` the images it builds."""
+    ``stack_waves`` the whole stack's waves and ``builds`` the images it builds (with the
+    names it tags them with for the registry)."""
     stack = where.stack
     names = list(where.services_on[host])
     gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
@@ -71,4 +72,6 @@ def release_json(where: Placement, host: str, services: dict[str, contract.Servi
         "builds": builds,
         "namespace": stack.image_namespace,
     }
+    if stack.registry:
+        release["registry"] = stack.registry.address
     return json.dumps(release, indent=2, sort_keys=True) + "\n"

@@ -39,13 +39,15 @@ def announce(decisions: HostDecisions) -> None:
     """Say, while preparing, exactly what this run will change on this host (--dry too)."""
     plan = decisions.plan
     builds = (["base image"] if decisions.base_to_build else []) + decisions.to_build
-    shipped = f"; ship: {', '.join(decisions.to_ship)}" if decisions.to_ship else ""
+    retagged = [name for name in decisions.to_tag if name not in decisions.to_push]
+    moves = (("ship", decisions.to_ship), ("push", decisions.to_push), ("tag", retagged), ("pull", decisions.to_pull))
+    moved = "".join(f"; {verb}: {', '.join(images)}" for verb, images in moves if images)
     reload = [n for n in decisions.changed_services if n not in decisions.to_start]
     reloads = f"; reload: {', '.join(reload)}" if reload else ""
     starts = ", ".join(describe_start(plan, n) for n in decisions.to_start) or "nothing"
     new_secrets = f"; new secrets: {', '.join(decisions.new_secrets)}" if decisions.new_secrets else ""
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"
-                f"{shipped}; (re)start: {starts}{reloads}; "
+                f"{moved}; (re)start: {starts}{reloads}; "
                 f"release: {decisions.release} ({'new' if decisions.new_release else 'current'}){new_secrets}")
     if any(plan.stack.services[name].kind == "gateway" for name in plan.services):
         cert, tls = decisions.certificate, plan.stack.tls

@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 KindName = Literal["python", "infra", "gateway", "monitor", "logstore"]
 ImageSourceName = Literal["registry", "local", "auto"]
-DistributionName = Literal["build-everywhere", "build-once"]
+DistributionName = Literal["build-everywhere", "build-once", "registry"]
 BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
 BackupCopyName = Literal["none", "control"]
 EngineName = Literal["compose", "swarm"]
@@ -44,6 +44,11 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")
 # A DNS name (a leading "*." for a wildcard), as a certificate names it.
 DNS_NAME_PATTERN = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 MEMORY_PATTERN = re.compile(r"[0-9]+[kmg]")
+# host[:port][/path] of a registry, as the first part of an image name: Docker's own grammar
+# (distribution/reference), a host name or an IPv4 or [IPv6] address, lowercase path components.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+REGISTRY_ADDRESS = re.compile(rf"(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{{1,5}}))?"
+                              r"(?P<path>(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)")
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_STOP_GRACE = 20.0
 PROBLEM = "stack_problem"  # the error type of a refusal already worded for the user
@@ -116,6 +121,20 @@ def _name(value: str) -> str:
 def _absolute(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("not an absolute path")
+    return value
+
+
+def _registry_address(value: Any) -> Any:
+    """host[:port][/path], with no scheme. Docker takes the first part of an image name for a
+    registry only when it has a '.' or a port, or is localhost: a bare name is a Docker Hub
+    account, and images would silently go there."""
+    if isinstance(value, str) and "://" in value:
+        raise refusal(f"must be host[:port][/path] without a scheme, got {value!r}")
+    found = REGISTRY_ADDRESS.fullmatch(value) if isinstance(value, str) else None
+    if not (found and (found["port"] is None or 1 <= int(found["port"]) <= 65535)
+            and ("." in found["host"] or found["port"] or found["host"] == "localhost" or found["host"][0] == "[")):
+        raise refusal(f"must be host[:port][/path], with a '.' or a port in host, or localhost (Docker reads a "
+                      f"bare name as a Docker Hub account), got {value!r}")
     return value
 
 
@@ -259,6 +278,14 @@ class SwarmSpec(Schema):
                               described("must be the name of an inventory group, got {value!r}")] = "managers"
 
 
+class RegistrySpec(Schema):
+    """``registry``: the container registry images travel through (``image_distribution = "registry"``)."""
+
+    # Required with that distribution: checked with it, in stackdeploy.model, in the user's words.
+    address: Annotated[str, BeforeValidator(_registry_address)] | None = None
+    insecure: Annotated[StrictBool, described("must be True or False, got {value!r}")] = False
+
+
 class TlsSpec(Schema):
     """HTTPS at the gateway (``tls``): where its certificate comes from and the port it answers on.
     The plain-HTTP port (``gateway_port``) then only redirects, apart from ``/health``."""
@@ -321,6 +348,7 @@ class StackSpec(Schema):
     shared_env: Texts = {}
     environment: Name = "local"
     image_distribution: Annotated[DistributionName, one_of(DistributionName)] = "build-once"
+    registry: Annotated[RegistrySpec, a_mapping("must be a mapping of settings, got {type}")] | None = None
     keep_releases: Count = 5
     rollout_batch: Count = 1
     image_namespace: Name | None = None  # <stack_name>

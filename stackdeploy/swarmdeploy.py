@@ -1,7 +1,8 @@
 """The swarm engine's rollout and verification (deploy.py and rollback.py on ``engine = "swarm"``).
 
-Images reach every node first (the same build-once and shipping phase as the compose
-engine: a node runs only images it already has, no registry involved). Then the first
+Images reach every node first (the same phase as the compose engine's: shipped from the
+build host, or pulled from the registry under ``image_distribution = "registry"``, where a
+node Swarm moves a task to can also pull the image itself). Then the first
 manager deploys the stack wave by wave (files/stackswarm.py), each wave gated on its tasks
 running healthy; Swarm itself rolls each changed app start-first and rolls it back when
 the new tasks fail.

@@ -17,7 +17,9 @@ rendered once, for the first manager:
 - every task's output sent by its node's dockerd to the log store (syslog log driver), the
   log store itself published in host mode on its node (UDP);
 - Prometheus's and Alertmanager's rendered config files as Docker configs (``configs/``),
-  the per-host exporters in ``mode: global``.
+  the per-host exporters in ``mode: global``;
+- under ``image_distribution = "registry"``, the built images by their registry names, so
+  a node Swarm moves a task to pulls the image itself.
 
 Swarm ignores ``depends_on``, so the release also holds one cumulative stack file per
 dependency wave (``stack.wave-N.yaml``): the helper deploys them in turn and gates each
@@ -264,6 +266,8 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
                          "replicas": None if stack.services[n].kind == "gateway" else stack.services[n].replicas}
                      for n in names},
     }
+    if stack.registry:  # the helper deploys with --with-registry-auth: the manager's login reaches every node
+        manifest["registry"] = stack.registry.address
     files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     return files, manifest
 

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,32 +20,13 @@ import httpx
 import pytest
 
 from benchmarks.loadgen import HttpLoad
-from tests.hosts.simhosts import STATE
 
 from .conftest import ROOT, DeployResult, Https, changed_ops, stack_ca
+from .swarmhosts import COMPOSE_INVENTORY, SIMHOSTS, SWARM_INVENTORY, docker, run_pyinfra, swarm_hosts, versions
 
-SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
-SWARM_INVENTORY = "tests/hosts/inventory_swarm.py"
-COMPOSE_INVENTORY = "tests/hosts/inventory.py"
 SECRETS = ROOT / ".deploy" / "secrets" / "creatorstack-simhosts.json"
 # Two auth-service tasks, on the two app nodes: one survives the loss of the other's node.
 TWO_AUTH = {"service_overrides": {"auth-service": {"replicas": 2}}}
-
-
-def run_pyinfra(inventory: str, script: str, extra: dict | None = None, timeout: int = 1500) -> DeployResult:
-    env = {**os.environ, "SIMHOSTS_EXTRA_DATA": json.dumps(extra or {})}
-    started = time.monotonic()
-    result = subprocess.run([str(ROOT / ".venv" / "bin" / "pyinfra"), "-y", inventory, script], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=timeout, check=False)
-    return DeployResult(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
-
-
-def docker(hosts: dict, index: int, *args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", "-H", hosts["hosts"][index]["docker_host"], *args], capture_output=True,
-                            text=True, timeout=120, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} on h{index + 1}: {result.stderr}")
-    return result.stdout
 
 
 STACK_CA = str(stack_ca("creatorstack", "simhosts"))
@@ -56,14 +36,6 @@ https = Https(STACK_CA)
 def gateway(hosts: dict) -> str:
     """HTTPS on h3, the edge node (plain HTTP on 8080 redirects, apart from /health)."""
     return f"https://{hosts['hosts'][2]['address']}:8443"
-
-
-def versions(hosts: dict) -> dict[str, str]:
-    """Service -> its spec version: any update of a service (even one that restarts nothing) bumps it."""
-    out = docker(hosts, 0, "service", "ls", "--format", "{{.Name}}")
-    names = out.split()
-    lines = docker(hosts, 0, "service", "inspect", "--format", "{{.Spec.Name}} {{.Version.Index}}", *names)
-    return dict(line.split() for line in lines.splitlines())
 
 
 def login(base: str, username: str, password: str) -> httpx.Response:
@@ -78,21 +50,8 @@ def tasks_of(hosts: dict, service: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[dict]:
-    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    state = json.loads((STATE / "hosts.json").read_text())
-    yield state
-    # Leave the hosts as the compose tests expect them: no stack, out of any swarm.
-    docker(state, 0, "stack", "rm", "creatorstack", check=False)
-    for index in range(3):
-        deadline = time.monotonic() + 120
-        while docker(state, index, "ps", "-aq", "--filter", "label=com.docker.stack.namespace=creatorstack",
-                     check=False).split() and time.monotonic() < deadline:
-            time.sleep(1)  # pacing of a bounded poll
-    for index in range(3):
-        docker(state, index, "swarm", "leave", "--force", check=False)
-    subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
+    with swarm_hosts() as state:
+        yield state
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ Like pyinfra's own operation fixtures: given these facts, expect these commands 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,15 +15,26 @@ from pyinfra.context import ctx_host, ctx_state
 
 
 @contextmanager
-def fake_host(facts: Mapping[type, Any], data: dict | None = None, name: str = "somehost") -> Iterator[Host]:
+def fake_host(facts: Mapping[type, Any], data: dict | None = None, name: str = "somehost", *,
+              hosts: Sequence[str] = (), groups: Mapping[str, Sequence[str]] | None = None,
+              limit: Collection[str] | None = None) -> Iterator[Host]:
     """A host in pyinfra's context (operations called now are prepared for it).
 
     ``facts`` maps a fact class to its value, or to a function of the fact's arguments; a
     fact not given has its default value (pyinfra's answer for "nothing there"). Noop
-    messages are collected in ``host.noops``.
+    messages are collected in ``host.noops``. ``data`` is every host's (group_data/all.py).
+
+    The inventory is ``hosts`` in order (default: this host alone), with ``groups`` (group ->
+    host names); ``limit`` names the hosts a ``--limit`` keeps in the run (default: all).
+    Only the host named ``name`` answers facts.
     """
-    inventory = Inventory(([name], data or {}))
+    names = list(hosts or [name])
+    inventory = Inventory((names, data or {}), **{group: (list(members), {}) for group, members in
+                                                  (groups or {}).items()})
     state = State(inventory, Config())
+    for member in inventory:
+        if limit is None or member.name in limit:
+            state.activate_host(member)
     host = inventory.get_host(name)
 
     def get_fact(cls: type, *args: Any, **kwargs: Any) -> Any:

@@ -35,6 +35,8 @@ def refusal(inventory: Path, *args: str) -> str:
         ({"service_overrides": {"redis": {"publish": 8080}}},
          "host @local: services 'redis' and 'api-gateway' both publish port 8080"),
         ({"image_sorce": "local"}, "{inventory}: image_sorce: unknown setting (did you mean 'image_source'?)"),
+        ({"image_distribution": "registry"},
+         '{inventory}: registry.address: required when image_distribution is "registry"'),
         ({"service_overrides": {"ai-engine": {"secrets": ["OPENAI_KEY"]}}},
          "{inventory}: service_overrides.ai-engine.secrets: secret 'OPENAI_KEY' is not declared in 'secrets'"),
         ({"service_overrides": {"redis": {"publish": 8443}}},
@@ -85,7 +87,7 @@ def test_a_setting_given_with_data_names_data(tmp_path):
     inventory = tmp_path / "inventory.py"
     inventory.write_text("local = ['@local']\n")
     output = refusal(inventory, "--dry", "--data", "image_distribution=build-onse")
-    assert ("--> --data: image_distribution: must be one of build-everywhere, build-once, got 'build-onse' "
+    assert ("--> --data: image_distribution: must be one of build-everywhere, build-once, registry, got 'build-onse' "
             "(did you mean 'build-once'?)") in output.splitlines()
 
 

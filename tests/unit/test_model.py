@@ -7,7 +7,7 @@ import re
 import pytest
 
 from stackdeploy import SERVICES_DIR
-from stackdeploy.model import StackError, SwarmSettings, load
+from stackdeploy.model import RegistrySettings, StackError, SwarmSettings, load
 
 
 def error_of(data: dict) -> str:
@@ -128,7 +128,7 @@ def test_infra_needs_both_image_sources(data):
         (("image_source",), "locl",
          "image_source: must be one of registry, local, auto, got 'locl' (did you mean 'local'?)"),
         (("image_distribution",), "build-onse",
-         "image_distribution: must be one of build-everywhere, build-once, got 'build-onse' "
+         "image_distribution: must be one of build-everywhere, build-once, registry, got 'build-onse' "
          "(did you mean 'build-once'?)"),
         (("services", "postgres", "image", "local"), "postgress",
          "services.postgres.image.local: must be one of alertmanager, chromadb, nginx, nginx-exporter, "
@@ -244,3 +244,64 @@ def test_a_missing_required_setting_is_named_in_its_service(data):
 def test_a_key_that_is_not_a_string_is_an_unknown_key(data):
     data["services"]["redis"]["health"] = {2: True}
     assert error_of(data) == "services.redis.health.2: unknown key"
+
+
+REGISTRY = {"image_distribution": "registry", "registry": {"address": "10.77.0.1:5000", "insecure": True}}
+
+
+@pytest.mark.parametrize("address", ["10.77.0.1:5000", "registry.example.com", "registry.example.com/team/ci",
+                                     "localhost:5000/a_b", "localhost", "[::1]:5000"])
+def test_a_registry_address_is_host_port_and_path(data, address):
+    data.update(image_distribution="registry", registry={"address": address})
+    stack = load(data, SERVICES_DIR)
+    assert stack.registry == RegistrySettings(address=address, insecure=False)
+    assert stack.registry.host == address.split("/")[0]
+
+
+def test_the_registry_settings_are_read_and_absent_by_default(data):
+    assert load(data, SERVICES_DIR).registry is None
+    data.update(REGISTRY)
+    assert load(data, SERVICES_DIR).registry == RegistrySettings("10.77.0.1:5000", insecure=True)
+
+
+BARE = "must be host[:port][/path], with a '.' or a port in host, or localhost (Docker reads a bare name as a " \
+       "Docker Hub account), got"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected", "setting"),
+    [
+        ({"image_distribution": "registry"},
+         'registry.address: required when image_distribution is "registry"', "image_distribution"),
+        ({"image_distribution": "registry", "registry": {"insecure": True}},
+         'registry.address: required when image_distribution is "registry"', "registry"),
+        ({"registry": {"address": "registry.example.com"}},
+         'registry: is used only with image_distribution = "registry" (it is "build-once"): set both, or neither',
+         "registry"),
+        ({**REGISTRY, "registry": {"address": "http://10.77.0.1:5000"}},
+         "registry.address: must be host[:port][/path] without a scheme, got 'http://10.77.0.1:5000'", "registry"),
+        ({**REGISTRY, "registry": {"address": "myregistry/images"}}, f"registry.address: {BARE} 'myregistry/images'",
+         "registry"),
+        ({**REGISTRY, "registry": {"address": "10.77.0.1:70000"}}, f"registry.address: {BARE} '10.77.0.1:70000'",
+         "registry"),
+        ({**REGISTRY, "registry": {"address": "r.example.com/Team"}}, f"registry.address: {BARE} 'r.example.com/Team'",
+         "registry"),
+        ({**REGISTRY, "registry": {"address": 5000}}, f"registry.address: {BARE} 5000", "registry"),
+        ({**REGISTRY, "registry": {"address": "r.example.com", "insecure": "yes"}},
+         "registry.insecure: must be True or False, got 'yes'", "registry"),
+        ({**REGISTRY, "registry": {"adress": "r.example.com"}},
+         "registry.adress: unknown key (did you mean 'address'?)", "registry"),
+        ({**REGISTRY, "registry": "r.example.com"}, "registry: must be a mapping of settings, got str", "registry"),
+        ({**REGISTRY, "images_from": "deploy@staging"},
+         'images_from: ships images over SSH, which image_distribution = "registry" replaces: use one or the other',
+         "images_from"),
+    ],
+    ids=["no-registry", "no-address", "no-distribution", "scheme", "bare-name", "port", "uppercase-path",
+         "not-text", "insecure", "typo", "shape", "images_from"],
+)
+def test_a_bad_registry_setting_is_refused_in_one_line_naming_its_file(data, settings, expected, setting):
+    data.update(settings)
+    with pytest.raises(StackError) as info:
+        load(data, SERVICES_DIR)
+    assert str(info.value) == expected
+    assert info.value.setting == setting  # the setting whose file the refusal names

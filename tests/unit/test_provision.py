@@ -1,13 +1,26 @@
-"""Firewall: the chain is set in one atomic iptables-restore commit, and only when it differs."""
+"""Firewall: the chain is set in one atomic iptables-restore commit, and only when it differs.
+Daemon settings: an insecure registry is listed, and applied without a restart."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
+import pytest
+
 from stackdeploy import SERVICES_DIR
-from stackdeploy.model import load
+from stackdeploy.model import RegistrySettings, load
 from stackdeploy.placement import HostSpec, place
-from stackdeploy.provision import DockerUserJumps, IptablesChain, chain, firewall_rules, restore_input
+from stackdeploy.provision import (
+    DockerUserJumps,
+    IptablesChain,
+    chain,
+    daemon_settings,
+    firewall_rules,
+    needs_restart,
+    reload_dockerd,
+    restore_input,
+)
 from tests.unit.fakehost import commands, fake_host
 
 MATCH = "-p tcp -m conntrack --ctorigdst 10.0.0.1 --ctorigdstport {port} --ctdir ORIGINAL"
@@ -63,3 +76,38 @@ def test_a_second_run_changes_nothing():
     with fake_host({IptablesChain: ["-N STACKDEPLOY", *RULES], DockerUserJumps: True}) as host:
         assert commands(chain._inner(rules=RULES)) == []
         assert host.noops == ["firewall rules up to date"]
+
+
+INSECURE = RegistrySettings("10.77.0.1:5000/team", insecure=True)
+
+
+def lines(settings: dict) -> list[str]:
+    """daemon.json as provision.py writes it, as pyinfra's FileContents reads it back."""
+    return json.dumps(settings, indent=2, sort_keys=True).splitlines()
+
+
+def test_an_insecure_registry_is_listed_by_host_and_port_and_a_secure_one_not_at_all():
+    assert daemon_settings("swarm", INSECURE)["insecure-registries"] == ["10.77.0.1:5000"]
+    assert "insecure-registries" not in daemon_settings("swarm", RegistrySettings("registry.example.com"))
+    assert "insecure-registries" not in daemon_settings("compose")
+
+
+@pytest.mark.parametrize(("before", "after", "restart"), [
+    (None, daemon_settings("compose"), True),  # a fresh host: the log options need a start
+    (lines(daemon_settings("swarm")), daemon_settings("swarm", INSECURE), False),  # a registry added: reload
+    (lines(daemon_settings("compose")), daemon_settings("swarm"), False),  # live-restore off: reload
+    (lines(daemon_settings("swarm", INSECURE)), daemon_settings("swarm"), False),  # the registry removed
+    (lines({**daemon_settings("swarm"), "log-opts": {"max-size": "1m"}}), daemon_settings("swarm"), True),
+    (["not json"], daemon_settings("swarm"), True),
+])
+def test_only_keys_dockerd_cannot_reload_restart_it(before, after, restart):
+    assert needs_restart(before, after) is restart
+
+
+@pytest.mark.parametrize(("systemd", "restart", "command"), [
+    (True, True, "systemctl restart docker"), (True, False, "systemctl reload docker"),
+    (False, True, "kill -HUP $(pidof dockerd)"), (False, False, "kill -HUP $(pidof dockerd)"),
+])
+def test_daemon_settings_are_applied_by_restart_or_reload(systemd, restart, command):
+    with fake_host({}):
+        assert commands(reload_dockerd._inner(systemd=systemd, restart=restart)) == [command]
