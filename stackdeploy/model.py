@@ -334,15 +334,12 @@ def _check_not_needing_registry_only(service: Service, services: Mapping[str, Se
     need it: only another registry-only service, which leaves with it, may name it."""
     if service.registry_only:
         return
-    for key in ("depends_on", "scrapes"):
-        for name in getattr(service, key):
+    for key, names in (("depends_on", service.depends_on), ("scrapes", service.scrapes),
+                       ("routes", service.routes.values())):
+        for name in names:
             if services[name].registry_only:
                 raise StackError(at(key), f"names '{name}', which runs in registry mode only (its image has no "
                                           "'local' recipe): a service that also runs offline cannot need it")
-    for name in service.routes.values():
-        if services[name].registry_only:
-            raise StackError(at("routes"), f"names '{name}', which runs in registry mode only (its image has no "
-                                           "'local' recipe): a service that also runs offline cannot need it")
 
 
 def _check_gateway_prefixes(service: Service, at: Callable[[str], str]) -> None:

@@ -187,3 +187,17 @@ def test_every_dashboard_query_is_valid_promql(data, tmp_path):
 @pytest.mark.parametrize(("seconds", "written"), [(300, "5m"), (90, "90s"), (7200, "2h"), (3660, "61m"), (30, "30s")])
 def test_the_rate_window_is_written_as_promql_writes_it(seconds, written):
     assert prometheus_duration(seconds) == written
+
+
+def test_decide_offline_makes_no_grafana_secret_and_plans_no_grafana(monkeypatch, tmp_path):
+    """Through desired.decide (two hosts, h2 in monitoring): the image source it resolves decides."""
+    from stackdeploy.facts import EngineInsecureRegistries, HostState, RegistryImages, StackHostState
+    from tests.unit.test_registry import TRUSTED, decide, registry_holding
+
+    facts = {StackHostState: HostState(engine="up"), RegistryImages: registry_holding(set()),
+             EngineInsecureRegistries: TRUSTED}
+    offline, _, _ = decide(monkeypatch, tmp_path, "h2", facts)
+    assert offline.plan.image_source == "local" and "grafana" not in offline.plan.services
+    assert "GRAFANA_ADMIN_PASSWORD" not in json.loads(offline.secrets_json)
+    online, _, _ = decide(monkeypatch, tmp_path, "h2", facts, image_source="registry")
+    assert "grafana" in online.plan.services and "GRAFANA_ADMIN_PASSWORD" in json.loads(online.secrets_json)

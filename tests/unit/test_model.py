@@ -120,22 +120,18 @@ def test_infra_needs_a_registry_image(data):
                               "service runs in registry mode only")
 
 
-def test_nothing_that_runs_offline_may_need_a_registry_only_service(data):
-    data["services"]["redis"]["image"] = {"registry": "redis:7"}  # no local recipe: registry mode only
-    assert error_of(data) == ("services.auth-service.depends_on: names 'redis', which runs in registry mode only "
-                              "(its image has no 'local' recipe): a service that also runs offline cannot need it")
-
-
-def test_nothing_scrapes_a_registry_only_service(data):
-    data["services"]["prometheus"]["scrapes"] = [*data["services"]["prometheus"]["scrapes"], "grafana"]
-    assert error_of(data) == ("services.prometheus.scrapes: names 'grafana', which runs in registry mode only "
-                              "(its image has no 'local' recipe): a service that also runs offline cannot need it")
-
-
-def test_no_route_leads_to_a_registry_only_service(data):
-    data["services"]["api-gateway"]["routes"]["/grafana/"] = "grafana"
-    assert error_of(data) == ("services.api-gateway.routes: names 'grafana', which runs in registry mode only "
-                              "(its image has no 'local' recipe): a service that also runs offline cannot need it")
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [("services.auth-service.depends_on", lambda d: d["services"]["redis"].update(image={"registry": "redis:7"})),
+     ("services.prometheus.scrapes", lambda d: d["services"]["prometheus"]["scrapes"].append("grafana")),
+     ("services.api-gateway.routes", lambda d: d["services"]["api-gateway"]["routes"].update({"/g/": "grafana"}))],
+    ids=["depends_on", "scrapes", "routes"],
+)
+def test_nothing_that_runs_offline_may_need_a_registry_only_service(data, where, change):
+    change(data)  # an image with no local recipe (redis here, grafana as shipped): registry mode only
+    name = "redis" if where.endswith("depends_on") else "grafana"
+    assert error_of(data) == (f"{where}: names '{name}', which runs in registry mode only (its image has no 'local' "
+                              "recipe): a service that also runs offline cannot need it")
 
 
 def test_a_registry_only_service_may_need_another(data):
