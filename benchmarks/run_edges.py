@@ -38,10 +38,10 @@ def run_variant(name: str, host_data: dict, work: Path) -> dict[str, float | int
     bench.HOST_DATA.update(host_data)
     bench.reset(keep_base=True)
     cold, _ = bench.deploy(work)
-    before = bench.identities()
+    before = bench.identities(bench.STACK)  # its default names run_benchmarks' own stack
     noop, _ = bench.deploy(work)
-    restarted = len(bench.changed(before, bench.identities()))
-    containers = len(bench.identities())
+    after = bench.identities(bench.STACK)
+    restarted, containers = len(bench.changed(before, after)), len(after)
     print(f"{name}: {containers} containers, cold {cold:.1f} s, no-op {noop:.1f} s ({restarted} restarted)",
           flush=True)
     return {"containers": containers, "cold_s": round(cold, 1), "noop_s": round(noop, 1), "noop_restarted": restarted}
