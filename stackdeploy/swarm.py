@@ -126,6 +126,10 @@ def advertise_address(target: Host) -> str:
 def _on(target: Host, command: StringCommand, what: str) -> str:
     result = run_on_control_machine(commands.run_over_ssh(commands.ssh_to(target), command), timeout=120)
     if result.returncode != 0:
+        if "not a swarm manager" in result.stderr:  # pyinfra --serial ran this host before the manager
+            raise OperationError(f"{what} on {target.name} failed: it is not a swarm manager yet. The first "
+                                 "manager inits the swarm in this same run: run without --serial, or with "
+                                 f"--limit {target.name} first")
         raise OperationError(f"{what} on {target.name} failed: {result.stderr.strip()[-1000:]}")
     return result.stdout
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,24 @@ def containers(project: str = STACK) -> dict[str, dict]:
 def identities(project: str = STACK) -> dict[str, tuple[str, str]]:
     """service -> (container id, start time): changes exactly when a container is recreated or restarted."""
     return {name: (info["Id"], info["State"]["StartedAt"]) for name, info in containers(project).items()}
+
+
+@contextmanager
+def local_stacks_paused() -> Iterator[None]:
+    """The stacks on this machine's own engine (the test stack, the README's default stack)
+    stopped while the simulated hosts work, and started again after: three more engines
+    share the same two cores, and two idle stacks of 17 containers each (probes, scrapes,
+    log shipping) pushed the load past 13, where rolling updates on the hosts timed out.
+    Modules that need the test stack deploy it again anyway (the ``stack`` fixture)."""
+    running = subprocess.run(["docker", "ps", "-q", "--filter", "label=com.docker.compose.project"],
+                             capture_output=True, text=True, timeout=60, check=False).stdout.split()
+    if running:
+        subprocess.run(["docker", "stop", "-t", "10", *running], capture_output=True, timeout=300, check=False)
+    try:
+        yield
+    finally:
+        if running:
+            subprocess.run(["docker", "start", *running], capture_output=True, timeout=300, check=False)
 
 
 def run_report(result: DeployResult, root: Path = ROOT) -> dict:

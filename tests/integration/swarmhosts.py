@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from tests.hosts.simhosts import STATE
 
-from .conftest import ROOT, DeployResult
+from .conftest import ROOT, DeployResult, local_stacks_paused
 
 SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
 SWARM_INVENTORY = "tests/hosts/inventory_swarm.py"
@@ -57,7 +57,8 @@ def swarm_hosts() -> Iterator[dict]:
     assert result.returncode == 0, result.stderr
     state = json.loads((STATE / "hosts.json").read_text())
     try:
-        yield state
+        with local_stacks_paused():
+            yield state
     finally:
         docker(state, 0, "stack", "rm", STACK, check=False)
         for index in range(3):

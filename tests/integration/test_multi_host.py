@@ -27,7 +27,7 @@ import websockets
 from benchmarks.loadgen import HttpLoad, register_and_login, tls_context
 from tests.hosts.simhosts import STATE, container_root, port_open
 
-from .conftest import ROOT, DeployResult, Https, changed_ops, changed_services, stack_ca
+from .conftest import ROOT, DeployResult, Https, changed_ops, changed_services, local_stacks_paused, stack_ca
 
 SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
 INVENTORY = str(ROOT / "tests" / "hosts" / "inventory.py")
@@ -51,7 +51,8 @@ def hosts() -> Iterator[dict]:
                             check=False)
     assert result.returncode == 0, result.stderr
     state = json.loads(result.stdout)
-    yield {h["address"]: h for h in state["hosts"]}
+    with local_stacks_paused():
+        yield {h["address"]: h for h in state["hosts"]}
     subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
 
 

@@ -90,7 +90,7 @@ def test_provision_forms_the_swarm_with_group_labels(hosts, provisioned):
                                                          "{{.Status.Addr}} {{json .Spec.Labels}}", *ids).splitlines())
     address = [h["address"] for h in hosts["hosts"]]
     assert json.loads(labels[address[0]]) == {"group.data": "true"}
-    assert json.loads(labels[address[1]]) == {"group.ai": "true", "group.apps": "true"}
+    assert json.loads(labels[address[1]]) == {"group.ai": "true", "group.apps": "true", "group.monitoring": "true"}
     assert json.loads(labels[address[2]]) == {"group.apps": "true", "group.edge": "true"}
     for index in range(3):  # swarm mode refuses live-restore: provision turned it off
         assert docker(hosts, index, "info", "--format", "{{.LiveRestoreEnabled}}").strip() == "false"
