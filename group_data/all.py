@@ -17,7 +17,9 @@ Keys of a service:
     health        how readiness is checked: {"tcp": True} plus one of
                   {"http": "/path"} or {"command": [...]} run inside the container
     image         infra only: {"registry": "...", "local": "<recipe>"}; a local recipe
-                  is a Dockerfile template in templates/images/
+                  is a Dockerfile template in templates/images/. No "local" key: the service
+                  runs in registry mode only (Grafana), an offline deploy leaves it out, and no
+                  other service may depend on it
     volumes       named volumes: {"volume-name": "/path/in/container"}
     env           extra environment (plain values; secrets go in ``secrets``)
     secrets       names of generated secrets this service receives, as env variables
@@ -28,6 +30,7 @@ Keys of a service:
     host_paths    host paths mounted read-only: {"/": "/host"}
     scrapes       services whose /metrics this one collects (Prometheus), on every host
     config_files  files rendered per host from templates/metrics/: {"/path/in/container": "x.yml.j2"}
+    user          "uid" or "uid:gid" the container runs as (default: the image's own user)
     backup        how backup.py saves it: "pg_dump", "redis_rdb" or "volumes" (its named volumes)
 """
 
@@ -79,7 +82,7 @@ placement = {
     "ai": ["ollama", "chromadb", "ai-engine"],
     "apps": ["auth-service", "creator-hub", "channel-service"],
     "edge": ["api-gateway", "nginx-exporter"],
-    "monitoring": ["alertmanager", "prometheus"],
+    "monitoring": ["alertmanager", "prometheus", "grafana"],
 }
 
 # The log store (the "log-store" service) keeps every container's logs, one file per day, and
@@ -87,7 +90,8 @@ placement = {
 logs = {"keep_days": 14, "max_megabytes": 2048}
 
 # Secrets: generated on the first deploy, then reused forever (see stackdeploy/secrets.py).
-secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
+# GRAFANA_ADMIN_PASSWORD only in registry mode, where Grafana runs.
+secrets = ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET", "GRAFANA_ADMIN_PASSWORD"]
 
 # Prometheus (README "Metrics and alerts"): scrape interval and when alerts fire. Every key is
 # optional: scrape_interval, alert_after, rate_window (seconds), error_ratio (share of 5xx),
@@ -273,6 +277,38 @@ services = {
         "config_files": {"/etc/prometheus/prometheus.yml": "prometheus.yml.j2",
                          "/etc/prometheus/alerts.yml": "alerts.yml.j2"},
         "health": {"tcp": True, "http": "/-/ready"},
+    },
+    "grafana": {
+        # Registry mode only: Grafana has no Debian package and cannot be built offline, so its
+        # image names no "local" recipe and an offline deploy leaves it out (README "Metrics and
+        # alerts": the Prometheus UI and the documented queries instead). Its data source and the
+        # stack dashboard are provisioned from templates/metrics/grafana-*. The UI on this host's
+        # loopback only, like Prometheus's: ssh -L 3000:127.0.0.1:3000 <host>, log in as admin with
+        # the generated GRAFANA_ADMIN_PASSWORD.
+        "kind": "infra",
+        "port": 3000,
+        "publish": 3000,
+        "publish_bind": "127.0.0.1",
+        "image": {"registry": "grafana/grafana-oss:12.3.0"},
+        "user": "472:0",  # the image's own grafana user (uid 472, group 0 owns its directories)
+        "depends_on": ["prometheus"],
+        "wait_timeout": 120,  # the first start migrates its database
+        "volumes": {"grafana-data": "/var/lib/grafana"},
+        "secrets": ["GRAFANA_ADMIN_PASSWORD"],
+        "env": {"GF_SERVER_HTTP_PORT": "3000", "GF_SECURITY_ADMIN_USER": "admin",
+                "GF_AUTH_ANONYMOUS_ENABLED": "false", "GF_USERS_ALLOW_SIGN_UP": "false",
+                "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+                "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/grafana/dashboards/stack.json"},
+        # The password from the environment, or (swarm engine) from its Docker secret file. Grafana
+        # sets it when it first creates its database (the grafana-data volume); it is never rotated.
+        "entrypoint": ["sh", "-c", "export GF_SECURITY_ADMIN_PASSWORD=\"${GRAFANA_ADMIN_PASSWORD:-$(cat"
+                       " \"$GRAFANA_ADMIN_PASSWORD_FILE\")}\"; unset GRAFANA_ADMIN_PASSWORD"
+                       " GRAFANA_ADMIN_PASSWORD_FILE; exec /run.sh"],
+        "config_files": {"/etc/grafana/provisioning/datasources/stack.yml": "grafana-datasource.yml.j2",
+                         "/etc/grafana/provisioning/dashboards/stack.yml": "grafana-dashboard-provider.yml.j2",
+                         "/etc/grafana/dashboards/stack.json": "grafana-stack-dashboard.json.j2"},
+        "health": {"tcp": True, "http": "/api/health"},
     },
     "node-exporter": {
         # One per host: disks, memory, CPU of the host itself (its root mounted read-only).

@@ -124,6 +124,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         # The socket belongs to root: the monitor runs as root, with no capabilities and a
         # read-only filesystem.
         "hardened_root": monitor,
+        "user": service.user,
     }
 
 
@@ -160,6 +161,8 @@ def container_settings(entry: dict, stack: Stack) -> dict:
         settings["command"] = compose_escaped(entry["command"])
     if entry["configs"]:  # a config's name carries the hash of its content
         settings["configs"] = [{"source": name, "target": target} for name, target, _ in entry["configs"]]
+    if entry["user"]:
+        settings["user"] = entry["user"]
     if entry["hardened_root"]:
         settings.update({"user": "0:0", "read_only": True, "cap_drop": ["ALL"],
                          "security_opt": ["no-new-privileges:true"], "tmpfs": ["/tmp"]})

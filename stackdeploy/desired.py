@@ -338,6 +338,9 @@ def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> 
     state = read_host(host, stack, check_only=check)
     certificate = gateway_certificate(stack, where, host, state.tls_json)
     image_source = resolve_image_source(stack, host, state)
+    runnable = model.stack_for_image_source(stack, image_source)  # offline: no registry-only service
+    if runnable is not stack:
+        stack, where = runnable, inventory_placement(runnable, host)
     store = STATE_DIR / "secrets" / f"{stack.name}-{stack.environment}.json"
     try:
         resolved = secrets.resolve(stack.secret_names, store, secrets.parse_host_copy(state.secrets_json),

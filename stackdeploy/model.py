@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import runpy
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, get_args
@@ -118,10 +118,17 @@ class Service:
     # Files rendered for this host from templates/metrics/<template> and given to the container
     # at <path> (compose and swarm configs): path -> template.
     config_files: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None  # uid[:gid] the container runs as; None: the image's own user
 
     @property
     def built_from_source(self) -> bool:
         return self.kind in SOURCE_KINDS
+
+    @property
+    def registry_only(self) -> bool:
+        """An image with no offline recipe (Grafana): the service runs only when images come from
+        the registry, and an offline stack leaves it out (``stack_for_image_source``)."""
+        return not self.built_from_source and "local" not in self.image
 
     @property
     def env_prefix(self) -> str:
@@ -276,9 +283,13 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
     if service.built_from_source and not (source_root / service.name).is_dir():
         raise StackError(f"services.{service.name}", f"source folder {source_root / service.name} does not exist")
     if not service.built_from_source:
-        if set(service.image) != {"registry", "local"}:
-            raise StackError(at("image"), "must name both a 'registry' image and a 'local' recipe")
-        if service.image["local"] not in local_recipes():
+        if "registry" not in service.image or not set(service.image) <= {"registry", "local"}:
+            raise StackError(at("image"), "must name a 'registry' image, and a 'local' recipe unless the service "
+                                          "runs in registry mode only")
+        if service.registry_only and service.kind != "infra":
+            raise StackError(at("image"), f"needs a 'local' recipe: only kind 'infra' may run in registry mode only, "
+                                          f"not kind '{service.kind}'")
+        if not service.registry_only and service.image["local"] not in local_recipes():
             raise StackError(f"{at('image')}.local", not_one_of(service.image["local"], local_recipes()))
     if service.replicas > 1 and service.kind != "python":
         raise StackError(at("replicas"), f"more than 1 replica is only for apps (kind 'python'), "
@@ -308,12 +319,27 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
         for dep in service.restarts_with:
             if dep not in service.depends_on:
                 raise StackError(at("restarts_with"), f"names '{dep}', which is not in depends_on")
+        _check_not_needing_registry_only(service, services, at)
     cycle = find_cycle({name: s.depends_on for name, s in services.items()})
     if cycle:
         # An override is what changed last, so a depends_on it gave is the likeliest cause.
         culprit = next((name for name in cycle if "depends_on" in overridden.get(name, ())), cycle[0])
         raise StackError(_setting_path(overridden, culprit, "depends_on"),
                          f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def _check_not_needing_registry_only(service: Service, services: Mapping[str, Service],
+                                     at: Callable[[str], str]) -> None:
+    """An offline stack leaves out a registry-only service, so nothing that runs offline may
+    need it: only another registry-only service, which leaves with it, may name it."""
+    if service.registry_only:
+        return
+    for key, names in (("depends_on", service.depends_on), ("scrapes", service.scrapes),
+                       ("routes", service.routes.values())):
+        for name in names:
+            if services[name].registry_only:
+                raise StackError(at(key), f"names '{name}', which runs in registry mode only (its image has no "
+                                          "'local' recipe): a service that also runs offline cannot need it")
 
 
 def _check_gateway_prefixes(service: Service, at: Callable[[str], str]) -> None:
@@ -385,6 +411,23 @@ def _check_tls(spec: StackSpec) -> None:
                                                  "no wildcard or IP address")
     if spec.engine != "compose":
         raise StackError("tls.source", 'source "acme" needs engine = "compose" (certbot runs on the gateway\'s host)')
+
+
+def stack_for_image_source(stack: Stack, image_source: str) -> Stack:
+    """The stack as it runs with images from ``image_source`` ("registry" or "local"): offline,
+    without its registry-only services, in ``placement`` too, and without the secrets only they
+    use, so that an offline stack is exactly the one that never had them. ``load`` made sure
+    nothing else needs them. The same object when nothing is left out."""
+    dropped = {name for name, svc in stack.services.items() if svc.registry_only} if image_source == "local" else set()
+    if not dropped:
+        return stack
+    kept = {name: svc for name, svc in stack.services.items() if name not in dropped}
+    still_used = {secret for svc in kept.values() for secret in svc.secrets}
+    only_theirs = {secret for name in dropped for secret in stack.services[name].secrets} - still_used
+    return replace(stack, services=kept,
+                   placement={group: tuple(n for n in names if n not in dropped)
+                              for group, names in stack.placement.items()},
+                   secret_names=tuple(s for s in stack.secret_names if s not in only_theirs))
 
 
 def read_settings(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from stackdeploy import composefile, contract, imagespec, metricsconfig, release
 from stackdeploy.fingerprint import config_hash
 from stackdeploy.graph import waves
 from stackdeploy.imagespec import ImageSpec
-from stackdeploy.model import Service, Stack
+from stackdeploy.model import Service, Stack, stack_for_image_source
 from stackdeploy.placement import HostSpec, Placement, place
 
 if TYPE_CHECKING:
@@ -88,8 +88,15 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
 
     ``builder`` names the host that can build every image (build-once distribution); None
     means each host builds the images of its own services (build-everywhere).
+
+    Offline, the registry-only services are left out (``model.stack_for_image_source``), and
+    ``where`` is placed again without them: the plan is the one of a stack that never had them.
     """
     assert image_source in ("registry", "local"), image_source
+    runnable = stack_for_image_source(stack, image_source)
+    if runnable is not stack and where is not None:
+        where = place(runnable, where.hosts.values())
+    stack = runnable
     where = where or single_host(stack, host)
     base_image = imagespec.base_image(stack, image_source)
     names = list(where.services_on[host])

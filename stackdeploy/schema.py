@@ -248,6 +248,8 @@ class ServiceSpec(Schema):
     host_paths: Texts = {}  # host path -> path in the container, mounted read-only
     scrapes: Names = ()  # services whose /metrics this one collects (Prometheus)
     config_files: Texts = {}  # path in the container -> template in templates/metrics/, rendered per host
+    user: Annotated[StrictStr, Field(pattern=r"^[0-9]+(:[0-9]+)?$"),
+                    described("must be a numeric uid or uid:gid, got {value!r}")] | None = None
 
 
 def _ssh_destination(value: Any) -> Any:

@@ -129,6 +129,8 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         entry["configs"] = [{"source": name, "target": target} for name, target, _ in configs]
     if service.entrypoint:
         entry["entrypoint"] = _literal(list(service.entrypoint))
+    if service.user:
+        entry["user"] = service.user
     if service.health.command:
         entry["healthcheck"]["test"] = _literal(["CMD", *service.health.command])
     command = list(service.command)

@@ -267,7 +267,8 @@ def test_an_app_on_two_hosts_rolls_one_host_at_a_time(hosts, deployed, tmp_path)
     spread = {"placement": {"data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
                             "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
                             "apps": ["auth-service", "creator-hub", "channel-service"],
-                            "edge": ["api-gateway", "nginx-exporter"], "monitoring": ["alertmanager", "prometheus"]}}
+                            "edge": ["api-gateway", "nginx-exporter"],
+                            "monitoring": ["alertmanager", "prometheus", "grafana"]}}
     first = deploy(extra=spread)
     assert first.returncode == 0, first.output[-4000:]
     copy = tmp_path / "project"

@@ -17,7 +17,8 @@ from stackdeploy.upload import HELPER_FILES
 from tests.certs import certificate
 from tests.conftest import run_helper
 
-SECRETS = {"POSTGRES_PASSWORD": "pg", "REDIS_PASSWORD": "redis", "JWT_SECRET": "jwt"}
+SECRETS = {"POSTGRES_PASSWORD": "pg", "REDIS_PASSWORD": "redis", "JWT_SECRET": "jwt",
+           "GRAFANA_ADMIN_PASSWORD": "grafana"}
 
 
 def conforms(value: object, shape: type) -> None:

@@ -13,7 +13,7 @@ from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from tests.certs import certificate
 
-SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j"}
+SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j", "GRAFANA_ADMIN_PASSWORD": "g"}
 
 
 @pytest.fixture

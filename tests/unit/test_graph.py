@@ -14,7 +14,7 @@ def test_waves_of_the_shipped_stack(data):
     assert waves({n: s.depends_on for n, s in stack.services.items()}) == [
         ["alertmanager", "chromadb", "log-store", "node-exporter", "ollama", "postgres", "redis", "stack-monitor"],
         ["auth-service", "postgres-exporter", "prometheus", "redis-exporter"],
-        ["ai-engine", "creator-hub"],
+        ["ai-engine", "creator-hub", "grafana"],
         ["channel-service"],
         ["api-gateway"],
         ["nginx-exporter"],

@@ -21,7 +21,7 @@ from stackdeploy.plan import build_plan
 from stackdeploy.swarmstack import STACK_FILE, render_stack
 from tests.certs import certificate
 
-SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j"}
+SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j", "GRAFANA_ADMIN_PASSWORD": "g"}
 # rsyslogd to check the rendered configuration with: scripts/test.sh installs Debian's
 # (RSYSLOGD=/path, RSYSLOG_MODULES=/path/to/its/modules for one unpacked from the package).
 RSYSLOGD = os.environ.get("RSYSLOGD") or shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"

@@ -14,14 +14,15 @@ import yaml
 
 from stackdeploy import FILES_DIR, SERVICES_DIR
 from stackdeploy.imagespec import image_tags
-from stackdeploy.model import load
+from stackdeploy.model import load, stack_for_image_source
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.plan import build_plan
 from stackdeploy.swarmstack import CONFIG_DIR, render_stack
 from tests.certs import certificate
 from tests.conftest import ROOT, plans
 
-SECRETS = {"POSTGRES_PASSWORD": "pg-secret", "REDIS_PASSWORD": "redis-secret", "JWT_SECRET": "j"}
+SECRETS = {"POSTGRES_PASSWORD": "pg-secret", "REDIS_PASSWORD": "redis-secret", "JWT_SECRET": "j",
+           "GRAFANA_ADMIN_PASSWORD": "grafana-secret"}
 # The groups of tests/hosts/inventory.py (the simulated hosts), without needing them up.
 SIMHOSTS = [HostSpec("10.77.0.11", frozenset({"data"}), "10.77.0.11"),
             HostSpec("10.77.0.12", frozenset({"ai", "monitoring"}), "10.77.0.12"),
@@ -158,7 +159,7 @@ def test_exporters_get_their_secrets_and_nothing_else(data):
 
 
 def test_swarm_scrapes_tasks_by_dns_and_runs_node_exporter_everywhere(data, tmp_path):
-    stack = load({**data, "engine": "swarm"}, SERVICES_DIR)
+    stack = stack_for_image_source(load({**data, "engine": "swarm"}, SERVICES_DIR), "local")
     files, _ = render_stack(stack, image_tags(stack, "local"), "events {}\n", certificate())
     doc = yaml.safe_load(files["stack.yaml"])
     assert doc["services"]["node-exporter"]["deploy"]["mode"] == "global"

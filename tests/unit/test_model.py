@@ -20,7 +20,7 @@ def error_of(data: dict) -> str:
 
 def test_the_shipped_stack_is_valid(data):
     stack = load(data, SERVICES_DIR)
-    assert len(stack.services) == 17
+    assert len(stack.services) == 18
     assert stack.services["auth-service"].workers == 2
     assert stack.services["channel-service"].depends_on == ("postgres", "redis", "auth-service", "ai-engine")
     assert stack.services["ai-engine"].wait_timeout == 180
@@ -114,9 +114,48 @@ def test_health_key_typo(data):
     assert error_of(data) == "services.redis.health.tpc: unknown key (did you mean 'tcp'?)"
 
 
-def test_infra_needs_both_image_sources(data):
-    data["services"]["redis"]["image"] = {"registry": "redis:7"}
-    assert error_of(data) == "services.redis.image: must name both a 'registry' image and a 'local' recipe"
+def test_infra_needs_a_registry_image(data):
+    data["services"]["redis"]["image"] = {"local": "redis"}
+    assert error_of(data) == ("services.redis.image: must name a 'registry' image, and a 'local' recipe unless the "
+                              "service runs in registry mode only")
+
+
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [("services.auth-service.depends_on", lambda d: d["services"]["redis"].update(image={"registry": "redis:7"})),
+     ("services.prometheus.scrapes", lambda d: d["services"]["prometheus"]["scrapes"].append("grafana")),
+     ("services.api-gateway.routes", lambda d: d["services"]["api-gateway"]["routes"].update({"/g/": "grafana"}))],
+    ids=["depends_on", "scrapes", "routes"],
+)
+def test_nothing_that_runs_offline_may_need_a_registry_only_service(data, where, change):
+    change(data)  # an image with no local recipe (redis here, grafana as shipped): registry mode only
+    name = "redis" if where.endswith("depends_on") else "grafana"
+    assert error_of(data) == (f"{where}: names '{name}', which runs in registry mode only (its image has no 'local' "
+                              "recipe): a service that also runs offline cannot need it")
+
+
+def test_a_registry_only_service_may_need_another(data):
+    data["services"]["grafana-renderer"] = {"kind": "infra", "port": 8081, "image": {"registry": "renderer:1"}}
+    data["services"]["grafana"]["depends_on"] = ["prometheus", "grafana-renderer"]
+    data["placement"]["monitoring"].append("grafana-renderer")
+    assert load(data, SERVICES_DIR).services["grafana-renderer"].registry_only
+
+
+def test_only_infra_may_run_in_registry_mode_only(data):
+    data["services"]["api-gateway"]["image"] = {"registry": "nginx:stable"}
+    assert error_of(data) == ("services.api-gateway.image: needs a 'local' recipe: only kind 'infra' may run in "
+                              "registry mode only, not kind 'gateway'")
+
+
+def test_an_unknown_image_key_is_refused(data):
+    data["services"]["grafana"]["image"]["lcoal"] = "grafana"
+    assert error_of(data) == ("services.grafana.image: must name a 'registry' image, and a 'local' recipe unless the "
+                              "service runs in registry mode only")
+
+
+def test_user_is_a_numeric_uid(data):
+    data["services"]["grafana"]["user"] = "grafana"
+    assert error_of(data) == "services.grafana.user: must be a numeric uid or uid:gid, got 'grafana'"
 
 
 @pytest.mark.parametrize(

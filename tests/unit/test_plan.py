@@ -20,7 +20,7 @@ from tests.certs import certificate
 from tests.conftest import BIN, ROOT, write_out, yamllint
 
 SECRETS = {"POSTGRES_PASSWORD": "pg-secret-value", "REDIS_PASSWORD": "redis-secret-value",
-           "JWT_SECRET": "jwt-secret-value"}
+           "JWT_SECRET": "jwt-secret-value", "GRAFANA_ADMIN_PASSWORD": "grafana-secret-value"}
 
 
 def make_plan(data, image_source="local"):
@@ -296,7 +296,8 @@ def test_an_instance_is_published_only_for_consumers_that_use_it(data):
                          "ai": ["ollama", "chromadb", "ai-engine", "auth-service"],
                          "apps": ["auth-service", "creator-hub", "channel-service"],
                          "edge": ["api-gateway", "nginx-exporter"],
-                         "monitoring": ["alertmanager", "prometheus", "postgres-exporter", "redis-exporter"]}
+                         "monitoring": ["alertmanager", "prometheus", "grafana", "postgres-exporter",
+                                        "redis-exporter"]}
     where = place(load(data, SERVICES_DIR), [HostSpec("h1", frozenset({"data"}), "10.0.0.1"),
                                              HostSpec("h2", frozenset({"ai"}), "10.0.0.2"),
                                              HostSpec("h3", frozenset({"apps", "edge", "monitoring"}), "10.0.0.3")])

@@ -40,14 +40,14 @@ from tests.unit.fakehost import fake_host, planned
 REGISTRY = "10.77.0.1:5000"
 SETTINGS = {"image_source": "local", "image_distribution": "registry",
             "registry": {"address": REGISTRY, "insecure": True}}
-SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j"}
+SECRETS = {"POSTGRES_PASSWORD": "p", "REDIS_PASSWORD": "r", "JWT_SECRET": "j", "GRAFANA_ADMIN_PASSWORD": "g"}
 HOSTS = [("h1", {"private_address": "10.0.0.1"}), ("h2", {"private_address": "10.0.0.2"})]
 GROUPS = {"data": ["h1"], "ai": ["h2"], "apps": ["h2"], "edge": ["h2"], "monitoring": ["h2"]}
 # On the swarm engine every service but the per-host exporter is placed in one group.
 SWARM_PLACEMENT = {"data": ["postgres", "redis", "log-store", "postgres-exporter", "redis-exporter"],
                    "ai": ["ollama", "chromadb", "ai-engine"],
                    "apps": ["auth-service", "creator-hub", "channel-service"],
-                   "edge": ["api-gateway", "nginx-exporter"], "monitoring": ["alertmanager", "prometheus"]}
+                   "edge": ["api-gateway", "nginx-exporter"], "monitoring": ["alertmanager", "prometheus", "grafana"]}
 TRUSTED = InsecureRegistries(frozenset({REGISTRY}))
 
 
