@@ -190,7 +190,6 @@ def test_the_gateway_serves_stub_status_on_an_internal_port_only(data):
 @pytest.fixture
 def metrics_app(tmp_path, monkeypatch):
     """A small app on stackapp (and so stackmetrics), in a fresh interpreter's import state."""
-    pytest.importorskip("fastapi")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.syspath_prepend(str(FILES_DIR / "common"))
     # prometheus_client picks its multiprocess mode at import: each test imports it afresh,
