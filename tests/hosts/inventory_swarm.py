@@ -13,7 +13,7 @@ _PLACEMENT = {
     "ai": ["ollama", "chromadb", "ai-engine", "creator-hub"],
     "apps": ["auth-service", "channel-service"],
     "edge": ["api-gateway", "nginx-exporter"],
-    "monitoring": ["alertmanager", "prometheus"],
+    "monitoring": ["alertmanager", "prometheus", "grafana"],
 }
 _h1, _h2, _h3 = (_host(index, engine="swarm", placement=_PLACEMENT) for index in range(3))
 
