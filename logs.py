@@ -12,10 +12,20 @@ lines come here; each is printed with its time, the host and the service that wr
 
 import click
 from pyinfra import host
+from pyinfra.facts.server import Hostname
 
 from stackdeploy.desired import inventory_placement, load_stack
 from stackdeploy.facts import read_fact
-from stackdeploy.logsearch import LogSearch, listing, log_query, merge, parse_stored, search_arguments, store_hosts
+from stackdeploy.logsearch import (
+    LogSearch,
+    Senders,
+    listing,
+    log_query,
+    merge,
+    parse_stored,
+    search_arguments,
+    store_hosts,
+)
 from stackdeploy.logstore import log_store
 
 stack = load_stack(host)
@@ -24,10 +34,11 @@ candidates = store_hosts(where)
 # One host searches every store and prints once: the first that may run the log store.
 if host.name == candidates[0]:
     query = log_query(host.data.dict(), stack)
-    by_address = {spec.address: name for name, spec in where.hosts.items() if spec.address}
+    senders = Senders.of({other.name: read_fact(other, Hostname) for other in host.inventory},
+                         {name: spec.address for name, spec in where.hosts.items()})
     found = []
     for other in (h for h in host.inventory if h.name in candidates):
         stored = read_fact(other, LogSearch, deploy_dir=stack.deploy_dir, project=stack.name,
                            store=log_store(stack).name, options=search_arguments(query))
-        found.append(parse_stored(stored, by_address, other.name))
+        found.append(parse_stored(stored, senders, other.name))
     click.echo(listing(merge(found, query.lines)))

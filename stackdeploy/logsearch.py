@@ -15,6 +15,7 @@ import heapq
 import json
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -116,10 +117,34 @@ class LogLine:
     message: str
 
 
-def parse_stored(lines: Iterable[str], host_of_address: Mapping[str, str], store_host: str) -> list[LogLine]:
-    """Stored lines as ``LogLine``s, in time order. A line is attributed to the host whose
-    private address sent it; one from an address no host has came from the store's own host
-    (its dockerd reaches the store through Docker's proxy on one host without an address)."""
+@dataclass(frozen=True)
+class Senders:
+    """Which host sent a stored line.
+
+    First by the host name its dockerd wrote in the message (RFC 5424 HOSTNAME), when that
+    name is unique in the inventory; then by the address it came from; else the store's own
+    host. The address alone misleads: a host that sent while the log store was down keeps a
+    UDP conntrack entry without Docker's NAT on the store's host, and once the store is back,
+    that host's lines reach it through Docker's userland proxy, from the store host's bridge.
+    """
+
+    by_hostname: Mapping[str, str]
+    by_address: Mapping[str, str]
+
+    @classmethod
+    def of(cls, hostnames: Mapping[str, str], addresses: Mapping[str, str]) -> Senders:
+        """From each inventory host's host name and private address (either may be empty)."""
+        taken = Counter(hostnames.values())
+        return cls({name: host for host, name in hostnames.items() if name and taken[name] == 1},
+                   {address: host for host, address in addresses.items() if address})
+
+    def host(self, entry: Mapping[str, Any], store_host: str) -> str:
+        return (self.by_hostname.get(str(entry.get("hostname", "")))
+                or self.by_address.get(str(entry.get("from", "")), store_host))
+
+
+def parse_stored(lines: Iterable[str], senders: Senders, store_host: str) -> list[LogLine]:
+    """Stored lines as ``LogLine``s, in time order, each with the host that sent it."""
     parsed = []
     for text in lines:
         try:
@@ -127,7 +152,7 @@ def parse_stored(lines: Iterable[str], host_of_address: Mapping[str, str], store
             moment = datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
-        parsed.append(LogLine(moment, host_of_address.get(entry.get("from", ""), store_host),
+        parsed.append(LogLine(moment, senders.host(entry, store_host),
                               str(entry.get("tag", "")).split("/", 1)[0], str(entry.get("msg", "")).strip()))
     return sorted(parsed)
 

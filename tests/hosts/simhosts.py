@@ -5,8 +5,8 @@
     python3 tests/hosts/simhosts.py down             # tear every one of them down
     python3 tests/hosts/simhosts.py stop --host h2   # stop one (a lost node); `up` restarts it
 
-Each host is a network namespace with its own address on a shared bridge, its own
-mount namespace (private /opt and /etc/docker, so deploy directories and daemon
+Each host is a network namespace with its own address on a shared bridge, its own host name,
+its own mount namespace (private /opt and /etc/docker, so deploy directories and daemon
 settings never mix), its own dockerd (own data root and socket) and its own sshd, whose
 sessions get that host's DOCKER_HOST. pyinfra reaches them like real servers. Traffic
 stays between this machine and these namespaces, except NAT for package downloads.
@@ -53,6 +53,7 @@ Subsystem sftp internal-sftp
 
 LAUNCHER = """\
 set -e
+hostname {name}
 mount --bind {data}/opt /opt
 mount --bind {data}/etc-docker /etc/docker
 dockerd --data-root {data}/docker --exec-root {run}/exec --pidfile {run}/docker.pid \\
@@ -191,9 +192,9 @@ def launch_host(info: dict[str, str]) -> None:
     if not key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
     (run / "sshd_config").write_text(SSHD_CONFIG.format(address=info["address"], run=run, state=STATE))
-    script = LAUNCHER.format(data=data, run=run)
+    script = LAUNCHER.format(name=info["name"], data=data, run=run)
     subprocess.Popen(
-        ["setsid", "nsenter", f"--net=/var/run/netns/{info['netns']}", "unshare", "--mount",
+        ["setsid", "nsenter", f"--net=/var/run/netns/{info['netns']}", "unshare", "--mount", "--uts",
          "--propagation", "private", "sh", "-c", script],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )

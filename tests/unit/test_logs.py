@@ -13,6 +13,7 @@ from stackdeploy import FILES_DIR, SERVICES_DIR
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.logsearch import (
     LogQuery,
+    Senders,
     listing,
     log_query,
     merge,
@@ -29,9 +30,10 @@ import stacklogs  # noqa: E402
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def stored(time: str, tag: str, msg: object, sender: str = "10.0.0.3") -> str:
+def stored(time: str, tag: str, msg: object, sender: str = "10.0.0.3", hostname: str = "") -> str:
     text = msg if isinstance(msg, str) else json.dumps(msg)
-    return json.dumps({"time": time, "from": sender, "tag": tag, "severity": "info", "msg": " " + text})
+    return json.dumps({"time": time, "hostname": hostname, "from": sender, "tag": tag, "severity": "info",
+                       "msg": " " + text})
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -89,7 +91,7 @@ def test_only_the_days_since_are_read():
 
 
 def test_lines_of_every_host_merge_in_time_order_with_their_host():
-    hosts = {"10.0.0.1": "h1", "10.0.0.3": "h3"}
+    hosts = Senders.of({}, {"h1": "10.0.0.1", "h3": "10.0.0.3"})
     first = parse_stored([stored("2026-11-26T11:00:00.000300+00:00", "creator-hub/a", {"n": 3}),
                           stored("2026-11-26T11:00:00.000100+00:00", "api-gateway/b", {"n": 1}),
                           stored("2026-11-26T11:00:00.000200+00:00", "auth-service/c", {"n": 2}, "172.18.0.1")],
@@ -102,3 +104,17 @@ def test_lines_of_every_host_merge_in_time_order_with_their_host():
     text = listing(merged).splitlines()
     assert text[0] == '2026-11-26T11:00:00.000Z h3 api-gateway  {"n": 1}'
     assert listing([]) == "(no matching log lines)"
+
+
+def test_a_line_is_told_by_its_host_name_before_its_address():
+    """A host that sent while the store was down reaches it through Docker's proxy once it is
+    back, from the store host's bridge address: its host name still says who sent it."""
+    senders = Senders.of({"h1": "web-1", "h2": "web-2", "h3": "web-2"}, {"h1": "10.0.0.1", "h2": "10.0.0.2",
+                                                                         "h3": "10.0.0.3"})
+    lines = parse_stored([stored("2026-11-26T11:00:00.000001+00:00", "ai-engine/a", "a", "172.18.0.1", "web-1"),
+                          stored("2026-11-26T11:00:00.000002+00:00", "ai-engine/b", "b", "10.0.0.2", "web-2"),
+                          stored("2026-11-26T11:00:00.000003+00:00", "ai-engine/c", "c", "10.0.0.3", "web-2"),
+                          stored("2026-11-26T11:00:00.000004+00:00", "ai-engine/d", "d", "172.18.0.1", "elsewhere"),
+                          stored("2026-11-26T11:00:00.000005+00:00", "ai-engine/e", "e", "10.0.0.2")], senders, "h3")
+    # web-2 names two hosts, so their addresses decide; a name and an address nobody has: the store's host.
+    assert [line.host for line in lines] == ["h1", "h2", "h3", "h3", "h2"]

@@ -132,6 +132,7 @@ def test_rsyslog_writes_one_json_line_per_message_into_the_days_file(data, tmp_p
         entry = json.loads(day.read_text().splitlines()[0])
         assert entry["tag"] == "auth-service/0123456789ab"
         assert entry["time"].endswith(".123456+00:00") and entry["from"] == "127.0.0.1"
+        assert entry["hostname"] == "dockerhost"  # what tells the sending host (stackdeploy/logsearch.py)
         assert json.loads(entry["msg"].strip()) == json.loads(app_line)
     finally:
         daemon.terminate()
