@@ -32,4 +32,5 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
     systemctl disable --now docker-registry
 fi
-exec .venv/bin/pytest -v tests "$@"
+# --durations: where the suite spends its time, in every CI log.
+exec .venv/bin/pytest -v --durations=30 tests "$@"
