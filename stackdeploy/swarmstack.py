@@ -57,6 +57,11 @@ SECRETS_MOUNT = "/run/secrets"
 NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge network is called
 EDGE_NETWORK = "mesh-edge"  # the gateway's way out (host-mode publishing needs a non-internal network)
 HEALTH_INTERVAL = "5s"  # a new task is judged after this: it bounds how fast a wave or an update moves
+# Swarm replaces a task after `retries` failed checks in a row, and a check that outlives its
+# timeout fails. The images' checks start a Python process, which on a busy two-core host (a
+# rollout under load) took over 3 s: Swarm then killed a healthy gateway. A hung task is still
+# replaced within retries x (interval + timeout), 45 s.
+HEALTH_TIMEOUT = "10s"
 GROUP_LABEL = "group."  # node label prefix: group.<inventory group>=true
 GATEWAY_CERT_FILE = f"nginx/{contract.TLS_CERT}"
 GATEWAY_KEY_SECRET = "gateway_tls_key"  # the key's file name in the gateway's /run/secrets/
@@ -112,7 +117,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         "stop_grace_period": f"{int(service.stop_grace)}s",
         "logging": logstore.logging_options(service.name, log_target),
         "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
-        "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": "3s", "retries": 3,
+        "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": HEALTH_TIMEOUT, "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
         "deploy": {
             "mode": "global" if service.kind == "gateway" or service.every_host else "replicated",

@@ -155,12 +155,15 @@ def test_secrets_are_files_not_environment(hosts, swarm):
 
 def test_rolling_update_under_load_fails_no_request(hosts, swarm):
     before = {t["ID"] for t in tasks_of(hosts, "auth-service")}
+    gateway_tasks = {t["ID"] for t in tasks_of(hosts, "api-gateway")}
     changed = {"service_overrides": {"auth-service": {"replicas": 2, "env": {"ROLL_MARK": uuid.uuid4().hex}}}}
     with HttpLoad(gateway(hosts), ["/api/auth/health", "/health"], rate=40, max_seconds=600, ca_file=STACK_CA) as load:
         result = run_pyinfra(SWARM_INVENTORY, "deploy.py", changed)
     assert result.returncode == 0, result.output[-4000:]
     after = {t["ID"] for t in tasks_of(hosts, "auth-service")}
     assert before.isdisjoint(after) and len(after) == 2  # both tasks replaced
+    # Only the app rolled: Swarm did not take the busy gateway for an unhealthy one.
+    assert {t["ID"] for t in tasks_of(hosts, "api-gateway")} == gateway_tasks
     outcome = load.result
     print(f"swarm rolling update: {outcome.summary()}")
     assert outcome.total > 50 and outcome.failed == 0, outcome.summary()

@@ -58,6 +58,8 @@ def test_stack_file_places_updates_and_finds_services_by_name(data):
     assert gateway["ports"] == [{"target": 8080, "published": 8080, "protocol": "tcp", "mode": "host"},
                                 {"target": 8443, "published": 8443, "protocol": "tcp", "mode": "host"}]
     assert manifest["services"]["auth-service"]["config_hash"] == auth["deploy"]["labels"]["stackdeploy.config-hash"]
+    # A check slowed past the images' own 3 s on a busy host does not get a healthy task killed.
+    assert {s["healthcheck"]["timeout"] for s in services.values()} == {"10s"}
     assert files[STACK_FILE].count("&id") == 1 and "*id" in files[STACK_FILE]  # the restart policy
 
 
