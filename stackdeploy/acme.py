@@ -27,8 +27,7 @@ from stackdeploy import contract
 from stackdeploy.model import Stack
 
 ACME_DIR = "acme"  # <deploy_dir>/acme/: the scripts (outside the releases: certbot keeps the hook's path)
-ISSUE_SCRIPT = f"{ACME_DIR}/issue.sh"
-HOOK_SCRIPT = f"{ACME_DIR}/deploy-hook.sh"
+ISSUE_SCRIPT, HOOK_SCRIPT = contract.ACME_SCRIPTS
 CERTBOT_PACKAGE = "certbot"
 
 

@@ -38,6 +38,14 @@ BACKUPS_DIR = "backups"  # backups/<id>/: one file per service or volume, and ma
 BACKUP_MANIFEST = "manifest.json"
 AUDIT_FILE = "state/audit.jsonl"
 RELEASES_FILE = "state/releases.json"
+# Deploy-directory files outside the releases, each written by the deploy and hashed by one
+# fact (FileHashes): the helpers (shipped before the lock, which they take), then the host's
+# state files (under the lock). A file missing from these lists would look changed on every run.
+HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py",
+                "stacklogs.py")
+ACME_SCRIPTS = ("acme/issue.sh", "acme/deploy-hook.sh")  # tls source "acme" only
+STATE_FILES = (".secrets.json", ".tls.json", "state/image-source", *ACME_SCRIPTS)
+TOP_FILES = (*HELPER_FILES, *STATE_FILES, f"{GATEWAY_DIR}/nginx.conf")
 BUILDS_FILE = "state/builds.json"  # service -> BuildResult of its last build
 READY_FILE = "state/ready.json"  # service -> seconds its last gate took
 WAVES_FILE = "state/waves.json"  # "svc,svc" (one ``up`` call) -> seconds it took

@@ -237,15 +237,10 @@ def release_files(plan: Plan) -> dict[str, bytes]:
 
 def helper_files() -> dict[str, bytes]:
     """The host helpers as they land in the deploy directory: the scripts, beside the contract
-    and the probe module they import."""
-    return {
-        "stackctl.py": (FILES_DIR / "stackctl.py").read_bytes(),
-        "stackcontract.py": Path(contract.__file__).read_bytes(),
-        "stackprobe.py": (FILES_DIR / "stackprobe.py").read_bytes(),
-        "stackbackup.py": (FILES_DIR / "stackbackup.py").read_bytes(),
-        "stackswarm.py": (FILES_DIR / "stackswarm.py").read_bytes(),
-        "stacklogs.py": (FILES_DIR / "stacklogs.py").read_bytes(),
-    }
+    (shipped as stackcontract.py) and the probe module they import."""
+    sources = {name: FILES_DIR / name for name in contract.HELPER_FILES}
+    sources["stackcontract.py"] = Path(contract.__file__)
+    return {name: path.read_bytes() for name, path in sources.items()}
 
 
 def top_files(plan: Plan, secrets_json: str, certificate: tls.Certificate) -> dict[str, bytes]:

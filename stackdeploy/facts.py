@@ -31,9 +31,7 @@ T = TypeVar("T")
 ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
-TOP_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py",
-             "stacklogs.py", ".secrets.json", "state/image-source", f"{contract.GATEWAY_DIR}/nginx.conf",
-             "acme/issue.sh", "acme/deploy-hook.sh")  # the last two: stackdeploy.acme, tls source "acme"
+TOP_FILES = contract.TOP_FILES
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, deploy, operation
 from pyinfra.operations import files
 
-from stackdeploy import commands
-from stackdeploy.acme import HOOK_SCRIPT, ISSUE_SCRIPT
+from stackdeploy import commands, contract
 from stackdeploy.desired import HostDecisions
 
 
@@ -41,10 +40,7 @@ def _upload(root: str, decisions: HostDecisions, wanted: dict[str, bytes]):
         yield commands.set_mode(root, mode, paths)
 
 
-ACME_FILES = (ISSUE_SCRIPT, HOOK_SCRIPT)
-# Needed before the lock (the helper takes it): desired.helper_files.
-HELPER_FILES = ("stackctl.py", "stackcontract.py", "stackprobe.py", "stackbackup.py", "stackswarm.py", "stacklogs.py")
-STATE_FILES = (".secrets.json", ".tls.json", "state/image-source", *ACME_FILES)  # written under the lock
+HELPER_FILES, STATE_FILES = contract.HELPER_FILES, contract.STATE_FILES
 
 
 @operation(is_idempotent=True)

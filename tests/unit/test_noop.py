@@ -1,0 +1,60 @@
+"""A host in exactly the state a deploy left it is a no-op: nothing differs, so the run takes no
+lock, uploads nothing, records no release and writes no audit line (deploy.py gates all four
+on ``changes_anything``)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+from stackdeploy import contract, desired, tls
+from stackdeploy.facts import ContainerState, DeployedFiles, FileHashes, HostState, RegistryReachable, StackHostState
+from tests.conftest import group_data
+from tests.unit.fakehost import fake_host
+from tests.unit.test_secrets import keep
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def decide(tmp_path, monkeypatch, state: HostState, deployed: DeployedFiles) -> desired.HostDecisions:
+    monkeypatch.setattr(desired, "STATE_DIR", tmp_path / ".deploy")
+    monkeypatch.setattr(sys, "argv", ["pyinfra", "inventory.py", "deploy.py"])
+    facts = {StackHostState: state, FileHashes: deployed, RegistryReachable: False}
+    with fake_host(facts, data=group_data()) as host:
+        return desired.decide(host, deploying=True)
+
+
+def deployed_state(first: desired.HostDecisions) -> tuple[HostState, DeployedFiles]:
+    """What the host holds once the run that made ``first`` succeeded."""
+    plan = first.plan
+    containers = {name: (ContainerState(id=f"c-{name}", state="running", config_hash=svc.config_hash),)
+                  for name, svc in plan.services.items()}
+    images = {svc.image: f"sha256:{index:064x}" for index, svc in enumerate(plan.services.values(), 1)}
+    if plan.base_image:
+        images[plan.base_image] = "sha256:" + "f" * 64
+    state = HostState(engine="up", containers=containers, image_ids=images, secrets_json=first.secrets_json,
+                      tls_json=(tls.host_copy(first.certificate) or b"").decode(),
+                      image_source=plan.image_source, current=first.release)
+    top = {rel: sha(content) for rel, content in first.top_files.items()}
+    if "nginx/nginx.conf" in first.release_files:
+        top[f"{contract.GATEWAY_DIR}/nginx.conf"] = sha(first.release_files["nginx/nginx.conf"])
+    return state, DeployedFiles({rel: sha(content) for rel, content in first.release_files.items()}, top)
+
+
+def test_every_file_the_deploy_writes_outside_the_releases_is_hashed_when_the_host_is_read(tmp_path, monkeypatch):
+    first = decide(tmp_path, monkeypatch, HostState(engine="up"), DeployedFiles())
+    assert set(first.top_files) <= set(contract.TOP_FILES)
+
+
+def test_a_host_left_as_the_deploy_left_it_changes_nothing(tmp_path, monkeypatch):
+    first = decide(tmp_path, monkeypatch, HostState(engine="up"), DeployedFiles())
+    assert first.changes_anything and ".tls.json" in first.top_files
+    keep(first.secrets_store)  # what the first run's secrets.kept and tls.kept wrote here
+    tls._write(first.tls_store, tls._this_run[first.tls_store])
+    again = decide(tmp_path, monkeypatch, *deployed_state(first))
+    assert again.top_files == {}
+    assert again.release == first.release and not again.changed_files
+    assert again.to_build == [] and again.to_start == [] and not again.gateway_conf_changed
+    assert not again.changes_anything
