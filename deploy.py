@@ -51,6 +51,7 @@ if swarm:
 else:
     swarm_retired(plan.stack.name)
     start_waves(decisions)
-    verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services, decisions.moves_images)
+    verify_stack(plan, decisions.release, decisions.to_build, decisions.changed_services, decisions.moves_images,
+                 observed=decisions.state)
 if decisions.changes_anything:
     record_release(run)

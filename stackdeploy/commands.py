@@ -260,7 +260,9 @@ ENGINE_STATE = StringCommand(
     "if command -v dockerd >/dev/null; then echo down; else echo absent; fi;;",
     '*) echo "docker engine unreadable (exit $rc): $out" >&2; exit 1;; esac; fi)',
 )
+# Docker's health ("none" without a healthcheck) lets a no-op verify from this one read.
 CONTAINER_FORMAT = ('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.Image}} '
+                    '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} '
                     f'{{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
 
 

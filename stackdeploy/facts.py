@@ -42,6 +42,12 @@ class ContainerState:
     state: str  # Docker's State.Status: running, exited, restarting, ...
     config_hash: str  # its CONFIG_HASH_LABEL: the release config it runs ("" when it has none)
     image_id: str = ""
+    health: str = "none"  # Docker's healthcheck status: starting, healthy, unhealthy; none without one
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and healthy by its own healthcheck where it has one."""
+        return self.state == "running" and self.health in ("healthy", "none")
 
 
 @dataclass(frozen=True)
@@ -176,10 +182,10 @@ class StackHostState(FactBase[HostState]):
             raise _unexpected("StackHostState", output)
         containers: dict[str, list[ContainerState]] = {}
         for line in parts["containers"]:
-            fields = line.split(maxsplit=4)  # a missing label prints as "<no value>": two words
-            if len(fields) == 5 and not line.startswith(NO_VALUE):
-                service, container_id, status, image_id, label = fields
-                found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id)
+            fields = line.split(maxsplit=5)  # a missing label prints as "<no value>": two words
+            if len(fields) == 6 and not line.startswith(NO_VALUE):
+                service, container_id, status, image_id, health, label = fields
+                found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id, health)
                 containers.setdefault(service, []).append(found)
         return HostState(
             engine=engine,

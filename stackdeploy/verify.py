@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
 
 from stackdeploy import STATE_DIR, commands, contract
-from stackdeploy.facts import StackStatus, parse_status, read_fact
+from stackdeploy.facts import HostState, StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
@@ -66,16 +66,35 @@ def _verify_now(plan: Plan, release: str, built: list[str], started: list[str], 
     _summarise(plan, release, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
 
 
+def _as_read(plan: Plan, observed: HostState) -> dict[str, contract.ServiceStatus] | None:
+    """Every service's row from the host read the run was decided from, when each one is
+    running and healthy by Docker's own healthcheck; None when any is not (then it is probed)."""
+    rows: dict[str, contract.ServiceStatus] = {}
+    for name, service in plan.services.items():
+        found = observed.containers.get(name, ())
+        if len(found) != 1 or not found[0].healthy:
+            return None
+        rows[name] = {"container": found[0].id[:12], "image": service.image, "size": None, "state": found[0].state,
+                      "health": None if found[0].health == "none" else found[0].health, "check": "ok",
+                      "seconds_to_ready": None}
+    return rows
+
+
 @operation(is_idempotent=True)
 def verified(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool,
-             report_to: Path | None):
+             report_to: Path | None, observed: HostState | None = None):
     """Probe every service; print and save the summary.
 
-    Without changes the probe is a fact, so an untouched healthy stack reports no change
-    at all. pyinfra runs this body twice (prepare, then execute): print only when executing.
+    Without changes the check is read, not run: from ``observed`` (the host read that found
+    nothing to change: a no-op deploy costs no second round of probes) or else as a fact, so an
+    untouched healthy stack reports no change at all. Other hosts' services are probed only by
+    a run that changed something, and by verify.py. pyinfra runs this body twice (prepare, then
+    execute): print only when executing.
     """
     if not (built or started or base_built):
-        status = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir)
+        status = _as_read(plan, observed) if observed is not None else None
+        if status is None:
+            status = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir)
         if status is not None and all(row["check"] == "ok" for row in status.values()):
             if host.state.is_executing:
                 _summarise(plan, release, status, {}, [], report_to)
@@ -86,11 +105,12 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
 
 @deploy("Verify the stack")
 def verify_stack(plan: Plan, release: str, built: list[str], started: list[str], base_built: bool, *,
-                 report_to: Path | None = LAST_REPORT) -> None:
+                 report_to: Path | None = LAST_REPORT, observed: HostState | None = None) -> None:
     """Probe every service of ``release``; only a run that changed something re-probes as a change.
 
     The report goes to ``report_to``: the deploy's (and rollback's) record, which a check
-    that changes nothing (verify.py) leaves as it is by passing None.
+    that changes nothing (verify.py) leaves as it is by passing None. ``observed``: the host
+    read a deploy was decided from (see ``verified``).
     """
     verified(name="Health of every service", plan=plan, release=release, built=built, started=started,
-             base_built=base_built, report_to=report_to)
+             base_built=base_built, report_to=report_to, observed=observed)

@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import replace
 
 from stackdeploy import contract, desired, tls
-from stackdeploy.facts import ContainerState, DeployedFiles, FileHashes, HostState, RegistryReachable, StackHostState
+from stackdeploy.facts import (
+    ContainerState,
+    DeployedFiles,
+    FileHashes,
+    HostState,
+    RegistryReachable,
+    StackHostState,
+    StackStatus,
+)
+from stackdeploy.verify import verified
 from tests.conftest import group_data
-from tests.unit.fakehost import fake_host
+from tests.unit.fakehost import commands, fake_host
 from tests.unit.test_secrets import keep
 
 
@@ -58,3 +68,34 @@ def test_a_host_left_as_the_deploy_left_it_changes_nothing(tmp_path, monkeypatch
     assert again.release == first.release and not again.changed_files
     assert again.to_build == [] and again.to_start == [] and not again.gateway_conf_changed
     assert not again.changes_anything
+
+
+def verify_noops(first: desired.HostDecisions, observed: HostState, status) -> tuple[list[str], list[str]]:
+    """(commands, noop messages) of the verify phase of a run that changed nothing; ``status``
+    is what a probe round (the StackStatus fact) would answer, and fails the test if asked for."""
+    with fake_host({StackStatus: status}, data=group_data()) as host:
+        ran = commands(verified._inner(plan=first.plan, release=first.release, built=[], started=[],
+                                       base_built=False, report_to=None, observed=observed))
+        return ran, host.noops
+
+
+def no_probe(**_):
+    raise AssertionError("a no-op probed the services again")
+
+
+def test_a_no_op_verifies_from_the_host_read_without_probing(tmp_path, monkeypatch):
+    first = decide(tmp_path, monkeypatch, HostState(engine="up"), DeployedFiles())
+    state, _ = deployed_state(first)
+    state = replace(state, containers={name: (replace(found[0], health="healthy"),)
+                                       for name, found in state.containers.items()})
+    ran, noops = verify_noops(first, state, no_probe)
+    assert ran == [] and noops == [f"all {len(first.plan.services)} services healthy"]
+
+
+def test_a_no_op_probes_when_the_read_shows_a_service_unhealthy(tmp_path, monkeypatch):
+    first = decide(tmp_path, monkeypatch, HostState(engine="up"), DeployedFiles())
+    state, _ = deployed_state(first)
+    sick = {**state.containers, "redis": (replace(state.containers["redis"][0], health="unhealthy"),)}
+    probed = {name: {"check": "ok" if name != "redis" else "PING failed"} for name in first.plan.services}
+    ran, noops = verify_noops(first, replace(state, containers=sick), lambda **_: probed)
+    assert len(ran) == 1 and noops == []  # the probe's verdict is the run's: a failure, with logs
