@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import posixpath
 import re
 import shutil
 import socket
@@ -106,6 +107,15 @@ def image_of(container_id: str) -> str:
     return run(["docker", "inspect", "--format", "{{.Config.Image}}", container_id]).strip()
 
 
+def runs_as(container_id: str) -> str:
+    """``uid:gid`` the container's processes run as (its user resolved in its own image, which
+    may name it), read without the container running: a service whose volume it cannot write
+    may be restarting."""
+    user = run(["docker", "inspect", "--format", "{{.Config.User}}", container_id]).strip() or "0"
+    return run(["docker", "run", "--rm", "--user", user, "--entrypoint", "sh", image_of(container_id), "-c",
+                'echo "$(id -u):$(id -g)"']).strip()
+
+
 def event(service: str, name: str, **details: object) -> None:
     """A line in the monitor's event log, so a failed (scheduled) backup shows there too."""
     path = ROOT / contract.EVENTS_FILE
@@ -173,9 +183,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     release, manifest = current_release()
     project = manifest["project"]
     target = BACKUPS / args.id
-    BACKUPS.mkdir(exist_ok=True)
+    BACKUPS.mkdir(mode=0o700, exist_ok=True)
+    BACKUPS.chmod(0o700)  # whole databases, sessions and uploads: root's alone (also where kept 0755 before)
     try:
-        target.mkdir()
+        target.mkdir(mode=0o700)
     except FileExistsError:
         raise BackupError(f"backup '{args.id}' exists already on this host") from None
     entries: list[contract.BackupFile] = []
@@ -227,6 +238,28 @@ def read_manifest(directory: Path) -> contract.BackupManifest:
     return json.loads((directory / contract.BACKUP_MANIFEST).read_text())
 
 
+def outside(path: str) -> bool:
+    """A path (relative to the volume's root) that leaves it."""
+    return path.startswith("/") or posixpath.normpath(path).split("/")[0] == ".."
+
+
+def unsafe(member: tarfile.TarInfo) -> str:
+    """Why GNU tar, unpacking ``member`` as root into a volume, would reach outside the volume or
+    hand out privileges ("" when it would not). A backup this helper took never holds one."""
+    if outside(member.name):
+        return "a path outside the volume"
+    if member.isdev():
+        return "a device node or FIFO"
+    if member.mode & 0o4000 or (not member.isdir() and member.mode & 0o2000):  # setgid dirs only share a group
+        return "a setuid or setgid file"
+    if member.issym() and (member.linkname.startswith("/")
+                           or outside(posixpath.join(posixpath.dirname(member.name), member.linkname))):
+        return f"a symlink to {member.linkname}, outside the volume"
+    if member.islnk() and outside(member.linkname):
+        return f"a hard link to {member.linkname}, outside the volume"
+    return ""
+
+
 def checked_backup(backup_id: str, service: str | None) -> tuple[Path, list[contract.BackupFile]]:
     """The backup's directory and the entries to restore, once every one has been checked."""
     target = BACKUPS / backup_id
@@ -243,8 +276,10 @@ def checked_backup(backup_id: str, service: str | None) -> tuple[Path, list[cont
         if entry["kind"] == "volumes":
             try:
                 with tarfile.open(path, "r:gz") as archive:
-                    for _ in archive:
-                        pass
+                    for member in archive:
+                        reason = unsafe(member)
+                        if reason:
+                            raise BackupError(f"{entry['file']}: refused, it holds {member.name!r}, {reason}")
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise BackupError(f"{entry['file']}: not a readable archive ({exc})") from None
     need = sum(e["size"] for e in entries) * 3  # unpacked archives are larger than packed ones
@@ -274,9 +309,11 @@ def restore_postgres(project: str, service: str, path: Path) -> None:
 
 # Redis 7 with appendonly starts from its AOF, and from an empty dataset when there is none:
 # a one-off server loads the snapshot and writes a fresh AOF from it, which the service then
-# loads. It runs as the image's own user, so the files stay the service's.
+# loads. It runs as root, so it works in a volume the service cannot write (a replaced one,
+# owned by root), and gives the whole volume to the service's user ($OWNER) once it is done.
 REDIS_LOAD_SNAPSHOT = """
 set -e
+chown "$OWNER" /data
 rm -rf /data/.before-restore && mkdir /data/.before-restore
 for f in appendonlydir appendonly.aof dump.rdb; do [ ! -e /data/$f ] || mv /data/$f /data/.before-restore/; done
 back() { rm -rf /data/appendonlydir /data/dump.rdb; mv /data/.before-restore/* /data/ 2>/dev/null || true; }
@@ -293,28 +330,33 @@ redis-cli -p 6390 info persistence | grep -q aof_last_bgrewrite_status:ok
 redis-cli -p 6390 shutdown nosave >/dev/null 2>&1 || true
 trap - EXIT
 rm -rf /data/.before-restore
+chown -R "$OWNER" /data
 """
 
 
 def restore_redis(project: str, service: str, path: Path) -> None:
     cid = container(project, service)
-    image = image_of(cid)
+    image, owner = image_of(cid), runs_as(cid)
     run(["docker", "stop", cid])
     try:
-        run(["docker", "run", "--rm", "-i", "--entrypoint", "sh", "--volumes-from", cid, image, "-c",
-             REDIS_LOAD_SNAPSHOT], stdin=path)
+        run(["docker", "run", "--rm", "-i", "--user", "0", "--env", f"OWNER={owner}", "--entrypoint", "sh",
+             "--volumes-from", cid, image, "-c", REDIS_LOAD_SNAPSHOT], stdin=path)
     finally:
         start_and_wait(cid, service)
 
 
 # The archive is unpacked beside the old contents first; only once that succeeded are the old
 # contents removed and the new ones moved in, so a failed unpack (a full disk) loses nothing.
+# The archive's own root (its "./" entry) lands on .restore-incoming, whose owner and mode then
+# go to the volume's root: a volume emptied or replaced (owned by root) is the service's again.
 VOLUME_SWAP = """
 set -e
 rm -rf /data/.restore-incoming && mkdir /data/.restore-incoming
 if ! tar -C /data/.restore-incoming -xzpf -; then rm -rf /data/.restore-incoming; exit 1; fi
 find /data -mindepth 1 -maxdepth 1 ! -name .restore-incoming -exec rm -rf {} +
 find /data/.restore-incoming -mindepth 1 -maxdepth 1 -exec mv {} /data/ \\;
+chown "$(stat -c %u:%g /data/.restore-incoming)" /data
+chmod "$(stat -c %a /data/.restore-incoming)" /data
 rmdir /data/.restore-incoming
 """
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,57 @@ def test_a_backup_id_that_is_not_a_run_id_is_refused_in_one_line(helpers_dir, ba
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"BACKUP FAILED: backup id '{backup_id}' is not of the form 20261126T031500Z"]
+
+
+def volume_backup(root: Path, backup_id: str, add) -> Path:
+    """A volumes backup of creator-hub whose archive ``add(tar)`` fills."""
+    target = root / "backups" / backup_id
+    target.mkdir(parents=True)
+    path = target / "creator-uploads.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        add(archive)
+    data = path.read_bytes()
+    entry = {"service": "creator-hub", "kind": "volumes", "volume": "creator-uploads", "file": path.name,
+             "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (target / "manifest.json").write_text(json.dumps({"id": backup_id, "time": "2026-12-02T00:00:00Z",
+                                                      "files": [entry]}))
+    return target
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, mode, linkname
+    return info
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (member("./passwd", tarfile.SYMTYPE, linkname="/etc/passwd"), "a symlink to /etc/passwd, outside the volume"),
+    (member("./a/up", tarfile.SYMTYPE, linkname="../../../etc"), "a symlink to ../../../etc, outside the volume"),
+    (member("./shell", mode=0o4755), "a setuid or setgid file"),
+    (member("./disk", tarfile.BLKTYPE), "a device node or FIFO"),
+    (member("./null", tarfile.CHRTYPE), "a device node or FIFO"),
+    (member("../escape"), "a path outside the volume"),
+    (member("/etc/cron.d/x"), "a path outside the volume"),
+    (member("./link", tarfile.LNKTYPE, linkname="/etc/shadow"), "a hard link to /etc/shadow, outside the volume"),
+], ids=["absolute-symlink", "escaping-symlink", "setuid", "block-device", "char-device", "dotdot", "absolute",
+        "hardlink"])
+def test_a_restore_check_refuses_an_archive_that_would_reach_outside_its_volume(helpers_dir, bad, reason):
+    def add(archive: tarfile.TarFile) -> None:
+        archive.addfile(member(".", tarfile.DIRTYPE, 0o755))
+        archive.addfile(member("./ok", tarfile.SYMTYPE, linkname="kept.bin"))  # inside: fine
+        archive.addfile(bad)
+
+    target = volume_backup(helpers_dir, "20261202T010000Z", add)
+    answer = json.loads(helper(helpers_dir, "check", "--id", target.name).stdout)
+    assert answer == {"ok": False, "files": [],
+                      "error": f"creator-uploads.tar.gz: refused, it holds {bad.name!r}, {reason}"}
+
+
+def test_a_restore_check_accepts_what_a_backup_of_a_volume_holds(helpers_dir):
+    def add(archive: tarfile.TarFile) -> None:
+        archive.addfile(member(".", tarfile.DIRTYPE, 0o755))
+        archive.addfile(member("./sub", tarfile.DIRTYPE, 0o2775))  # setgid directory: group inheritance
+        archive.addfile(member("./sub/current", tarfile.SYMTYPE, linkname="../sub"))
+
+    target = volume_backup(helpers_dir, "20261202T020000Z", add)
+    assert json.loads(helper(helpers_dir, "check", "--id", target.name).stdout)["ok"]
