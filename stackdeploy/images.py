@@ -5,9 +5,10 @@ registry by the build host and pulled by the others (image_distribution "registr
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, Host, OperationError, deploy, operation
+from pyinfra.api import Host, OperationError, deploy, operation
 
 from stackdeploy import commands
+from stackdeploy.callback import callback
 from stackdeploy.desired import HostDecisions
 from stackdeploy.remote import run_on_control_machine
 
@@ -50,7 +51,7 @@ def shipped_images(images: list[str], source: list[str] | None):
     if not images or source is None:
         host.noop("no image to ship")
         return
-    yield FunctionCommand(_ship, (images, source, host), {})
+    yield callback(_ship, images, source, host)
 
 
 @operation(is_idempotent=True)

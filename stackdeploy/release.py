@@ -15,10 +15,11 @@ import json
 from dataclasses import dataclass
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, Host, OperationError, State, StringCommand, deploy, operation
+from pyinfra.api import Host, OperationError, State, StringCommand, deploy, operation
 from pyinfra.api.state import BaseStateCallback
 
 from stackdeploy import contract
+from stackdeploy.callback import callback
 from stackdeploy.commands import stackctl
 from stackdeploy.runinfo import STARTED, actor
 
@@ -79,7 +80,7 @@ def lock(run: Run, take_over: bool):
     holder = json.dumps(request)
     command = stackctl(run.deploy_dir, host.name, "lock", "acquire", "--holder", holder,
                        "--expect-current", run.current, *(["--take-over"] if take_over else []))
-    yield FunctionCommand(_acquire, (command,), {})
+    yield callback(_acquire, command)
 
 
 @operation(is_idempotent=False)

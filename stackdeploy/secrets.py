@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, operation
+from pyinfra.api import operation
 
+from stackdeploy.callback import callback
 from stackdeploy.model import StackError
 
 SECRET_BYTES = 24
@@ -84,7 +85,7 @@ def kept(store: Path):
     if _read(store) == wanted:
         host.noop(f"secrets already kept in {store}")
         return
-    yield FunctionCommand(_write, (store, wanted), {})
+    yield callback(_write, store, wanted)
 
 
 def parse_host_copy(text: str | None) -> dict[str, str] | None:

@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass, field
 
 from pyinfra import host
-from pyinfra.api import FactBase, FunctionCommand, Host, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api import FactBase, Host, OperationError, QuoteString, StringCommand, operation
 
 from stackdeploy import commands, contract
+from stackdeploy.callback import callback
 from stackdeploy.facts import json_output
 from stackdeploy.model import Stack
 from stackdeploy.remote import run_on_control_machine
@@ -169,7 +170,7 @@ def joined(stack: Stack, inventory_hosts: list[Host]):
     if _joinable(host.get_fact(SwarmNode)):
         role = "manager" if host in managers(stack, inventory_hosts) else "worker"
         manager = first_manager(stack, inventory_hosts)
-        yield FunctionCommand(_join, (manager, role, advertise_address(host)), {})
+        yield callback(_join, manager, role, advertise_address(host))
 
 
 def wanted_labels(stack: Stack, inventory_hosts: list[Host]) -> dict[str, dict[str, str]]:
@@ -219,7 +220,7 @@ def labels(stack: Stack, inventory_hosts: list[Host]):
         if (known >= set(wanted) or len(nodes) == len(wanted) == 1) and not label_updates(nodes, wanted):
             host.noop("node labels match the inventory groups")
             return
-    yield FunctionCommand(_label_nodes, (wanted,), {})
+    yield callback(_label_nodes, wanted)
 
 
 @operation(is_idempotent=True)

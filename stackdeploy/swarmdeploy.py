@@ -16,10 +16,11 @@ from pathlib import Path
 
 import click
 from pyinfra import host
-from pyinfra.api import FactBase, FunctionCommand, OperationError, StringCommand, deploy, operation
+from pyinfra.api import FactBase, OperationError, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 
 from stackdeploy import commands
+from stackdeploy.callback import callback
 from stackdeploy.desired import HostDecisions
 from stackdeploy.facts import json_output, read_fact
 from stackdeploy.report import render_table, write_report
@@ -99,7 +100,7 @@ def verified(deploy_dir: str, release: str, changed: list[str], report_to: Path 
                 _summarise(rows, report_to, release, [])
             host.noop(f"all {len(rows)} swarm services healthy")
             return
-    yield FunctionCommand(_verify_now, (deploy_dir, release, changed, report_to), {})
+    yield callback(_verify_now, deploy_dir, release, changed, report_to)
 
 
 @deploy("Roll out the swarm stack")

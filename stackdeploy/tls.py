@@ -40,9 +40,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyinfra import host
-from pyinfra.api import FunctionCommand, operation
+from pyinfra.api import operation
 
 from stackdeploy import PROJECT_ROOT, STATE_DIR
+from stackdeploy.callback import callback
 from stackdeploy.model import Stack, StackError, TlsSettings
 
 RENEW_BEFORE = datetime.timedelta(days=30)
@@ -343,4 +344,4 @@ def kept(store: Path):
         host.noop(f"certificates already kept in {store}")
         return
     files = _this_run[store]
-    yield FunctionCommand(_write, (store, {name: files[name] for name in changed}), {})
+    yield callback(_write, store, {name: files[name] for name in changed})

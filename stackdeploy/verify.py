@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, StringCommand, deploy, operation
+from pyinfra.api import OperationError, StringCommand, deploy, operation
 
 from stackdeploy import STATE_DIR, commands, contract
+from stackdeploy.callback import callback
 from stackdeploy.facts import HostState, StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
 from stackdeploy.remote import is_standin, run_on_control_machine
@@ -100,7 +101,7 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
                 _summarise(plan, release, status, {}, [], report_to)
             host.noop(f"all {len(status)} services healthy")
             return
-    yield FunctionCommand(_verify_now, (plan, release, built, started, report_to), {})
+    yield callback(_verify_now, plan, release, built, started, report_to)
 
 
 @deploy("Verify the stack")

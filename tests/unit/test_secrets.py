@@ -25,7 +25,7 @@ def keep(store):
         host.state.is_executing = True
         written = list(secrets.kept._inner(store=store))
         for command in written:
-            command.function(*command.args, **command.kwargs)
+            assert command.function(host.state, host) is not False
     return bool(written)
 
 
