@@ -12,17 +12,17 @@ import json
 import shlex
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from stackdeploy import logstore
 from stackdeploy.engine import ensure_engine
-from stackdeploy.facts import DockerEngineStatus
+from stackdeploy.facts import ENGINE_UP, DockerEngineStatus
 from stackdeploy.model import RegistrySettings
 from stackdeploy.placement import Placement
-from stackdeploy.swarm import form_swarm
+from stackdeploy.swarm import SwarmNode, form_swarm
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 # daemon.json keys dockerd applies on SIGHUP, without a restart (moby's daemon/reload.go, 20.10
@@ -34,13 +34,14 @@ SWARM_CHAIN = "STACKDEPLOY-SWARM"
 SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
 
 
-def daemon_settings(engine: str, registry: RegistrySettings | None = None) -> dict:
+def daemon_settings(engine: str, registry: RegistrySettings | None = None, in_swarm: bool = False) -> dict:
     """daemon.json: log rotation, and live-restore (containers survive an engine restart),
-    which swarm mode refuses, so a swarm host does without it; an insecure registry
+    which swarm mode refuses, so a swarm host does without it, and so does a compose host that
+    is still a swarm node (``in_swarm``: dockerd would not start again); an insecure registry
     (image_distribution "registry") is listed in insecure-registries, so the engine pulls and
     pushes over plain HTTP there."""
     settings: dict = {
-        "live-restore": engine != "swarm",
+        "live-restore": engine != "swarm" and not in_swarm,
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "3"},
     }
@@ -169,7 +170,12 @@ def provision_host(where: Placement, deploy_user: str, public_key: str | None, n
     server.user(name=f"Deploy user {deploy_user} (docker group)", user=deploy_user, groups=["docker"],
                 shell="/bin/bash", ensure_home=True, public_keys=[public_key] if public_key else None)
     swarm = where.stack.engine == "swarm"
-    settings = daemon_settings(where.stack.engine, where.stack.registry)
+    engine_up = host.get_fact(DockerEngineStatus)["engine"] == ENGINE_UP  # a stopped engine is in no swarm
+    in_swarm = not swarm and engine_up and host.get_fact(SwarmNode).state != "inactive"
+    if in_swarm:
+        logger.warning(f"{host.print_prefix}still a swarm node, so live-restore stays off (dockerd refuses it in "
+                       "swarm mode); to have it: docker swarm leave --force, then provision.py again")
+    settings = daemon_settings(where.stack.engine, where.stack.registry, in_swarm)
     restart = needs_restart(host.get_fact(FileContents, path=DAEMON_JSON), settings)  # read before the put
     daemon = files.put(name="Daemon settings (log rotation, live-restore off on swarm hosts, insecure registry)",
                        src=StringIO(json.dumps(settings, indent=2, sort_keys=True) + "\n"),

@@ -7,8 +7,11 @@ import json
 import shlex
 
 import pytest
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import files
 
 from stackdeploy import SERVICES_DIR
+from stackdeploy.facts import DockerEngineStatus
 from stackdeploy.model import RegistrySettings, load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import (
@@ -18,9 +21,11 @@ from stackdeploy.provision import (
     daemon_settings,
     firewall_rules,
     needs_restart,
+    provision_host,
     reload_dockerd,
     restore_input,
 )
+from stackdeploy.swarm import SwarmMembership, SwarmNode
 from tests.unit.fakehost import commands, fake_host
 
 MATCH = "-p tcp -m conntrack --ctorigdst 10.0.0.1 --ctorigdstport {port} --ctdir ORIGINAL"
@@ -111,3 +116,33 @@ def test_only_keys_dockerd_cannot_reload_restart_it(before, after, restart):
 def test_daemon_settings_are_applied_by_restart_or_reload(systemd, restart, command):
     with fake_host({}):
         assert commands(reload_dockerd._inner(systemd=systemd, restart=restart)) == [command]
+
+
+ENGINE = {"cli": True, "dockerd": True, "systemd": False, "debootstrap": True, "python3": True, "engine": "up",
+          "compose": "2.40.0"}
+
+
+def provisioned_daemon_json(data, monkeypatch, swarm_state: str) -> dict:
+    """daemon.json as provision.py would write it to a compose host whose engine is in ``swarm_state``."""
+    written: list[str] = []
+    real_put = files.put
+
+    def put(**kwargs):
+        if kwargs["dest"] == "/etc/docker/daemon.json":
+            written.append(kwargs["src"].getvalue())
+        return real_put(**kwargs)
+
+    facts = {DockerEngineStatus: ENGINE, SwarmNode: SwarmMembership(state=swarm_state), FileContents: None}
+    stack = load(data, SERVICES_DIR)
+    monkeypatch.setattr(files, "put", put)
+    with fake_host(facts, data=data) as host:
+        provision_host(where=place(stack, [HostSpec(host.name, frozenset(), None)]), deploy_user="deploy",
+                       public_key=None, needs_debootstrap=True)
+    return json.loads(written[0])
+
+
+def test_a_compose_host_still_in_a_swarm_keeps_live_restore_off(data, monkeypatch):
+    """dockerd refuses to start with live-restore in swarm mode: a host switched back from swarm
+    to compose, before its ``docker swarm leave``, must not get it."""
+    assert provisioned_daemon_json(data, monkeypatch, "active")["live-restore"] is False
+    assert provisioned_daemon_json(data, monkeypatch, "inactive")["live-restore"] is True
