@@ -172,6 +172,9 @@ def test_ai_engine_needs_a_token_and_a_document_belongs_to_its_writer(token):
     matches = https.post(f"{GATEWAY}/api/ai/query", json={"text": "owned by its first writer", "n_results": 1},
                          headers=auth(token), timeout=30).json()["matches"]
     assert matches[0] == {**matches[0], "id": doc["id"], "text": doc["text"]}
+    seen_by_other = https.post(f"{GATEWAY}/api/ai/query", json={"text": "owned by its first writer", "n_results": 50},
+                               headers=auth(other), timeout=30)
+    assert seen_by_other.status_code == 200 and seen_by_other.json()["matches"] == []  # only one's own documents
 
 
 def test_an_unauthenticated_upload_is_refused_before_its_body_is_sent(stack):

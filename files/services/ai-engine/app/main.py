@@ -6,7 +6,9 @@ come from Ollama's /api/embeddings and are handed to ChromaDB with each document
 Every route but /health needs a signed-in user (checked with auth-service): writes so that
 nobody can add or overwrite documents anonymously, and reads and completions too, since
 they return stored documents and cost model time. A document belongs to the user who
-first stored it; only they can overwrite it by id.
+first stored it; only they can overwrite it by id, and a query finds only the caller's own
+documents (each carries its owner in ChromaDB as the metadata key ``owner_id``). With
+``SHARED_CORPUS=true`` in the service's env, every signed-in user queries every document.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ ALTER TABLE documents ADD COLUMN IF NOT EXISTS owner_id BIGINT;
 OLLAMA = env("OLLAMA_URL")
 CHROMA = env("CHROMADB_URL")
 MODEL = env("OLLAMA_MODEL", "llama3.2")
+SHARED_CORPUS = env("SHARED_CORPUS", "false").lower() == "true"
+OWNER_KEY = "owner_id"  # set by the service on every document: a writer's own value is replaced
 COLLECTIONS = f"{CHROMA}/api/v2/tenants/default_tenant/databases/default_database/collections"
 
 backends = Backends()
@@ -88,9 +92,8 @@ async def _collection_id() -> str:
           responses={**NEEDS_TOKEN, 403: {"description": "the id belongs to another user"}})
 async def add_document(doc: Document, user: dict = SIGNED_IN) -> dict:
     doc_id = doc.id or uuid.uuid4().hex
-    payload = {"ids": [doc_id], "embeddings": [await _embed(doc.text)], "documents": [doc.text]}
-    if doc.metadata:
-        payload["metadatas"] = [doc.metadata]
+    payload = {"ids": [doc_id], "embeddings": [await _embed(doc.text)], "documents": [doc.text],
+               "metadatas": [{**(doc.metadata or {}), OWNER_KEY: user["user_id"]}]}
     assert backends.db is not None
     async with backends.db.acquire() as conn, conn.transaction():
         # The row is claimed (or found to be someone else's) before ChromaDB is written, and
@@ -121,12 +124,12 @@ async def delete_document(doc_id: str = DOCUMENT_ID, user: dict = SIGNED_IN) -> 
 
 
 @app.post("/query", responses=NEEDS_TOKEN)
-async def query(q: Query, _user: dict = SIGNED_IN) -> dict:
-    result = await _post(
-        f"{COLLECTIONS}/{await _collection_id()}/query",
-        {"query_embeddings": [await _embed(q.text)], "n_results": q.n_results,
-         "include": ["documents", "distances", "metadatas"]},
-    )
+async def query(q: Query, user: dict = SIGNED_IN) -> dict:
+    search = {"query_embeddings": [await _embed(q.text)], "n_results": q.n_results,
+              "include": ["documents", "distances", "metadatas"]}
+    if not SHARED_CORPUS:
+        search["where"] = {OWNER_KEY: user["user_id"]}
+    result = await _post(f"{COLLECTIONS}/{await _collection_id()}/query", search)
     ids, docs, distances = result["ids"][0], result["documents"][0], result["distances"][0]
     return {"matches": [{"id": i, "text": d, "distance": s} for i, d, s in zip(ids, docs, distances, strict=True)]}
 
