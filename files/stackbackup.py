@@ -43,6 +43,8 @@ BACKUPS = ROOT / contract.BACKUPS_DIR
 CHUNK = 1024 * 1024
 SAVE_TIMEOUT = 300.0
 START_TIMEOUT = 180.0
+PAUSE_ATTEMPTS = 5
+FREEZE_FAILURE = "unable to freeze"  # runc's cgroup v1 freezer, racing a process that is forking
 ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")  # the run's id (runinfo.RELEASE_ID)
 
 
@@ -101,6 +103,33 @@ def start_and_wait(container_id: str, service: str) -> None:
             return
         time.sleep(0.5)
     raise BackupError(f"{service}: not healthy within {START_TIMEOUT:.0f}s after the restore")
+
+
+def pause(container_id: str) -> None:
+    """``docker pause``, tried again when the cgroup freezer gives up: runc reports "unable to
+    freeze" when a process forks while it freezes, and a moment later the same pause succeeds."""
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        try:
+            run(["docker", "pause", container_id])
+            return
+        except BackupError as exc:
+            if FREEZE_FAILURE not in str(exc) or attempt == PAUSE_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def accepting_connections(container_id: str, service: str) -> None:
+    """Wait until PostgreSQL takes connections over TCP, as pg_restore makes them: a server
+    started on an emptied volume first initialises it (on a socket only), then restarts."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            run(["docker", "exec", container_id, "sh", "-c", 'pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER"'])
+            return
+        except BackupError:
+            if time.monotonic() > deadline:
+                raise BackupError(f"{service}: not accepting connections within {START_TIMEOUT:.0f}s") from None
+            time.sleep(0.5)
 
 
 def image_of(container_id: str) -> str:
@@ -167,7 +196,7 @@ def save_volumes(project: str, service: str, volumes: list[str], target: Path) -
     cid = container(project, service)
     image = image_of(cid)
     paths = [target / name for name in contract.backup_files(service, "volumes", volumes)]
-    run(["docker", "pause", cid])
+    pause(cid)
     try:
         for volume, path in zip(volumes, paths, strict=True):
             run(["docker", "run", "--rm", "--user", "0", "--entrypoint", "tar", "-v", f"{project}_{volume}:/data:ro",
@@ -302,7 +331,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def restore_postgres(project: str, service: str, path: Path) -> None:
     """In place and all or nothing: one transaction, stopped at the first error."""
-    run(["docker", "exec", "-i", container(project, service), "sh", "-c",
+    cid = container(project, service)
+    accepting_connections(cid, service)
+    run(["docker", "exec", "-i", cid, "sh", "-c",
          'PGPASSWORD="$POSTGRES_PASSWORD" pg_restore --clean --if-exists --no-owner --single-transaction '
          '--exit-on-error -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'], stdin=path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -121,3 +122,56 @@ def test_a_restore_check_accepts_what_a_backup_of_a_volume_holds(helpers_dir):
 
     target = volume_backup(helpers_dir, "20261202T020000Z", add)
     assert json.loads(helper(helpers_dir, "check", "--id", target.name).stdout)["ok"]
+
+
+@pytest.fixture
+def shipped_stackbackup(helpers_dir):
+    """The shipped copy of the helper, imported as the host imports it."""
+    sys.path.insert(0, str(helpers_dir))
+    try:
+        import stackbackup  # the shipped copy, as the host imports it
+
+        yield stackbackup
+    finally:
+        sys.path.remove(str(helpers_dir))
+        sys.modules.pop("stackbackup", None)
+        sys.modules.pop("stackcontract", None)
+
+
+FREEZE_FAILURE = ("Error response from daemon: Cannot pause container c1: OCI runtime pause failed: "
+                  "unable to freeze: unknown")
+
+
+def fake_docker(tmp_path: Path, monkeypatch, failures: int, message: str = FREEZE_FAILURE) -> Path:
+    """A docker on PATH whose ``pause`` fails ``failures`` times with ``message``, then succeeds."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "bin" / "docker"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n"
+                      f"n=$(grep -c '^pause' {calls})\n"
+                      f"if [ \"$n\" -le {failures} ]; then echo '{message}' >&2; exit 1; fi\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    return calls
+
+
+def test_a_pause_the_freezer_gives_up_on_is_tried_again(shipped_stackbackup, tmp_path, monkeypatch):
+    calls = fake_docker(tmp_path, monkeypatch, failures=2)
+    monkeypatch.setattr(shipped_stackbackup.time, "sleep", lambda _: None)
+    shipped_stackbackup.pause("c1")
+    assert calls.read_text().splitlines() == ["pause c1"] * 3
+
+
+def test_a_pause_fails_after_its_last_attempt_and_at_once_for_another_error(shipped_stackbackup, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(shipped_stackbackup.time, "sleep", lambda _: None)
+    calls = fake_docker(tmp_path, monkeypatch, failures=99)
+    with pytest.raises(shipped_stackbackup.BackupError, match="unable to freeze"):
+        shipped_stackbackup.pause("c1")
+    assert len(calls.read_text().splitlines()) == shipped_stackbackup.PAUSE_ATTEMPTS
+    calls.unlink()
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
+    calls = fake_docker(tmp_path / "other", monkeypatch, failures=99, message="No such container: c1")
+    with pytest.raises(shipped_stackbackup.BackupError, match="No such container"):
+        shipped_stackbackup.pause("c1")
+    assert len(calls.read_text().splitlines()) == 1
