@@ -604,10 +604,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         with lock:
             rows[key] = row
 
+    local = [] if args.remote_only else list(m["services"])
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(one, m["services"]))
+        list(pool.map(one, local))
         list(pool.map(remote, m["remote"], m["remote"].values()))
-    print(json.dumps({n: rows[n] for n in [*m["services"], *m["remote"]]}, indent=2))
+    print(json.dumps({n: rows[n] for n in [*local, *m["remote"]]}, indent=2))
     return 0
 
 
@@ -834,6 +835,8 @@ def main(argv: list[str]) -> int:
     status = sub.add_parser("status")
     status.add_argument("--release", default="")
     status.add_argument("--wait", action="store_true", help="first wait (within each timeout) for every service")
+    status.add_argument("--remote-only", action="store_true",
+                        help="only the dependencies on other hosts (this host's own were read from Docker)")
     status.set_defaults(func=cmd_status)
     logs = sub.add_parser("logs")
     logs.add_argument("services", nargs="+")

@@ -366,8 +366,10 @@ def registry_config() -> StringCommand:
     return argv("docker", "info", "--format", "{{json .RegistryConfig}}")
 
 
-def stack_status(deploy_dir: str) -> StringCommand:
-    return argv("python3", posixpath.join(deploy_dir, "stackctl.py"), "status")
+def stack_status(deploy_dir: str, remote_only: bool = False) -> StringCommand:
+    """``stackctl.py status``: a probe of every service, or only of the dependencies on other hosts."""
+    return argv("python3", posixpath.join(deploy_dir, "stackctl.py"), "status",
+                *(["--remote-only"] if remote_only else []))
 
 
 def release_history(deploy_dir: str) -> StringCommand:

@@ -310,8 +310,8 @@ class StackStatus(FactBase[dict[str, contract.ServiceStatus] | None]):
 
     requires_command = "python3"
 
-    def command(self, deploy_dir: str) -> StringCommand:
-        return commands.stack_status(deploy_dir)
+    def command(self, deploy_dir: str, remote_only: bool = False) -> StringCommand:
+        return commands.stack_status(deploy_dir, remote_only)
 
     def process(self, output: list[str]) -> dict[str, contract.ServiceStatus]:
         return json_output("StackStatus", output)

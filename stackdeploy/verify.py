@@ -67,9 +67,16 @@ def _verify_now(plan: Plan, release: str, built: list[str], started: list[str], 
     _summarise(plan, release, status, {n: b for n, b in builds.items() if n in built}, started, report_to)
 
 
+def _remote_dependencies(plan: Plan) -> dict[str, contract.RemoteCheck]:
+    """The dependencies of this host's services on other hosts, as its release manifest has them."""
+    return json.loads(plan.files[contract.RELEASE_FILE])["remote"]
+
+
 def _as_read(plan: Plan, observed: HostState) -> dict[str, contract.ServiceStatus] | None:
     """Every service's row from the host read the run was decided from, when each one is
-    running and healthy by Docker's own healthcheck; None when any is not (then it is probed)."""
+    running and healthy by Docker's own healthcheck; None when any is not (then it is probed).
+    Dependencies on other hosts are no part of that read: they are probed from here, as any
+    run probes them, so a no-op still fails on a database that stopped on another host."""
     rows: dict[str, contract.ServiceStatus] = {}
     for name, service in plan.services.items():
         found = observed.containers.get(name, ())
@@ -78,6 +85,11 @@ def _as_read(plan: Plan, observed: HostState) -> dict[str, contract.ServiceStatu
         rows[name] = {"container": found[0].id[:12], "image": service.image, "size": None, "state": found[0].state,
                       "health": None if found[0].health == "none" else found[0].health, "check": "ok",
                       "seconds_to_ready": None}
+    if _remote_dependencies(plan):
+        remote = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir, remote_only=True)
+        if remote is None:
+            return None
+        rows.update(remote)
     return rows
 
 

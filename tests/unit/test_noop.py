@@ -5,6 +5,7 @@ on ``changes_anything``)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from dataclasses import replace
 
@@ -99,3 +100,28 @@ def test_a_no_op_probes_when_the_read_shows_a_service_unhealthy(tmp_path, monkey
     probed = {name: {"check": "ok" if name != "redis" else "PING failed"} for name in first.plan.services}
     ran, noops = verify_noops(first, replace(state, containers=sick), lambda **_: probed)
     assert len(ran) == 1 and noops == []  # the probe's verdict is the run's: a failure, with logs
+
+
+def with_remote_dependency(plan, key: str = "postgres@h1"):
+    """``plan`` as on a host whose services use a postgres that runs on host h1."""
+    release = json.loads(plan.files[contract.RELEASE_FILE])
+    release["remote"] = {key: {"service": "postgres", "host": "h1", "address": "10.0.0.1", "port": 5432,
+                               "http": None, "consumers": ["auth-service"]}}
+    return replace(plan, files={**plan.files, contract.RELEASE_FILE: json.dumps(release)})
+
+
+def test_a_no_op_still_probes_the_dependencies_on_other_hosts(tmp_path, monkeypatch):
+    first = decide(tmp_path, monkeypatch, HostState(engine="up"), DeployedFiles())
+    first = replace(first, plan=with_remote_dependency(first.plan))
+    state, _ = deployed_state(first)
+    state = replace(state, containers={name: (replace(found[0], health="healthy"),)
+                                       for name, found in state.containers.items()})
+    asked = []
+
+    def remote_only(**kwargs):
+        asked.append(kwargs)
+        assert kwargs.get("remote_only"), "a no-op probed this host's own services again"
+        return {"postgres@h1": {"check": "connection refused", "state": "remote"}}
+
+    ran, noops = verify_noops(first, state, remote_only)
+    assert asked and noops == [] and len(ran) == 1  # the stopped remote database fails the run
