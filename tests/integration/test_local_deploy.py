@@ -24,6 +24,7 @@ from .conftest import (
     ROOT,
     STACK_CA,
     TEST_HOST_DATA,
+    changed_ops,
     changed_services,
     containers,
     deploy,
@@ -149,11 +150,17 @@ def test_unauthenticated_websocket_is_refused(stack):
 
 
 def test_second_deploy_changes_nothing(stack, session_tmp):
-    before = identities()
+    """Nothing restarted, and nothing done at all: no operation changed anything (so no lock,
+    no upload, no release recorded) and the audit log has no new line."""
+    audit = Path(TEST_HOST_DATA["deploy_dir"]) / "state" / "audit.jsonl"
+    deploy(session_tmp)  # whatever the stack fixture's deploy left to settle
+    before, audited = identities(), audit.read_text().splitlines()
     result = deploy(session_tmp)
     assert result.returncode == 0, result.output[-4000:]
     assert changed_services(result) == []
     assert identities() == before
+    assert changed_ops(result.output) == [], result.output[-4000:]
+    assert audit.read_text().splitlines() == audited
 
 
 def test_dry_run_reports_exactly_what_the_real_run_changes(stack, session_tmp):
