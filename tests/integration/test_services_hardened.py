@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from benchmarks.loadgen import register_and_login, tls_context
+from tests.versions import LIST_DISTRIBUTIONS, minimums, too_low_installed
 
 from .conftest import GATEWAY, STACK_CA, TEST_HOST_DATA, containers, docker, https
 
@@ -204,3 +205,20 @@ def test_an_upload_downloads_whole_and_by_range_by_its_owner_only(token):
     assert https.get(f"{url}/content", headers=auth(other), timeout=10).status_code == 404
     assert https.get(url, headers=auth(other), timeout=10).status_code == 404
     assert https.get(f"{url}/content", timeout=10).status_code == 401
+
+
+# Lists the distributions of the image's Python (its venv's first), or {} where it has none.
+FIND_PYTHON = ('for p in /opt/venv/bin/python3 /usr/bin/python3; do '
+               '[ -x "$p" ] && exec "$p" -c "$0"; done; echo "{}"')
+
+
+def test_every_image_of_the_stack_keeps_to_the_minimum_safe_versions(stack):
+    floor = minimums()
+    images = sorted({info["Config"]["Image"] for info in containers().values()})
+    found = {image: json.loads(docker("run", "--rm", "--user", "0", "--entrypoint", "sh", image, "-c", FIND_PYTHON,
+                                      LIST_DISTRIBUTIONS))
+             for image in images}
+    serving = [image for image, installed in found.items() if "starlette" in {n.lower() for n in installed}]
+    assert len(serving) >= 6, serving  # the five apps and the monitor serve HTTP through Starlette
+    assert {image: too_low_installed(installed, floor) for image, installed in found.items()
+            if too_low_installed(installed, floor)} == {}
