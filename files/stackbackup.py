@@ -45,6 +45,10 @@ SAVE_TIMEOUT = 300.0
 START_TIMEOUT = 180.0
 PAUSE_ATTEMPTS = 5
 FREEZE_FAILURE = "unable to freeze"  # runc's cgroup v1 freezer, racing a process that is forking
+# A service's password, in its container's shell: from its secret file (<NAME>_FILE), or
+# from its environment where a user's own setup still passes the value there.
+PG_PASSWORD = '${POSTGRES_PASSWORD:-$(cat "$POSTGRES_PASSWORD_FILE")}'
+REDIS_PASSWORD = '${REDIS_PASSWORD:-$(cat "$REDIS_PASSWORD_FILE")}'
 ID_PATTERN = re.compile(r"^\d{8}T\d{6}Z$")  # the run's id (runinfo.RELEASE_ID)
 
 
@@ -167,7 +171,7 @@ def described(service: str, kind: str, path: Path, volume: str | None = None) ->
 def save_postgres(project: str, service: str, target: Path) -> list[contract.BackupFile]:
     path = target / contract.backup_files(service, "pg_dump", [])[0]
     run(["docker", "exec", container(project, service), "sh", "-c",
-         'PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -Fc -h 127.0.0.1 -U "$POSTGRES_USER" "$POSTGRES_DB"'],
+         f'PGPASSWORD="{PG_PASSWORD}" pg_dump -Fc -h 127.0.0.1 -U "$POSTGRES_USER" "$POSTGRES_DB"'],
         stdout=path)
     return [described(service, "pg_dump", path)]
 
@@ -175,7 +179,7 @@ def save_postgres(project: str, service: str, target: Path) -> list[contract.Bac
 def save_redis(project: str, service: str, target: Path) -> list[contract.BackupFile]:
     """BGSAVE, wait until Redis reports it done, then copy the snapshot out."""
     cid = container(project, service)
-    cli = ["docker", "exec", cid, "sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli "$@"', "redis-cli"]
+    cli = ["docker", "exec", cid, "sh", "-c", f'REDISCLI_AUTH="{REDIS_PASSWORD}" redis-cli "$@"', "redis-cli"]
     before = run([*cli, "LASTSAVE"]).strip()
     run([*cli, "BGSAVE"])
     deadline = time.monotonic() + SAVE_TIMEOUT
@@ -334,7 +338,7 @@ def restore_postgres(project: str, service: str, path: Path) -> None:
     cid = container(project, service)
     accepting_connections(cid, service)
     run(["docker", "exec", "-i", cid, "sh", "-c",
-         'PGPASSWORD="$POSTGRES_PASSWORD" pg_restore --clean --if-exists --no-owner --single-transaction '
+         f'PGPASSWORD="{PG_PASSWORD}" pg_restore --clean --if-exists --no-owner --single-transaction '
          '--exit-on-error -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'], stdin=path)
 
 

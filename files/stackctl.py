@@ -328,6 +328,22 @@ def write_if_changed(path: Path, text: str, *, private_to: int | None = None) ->
     return True
 
 
+def write_secret_files() -> None:
+    """secrets/<NAME> for each secret in .secrets.json, in a directory only this user can enter:
+    compose mounts each file where a service that lists the secret reads it (<NAME>_FILE).
+    The files are 0644 so that any container user can read its own mount; the 0700 directory
+    keeps everyone else on the host out, as it keeps them out of .secrets.json (0600)."""
+    values = read_json(ROOT / ".secrets.json", {})
+    assert isinstance(values, dict)
+    directory = ROOT / contract.SECRETS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    for name, value in values.items():
+        write_if_changed(directory / name, value)
+    for stale in set(os.listdir(directory)) - set(values):
+        (directory / stale).unlink()
+
+
 def tls_files(release: str, m: contract.ReleaseManifest) -> dict[str, str]:
     """The gateway's certificate and key from ``release``, by their path under gateway/; for
     tls source "acme" only those certbot has not written yet (its hook replaces them)."""
@@ -493,6 +509,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"\n{exc}", file=sys.stderr)
         return 1
     started = time.monotonic()
+    write_secret_files()
 
     def one(service: str) -> tuple[str, str | None]:
         try:

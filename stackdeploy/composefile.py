@@ -48,7 +48,8 @@ def dependency_env(service: Service, stack: Stack, reach: dict[str, tuple[str, i
     return env
 
 
-def _env(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> dict[str, str]:
+def _env(service: Service, where: Placement, host: str) -> dict[str, str]:
+    """Plain settings only: each secret is a file the service reads through ``<NAME>_FILE``."""
     stack = where.stack
     env = dict(stack.shared_env)
     if service.kind == "monitor" and stack.backup_every_hours:
@@ -57,7 +58,7 @@ def _env(service: Service, where: Placement, host: str, secrets: dict[str, str])
     ends = {dep: where.endpoint(host, dep) for dep in service.depends_on}
     env.update(dependency_env(service, stack, {dep: (end.address, end.port) for dep, end in ends.items()}))
     for name in service.secrets:
-        env[name] = secrets[name]
+        env[f"{name}_FILE"] = f"{contract.SECRETS_MOUNT}/{name}"
     return env
 
 
@@ -125,6 +126,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         # read-only filesystem.
         "hardened_root": monitor,
         "user": service.user,
+        "secrets": list(service.secrets),
     }
 
 
@@ -177,6 +179,8 @@ def container_settings(entry: dict, stack: Stack) -> dict:
         settings["volumes"] = [_as_read(mount) for mount in mounts]
     if entry["ports"]:
         settings["ports"] = list(entry["ports"])
+    if entry["secrets"]:
+        settings["secrets"] = list(entry["secrets"])
     return settings
 
 
@@ -228,18 +232,20 @@ def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, 
                   readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
 
 
-def env_file(service: Service, where: Placement, host: str, secrets: dict[str, str]) -> str:
+def env_file(service: Service, where: Placement, host: str) -> str:
     """env/<service>.env: the stack's shared settings, the service's own, where each of its
-    dependencies answers from ``host``, and its secrets."""
-    return render("service.env.j2", service=service, env=_env(service, where, host, secrets))
+    dependencies answers from ``host``, and the paths of its secrets' files."""
+    return render("service.env.j2", service=service, env=_env(service, where, host))
 
 
 def compose_yaml(stack: Stack, entries: list[dict], image_source: str, hashes: dict[str, str]) -> str:
     """compose.yaml for the services of ``entries`` (see ``compose_entry``), each labelled with
     its config hash from ``hashes``."""
     volumes = sorted({volume for entry in entries for volume, _ in entry["volumes"]})
+    secrets = sorted({name for entry in entries for name in entry["secrets"]})
     configs = sorted({(name, content) for entry in entries for name, _, content in entry["configs"]})
     return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes, configs=configs,
+                  secrets=secrets, secrets_dir=f"{stack.deploy_dir}/{contract.SECRETS_DIR}",
                   image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
 
 

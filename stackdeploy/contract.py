@@ -18,6 +18,7 @@ Layout of a deploy directory on a host::
     monitor/events.jsonl    the monitor's event log (stackbackup.py adds its results)
     backups/<id>/           one file per service or volume, and manifest.json
     logs/                   build logs
+    secrets/<NAME>          each secret as a file (0700 directory), mounted by the services that use it
     stackctl.py, stackprobe.py, stackbackup.py, stackcontract.py, .secrets.json
 """
 
@@ -29,6 +30,12 @@ from typing import NotRequired, TypedDict
 RELEASES_DIR = "releases"
 CURRENT_LINK = "current"
 GATEWAY_DIR = "gateway"
+# <deploy_dir>/secrets/<NAME>: each generated secret as a file in a 0700 directory, written by
+# the helper from .secrets.json; a service mounts the ones it lists at /run/secrets/<NAME> and
+# reads <NAME>_FILE, so no value is in its environment (or in ``docker inspect``). On the swarm
+# engine the same paths are Docker secrets.
+SECRETS_DIR = "secrets"
+SECRETS_MOUNT = "/run/secrets"
 STATE_DIR = "state"
 RELEASE_FILE = "release.json"  # inside each release directory
 LOCK_FILE = "state/deploy.lock"

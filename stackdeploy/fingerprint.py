@@ -48,10 +48,13 @@ def data_digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def config_hash(container_settings: Mapping[str, Any], env_file: str) -> str:
-    """A service's config hash: over the compose settings its container is created from and its
-    env file. It becomes the container's label, so drift is read from what really runs."""
-    return data_digest([container_settings, env_file])
+def config_hash(container_settings: Mapping[str, Any], env_file: str, secrets: Mapping[str, str]) -> str:
+    """A service's config hash: over the compose settings its container is created from, its
+    env file and the values of its secrets (read from their files when it starts). It becomes
+    the container's label, so drift is read from what really runs; the values enter it only
+    as their digests."""
+    digests = {name: hashlib.sha256(value.encode()).hexdigest() for name, value in sorted(secrets.items())}
+    return data_digest([container_settings, env_file, digests])
 
 
 def short(fingerprint: str) -> str:

@@ -121,12 +121,13 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         entries[name] = entry = composefile.compose_entry(
             service, spec.run_image, spec.build_dir if name in builds_here else None, image_source, where, host,
             metricsconfig.config_files(service, where, host))
-        files[f"env/{name}.env"] = env_file = composefile.env_file(service, where, host, secrets)
+        files[f"env/{name}.env"] = env_file = composefile.env_file(service, where, host)
         # The config hash covers what the container is created from (its compose settings, env
         # file and image), not the gateway's nginx.conf: that is reloaded, not recreated.
         service_plans[name] = planned = ServicePlan(
             name=name, image=spec.run_image, build_dir=spec.build_dir, source_dir=spec.source_dir,
-            config_hash=config_hash(composefile.container_settings(entry, stack), env_file),
+            config_hash=config_hash(composefile.container_settings(entry, stack), env_file,
+                                    {secret: secrets[secret] for secret in service.secrets}),
             strategy=_strategy(service, entry))
         service_specs[name] = releasemanifest.service_spec(service, image=planned.image,
                                                            config_hash=planned.config_hash, strategy=planned.strategy)

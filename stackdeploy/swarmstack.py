@@ -53,7 +53,6 @@ from stackdeploy.tls import Certificate
 STACK_FILE = "stack.yaml"
 CONFIG_DIR = "configs"  # rendered config files (Prometheus, Alertmanager), one Docker config each
 MANIFEST_FILE = "swarm.json"
-SECRETS_MOUNT = "/run/secrets"
 NETWORK = "mesh"  # overlay; not "backend", which the compose engine's bridge network is called
 EDGE_NETWORK = "mesh-edge"  # the gateway's way out (host-mode publishing needs a non-internal network)
 HEALTH_INTERVAL = "5s"  # a new task is judged after this: it bounds how fast a wave or an update moves
@@ -99,7 +98,7 @@ def _env(service: Service, stack: Stack) -> dict[str, str]:
     env = {"TZ": "UTC", "STACK_NAME": stack.name, **stack.shared_env, **service.env}
     env.update(dependency_env(service, stack, {dep: (dep, stack.services[dep].port) for dep in service.depends_on}))
     for secret in service.secrets:
-        env[f"{secret}_FILE"] = f"{SECRETS_MOUNT}/{secret}"
+        env[f"{secret}_FILE"] = f"{contract.SECRETS_MOUNT}/{secret}"
     return dict(sorted(env.items()))
 
 
@@ -294,7 +293,7 @@ def swarm_release(plan: Plan, manager: bool, certificate: Certificate, *,
     files = {rel: text for rel, text in plan.files.items() if not rel.startswith(COMPOSE_ONLY)}
     gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
     tls = tls_settings(stack, certificate.summary(), f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}",
-                       f"{SECRETS_MOUNT}/{GATEWAY_KEY_SECRET}")
+                       f"{contract.SECRETS_MOUNT}/{GATEWAY_KEY_SECRET}")
     nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, tls, RESOLVER_VALID) if gateway else None
     swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx, certificate,
                                          log_target=log_target)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -44,6 +47,19 @@ def helpers_dir(tmp_path: Path) -> Path:
     for rel, content in helper_files().items():
         (tmp_path / rel).write_bytes(content)
     return tmp_path
+
+
+@contextmanager
+def shipped_helper(root: Path, name: str) -> Iterator[Any]:
+    """The helper module ``name`` of ``root``, imported as the host imports it (beside its own
+    stackcontract.py); forgotten again afterwards, so every test gets the copy it shipped."""
+    sys.path.insert(0, str(root))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(root))
+        for module in ("stackctl", "stackbackup", "stackcontract", "stackprobe"):
+            sys.modules.pop(module, None)
 
 
 def run_helper(root: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:

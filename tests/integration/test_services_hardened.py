@@ -222,3 +222,17 @@ def test_every_image_of_the_stack_keeps_to_the_minimum_safe_versions(stack):
     assert len(serving) >= 6, serving  # the five apps and the monitor serve HTTP through Starlette
     assert {image: too_low_installed(installed, floor) for image, installed in found.items()
             if too_low_installed(installed, floor)} == {}
+
+
+def test_no_container_shows_a_secret_and_each_reads_its_own_from_a_file(stack):
+    deploy_dir = Path(TEST_HOST_DATA["deploy_dir"])
+    values = json.loads((deploy_dir / ".secrets.json").read_text())
+    everything = containers()
+    inspected = json.dumps(list(everything.values()))
+    assert [name for name, value in values.items() if value in inspected] == []
+    auth = everything["auth-service"]
+    assert "JWT_SECRET_FILE=/run/secrets/JWT_SECRET" in auth["Config"]["Env"]
+    assert docker("exec", auth["Id"], "cat", "/run/secrets/JWT_SECRET") == values["JWT_SECRET"]  # as its own user
+    secrets_dir = deploy_dir / "secrets"
+    assert secrets_dir.stat().st_mode & 0o777 == 0o700
+    assert "JWT_SECRET" not in docker("exec", everything["creator-hub"]["Id"], "ls", "/run/secrets").split()

@@ -144,12 +144,13 @@ def test_on_swarm_grafana_reads_prometheus_by_service_name(data):
     assert not any(SECRETS["GRAFANA_ADMIN_PASSWORD"] in text for text in files.values())
 
 
-def test_the_admin_password_is_only_in_the_env_file(data):
+def test_the_admin_password_is_a_file_grafana_reads_at_start(data):
     plan = registry_plan(data)
     password = SECRETS["GRAFANA_ADMIN_PASSWORD"]
-    assert [rel for rel, text in plan.files.items() if password in text] == ["env/grafana.env"]
-    assert f"GRAFANA_ADMIN_PASSWORD={password}" in plan.files["env/grafana.env"].splitlines()
-    assert "env/grafana.env" in plan.secret_files  # 0600
+    assert [rel for rel, text in plan.files.items() if password in text] == []
+    env = plan.files["env/grafana.env"].splitlines()
+    assert "GRAFANA_ADMIN_PASSWORD_FILE=/run/secrets/GRAFANA_ADMIN_PASSWORD" in env
+    assert compose_of(plan)["services"]["grafana"]["secrets"] == ["GRAFANA_ADMIN_PASSWORD"]
     entrypoint = compose_of(plan)["services"]["grafana"]["entrypoint"]
     assert "GF_SECURITY_ADMIN_PASSWORD" in entrypoint[-1] and password not in entrypoint[-1]
 

@@ -146,13 +146,13 @@ def test_staging_inventory_places_monitoring(tmp_path):
 def test_exporters_get_their_secrets_and_nothing_else(data):
     plan = build_plan(load(data, SERVICES_DIR), "local", SECRETS, certificate=certificate())
     pg = plan.files["env/postgres-exporter.env"]
-    assert "POSTGRES_PASSWORD=pg-secret" in pg and "REDIS_PASSWORD" not in pg
+    assert "POSTGRES_PASSWORD_FILE=/run/secrets/POSTGRES_PASSWORD" in pg and "REDIS_PASSWORD" not in pg
     assert "POSTGRES_HOST=postgres" in pg and "POSTGRES_PORT=5432" in pg
     redis = plan.files["env/redis-exporter.env"]
-    assert "REDIS_PASSWORD=redis-secret" in redis and "POSTGRES_PASSWORD" not in redis
+    assert "REDIS_PASSWORD_FILE=/run/secrets/REDIS_PASSWORD" in redis and "POSTGRES_PASSWORD" not in redis
     compose = compose_of(plan)
     assert compose["services"]["postgres-exporter"]["entrypoint"][:2] == ["sh", "-c"]
-    assert "pg-secret" not in plan.files["compose.yaml"]  # secrets stay in the 0600 env files
+    assert not any("pg-secret" in text for text in plan.files.values())  # files the helper writes
     for name in ("node-exporter", "nginx-exporter"):
         assert not (set(SECRETS.values()) & set(plan.files[f"env/{name}.env"].split("=")))
     assert compose["services"]["node-exporter"]["volumes"] == ["/:/host:ro"]

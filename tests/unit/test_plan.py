@@ -13,7 +13,7 @@ import yaml
 
 import stackdeploy.imagespec as imagespec_module
 from stackdeploy import FILES_DIR, SERVICES_DIR, contract
-from stackdeploy.fingerprint import data_digest
+from stackdeploy.fingerprint import config_hash
 from stackdeploy.model import load
 from stackdeploy.plan import build_plan
 from tests.certs import certificate
@@ -91,7 +91,7 @@ def test_python_dockerfile(data):
     assert 'ENTRYPOINT ["python3", "/usr/local/bin/wait-for-services.py", "--timeout", "60", "--"]' in dockerfile
 
 
-def test_env_files_wire_dependencies_and_hold_secrets(data):
+def test_env_files_wire_dependencies_and_name_their_secrets_files(data):
     plan = make_plan(data)
     env = dict(line.split("=", 1) for line in plan.files["env/channel-service.env"].splitlines()
                if line and not line.startswith("#"))
@@ -99,11 +99,12 @@ def test_env_files_wire_dependencies_and_hold_secrets(data):
     assert env["WAIT_FOR"] == ("postgres:tcp://postgres:5432,redis:tcp://redis:6379,"
                                "auth-service:http://auth-service:8001/health,ai-engine:http://ai-engine:8003/health")
     assert env["WAIT_TIMEOUT"] == "180"
-    assert env["POSTGRES_PASSWORD"] == "pg-secret-value"
-    assert "JWT_SECRET" not in env
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/POSTGRES_PASSWORD"
+    assert "POSTGRES_PASSWORD" not in env and "JWT_SECRET_FILE" not in env
     assert plan.secret_files == {f"env/{n}.env" for n in plan.services} | {"nginx/tls/server.key"}
+    # No value is in any file of the release: the helper writes them from .secrets.json.
+    assert not any(value in text for text in plan.files.values() for value in SECRETS.values())
     public = [text for rel, text in plan.files.items() if rel not in plan.secret_files]
-    assert not any(value in text for text in public for value in SECRETS.values())
     assert not any("PRIVATE KEY" in text for text in public)  # the gateway's key: only in its 0600 file
 
 
@@ -259,7 +260,25 @@ def test_config_hash_covers_the_settings_compose_reads(data, image_source):
         read = compose["services"][name]
         assert read.pop("labels") == {"stackdeploy.config-hash": service.config_hash}
         read.pop("build", None)
-        assert service.config_hash == data_digest([read, plan.files[f"env/{name}.env"]]), name
+        assert service.config_hash == config_hash(read, plan.files[f"env/{name}.env"],
+                                                  {s: SECRETS[s] for s in read.get("secrets", [])}), name
+
+
+def test_compose_mounts_each_service_the_files_of_its_own_secrets(data):
+    plan = make_plan(data)
+    compose = yaml.safe_load(plan.files["compose.yaml"])
+    assert compose["services"]["channel-service"]["secrets"] == ["POSTGRES_PASSWORD", "REDIS_PASSWORD"]
+    assert compose["services"]["auth-service"]["secrets"] == ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET"]
+    assert "secrets" not in compose["services"]["node-exporter"]
+    assert compose["secrets"]["JWT_SECRET"] == {"file": "/opt/creatorstack/secrets/JWT_SECRET"}
+
+
+def test_a_changed_secret_recreates_only_the_services_that_read_it(data):
+    before = make_plan(data)
+    after = build_plan(load(data, SERVICES_DIR), "local", {**SECRETS, "JWT_SECRET": "rotated"},
+                       certificate=certificate())
+    changed = {n for n in before.services if before.services[n].config_hash != after.services[n].config_hash}
+    assert changed == {n for n, s in before.stack.services.items() if "JWT_SECRET" in s.secrets} == {"auth-service"}
 
 
 def test_env_change_recreates_without_rebuild(data):

@@ -34,7 +34,7 @@ from stackdeploy.remote import announce
 from stackdeploy.swarm import SwarmMembership, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, swarm_release
 from tests.certs import certificate
-from tests.conftest import group_data
+from tests.conftest import group_data, shipped_helper
 from tests.unit.fakehost import fake_host, planned
 
 REGISTRY = "10.77.0.1:5000"
@@ -376,16 +376,8 @@ def test_the_host_helper_prunes_the_registry_names_of_old_builds_too(helpers_dir
     (fake / "images").write_text("\n".join(listed) + "\n")
     monkeypatch.setenv("FAKE", str(fake))
     monkeypatch.setenv("PATH", f"{fake / 'bin'}:{os.environ['PATH']}")
-    sys.path.insert(0, str(helpers_dir))
-    try:
-        import stackctl  # noqa: PLC0415 - the shipped copy, as the host imports it
-
+    with shipped_helper(helpers_dir, "stackctl") as stackctl:
         removed = stackctl.prune("creatorstack", keep=5)
-    finally:
-        sys.path.remove(str(helpers_dir))
-        sys.modules.pop("stackctl", None)
-        sys.modules.pop("stackcontract", None)
-        sys.modules.pop("stackprobe", None)
     calls = (fake / "calls").read_text().splitlines()
     assert (f"images --format {{{{.Repository}}}}:{{{{.Tag}}}} --filter reference=creatorstack/* "
             f"--filter reference={REGISTRY}/creatorstack/*") in calls

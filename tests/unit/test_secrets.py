@@ -10,6 +10,7 @@ import pytest
 
 from stackdeploy import secrets
 from stackdeploy.model import StackError
+from tests.conftest import shipped_helper
 from tests.unit.fakehost import fake_host
 
 
@@ -68,3 +69,16 @@ def test_a_check_plans_new_secrets_with_placeholders(tmp_path):
     resolved = secrets.resolve(["A", "B"], tmp_path / "s.json", {"A": "from-host"}, generate=False)
     assert resolved.values == {"A": "from-host", "B": secrets.PLACEHOLDER} and resolved.new == ["B"]
 
+
+
+def test_the_helper_writes_each_secret_as_a_file_only_its_user_can_reach(helpers_dir):
+    (helpers_dir / ".secrets.json").write_text(json.dumps({"JWT_SECRET": "j-value", "REDIS_PASSWORD": "r-value"}))
+    (helpers_dir / "secrets").mkdir(mode=0o755)
+    (helpers_dir / "secrets" / "DROPPED").write_text("no longer a secret of the stack")
+    with shipped_helper(helpers_dir, "stackctl") as stackctl:
+        stackctl.write_secret_files()
+        stackctl.write_secret_files()  # again: nothing to change
+    directory = helpers_dir / "secrets"
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in directory.iterdir()) == ["JWT_SECRET", "REDIS_PASSWORD"]
+    assert (directory / "JWT_SECRET").read_text() == "j-value"  # exactly the value: no newline

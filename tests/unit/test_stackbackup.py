@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_helper
+from tests.conftest import run_helper, shipped_helper
 
 
 def helper(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -127,15 +127,8 @@ def test_a_restore_check_accepts_what_a_backup_of_a_volume_holds(helpers_dir):
 @pytest.fixture
 def shipped_stackbackup(helpers_dir):
     """The shipped copy of the helper, imported as the host imports it."""
-    sys.path.insert(0, str(helpers_dir))
-    try:
-        import stackbackup  # the shipped copy, as the host imports it
-
+    with shipped_helper(helpers_dir, "stackbackup") as stackbackup:
         yield stackbackup
-    finally:
-        sys.path.remove(str(helpers_dir))
-        sys.modules.pop("stackbackup", None)
-        sys.modules.pop("stackcontract", None)
 
 
 FREEZE_FAILURE = ("Error response from daemon: Cannot pause container c1: OCI runtime pause failed: "
