@@ -42,6 +42,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from stackdeploy import retryafter
 from stackdeploy.tls import client_context as tls_context
 
 ALLOWED_SUBNET = ipaddress.ip_network("10.77.0.0/24")
@@ -542,10 +543,10 @@ def register_and_login(base_url: str, *, timeout: float = REQUEST_TIMEOUT_SECOND
     base_url = check_target(base_url, ("http", "https")).rstrip("/")
     credentials = {"username": f"loadgen-{uuid.uuid4().hex[:12]}", "password": secrets.token_urlsafe(18)}
     with httpx.Client(base_url=base_url, timeout=timeout, trust_env=False, verify=tls_context(ca_file)) as client:
-        registered = client.post("/api/auth/register", json=credentials)
+        registered = retryafter.request(client, "POST", "/api/auth/register", json=credentials)
         if registered.status_code != 201:
             raise RuntimeError(f"register failed: HTTP {registered.status_code}: {registered.text[:REASON_MAX_CHARS]}")
-        logged_in = client.post("/api/auth/login", json=credentials)
+        logged_in = retryafter.request(client, "POST", "/api/auth/login", json=credentials)
         if logged_in.status_code != 200:
             raise RuntimeError(f"login failed: HTTP {logged_in.status_code}: {logged_in.text[:REASON_MAX_CHARS]}")
         return str(logged_in.json()["access_token"])

@@ -245,6 +245,11 @@ services = {
         # The apps still check every request themselves.
         "auth_routes": ["/api/creators/", "/api/ai/"],
         "auth_verify": "/api/auth/verify",
+        # Each client address may ask these 10 times a second, in bursts of up to 20 more
+        # (stackdeploy/composefile.py LOGIN_RATE); past that the gateway answers 429 with
+        # Retry-After. auth-service also locks a username out after LOGIN_MAX_FAILURES attempts
+        # within LOGIN_LOCKOUT_SECONDS, whatever the address.
+        "login_paths": ["/api/auth/login", "/api/auth/register"],
         "health": {"tcp": True, "http": "/health"},
     },
 

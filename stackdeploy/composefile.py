@@ -24,8 +24,10 @@ HSTS_SECONDS = 63072000  # two years, as Mozilla recommends
 STUB_STATUS_PORT = 8081  # nginx's stub_status for the nginx exporter: internal, never published
 # Errors the gateway answers itself (not the apps'), as JSON.
 GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked bearer token"), (404, "no such route"),
-                  (405, "method not allowed"), (413, "request body too large"), (500, "gateway error"),
+                  (405, "method not allowed"), (413, "request body too large"),
+                  (429, "too many requests from this address"), (500, "gateway error"),
                   (502, "upstream unavailable"), (504, "upstream timed out")]
+LOGIN_RATE, LOGIN_BURST = "10r/s", 20  # per client address, on the gateway's login_paths
 DOCKER_DNS = "127.0.0.11"
 DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -229,7 +231,20 @@ def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, 
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, resolver_valid=resolver_valid,
                   listen_port=GATEWAY_LISTEN_PORT, stub_status_port=STUB_STATUS_PORT, tls=tls,
                   targets=f"{contract.GATEWAY_CONF_MOUNT}/targets", errors=GATEWAY_ERRORS, auth=auth,
-                  readiness=f"{monitor.name}:{monitor.port}" if monitor else None)
+                  readiness=f"{monitor.name}:{monitor.port}" if monitor else None,
+                  login=_login_locations(gateway, routes))
+
+
+def _login_locations(gateway: Service, routes: list[dict]) -> dict | None:
+    """Each of the gateway's ``login_paths`` as an exact location of its own: the route it is
+    under (longest prefix), and the path that route passes on."""
+    if not gateway.login_paths:
+        return None
+    paths = []
+    for path in gateway.login_paths:
+        route = max((r for r in routes if path.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
+        paths.append({"path": path, "route": route})
+    return {"rate": LOGIN_RATE, "burst": LOGIN_BURST, "paths": paths}
 
 
 def env_file(service: Service, where: Placement, host: str) -> str:

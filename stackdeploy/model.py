@@ -101,6 +101,8 @@ class Service:
     # ``auth_verify`` accepts, checked before the body is read.
     auth_routes: tuple[str, ...] = ()
     auth_verify: str | None = None
+    # Gateway: exact paths (logins, sign-ups) each client address may ask only so often.
+    login_paths: tuple[str, ...] = ()
     # Dependencies whose restart by the monitor restarts this service too (e.g. one that
     # cannot reconnect by itself).
     restarts_with: tuple[str, ...] = ()
@@ -343,7 +345,7 @@ def _check_not_needing_registry_only(service: Service, services: Mapping[str, Se
 
 
 def _check_gateway_prefixes(service: Service, at: Callable[[str], str]) -> None:
-    """websocket_routes and auth_routes name routes; auth_verify is a path under one."""
+    """websocket_routes and auth_routes name routes; auth_verify and login_paths are paths under one."""
     for key in ("websocket_routes", "auth_routes"):
         for prefix in getattr(service, key):
             if prefix not in service.routes:
@@ -352,8 +354,10 @@ def _check_gateway_prefixes(service: Service, at: Callable[[str], str]) -> None:
     if service.auth_routes and not service.auth_verify:
         raise StackError(at("auth_routes"), "needs auth_verify, the gateway path that accepts a valid token "
                                             "(e.g. \"/api/auth/verify\")")
-    if service.auth_verify and not any(service.auth_verify.startswith(p) for p in service.routes):
-        raise StackError(at("auth_verify"), f"{service.auth_verify} is not under any of the routes")
+    for path in (service.auth_verify, *service.login_paths):
+        if path and not any(path.startswith(p) for p in service.routes):
+            key = "auth_verify" if path == service.auth_verify else "login_paths"
+            raise StackError(at(key), f"{path} is not under any of the routes")
 
 
 def _check_registry(spec: StackSpec) -> None:

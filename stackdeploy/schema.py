@@ -239,6 +239,7 @@ class ServiceSpec(Schema):
     stop_grace: Seconds = DEFAULT_STOP_GRACE
     auth_routes: Names = ()
     auth_verify: UrlPath | None = None
+    login_paths: Names = ()  # gateway: paths limited per client address (nginx limit_req), e.g. login
     restarts_with: Names = ()
     backup: Annotated[BackupKindName, one_of(BackupKindName)] | None = None
     replicas: Count = 1

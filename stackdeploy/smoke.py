@@ -25,7 +25,7 @@ from pyinfra import host, logger
 from pyinfra.api import Host, State, deploy
 from pyinfra.operations import python
 
-from stackdeploy import STATE_DIR
+from stackdeploy import STATE_DIR, retryafter
 from stackdeploy.model import Stack
 from stackdeploy.tls import CA_CERT, client_context, gateway_address, store_of
 
@@ -68,9 +68,10 @@ class Journey:
 
     def call(self, client: httpx.Client, step: str, service: str, method: str, path: str, expect: int,
              **kwargs: Any) -> httpx.Response:
-        """One request; anything but ``expect`` fails the step with the status and body."""
+        """One request (a 429 waited out, see ``retryafter``); anything but ``expect`` fails the
+        step with the status and body."""
         extensions = {"sni_hostname": self.server_name} if self.server_name else None
-        response = client.request(method, path, extensions=extensions, **kwargs)
+        response = retryafter.request(client, method, path, extensions=extensions, **kwargs)
         if response.status_code != expect:
             raise SmokeFailure(step, service, f"{method} {path}: HTTP {response.status_code}, expected {expect}: "
                                               f"{response.text[:200]}")

@@ -15,6 +15,7 @@ JSON line, and every call to another service carries the request's ``X-Request-I
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -41,12 +42,19 @@ Check = Callable[[], Awaitable[Any]]
 CHECK_TIMEOUT = 2.5
 
 
+@functools.lru_cache(maxsize=32)
+def _secret_file(path: str) -> str:
+    """A secret's value, read once: secrets never change under a running container (a new value
+    recreates it), and a token check reads the signing key on every request."""
+    return Path(path).read_text().rstrip("\n")
+
+
 def env(name: str, default: str | None = None) -> str:
     """Read a required setting; the deploy writes them all into the service's env file, but a
-    secret on the swarm engine is a file named by ``<NAME>_FILE`` (a Docker secret)."""
+    secret is a file named by ``<NAME>_FILE`` (mounted by compose, a Docker secret on swarm)."""
     value = os.environ.get(name)
     if value is None and f"{name}_FILE" in os.environ:
-        value = Path(os.environ[f"{name}_FILE"]).read_text().rstrip("\n")
+        value = _secret_file(os.environ[f"{name}_FILE"])
     value = default if value is None else value
     if value is None:
         raise RuntimeError(f"missing environment variable {name}")

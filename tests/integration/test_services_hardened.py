@@ -12,8 +12,10 @@ import socket
 import statistics
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
@@ -236,3 +238,48 @@ def test_no_container_shows_a_secret_and_each_reads_its_own_from_a_file(stack):
     secrets_dir = deploy_dir / "secrets"
     assert secrets_dir.stat().st_mode & 0o777 == 0o700
     assert "JWT_SECRET" not in docker("exec", everything["creator-hub"]["Id"], "ls", "/run/secrets").split()
+
+
+def registered(password: str) -> str:
+    """A fresh user's name (registered through the gateway, waiting out its login limit)."""
+    username = f"throttle-{uuid.uuid4().hex[:10]}"
+    for _ in range(10):
+        answer = https.post(f"{GATEWAY}/api/auth/register", json={"username": username, "password": password},
+                            timeout=10)
+        if answer.status_code != 429:
+            break
+        time.sleep(float(answer.headers["Retry-After"]))
+    assert answer.status_code == 201, answer.text
+    return username
+
+
+def login(username: str, password: str) -> httpx.Response:
+    return https.post(f"{GATEWAY}/api/auth/login", json={"username": username, "password": password}, timeout=30)
+
+
+def test_a_burst_against_one_user_gets_429s_while_another_logs_in(stack):
+    victim, other = registered("victims-password"), registered("others-password")
+    statuses = []
+    for _ in range(8):  # one after another, as the report had it
+        answer = login(victim, "a-wrong-guess")
+        statuses.append(answer.status_code)
+        time.sleep(0.15)  # within the gateway's per-address rate: this is auth-service's lockout
+    assert statuses == [401] * 5 + [429] * 3, statuses
+    assert 0 < int(answer.headers["Retry-After"]) <= 300
+    assert "too many failed logins" in answer.json()["detail"]
+    assert login(victim, "victims-password").status_code == 429  # locked, even with the right password
+    assert login(other, "others-password").status_code == 200
+
+
+def test_the_gateway_limits_logins_per_address_with_a_json_429(stack):
+    def attempt(_: int) -> httpx.Response:
+        return https.post(f"{GATEWAY}/api/auth/login", json={"username": "x"}, timeout=30)  # 422 from the app
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(attempt, range(60)))
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited and {a.status_code for a in answers} == {422, 429}
+    assert limited[0].json() == {"error": "too many requests from this address", "status": 429}
+    assert limited[0].headers["Retry-After"] == "1" and "X-Request-ID" in limited[0].headers
+    assert https.get(f"{GATEWAY}/api/creators/health", timeout=10).status_code == 200  # other routes: not limited
+    time.sleep(3)  # the address's allowance refills for the tests after this one

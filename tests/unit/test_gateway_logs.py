@@ -55,6 +55,19 @@ def test_a_request_id_is_made_when_missing_or_malformed_and_sent_everywhere(conf
     assert "default $request_id;" in id_map
     assert '"~^[A-Za-z0-9._:-]{1,64}$" $http_x_request_id;' in id_map
     assert "add_header X-Request-ID $stack_request_id always;" in conf
-    # Each proxied location (the four routes, the token check, readiness) passes it on.
+    # Each proxied location (the four routes, the two login paths, the token check, readiness)
+    # passes it on.
     proxied = conf.count("proxy_pass http://")
-    assert conf.count("proxy_set_header X-Request-ID $stack_request_id;") == proxied == 6
+    assert conf.count("proxy_set_header X-Request-ID $stack_request_id;") == proxied == 8
+
+
+def test_logins_and_sign_ups_are_limited_per_client_address_and_answer_json_429(conf):
+    assert "limit_req_zone $binary_remote_addr zone=stack_login:10m rate=10r/s;" in conf
+    for path, passed_on in (("/api/auth/login", "/login"), ("/api/auth/register", "/register")):
+        location = conf.split(f"location = {path} {{\n")[1].split("\n        }")[0]
+        assert "limit_req zone=stack_login burst=20 nodelay;" in location
+        assert "rewrite ^/api/auth/(.*)$ /$1 break;" in location  # to auth-service as /login, /register
+        assert "include /etc/nginx/stack/targets/auth-service.conf;" in location, passed_on
+    assert conf.count("limit_req zone=") == 2  # no other route is limited
+    error = conf.split("location = /__gateway_error/429 {\n")[1].split("}")[0]
+    assert "add_header Retry-After 1 always;" in error and '"status": 429' in error

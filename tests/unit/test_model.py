@@ -206,6 +206,7 @@ def test_a_cycle_an_override_closes_is_named_at_the_override(data):
     ({"auth_verify": None}, "auth_routes: needs auth_verify"),
     ({"auth_verify": "/verify"}, "auth_verify: /verify is not under any of the routes"),
     ({"auth_verify": "api/auth/verify"}, "must be a path starting with '/'"),
+    ({"login_paths": ["/api/auht/login"]}, "login_paths: /api/auht/login is not under any of the routes"),
 ])
 def test_gateway_auth_and_websocket_routes_must_name_its_routes(data, change, expected):
     data["services"]["api-gateway"].update(change)

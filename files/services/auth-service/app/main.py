@@ -2,10 +2,18 @@
 
 A token is valid while its session key exists in Redis, so logout revokes it at once.
 Each user's sessions are also listed in a Redis set, so deleting an account revokes them all.
+
+Logins are throttled per username: each attempt counts in Redis for a window
+(LOGIN_LOCKOUT_SECONDS, 300 by default), a success clears the count, and past
+LOGIN_MAX_FAILURES (5) attempts the answer is 429 with Retry-After until the window ends,
+whatever the password. (The gateway limits login and register per client address too.)
+argon2 runs in worker threads, a few at a time: a burst of logins does not stall the event
+loop that every other service's token checks (/verify) wait on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -25,6 +33,11 @@ CREATE TABLE IF NOT EXISTS users (
 );
 """
 TOKEN_TTL_SECONDS = 3600
+LOGIN_MAX_FAILURES = int(env("LOGIN_MAX_FAILURES", "5"))
+LOGIN_LOCKOUT_SECONDS = int(env("LOGIN_LOCKOUT_SECONDS", "300"))
+HASHING_AT_ONCE = 2  # argon2 is CPU-bound: more at once only queues for the same cores
+THROTTLED = {429: {"description": "too many attempts: try again after Retry-After seconds",
+                   "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}}}
 
 backends = Backends()
 hasher = PasswordHasher()
@@ -33,6 +46,18 @@ hasher = PasswordHasher()
 DUMMY_HASH = hasher.hash(uuid.uuid4().hex)
 REQUIRED_CLAIMS = ["sub", "name", "jti", "exp"]
 app = create_app("auth-service", backends, schema=SCHEMA)
+hashing = asyncio.Semaphore(HASHING_AT_ONCE)
+
+
+async def off_the_loop(function, *args):
+    """Run an argon2 call in a worker thread, at most HASHING_AT_ONCE at a time."""
+    async with hashing:
+        return await asyncio.to_thread(function, *args)
+
+
+def too_many(seconds: int, what: str) -> HTTPException:
+    return HTTPException(status_code=429, detail=f"{what}; try again in {seconds} s",
+                         headers={"Retry-After": str(seconds)})
 
 
 class Credentials(BaseModel):
@@ -40,31 +65,50 @@ class Credentials(BaseModel):
     password: str = Field(min_length=8, max_length=256)
 
 
-@app.post("/register", status_code=201, responses={409: {"description": "username already taken"}})
+@app.post("/register", status_code=201, responses={409: {"description": "username already taken"}, **THROTTLED})
 async def register(body: Credentials) -> dict:
     assert backends.db is not None
     row = await backends.db.fetchrow(
         "INSERT INTO users (username, password_hash) VALUES ($1, $2) "
         "ON CONFLICT (username) DO NOTHING RETURNING id",
-        body.username, hasher.hash(body.password),
+        body.username, await off_the_loop(hasher.hash, body.password),
     )
     if row is None:
         raise HTTPException(status_code=409, detail="username already taken")
     return {"id": row["id"], "username": body.username}
 
 
-@app.post("/login", responses={401: {"description": "wrong username or password"}})
+async def counted_attempt(username: str) -> str:
+    """Count a login attempt for ``username`` before its password is checked (so parallel
+    guesses count too); refuse it once the window holds more than LOGIN_MAX_FAILURES."""
+    assert backends.redis is not None
+    key = f"login-attempts:{username}"
+    attempts = await backends.redis.incr(key)
+    if attempts == 1:
+        await backends.redis.expire(key, LOGIN_LOCKOUT_SECONDS)
+    if attempts > LOGIN_MAX_FAILURES:
+        left = await backends.redis.ttl(key)
+        if left < 0:  # the count lost its expiry (a crash between the two calls): give it one
+            await backends.redis.expire(key, LOGIN_LOCKOUT_SECONDS)
+            left = LOGIN_LOCKOUT_SECONDS
+        raise too_many(max(left, 1), "too many failed logins for this user")
+    return key
+
+
+@app.post("/login", responses={401: {"description": "wrong username or password"}, **THROTTLED})
 async def login(body: Credentials) -> dict:
     assert backends.db is not None and backends.redis is not None
+    attempts = await counted_attempt(body.username)
     row = await backends.db.fetchrow(
         "SELECT id, password_hash FROM users WHERE username = $1", body.username
     )
     try:
-        hasher.verify(row["password_hash"] if row else DUMMY_HASH, body.password)
+        await off_the_loop(hasher.verify, row["password_hash"] if row else DUMMY_HASH, body.password)
         if row is None:
             raise VerifyMismatchError()
     except VerifyMismatchError:
         raise HTTPException(status_code=401, detail="wrong username or password") from None
+    await backends.redis.delete(attempts)
     jti = uuid.uuid4().hex
     now = int(time.time())
     claims = {"sub": str(row["id"]), "name": body.username, "jti": jti, "iat": now,
