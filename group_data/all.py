@@ -131,6 +131,10 @@ services = {
         "kind": "infra",
         "port": 5432,
         "image": {"registry": "postgres:15", "local": "postgres"},
+        # Every container drops all capabilities (stackdeploy/hardening.py). The official
+        # image (registry mode) starts as root, gives its data directory to postgres and
+        # switches to it: these. The offline image runs as postgres from the start.
+        "cap_add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
         "volumes": {"postgres-data": "/var/lib/postgresql/data"},
         "backup": "pg_dump",
         "secrets": ["POSTGRES_PASSWORD"],
@@ -140,6 +144,7 @@ services = {
         "kind": "infra",
         "port": 6379,
         "image": {"registry": "redis:7", "local": "redis"},
+        "cap_add": ["CHOWN", "SETGID", "SETUID"],  # the official image's chown and switch to redis
         "volumes": {"redis-data": "/data"},
         "backup": "redis_rdb",
         "secrets": ["REDIS_PASSWORD"],
@@ -231,6 +236,7 @@ services = {
         "kind": "gateway",
         "port": 8080,
         "image": {"registry": "nginx:stable", "local": "nginx"},
+        "cap_add": ["CHOWN", "SETGID", "SETUID"],  # the official image: a root master, workers as nginx
         "depends_on": ["auth-service", "creator-hub", "ai-engine", "channel-service"],
         "wait_timeout": 60,
         "routes": {

@@ -124,10 +124,10 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         "networks": ["backend", "edge"] if edge else ["backend"],
         "limits": dict(service.limits),
         "logging": logstore.logging_options(service.name, logstore.log_target(where)),
-        # The socket belongs to root: the monitor runs as root, with no capabilities and a
-        # read-only filesystem.
-        "hardened_root": monitor,
-        "user": service.user,
+        # The socket belongs to root: the monitor runs as root (with no capabilities).
+        "user": "0:0" if monitor else service.user,
+        "cap_add": list(service.cap_add),
+        "read_only": service.read_only,
         "secrets": list(service.secrets),
     }
 
@@ -159,6 +159,8 @@ def container_settings(entry: dict, stack: Stack) -> dict:
         settings["cpus"] = _as_read(entry["limits"]["cpus"])
     if "memory" in entry["limits"]:
         settings["mem_limit"] = _as_read(entry["limits"]["memory"])
+    if "pids" in entry["limits"]:
+        settings["pids_limit"] = int(entry["limits"]["pids"])
     if entry["entrypoint"]:
         settings["entrypoint"] = compose_escaped(entry["entrypoint"])
     if entry["command"]:
@@ -167,9 +169,11 @@ def container_settings(entry: dict, stack: Stack) -> dict:
         settings["configs"] = [{"source": name, "target": target} for name, target, _ in entry["configs"]]
     if entry["user"]:
         settings["user"] = entry["user"]
-    if entry["hardened_root"]:
-        settings.update({"user": "0:0", "read_only": True, "cap_drop": ["ALL"],
-                         "security_opt": ["no-new-privileges:true"], "tmpfs": ["/tmp"]})
+    settings.update({"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]})
+    if entry["cap_add"]:
+        settings["cap_add"] = list(entry["cap_add"])
+    if entry["read_only"]:
+        settings.update({"read_only": True, "tmpfs": ["/tmp"]})
     if entry["healthcheck"]:
         settings["healthcheck"] = {"test": compose_escaped(entry["healthcheck"]), "interval": "10s", "timeout": "3s",
                                    "retries": 3, "start_period": f"{entry['wait_timeout']}s"}

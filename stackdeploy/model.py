@@ -20,7 +20,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from stackdeploy import TEMPLATES_DIR
+from stackdeploy import TEMPLATES_DIR, hardening
 from stackdeploy.graph import find_cycle
 from stackdeploy.schema import (
     DEFAULT_STOP_GRACE,
@@ -95,7 +95,7 @@ class Service:
     websocket_routes: tuple[str, ...]
     publish: int | None
     command: tuple[str, ...] = ()
-    limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m"}
+    limits: Mapping[str, str] = field(default_factory=dict)  # {"cpus": "1.5", "memory": "512m", "pids": "512"}
     stop_grace: float = DEFAULT_STOP_GRACE  # seconds from SIGTERM to SIGKILL when a container is retired
     # Gateway: route prefixes whose requests with a body need a token that the gateway path
     # ``auth_verify`` accepts, checked before the body is read.
@@ -103,6 +103,8 @@ class Service:
     auth_verify: str | None = None
     # Gateway: exact paths (logins, sign-ups) each client address may ask only so often.
     login_paths: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()  # given back after every capability is dropped
+    read_only: bool = False  # a read-only root filesystem, with a tmpfs /tmp
     # Dependencies whose restart by the monitor restarts this service too (e.g. one that
     # cannot reconnect by itself).
     restarts_with: tuple[str, ...] = ()
@@ -269,8 +271,10 @@ def _merge_overrides(services: Any, overrides: Any) -> tuple[Any, dict[str, froz
 
 def _service(name: str, spec: ServiceSpec) -> Service:
     """The dataclass the phases use; its fields are the schema's, plus the name."""
+    given = {key: str(value) for key, value in spec.limits.model_dump(exclude_none=True).items()}
+    read_only = hardening.read_only_by_default(spec.kind) if spec.read_only is None else spec.read_only
     return Service(name=name, **{**dict(spec), "health": Health(**dict(spec.health)),
-                                 "limits": spec.limits.model_dump(exclude_none=True)})
+                                 "limits": hardening.limits_of(spec.kind, given), "read_only": read_only})
 
 
 def _check_known(where: str, name: str, known: Collection[str], noun: str) -> None:

@@ -39,9 +39,11 @@ def daemon_settings(engine: str, registry: RegistrySettings | None = None, in_sw
     which swarm mode refuses, so a swarm host does without it, and so does a compose host that
     is still a swarm node (``in_swarm``: dockerd would not start again); an insecure registry
     (image_distribution "registry") is listed in insecure-registries, so the engine pulls and
-    pushes over plain HTTP there."""
+    pushes over plain HTTP there. no-new-privileges is every container's default: Swarm takes no
+    security_opt, so on a swarm node this is what gives its tasks that setting."""
     settings: dict = {
         "live-restore": engine != "swarm" and not in_swarm,
+        "no-new-privileges": True,
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "3"},
     }

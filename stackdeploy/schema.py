@@ -215,6 +215,7 @@ class LimitsSpec(Schema):
 
     cpus: Cpus | None = None
     memory: Memory | None = None
+    pids: Count | None = None  # processes and threads
 
 
 class ServiceSpec(Schema):
@@ -239,6 +240,9 @@ class ServiceSpec(Schema):
     stop_grace: Seconds = DEFAULT_STOP_GRACE
     auth_routes: Names = ()
     auth_verify: UrlPath | None = None
+    cap_add: Names = ()  # capabilities given back after dropping all (e.g. CHOWN for an image that starts as root)
+    # A read-only root with a tmpfs /tmp; None: by role (stackdeploy/hardening.py).
+    read_only: Annotated[StrictBool, described("must be True or False, got {value!r}")] | None = None
     login_paths: Names = ()  # gateway: paths limited per client address (nginx limit_req), e.g. login
     restarts_with: Names = ()
     backup: Annotated[BackupKindName, one_of(BackupKindName)] | None = None

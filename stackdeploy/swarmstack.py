@@ -168,10 +168,20 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
     if service.secrets:
         entry["secrets"] = [*entry.get("secrets", []), *sorted(service.secrets)]
     if service.limits:
-        limits = {"cpus": service.limits["cpus"]} if "cpus" in service.limits else {}
+        limits: dict = {"cpus": service.limits["cpus"]} if "cpus" in service.limits else {}
         if "memory" in service.limits:
             limits["memory"] = service.limits["memory"].upper()
+        if "pids" in service.limits:
+            limits["pids"] = int(service.limits["pids"])
         entry["deploy"]["resources"] = {"limits": limits}
+    # As on compose; Swarm takes no security_opt, so no-new-privileges is the daemon's
+    # default on swarm nodes instead (provision.py).
+    entry["cap_drop"] = ["ALL"]
+    if service.cap_add:
+        entry["cap_add"] = list(service.cap_add)
+    if service.read_only:
+        entry["read_only"] = True
+        entry["tmpfs"] = ["/tmp"]
     return entry
 
 

@@ -283,3 +283,22 @@ def test_the_gateway_limits_logins_per_address_with_a_json_429(stack):
     assert limited[0].headers["Retry-After"] == "1" and "X-Request-ID" in limited[0].headers
     assert https.get(f"{GATEWAY}/api/creators/health", timeout=10).status_code == 200  # other routes: not limited
     time.sleep(3)  # the address's allowance refills for the tests after this one
+
+
+def process_status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status of a container's first process, as this machine sees it."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_every_container_drops_its_capabilities_gains_none_and_has_limits(stack):
+    running = {name: info for name, info in containers().items() if info["State"]["Running"]}
+    assert len(running) >= 15
+    for name, info in running.items():
+        settings = info["HostConfig"]
+        assert settings["CapDrop"] == ["ALL"] and "no-new-privileges:true" in settings["SecurityOpt"], name
+        assert settings["PidsLimit"] > 0 and settings["Memory"] > 0 and settings["NanoCpus"] > 0, name
+        status = process_status(info["State"]["Pid"])
+        assert status["NoNewPrivs"].strip() == "1" and int(status["CapEff"], 16) == 0, (name, status["CapEff"])
+    read_only = {name for name, info in running.items() if info["HostConfig"]["ReadonlyRootfs"]}
+    assert {"auth-service", "creator-hub", "ai-engine", "channel-service", "stack-monitor"} <= read_only

@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,6 +152,19 @@ def test_secrets_are_files_not_environment(hosts, swarm):
     auth = next(c for c in docker(hosts, 2, "ps", "--format", "{{.ID}} {{.Names}}").splitlines() if "auth" in c)
     env = docker(hosts, 2, "exec", auth.split()[0], "env")
     assert "JWT_SECRET_FILE=/run/secrets/JWT_SECRET" in env
+
+
+def test_every_task_drops_its_capabilities_gains_none_and_has_limits(hosts, swarm):
+    checked = 0
+    for index in range(len(hosts["hosts"])):
+        ids = docker(hosts, index, "ps", "-q", "--filter", "label=com.docker.stack.namespace=creatorstack").split()
+        for info in json.loads(docker(hosts, index, "inspect", *ids)) if ids else []:
+            name, settings = info["Config"]["Labels"]["com.docker.swarm.service.name"], info["HostConfig"]
+            assert settings["CapDrop"] == ["ALL"] and settings["PidsLimit"] > 0 and settings["Memory"] > 0, name
+            status = Path(f"/proc/{info['State']['Pid']}/status").read_text()
+            assert "NoNewPrivs:\t1" in status, name  # the daemon's default: Swarm takes no security_opt
+            checked += 1
+    assert checked >= 12
 
 
 def test_rolling_update_under_load_fails_no_request(hosts, swarm):

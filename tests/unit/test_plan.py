@@ -325,3 +325,24 @@ def test_an_instance_is_published_only_for_consumers_that_use_it(data):
     assert h3.services["auth-service"].strategy == "rolling"
     h2 = build_plan(where.stack, "local", SECRETS, where, "h2", certificate=certificate())
     assert "auth-service@h3" not in json.loads(h2.files["release.json"])["remote"]
+
+
+def test_every_container_drops_its_capabilities_and_has_limits(data):
+    data["service_overrides"] = {"chromadb": {"limits": {"memory": "2g"}}}
+    compose = yaml.safe_load(make_plan(data).files["compose.yaml"])
+    for name, service in compose["services"].items():
+        assert service["cap_drop"] == ["ALL"] and service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["pids_limit"] > 0 and service["mem_limit"] and float(service["cpus"]) > 0, name
+    assert compose["services"]["postgres"]["cap_add"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+    assert "cap_add" not in compose["services"]["creator-hub"]
+    assert compose["services"]["chromadb"]["mem_limit"] == "2g"  # an override, key by key
+    assert compose["services"]["chromadb"]["pids_limit"] == 1024  # the rest from its role
+    read_only = {name for name, service in compose["services"].items() if service.get("read_only")}
+    assert read_only == {"auth-service", "creator-hub", "ai-engine", "channel-service", "stack-monitor"}
+    assert all(compose["services"][name]["tmpfs"] == ["/tmp"] for name in read_only)
+
+
+def test_a_service_can_be_given_a_read_only_root_and_a_pids_limit(data):
+    data["service_overrides"] = {"redis": {"read_only": True, "limits": {"pids": 64}}}
+    redis = yaml.safe_load(make_plan(data).files["compose.yaml"])["services"]["redis"]
+    assert redis["read_only"] is True and redis["pids_limit"] == 64 and redis["mem_limit"] == "1g"

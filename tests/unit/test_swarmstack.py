@@ -178,3 +178,15 @@ def test_labels_are_left_alone_when_they_match(data):
         host.groups = ["data", "managers"]
         assert commands(labels._inner(stack=stack, inventory_hosts=[host])) == []
         assert host.noops == ["node labels match the inventory groups"]
+
+
+def test_every_swarm_task_drops_its_capabilities_and_has_limits(data):
+    _, files, _ = swarm_stack(data)
+    services = yaml.safe_load(files[STACK_FILE])["services"]
+    for name, service in services.items():
+        limits = service["deploy"]["resources"]["limits"]
+        assert service["cap_drop"] == ["ALL"] and limits["pids"] > 0 and limits["memory"], name
+        assert "security_opt" not in service  # Swarm ignores it: the daemon's default (provision.py)
+    assert services["postgres"]["cap_add"] == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+    assert services["creator-hub"]["read_only"] is True and services["creator-hub"]["tmpfs"] == ["/tmp"]
+    assert "read_only" not in services["postgres"]
