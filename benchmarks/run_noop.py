@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import run_benchmarks as bench  # noqa: E402
 from stackdeploy.model import read_settings  # noqa: E402
 
-ANSIBLE_VERSION = "14.5.0"  # the ansible package (ansible-core and its collections, community.docker among them)
+ANSIBLE_VERSION = "12.3.0"  # the ansible package (community.docker among its collections); the last for Python 3.11
 ANSIBLE_VENV = ROOT / ".bench" / "ansible"
 PLAYBOOK = """\
 - hosts: localhost
