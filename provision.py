@@ -3,8 +3,9 @@
 Installs the Docker Engine and Compose v2, a non-root deploy user in the docker group,
 daemon settings (log rotation, live-restore, an insecure registry of ``image_distribution =
 "registry"``; applied with a reload when only those last two change) and firewall rules that let only the
-stack's own hosts reach the ports published for other hosts. Run it before deploy.py on
-new hosts; running it again changes nothing.
+stack's own hosts reach the ports published for other hosts, with a script and a systemd unit
+that apply them again at every boot. Run it before deploy.py on new hosts; running it again
+changes nothing.
 
 On ``engine = "swarm"`` it also opens the swarm's ports between the stack's hosts only,
 turns live-restore off (swarm mode refuses it) and forms the swarm: the first of the

@@ -1,6 +1,6 @@
 """Production host provisioning, as pyinfra ``@deploy`` functions (see provision.py).
 
-    engine -> deploy user -> daemon settings -> firewall
+    engine -> deploy user -> daemon settings -> firewall (and the same rules again at boot)
 
 Each step reads the host first and changes only what differs, so a second run reports
 no changes. Debian and Ubuntu hosts; with or without systemd.
@@ -15,7 +15,7 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import files, server
+from pyinfra.operations import files, server, systemd
 
 from stackdeploy import logstore
 from stackdeploy.engine import ensure_engine
@@ -32,6 +32,26 @@ CHAIN = "STACKDEPLOY"
 SWARM_CHAIN = "STACKDEPLOY-SWARM"
 # What swarm nodes say to each other: cluster management, gossip, overlay traffic (VXLAN).
 SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
+# iptables rules live in the kernel only: this script puts the chains back, and the unit runs
+# it at every boot once dockerd (which makes DOCKER-USER) is up. Under /opt, as an add-on's
+# own files (and so private to each simulated host, whose /opt is its own).
+FIREWALL_SCRIPT = "/opt/stackdeploy/firewall"
+FIREWALL_UNIT = "stackdeploy-firewall.service"
+FIREWALL_UNIT_TEXT = f"""\
+# Written by stackdeploy's provision.py.
+[Unit]
+Description=stackdeploy firewall: the stack's internal ports for its own hosts only
+After=docker.service
+Wants=docker.service
+
+[Service]
+Type=oneshot
+ExecStart={FIREWALL_SCRIPT}
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 def daemon_settings(engine: str, registry: RegistrySettings | None = None, in_swarm: bool = False) -> dict:
@@ -92,14 +112,18 @@ class DockerUserJumps(FactBase[bool]):
 
 def firewall_rules(where: Placement, host_name: str) -> list[str]:
     """The rules (``-A`` form) of our chain: only the stack's own hosts reach the ports this
-    host publishes for other hosts; the gateway's public port is left alone."""
+    host publishes for other hosts; the gateway's public port is left alone. On the swarm
+    engine that is the log store, which Swarm publishes in host mode on its node (and Docker
+    forwards through DOCKER-USER like any published port)."""
     address = where.hosts[host_name].address
     peers = sorted({h.address for h in where.hosts.values() if h.address})
+    swarm = where.stack.engine == "swarm"
     rules = []
     for name in where.services_on[host_name]:
         service = where.stack.services[name]
+        published = where.is_published(host_name, name) or (swarm and service.kind == "logstore")
         # Without an address (one host), the log store is published on 127.0.0.1 alone.
-        if service.kind == "gateway" or not where.is_published(host_name, name) or not address:
+        if service.kind == "gateway" or not published or not address:
             continue
         # Only the original direction: replies (from the container) must pass. Written the
         # way `iptables -S` prints it, so the fact compares equal when in place.
@@ -151,6 +175,39 @@ def chain(rules: list[str], chain_name: str = CHAIN, parent: str = "DOCKER-USER"
     yield StringCommand("printf", "%s", QuoteString(text), "|", "iptables-restore", "--noflush")
 
 
+def firewall_script(chains: list[tuple[str, str, list[str]]]) -> str:
+    """A shell script that makes each (chain, parent, rules) of ``chains`` what ``chain`` makes
+    it: the same atomic iptables-restore, and the jump added only where it is missing."""
+    lines = ["#!/bin/sh", "# Written by stackdeploy's provision.py: the firewall again after a boot.", "set -e"]
+    for name, parent, rules in chains:
+        text = restore_input(rules, hook=False, name=name, parent=parent)
+        lines.append(f"printf '%s' {shlex.quote(text)} | iptables-restore --noflush")
+        lines.append(f"iptables -C {parent} -j {name} 2>/dev/null || iptables -I {parent} 1 -j {name}")
+    return "\n".join(lines) + "\n"
+
+
+@deploy("Firewall")
+def firewall(where: Placement, on_systemd: bool) -> None:
+    """The chains now, and the script and unit that apply them at every boot. Without systemd
+    nothing runs the script at boot: the run says so, and provision.py applies them again."""
+    chains = [(CHAIN, "DOCKER-USER", firewall_rules(where, host.name))]
+    chain(name="Firewall: published stack ports only for stack hosts", rules=chains[0][2])
+    if where.stack.engine == "swarm":
+        chains.append((SWARM_CHAIN, "INPUT", swarm_rules(where, host.name)))
+        chain(name="Firewall: swarm ports only between stack hosts", rules=chains[1][2], chain_name=SWARM_CHAIN,
+              parent="INPUT")
+    files.put(name="Firewall: the script that applies it again", src=StringIO(firewall_script(chains)),
+              dest=FIREWALL_SCRIPT, mode="755")
+    if not on_systemd:
+        logger.warning(f"{host.print_prefix}no systemd: the firewall rules last until the next boot; run "
+                       f"provision.py (or {FIREWALL_SCRIPT}) again after one")
+        return
+    unit = files.put(name="Firewall: applied at every boot (systemd unit)", src=StringIO(FIREWALL_UNIT_TEXT),
+                     dest=f"/etc/systemd/system/{FIREWALL_UNIT}", mode="644")
+    systemd.service(name="Firewall: unit enabled", service=FIREWALL_UNIT, running=None, enabled=True,
+                    daemon_reload=unit.did_change)
+
+
 @operation(is_idempotent=True)
 def reload_dockerd(systemd: bool, restart: bool = True):
     """Apply daemon.json. Under systemd a restart when a key dockerd reads only at start changed
@@ -182,11 +239,8 @@ def provision_host(where: Placement, deploy_user: str, public_key: str | None, n
     daemon = files.put(name="Daemon settings (log rotation, live-restore off on swarm hosts, insecure registry)",
                        src=StringIO(json.dumps(settings, indent=2, sort_keys=True) + "\n"),
                        dest=DAEMON_JSON, mode="644")
-    systemd = host.get_fact(DockerEngineStatus)["systemd"]
-    reload_dockerd(name="Apply daemon settings", systemd=systemd, restart=restart, _if=daemon.did_change)
-    chain(name="Firewall: published stack ports only for stack hosts",
-          rules=firewall_rules(where, host.name))
+    on_systemd = host.get_fact(DockerEngineStatus)["systemd"]
+    reload_dockerd(name="Apply daemon settings", systemd=on_systemd, restart=restart, _if=daemon.did_change)
+    firewall(where, on_systemd)
     if swarm:
-        chain(name="Firewall: swarm ports only between stack hosts", rules=swarm_rules(where, host.name),
-              chain_name=SWARM_CHAIN, parent="INPUT")
         form_swarm(where.stack, prune=prune_nodes)

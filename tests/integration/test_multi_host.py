@@ -130,6 +130,26 @@ def test_firewall_lets_only_stack_hosts_reach_internal_ports(hosts, deployed):
     assert port_open(H3, 8080) and port_open(H3, 8443)
 
 
+def iptables_on(hosts: dict, address: str, *args: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", hosts[address]["netns"], "iptables", *args], capture_output=True,
+                          text=True, check=True, timeout=60).stdout
+
+
+def test_the_firewall_comes_back_from_its_boot_script(hosts, deployed):
+    """A reboot empties the kernel's rules: what the boot script (run by a systemd unit on real
+    hosts) puts back is the firewall provision.py set, and the port is closed again."""
+    before = iptables_on(hosts, H1, "-S", "STACKDEPLOY")
+    iptables_on(hosts, H1, "-D", "DOCKER-USER", "-j", "STACKDEPLOY")
+    iptables_on(hosts, H1, "-F", "STACKDEPLOY")
+    try:
+        assert port_open(H1, 5432)  # as after a reboot: nothing guards postgres
+    finally:
+        on_host(H1, "/opt/stackdeploy/firewall")
+    assert iptables_on(hosts, H1, "-S", "STACKDEPLOY") == before and "-j DROP" in before
+    assert iptables_on(hosts, H1, "-S", "DOCKER-USER").count("-j STACKDEPLOY") == 1
+    assert not port_open(H1, 5432)
+
+
 def test_each_host_runs_its_group(hosts, deployed):
     for address, expected in PLACEMENT.items():
         running = {n for n, i in containers_on(hosts, address).items() if i["State"]["Running"]}

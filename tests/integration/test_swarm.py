@@ -106,6 +106,13 @@ def test_swarm_ports_answer_only_stack_hosts(hosts, provisioned):
         assert f"-A STACKDEPLOY-SWARM -s {peer}/32 -p tcp -m tcp --dport 2377 -j RETURN" in rules
     assert "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP" in rules
     assert "-A STACKDEPLOY-SWARM -p udp -m udp --dport 4789 -j DROP" in rules
+    # The log store, published in host mode on its node (h1, group data): the stack's hosts only.
+    guarded = subprocess.run(["ip", "netns", "exec", hosts["hosts"][0]["netns"], "iptables", "-S", "STACKDEPLOY"],
+                             capture_output=True, text=True, check=True).stdout
+    address = hosts["hosts"][0]["address"]
+    match = f"-p udp -m conntrack --ctorigdst {address} --ctorigdstport 6514 --ctdir ORIGINAL"
+    assert f"-A STACKDEPLOY {match} -j DROP" in guarded
+    assert f"-A STACKDEPLOY -s {hosts['hosts'][1]['address']}/32 {match} -j RETURN" in guarded
 
 
 def test_switching_from_compose_keeps_the_data(hosts, compose_user, swarm):

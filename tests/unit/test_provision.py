@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 
 import pytest
 from pyinfra.facts.files import FileContents
@@ -20,6 +21,7 @@ from stackdeploy.provision import (
     chain,
     daemon_settings,
     firewall_rules,
+    firewall_script,
     needs_restart,
     provision_host,
     reload_dockerd,
@@ -81,6 +83,38 @@ def test_a_second_run_changes_nothing():
     with fake_host({IptablesChain: ["-N STACKDEPLOY", *RULES], DockerUserJumps: True}) as host:
         assert commands(chain._inner(rules=RULES)) == []
         assert host.noops == ["firewall rules up to date"]
+
+
+def test_on_swarm_only_the_stack_hosts_reach_the_log_store_its_node_publishes(data):
+    hosts = [HostSpec("db", frozenset({"data", "managers"}), "10.0.0.1"),
+             HostSpec("rest", frozenset({"ai", "apps", "edge", "monitoring"}), "10.0.0.2")]
+    where = place(load({**data, "engine": "swarm"}, SERVICES_DIR), hosts)
+    match = MATCH.format(port=6514).replace("-p tcp", "-p udp")
+    assert firewall_rules(where, "db") == [*(f"-A STACKDEPLOY -s {peer}/32 {match} -j RETURN"
+                                             for peer in ("10.0.0.1", "10.0.0.2")), f"-A STACKDEPLOY {match} -j DROP"]
+    assert firewall_rules(where, "rest") == []
+
+
+def in_a_new_network_namespace(script: str) -> str:
+    """Run ``script`` (after it, ``iptables -S``) in a network namespace of its own, whose
+    DOCKER-USER chain dockerd would have made: this machine's own rules stay untouched."""
+    result = subprocess.run(["unshare", "--net", "sh", "-c", f"iptables -N DOCKER-USER\n{script}\niptables -S"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_boot_script_puts_back_exactly_the_chains_provision_sets():
+    swarm = ["-A STACKDEPLOY-SWARM -s 10.0.0.2/32 -p tcp -m tcp --dport 2377 -j RETURN",
+             "-A STACKDEPLOY-SWARM -p tcp -m tcp --dport 2377 -j DROP"]
+    script = firewall_script([("STACKDEPLOY", "DOCKER-USER", RULES), ("STACKDEPLOY-SWARM", "INPUT", swarm)])
+    once, twice = in_a_new_network_namespace(script), in_a_new_network_namespace(f"{script}\n{script}")
+    assert once == twice  # run again (a second boot, a manual run): nothing doubles
+    listed = once.splitlines()
+    assert [line for line in listed if line.startswith(("-A STACKDEPLOY", "-A DOCKER-USER", "-A INPUT"))] == [
+        "-A INPUT -j STACKDEPLOY-SWARM", "-A DOCKER-USER -j STACKDEPLOY",
+        "-A STACKDEPLOY -s 10.0.0.1/32 -p tcp -m tcp --dport 1 -j RETURN",
+        "-A STACKDEPLOY -p tcp -m tcp --dport 1 -j DROP", *swarm]
 
 
 INSECURE = RegistrySettings("10.77.0.1:5000/team", insecure=True)
