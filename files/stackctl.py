@@ -50,6 +50,9 @@ CACHED_RE = re.compile(r"^#(\d+) CACHED")
 # uvicorn with several workers keeps its container up and respawns workers that crash:
 # its log is the only sign that the app cannot start.
 WORKER_DIED_RE = re.compile(r"Child process \[\d+\] died")
+# What a worker that crashed leaves in the log (a worker killed for answering its supervisor's
+# ping too slowly leaves nothing): a traceback, or Python's last line of one.
+CRASH_SIGN_RE = re.compile(r"^(Traceback \(most recent call last\):|[A-Za-z_.]*(Error|Exception): .*)$", re.M)
 SHELLS = {"sh", "bash", "dash", "zsh", "sudo", "su", "timeout", "env", "nice"}
 ROOT = Path(__file__).resolve().parent
 # The engine this helper's docker calls reach (DOCKER_HOST where the host sets one): compose
@@ -217,9 +220,17 @@ def probe(info: dict, spec: contract.ServiceSpec, project: str) -> str | None:
 
 
 def workers_dying(container_id: str) -> str | None:
+    """A crash of the app's workers, told from a slow start: uvicorn's supervisor logs "Child
+    process [N] died" both for a worker that exited and for one it killed for not answering its
+    ping within 5 s, as happens on a host whose cores are busy. Only a crash leaves a traceback;
+    slow workers are left to the readiness gate's own timeout."""
     result = run(["docker", "logs", "--tail", "200", container_id], timeout=10)
-    deaths = len(WORKER_DIED_RE.findall(result.stdout + result.stderr))
-    return f"its worker processes keep dying ({deaths} so far)" if deaths >= CRASH_RESTARTS else None
+    log = result.stdout + result.stderr
+    deaths = len(WORKER_DIED_RE.findall(log))
+    crash = [found.group(0) for found in CRASH_SIGN_RE.finditer(log)]
+    if deaths < CRASH_RESTARTS or not crash:
+        return None
+    return f"its worker processes keep dying ({deaths} so far): {crash[-1][:200]}"
 
 
 def crashed(info: dict) -> str | None:
