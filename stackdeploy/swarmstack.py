@@ -241,7 +241,7 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
 
     def document(services: list[str]) -> str:
         doc: dict = {
-            "version": "3.8",
+            "version": "3.9",  # the first stack file format with deploy.resources.limits.pids
             "services": {n: entries[n] for n in services},
             "networks": {NETWORK: {"driver": "overlay", "internal": True},
                          EDGE_NETWORK: {"driver": "overlay"}},
