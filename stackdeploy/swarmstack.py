@@ -179,9 +179,9 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
     entry["cap_drop"] = ["ALL"]
     if service.cap_add:
         entry["cap_add"] = list(service.cap_add)
-    if service.read_only:
+    if service.read_only:  # Swarm takes no ``tmpfs`` key: a tmpfs mount, in the long syntax
         entry["read_only"] = True
-        entry["tmpfs"] = ["/tmp"]
+        entry["volumes"] = [*entry.get("volumes", []), {"type": "tmpfs", "target": "/tmp"}]
     return entry
 
 
