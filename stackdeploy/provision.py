@@ -240,6 +240,9 @@ def provision_host(where: Placement, deploy_user: str, public_key: str | None, n
                        src=StringIO(json.dumps(settings, indent=2, sort_keys=True) + "\n"),
                        dest=DAEMON_JSON, mode="644")
     on_systemd = host.get_fact(DockerEngineStatus)["systemd"]
+    if restart and not on_systemd:
+        logger.warning(f"{host.print_prefix}no systemd: dockerd is only reloaded, and reads the log options and "
+                       "no-new-privileges at its next start: restart it to apply them")
     reload_dockerd(name="Apply daemon settings", systemd=on_systemd, restart=restart, _if=daemon.did_change)
     firewall(where, on_systemd)
     if swarm:

@@ -73,6 +73,20 @@ def compose_user(hosts) -> tuple[str, str]:
 def provisioned(hosts, compose_user) -> DeployResult:
     result = run_pyinfra(SWARM_INVENTORY, "provision.py")
     assert result.returncode == 0, result.output[-3000:]
+    # The simulated hosts have no systemd: provision.py reloads dockerd and says that what it
+    # reads only at start (no-new-privileges, which Swarm's tasks get only from the daemon)
+    # waits for a restart. Each engine without it is restarted here, as systemd would.
+    options = [docker(hosts, index, "info", "--format", "{{json .SecurityOptions}}") for index in range(3)]
+    restarted = [info["name"] for info, found in zip(hosts["hosts"], options, strict=True)
+                 if "name=no-new-privileges" not in found]
+    for name in restarted:
+        subprocess.run([*SIMHOSTS, "stop", "--host", name], capture_output=True, timeout=300, check=True)
+    if restarted:
+        subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, timeout=300, check=True)
+        deadline = time.monotonic() + 120
+        while docker(hosts, 0, "node", "ls", "--format", "{{.Status}}").split().count("Ready") < 3:
+            assert time.monotonic() < deadline, "the swarm's nodes did not come back Ready"
+            time.sleep(1)  # pacing of a bounded poll
     return result
 
 
