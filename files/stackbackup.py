@@ -217,7 +217,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     project = manifest["project"]
     target = BACKUPS / args.id
     BACKUPS.mkdir(mode=0o700, exist_ok=True)
-    BACKUPS.chmod(0o700)  # whole databases, sessions and uploads: root's alone (also where kept 0755 before)
+    BACKUPS.chmod(0o700)  # whole databases, sessions and uploads: root's alone, whatever it was
     try:
         target.mkdir(mode=0o700)
     except FileExistsError:
@@ -271,24 +271,52 @@ def read_manifest(directory: Path) -> contract.BackupManifest:
     return json.loads((directory / contract.BACKUP_MANIFEST).read_text())
 
 
-def outside(path: str) -> bool:
-    """A path (relative to the volume's root) that leaves it."""
-    return path.startswith("/") or posixpath.normpath(path).split("/")[0] == ".."
+MAX_LINK_HOPS = 40  # as the kernel's own limit on following symlinks (ELOOP)
 
 
-def unsafe(member: tarfile.TarInfo) -> str:
+def outside(path: str, links: dict[str, str]) -> bool:
+    """Whether ``path`` (relative to the volume's root) leaves it once each symlink the archive
+    made before (``links``: path -> target) is followed, as the kernel would: ``q -> .`` then
+    ``sub/p -> ../q/..`` climbs out, though neither text does."""
+    if path.startswith("/"):
+        return True
+    parts: list[str] = []
+    pending = [part for part in path.split("/") if part not in ("", ".")]
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if not parts:
+                return True
+            parts.pop()
+            continue
+        target = links.get("/".join([*parts, part]))
+        if target is None:
+            parts.append(part)
+            continue
+        hops += 1
+        if target.startswith("/") or hops > MAX_LINK_HOPS:
+            return True
+        pending = [p for p in target.split("/") if p not in ("", ".")] + pending  # from the link's directory
+    return False
+
+
+def unsafe(member: tarfile.TarInfo, links: dict[str, str]) -> str:
     """Why GNU tar, unpacking ``member`` as root into a volume, would reach outside the volume or
-    hand out privileges ("" when it would not). A backup this helper took never holds one."""
-    if outside(member.name):
+    hand out privileges ("" when it would not); ``links``: the archive's symlinks before it, to
+    which a symlink ``member`` is added. A backup this helper took never holds one."""
+    if outside(member.name, links):
         return "a path outside the volume"
     if member.isdev():
         return "a device node or FIFO"
     if member.mode & 0o4000 or (not member.isdir() and member.mode & 0o2000):  # setgid dirs only share a group
         return "a setuid or setgid file"
-    if member.issym() and (member.linkname.startswith("/")
-                           or outside(posixpath.join(posixpath.dirname(member.name), member.linkname))):
-        return f"a symlink to {member.linkname}, outside the volume"
-    if member.islnk() and outside(member.linkname):
+    if member.issym():
+        if member.linkname.startswith("/") or outside(posixpath.join(posixpath.dirname(member.name),
+                                                                     member.linkname), links):
+            return f"a symlink to {member.linkname}, outside the volume"
+        links[posixpath.normpath(member.name)] = member.linkname  # followed from its own directory
+    if member.islnk() and outside(member.linkname, links):
         return f"a hard link to {member.linkname}, outside the volume"
     return ""
 
@@ -309,8 +337,9 @@ def checked_backup(backup_id: str, service: str | None) -> tuple[Path, list[cont
         if entry["kind"] == "volumes":
             try:
                 with tarfile.open(path, "r:gz") as archive:
+                    links: dict[str, str] = {}
                     for member in archive:
-                        reason = unsafe(member)
+                        reason = unsafe(member, links)
                         if reason:
                             raise BackupError(f"{entry['file']}: refused, it holds {member.name!r}, {reason}")
             except (tarfile.TarError, OSError, EOFError) as exc:

@@ -148,7 +148,7 @@ services = {
         "volumes": {"redis-data": "/data"},
         "backup": "redis_rdb",
         "secrets": ["REDIS_PASSWORD"],
-        # The password from the environment, or (swarm engine) from its Docker secret file.
+        # The password from its secret file (<NAME>_FILE), or from the environment where set.
         "command": ["sh", "-c", "exec redis-server --bind 0.0.0.0 --protected-mode no --appendonly yes"
                     " --dir /data --requirepass \"${REDIS_PASSWORD:-$(cat \"$REDIS_PASSWORD_FILE\")}\""],
         "health": {
@@ -252,7 +252,7 @@ services = {
         "auth_routes": ["/api/creators/", "/api/ai/"],
         "auth_verify": "/api/auth/verify",
         # Each client address may ask these 10 times a second, in bursts of up to 20 more
-        # (stackdeploy/composefile.py LOGIN_RATE); past that the gateway answers 429 with
+        # (stackdeploy/composefile.py LOGIN_PER_SECOND); past that the gateway answers 429 with
         # Retry-After. auth-service also locks a username out after LOGIN_MAX_FAILURES attempts
         # within LOGIN_LOCKOUT_SECONDS, whatever the address.
         "login_paths": ["/api/auth/login", "/api/auth/register"],
@@ -311,7 +311,7 @@ services = {
                 "GF_ANALYTICS_REPORTING_ENABLED": "false", "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
                 "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
                 "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/grafana/dashboards/stack.json"},
-        # The password from the environment, or (swarm engine) from its Docker secret file. Grafana
+        # The password from its secret file (<NAME>_FILE), or from the environment where set. Grafana
         # sets it when it first creates its database (the grafana-data volume); it is never rotated.
         "entrypoint": ["sh", "-c", "export GF_SECURITY_ADMIN_PASSWORD=\"${GRAFANA_ADMIN_PASSWORD:-$(cat"
                        " \"$GRAFANA_ADMIN_PASSWORD_FILE\")}\"; unset GRAFANA_ADMIN_PASSWORD"
@@ -348,7 +348,7 @@ services = {
         "image": {"registry": "quay.io/prometheuscommunity/postgres-exporter:v0.11.1", "local": "postgres-exporter"},
         "depends_on": ["postgres"],
         "secrets": ["POSTGRES_PASSWORD"],
-        # The password from the environment, or (swarm engine) from its Docker secret file.
+        # The password from its secret file (<NAME>_FILE), or from the environment where set.
         "entrypoint": ["sh", "-c", "DATA_SOURCE_PASS=\"${POSTGRES_PASSWORD:-$(cat \"$POSTGRES_PASSWORD_FILE\")}\""
                        " DATA_SOURCE_USER=\"$POSTGRES_USER\""
                        " DATA_SOURCE_URI=\"$POSTGRES_HOST:$POSTGRES_PORT/$POSTGRES_DB?sslmode=disable\""

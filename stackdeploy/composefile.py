@@ -3,6 +3,8 @@ and the gateway's nginx.conf, rendered from templates/ for one host of a placeme
 
 from __future__ import annotations
 
+import math
+
 import yaml
 
 from stackdeploy import contract, logstore
@@ -27,7 +29,7 @@ GATEWAY_ERRORS = [(400, "bad request"), (401, "missing, invalid or revoked beare
                   (405, "method not allowed"), (413, "request body too large"),
                   (429, "too many requests from this address"), (500, "gateway error"),
                   (502, "upstream unavailable"), (504, "upstream timed out")]
-LOGIN_RATE, LOGIN_BURST = "10r/s", 20  # per client address, on the gateway's login_paths
+LOGIN_PER_SECOND, LOGIN_BURST = 10, 20  # per client address, on the gateway's login_paths
 DOCKER_DNS = "127.0.0.11"
 DOCKER_SOCKET = "/var/run/docker.sock"
 
@@ -248,7 +250,8 @@ def _login_locations(gateway: Service, routes: list[dict]) -> dict | None:
     for path in gateway.login_paths:
         route = max((r for r in routes if path.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
         paths.append({"path": path, "route": route})
-    return {"rate": LOGIN_RATE, "burst": LOGIN_BURST, "paths": paths}
+    return {"rate": f"{LOGIN_PER_SECOND}r/s", "burst": LOGIN_BURST, "paths": paths,
+            "retry_after": math.ceil(1 / LOGIN_PER_SECOND)}  # whole seconds until one more is let in
 
 
 def env_file(service: Service, where: Placement, host: str) -> str:

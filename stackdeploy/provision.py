@@ -33,7 +33,8 @@ SWARM_CHAIN = "STACKDEPLOY-SWARM"
 # What swarm nodes say to each other: cluster management, gossip, overlay traffic (VXLAN).
 SWARM_PORTS = (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))
 # iptables rules live in the kernel only: this script puts the chains back, and the unit runs
-# it at every boot once dockerd (which makes DOCKER-USER) is up. Under /opt, as an add-on's
+# it at every boot before dockerd starts any container (it makes DOCKER-USER, which dockerd
+# keeps as it finds it), so no published port is ever open to everyone. Under /opt, as an add-on's
 # own files (and so private to each simulated host, whose /opt is its own).
 FIREWALL_SCRIPT = "/opt/stackdeploy/firewall"
 FIREWALL_UNIT = "stackdeploy-firewall.service"
@@ -41,8 +42,8 @@ FIREWALL_UNIT_TEXT = f"""\
 # Written by stackdeploy's provision.py.
 [Unit]
 Description=stackdeploy firewall: the stack's internal ports for its own hosts only
-After=docker.service
-Wants=docker.service
+Before=docker.service
+After=network-pre.target
 
 [Service]
 Type=oneshot
@@ -83,6 +84,13 @@ def needs_restart(current: list[str] | None, wanted: dict) -> bool:
     found = found if isinstance(found, dict) else {}
     changed = {key for key in found.keys() | wanted.keys() if found.get(key) != wanted.get(key)}
     return bool(changed - RELOADABLE)
+
+
+def restarts_here(restart: bool, swarm_member: bool) -> bool:
+    """Whether provision.py restarts this host's dockerd for a ``restart``-worthy change: not on
+    a host already in a swarm, where live-restore is off and a restart stops its tasks; pyinfra
+    runs the hosts at once, and every node restarting together stops the whole stack."""
+    return restart and not swarm_member
 
 
 class IptablesChain(FactBase[list[str]]):
@@ -180,6 +188,8 @@ def firewall_script(chains: list[tuple[str, str, list[str]]]) -> str:
     it: the same atomic iptables-restore, and the jump added only where it is missing."""
     lines = ["#!/bin/sh", "# Written by stackdeploy's provision.py: the firewall again after a boot.", "set -e"]
     for name, parent, rules in chains:
+        if parent == "DOCKER-USER":  # at boot dockerd has not made it yet
+            lines.append("iptables -n -L DOCKER-USER >/dev/null 2>&1 || iptables -N DOCKER-USER")
         text = restore_input(rules, hook=False, name=name, parent=parent)
         lines.append(f"printf '%s' {shlex.quote(text)} | iptables-restore --noflush")
         lines.append(f"iptables -C {parent} -j {name} 2>/dev/null || iptables -I {parent} 1 -j {name}")
@@ -240,10 +250,13 @@ def provision_host(where: Placement, deploy_user: str, public_key: str | None, n
                        src=StringIO(json.dumps(settings, indent=2, sort_keys=True) + "\n"),
                        dest=DAEMON_JSON, mode="644")
     on_systemd = host.get_fact(DockerEngineStatus)["systemd"]
-    if restart and not on_systemd:
-        logger.warning(f"{host.print_prefix}no systemd: dockerd is only reloaded, and reads the log options and "
-                       "no-new-privileges at its next start: restart it to apply them")
-    reload_dockerd(name="Apply daemon settings", systemd=on_systemd, restart=restart, _if=daemon.did_change)
+    swarm_member = engine_up and host.get_fact(SwarmNode).state != "inactive"
+    if restart and not (on_systemd and restarts_here(restart, swarm_member)):
+        why = "it is a swarm node (restart one node at a time, drained)" if swarm_member else "no systemd"
+        logger.warning(f"{host.print_prefix}dockerd is only reloaded, as {why}: it reads the log options and "
+                       "no-new-privileges at its next start, so restart it to apply them")
+    reload_dockerd(name="Apply daemon settings", systemd=on_systemd, restart=restarts_here(restart, swarm_member),
+                   _if=daemon.did_change)
     firewall(where, on_systemd)
     if swarm:
         form_swarm(where.stack, prune=prune_nodes)

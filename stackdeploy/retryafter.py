@@ -7,22 +7,26 @@ often right after one another: they wait as a well-behaved client would, within 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import httpx
 
 MAX_WAIT_SECONDS = 10.0
+MIN_WAIT_SECONDS = 0.1  # a Retry-After of 0 still waits: the bound on the waits then bounds the sends
 
 
 def seconds_to_wait(response: httpx.Response) -> float | None:
-    """Retry-After of a 429, in seconds; None for any other answer, or a header that is no number."""
+    """Retry-After of a 429, in seconds; None for any other answer, or a header that is no
+    (finite) number of seconds."""
     if response.status_code != 429:
         return None
     try:
-        return max(float(response.headers.get("Retry-After", "")), 0.0)
+        seconds = float(response.headers.get("Retry-After", ""))
     except ValueError:
         return None
+    return max(seconds, MIN_WAIT_SECONDS) if math.isfinite(seconds) else None
 
 
 def request(client: httpx.Client, method: str, path: str, *, max_wait: float = MAX_WAIT_SECONDS,

@@ -72,7 +72,7 @@ def _remote_dependencies(plan: Plan) -> dict[str, contract.RemoteCheck]:
     return json.loads(plan.files[contract.RELEASE_FILE])["remote"]
 
 
-def _as_read(plan: Plan, observed: HostState) -> dict[str, contract.ServiceStatus] | None:
+def _status_from_host_read(plan: Plan, observed: HostState) -> dict[str, contract.ServiceStatus] | None:
     """Every service's row from the host read the run was decided from, when each one is
     running and healthy by Docker's own healthcheck; None when any is not (then it is probed).
     Dependencies on other hosts are no part of that read: they are probed from here, as any
@@ -105,7 +105,7 @@ def verified(plan: Plan, release: str, built: list[str], started: list[str], bas
     execute): print only when executing.
     """
     if not (built or started or base_built):
-        status = _as_read(plan, observed) if observed is not None else None
+        status = _status_from_host_read(plan, observed) if observed is not None else None
         if status is None:
             status = read_fact(host, StackStatus, deploy_dir=plan.stack.deploy_dir)
         if status is not None and all(row["check"] == "ok" for row in status.values()):

@@ -136,7 +136,7 @@ def test_a_restore_into_emptied_volumes_leaves_every_service_able_to_write(backe
         docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "-v", f"{STACK}_{volume}:/data", images[name],
                "-c", f"find /data -mindepth 1 -delete{reset}")
     docker("start", containers()["postgres"]["Id"])
-    assert volume_root("creator-uploads", images["creator-hub"]).startswith("0:0 ")  # as the report had it
+    assert volume_root("creator-uploads", images["creator-hub"]).startswith("0:0 ")  # root's, as a new volume is
 
     result = run_pyinfra(session_tmp, "restore.py", {"backup": backed_up["id"]})
     assert result.returncode == 0, result.output[-4000:]

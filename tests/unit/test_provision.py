@@ -25,6 +25,7 @@ from stackdeploy.provision import (
     needs_restart,
     provision_host,
     reload_dockerd,
+    restarts_here,
     restore_input,
 )
 from stackdeploy.swarm import SwarmMembership, SwarmNode
@@ -96,9 +97,9 @@ def test_on_swarm_only_the_stack_hosts_reach_the_log_store_its_node_publishes(da
 
 
 def in_a_new_network_namespace(script: str) -> str:
-    """Run ``script`` (after it, ``iptables -S``) in a network namespace of its own, whose
-    DOCKER-USER chain dockerd would have made: this machine's own rules stay untouched."""
-    result = subprocess.run(["unshare", "--net", "sh", "-c", f"iptables -N DOCKER-USER\n{script}\niptables -S"],
+    """Run ``script`` (after it, ``iptables -S``) in a network namespace of its own, as at boot
+    before dockerd starts: this machine's own rules stay untouched."""
+    result = subprocess.run(["unshare", "--net", "sh", "-c", f"{script}\niptables -S"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -180,3 +181,9 @@ def test_a_compose_host_still_in_a_swarm_keeps_live_restore_off(data, monkeypatc
     to compose, before its ``docker swarm leave``, must not get it."""
     assert provisioned_daemon_json(data, monkeypatch, "active")["live-restore"] is False
     assert provisioned_daemon_json(data, monkeypatch, "inactive")["live-restore"] is True
+
+
+def test_a_swarm_node_is_never_restarted_with_the_others():
+    assert restarts_here(True, swarm_member=False) is True  # a fresh host: restarted
+    assert restarts_here(True, swarm_member=True) is False  # a node of a running swarm: reloaded, and told
+    assert restarts_here(False, swarm_member=False) is False

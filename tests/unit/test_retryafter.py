@@ -33,5 +33,9 @@ def test_a_wait_past_the_bound_or_without_a_number_is_the_callers_429(monkeypatc
     assert retryafter.request(client, "POST", "/login").status_code == 429 and len(sent) == 1
     client, sent = client_answering(httpx.Response(429, headers={"Retry-After": "Wed, 02 Dec 2026 10:00:00 GMT"}))
     assert retryafter.request(client, "POST", "/login").status_code == 429 and len(sent) == 1
+    client, sent = client_answering(*[httpx.Response(429, headers={"Retry-After": "0"})] * 200)
+    assert retryafter.request(client, "POST", "/login").status_code == 429 and len(sent) <= 101  # 10 s / 0.1 s
+    client, sent = client_answering(httpx.Response(429, headers={"Retry-After": "nan"}))
+    assert retryafter.request(client, "POST", "/login").status_code == 429 and len(sent) == 1
     client, sent = client_answering(httpx.Response(401))
     assert retryafter.request(client, "POST", "/login").status_code == 401 and len(sent) == 1

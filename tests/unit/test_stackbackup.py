@@ -114,6 +114,18 @@ def test_a_restore_check_refuses_an_archive_that_would_reach_outside_its_volume(
                       "error": f"creator-uploads.tar.gz: refused, it holds {bad.name!r}, {reason}"}
 
 
+def test_a_restore_check_follows_the_archives_own_symlinks(helpers_dir):
+    def add(archive: tarfile.TarFile) -> None:
+        archive.addfile(member(".", tarfile.DIRTYPE, 0o755))
+        archive.addfile(member("./q", tarfile.SYMTYPE, linkname="."))  # inside, alone
+        archive.addfile(member("./sub", tarfile.DIRTYPE, 0o755))
+        archive.addfile(member("./sub/p", tarfile.SYMTYPE, linkname="../q/.."))  # through q: out
+
+    target = volume_backup(helpers_dir, "20261202T030000Z", add)
+    answer = json.loads(helper(helpers_dir, "check", "--id", target.name).stdout)
+    assert answer["ok"] is False and "'./sub/p', a symlink to ../q/.., outside the volume" in answer["error"]
+
+
 def test_a_restore_check_accepts_what_a_backup_of_a_volume_holds(helpers_dir):
     def add(archive: tarfile.TarFile) -> None:
         archive.addfile(member(".", tarfile.DIRTYPE, 0o755))

@@ -56,6 +56,7 @@ async def off_the_loop(function, *args):
 
 
 def too_many(seconds: int, what: str) -> HTTPException:
+    """A 429 whose Retry-After says when to ask again."""
     return HTTPException(status_code=429, detail=f"{what}; try again in {seconds} s",
                          headers={"Retry-After": str(seconds)})
 
@@ -80,7 +81,8 @@ async def register(body: Credentials) -> dict:
 
 async def counted_attempt(username: str) -> str:
     """Count a login attempt for ``username`` before its password is checked (so parallel
-    guesses count too); refuse it once the window holds more than LOGIN_MAX_FAILURES."""
+    guesses count too), and return the count's key; refuse the attempt once the window holds
+    more than LOGIN_MAX_FAILURES (a success clears the count, so only failures add up)."""
     assert backends.redis is not None
     key = f"login-attempts:{username}"
     attempts = await backends.redis.incr(key)
@@ -98,7 +100,7 @@ async def counted_attempt(username: str) -> str:
 @app.post("/login", responses={401: {"description": "wrong username or password"}, **THROTTLED})
 async def login(body: Credentials) -> dict:
     assert backends.db is not None and backends.redis is not None
-    attempts = await counted_attempt(body.username)
+    attempts_key = await counted_attempt(body.username)
     row = await backends.db.fetchrow(
         "SELECT id, password_hash FROM users WHERE username = $1", body.username
     )
@@ -108,7 +110,7 @@ async def login(body: Credentials) -> dict:
             raise VerifyMismatchError()
     except VerifyMismatchError:
         raise HTTPException(status_code=401, detail="wrong username or password") from None
-    await backends.redis.delete(attempts)
+    await backends.redis.delete(attempts_key)
     jti = uuid.uuid4().hex
     now = int(time.time())
     claims = {"sub": str(row["id"]), "name": body.username, "jti": jti, "iat": now,
