@@ -84,7 +84,9 @@ def main() -> None:
     playbook = work / "compose-present.yml"
     playbook.write_text(PLAYBOOK.format(project_src=current.resolve(), project=project))
     ours = [str(bench.PYINFRA), "-y", "inventory/local.py", "deploy.py"]
-    theirs = [str(ensure_ansible()), "-i", "localhost,", str(playbook)]
+    # Its own venv's Python for the module: interpreter discovery may find a shim that runs nothing.
+    theirs = [str(ensure_ansible()), "-i", "localhost,", "-e", f"ansible_python_interpreter={ANSIBLE_VENV}/bin/python",
+              str(playbook)]
     timed(ours), timed(theirs)  # warm-up: page cache, the Docker CLI, Ansible's collection loading
     before, audited = bench.identities(project), audit_lines(deploy_dir)
     times: dict[str, list[float]] = {"stackdeploy": [], "ansible": []}
