@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from benchmarks.loadgen import HttpLoad
+from stackdeploy.provision import FIREWALL_SCRIPT
 
 from .conftest import ROOT, DeployResult, Https, changed_ops, stack_ca
 from .swarmhosts import COMPOSE_INVENTORY, SIMHOSTS, SWARM_INVENTORY, docker, run_pyinfra, swarm_hosts, versions
@@ -83,6 +84,10 @@ def provisioned(hosts, compose_user) -> DeployResult:
         subprocess.run([*SIMHOSTS, "stop", "--host", name], capture_output=True, timeout=300, check=True)
     if restarted:
         subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, timeout=300, check=True)
+        for info in (info for info in hosts["hosts"] if info["name"] in restarted):  # as its boot unit would
+            subprocess.run(["ssh", "-i", hosts["ssh_key"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", f"root@{info['address']}", FIREWALL_SCRIPT],
+                           capture_output=True, timeout=60, check=True)
         deadline = time.monotonic() + 120
         while docker(hosts, 0, "node", "ls", "--format", "{{.Status}}").split().count("Ready") < 3:
             assert time.monotonic() < deadline, "the swarm's nodes did not come back Ready"
