@@ -1,6 +1,6 @@
 """Grafana runs in registry mode only: an offline plan is exactly the plan of a stack without it,
 and a registry plan provisions its data source (Prometheus as its host reaches it) and the stack
-dashboard, whose queries are valid PromQL (promtool) and the ones README documents."""
+dashboard, whose queries are valid PromQL (promtool) and the ones docs/operations.md documents."""
 
 from __future__ import annotations
 
@@ -165,9 +165,9 @@ def test_the_dashboard_has_one_panel_per_documented_query(data):
     assert exprs == [query for _, query in dashboard_queries(MetricsSettings())]
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(DASHBOARD_PANELS)
     assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {"stack-prometheus"}
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "operations.md").read_text()
     for panel, query in dashboard_queries(MetricsSettings()):
-        assert f"`{query}`" in readme, panel.title  # README's table for the Prometheus UI
+        assert f"`{query}`" in readme, panel.title  # the documented table for the Prometheus UI
 
 
 def test_every_dashboard_query_is_valid_promql(data, tmp_path):
