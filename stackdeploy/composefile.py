@@ -232,7 +232,7 @@ def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, 
     ``resolver_valid``: how long a looked-up address is trusted."""
     auth = None
     if gateway.auth_verify:  # the route it is under, and the path the gateway asks there
-        route = max((r for r in routes if gateway.auth_verify.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
+        route = _route_of(gateway.auth_verify, routes)
         auth = {"route": route, "path": "/" + gateway.auth_verify[len(route["prefix"]):]}
     return render("nginx.conf.j2", routes=routes, resolver=DOCKER_DNS, resolver_valid=resolver_valid,
                   listen_port=GATEWAY_LISTEN_PORT, stub_status_port=STUB_STATUS_PORT, tls=tls,
@@ -241,15 +241,17 @@ def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, 
                   login=_login_locations(gateway, routes))
 
 
+def _route_of(path: str, routes: list[dict]) -> dict:
+    """The route a gateway path is under: the longest prefix (the model checked there is one)."""
+    return max((r for r in routes if path.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
+
+
 def _login_locations(gateway: Service, routes: list[dict]) -> dict | None:
     """Each of the gateway's ``login_paths`` as an exact location of its own: the route it is
     under (longest prefix), and the path that route passes on."""
     if not gateway.login_paths:
         return None
-    paths = []
-    for path in gateway.login_paths:
-        route = max((r for r in routes if path.startswith(r["prefix"])), key=lambda r: len(r["prefix"]))
-        paths.append({"path": path, "route": route})
+    paths = [{"path": path, "route": _route_of(path, routes)} for path in gateway.login_paths]
     return {"rate": f"{LOGIN_PER_SECOND}r/s", "burst": LOGIN_BURST, "paths": paths,
             "retry_after": math.ceil(1 / LOGIN_PER_SECOND)}  # whole seconds until one more is let in
 

@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from benchmarks.loadgen import register_and_login, tls_context
+from stackdeploy import retryafter
 from tests.versions import LIST_DISTRIBUTIONS, minimums, too_low_installed
 
 from .conftest import GATEWAY, STACK_CA, TEST_HOST_DATA, containers, docker, https
@@ -243,12 +244,9 @@ def test_no_container_shows_a_secret_and_each_reads_its_own_from_a_file(stack):
 def registered(password: str) -> str:
     """A fresh user's name (registered through the gateway, waiting out its login limit)."""
     username = f"throttle-{uuid.uuid4().hex[:10]}"
-    for _ in range(10):
-        answer = https.post(f"{GATEWAY}/api/auth/register", json={"username": username, "password": password},
-                            timeout=10)
-        if answer.status_code != 429:
-            break
-        time.sleep(float(answer.headers["Retry-After"]))
+    with httpx.Client(base_url=GATEWAY, verify=tls_context(STACK_CA), timeout=10) as client:
+        answer = retryafter.request(client, "POST", "/api/auth/register",
+                                    json={"username": username, "password": password})
     assert answer.status_code == 201, answer.text
     return username
 
