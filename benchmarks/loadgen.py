@@ -248,6 +248,11 @@ def longest_gap(outcomes: Sequence[RequestOutcome], run_end: float) -> tuple[flo
     return longest, sorted(unrecovered)
 
 
+def closed_idle(reason: str | None) -> bool:
+    """Whether a request failed because the server had closed the kept-alive connection."""
+    return reason is not None and reason.startswith("RemoteProtocolError: Server disconnected")
+
+
 class HttpLoad(_BoundedRun[LoadResult]):
     """Round-robin GET traffic through the gateway at a steady total rate, in threads.
 
@@ -261,11 +266,17 @@ class HttpLoad(_BoundedRun[LoadResult]):
     (or calling `stop()`) ends it early and fills `.result`. A request fails when it
     raises or answers a status >= 400 (4xx are also counted in `client_errors`: health
     paths should never answer them).
+
+    `retry_closed_keepalive`: a keep-alive thread sends a request again, once, when the
+    gateway had closed the idle connection (what an nginx reload does, and what most HTTP
+    clients retry by themselves). False is a client that never retries: that close counts
+    as a failed request.
     """
 
     def __init__(self, base_url: str, paths: Sequence[str], *, keepalive_clients: int = 2, fresh_clients: int = 2,
                  rate: float = 60.0, max_seconds: float = 600.0, max_requests: int = 100_000,
-                 timeout: float = REQUEST_TIMEOUT_SECONDS, ca_file: str | None = None) -> None:
+                 timeout: float = REQUEST_TIMEOUT_SECONDS, ca_file: str | None = None,
+                 retry_closed_keepalive: bool = True) -> None:
         super().__init__(max_seconds)
         self._tls = tls_context(ca_file)
         self.base_url = check_target(base_url, ("http", "https")).rstrip("/")
@@ -281,6 +292,7 @@ class HttpLoad(_BoundedRun[LoadResult]):
         self.rate = rate
         self.max_requests = max_requests
         self.timeout = timeout
+        self.retry_closed_keepalive = retry_closed_keepalive
         self._threads_total = keepalive_clients + fresh_clients
         self._retried = 0
         self._interval = self._threads_total / rate
@@ -327,7 +339,7 @@ class HttpLoad(_BoundedRun[LoadResult]):
                     break
                 sent_at = self._elapsed()
                 reason = self._request(client, path)
-                if keepalive and reason is not None and reason.startswith("RemoteProtocolError: Server disconnected"):
+                if keepalive and self.retry_closed_keepalive and closed_idle(reason):
                     with self._lock:
                         self._retried += 1
                     reason = self._request(client, path)

@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
 """Benchmark rollouts under load: what a client sees while the stack changes.
 
-A load client (benchmarks/loadgen.py: keep-alive and new-connection clients, 60 req/s over
-the four apps' health routes, bounded in time and count, loopback only) runs through the
-gateway while, one after the other, each app gets a code change, creator-hub a config
-change, auth-service a broken release, and the stack is rolled back. For each: failed
-requests, the longest gap, and the deploy's wall time. For comparison, the same load
-during a plain ``docker compose up -d --force-recreate`` of one app (what a redeploy did
-before rolling updates). WebSockets to channel-service are watched during its change.
+A load client (benchmarks/loadgen.py: keep-alive and new-connection clients that never retry,
+60 req/s over the four apps' health routes, bounded in time and count, loopback only) runs
+through the gateway while, one after the other, each app gets a code change, creator-hub a
+config change, auth-service a broken release, and the stack is rolled back. Then each app
+gets REPEATS config changes in a row, every one a rolling update. For each: failed requests,
+the longest gap, the deploy's wall time, and whether nginx reloaded (its worker pids changed).
+For comparison, the same load during a plain ``docker compose up -d --force-recreate`` of one
+app (what a redeploy did before rolling updates). WebSockets to channel-service are watched
+during its change.
 
 Uses its own stack ("rollbench", port 28180). Prints a table and writes
 benchmarks/results/<date>-rollouts.md and benchmarks/results/rollouts.json.
 
-    .venv/bin/python benchmarks/run_rollouts.py
+    .venv/bin/python benchmarks/run_rollouts.py [--repeats N]
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +48,17 @@ HOST_DATA: dict[str, Any] = {"stack_name": STACK, "deploy_dir": DEPLOY_DIR, "gat
                              "tls": {"source": "self-signed", "port": 28543, "server_names": ["localhost"]}}
 PATHS = ["/api/auth/health", "/api/creators/health", "/api/ai/health", "/api/channels/health"]
 APPS = ["auth-service", "creator-hub", "ai-engine", "channel-service"]
+REPEATS = 10
+
+
+def gateway_workers() -> set[str]:
+    """Pids of the bench gateway's nginx workers: a reload replaces every one of them."""
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={STACK}",
+                          "--filter", "label=com.docker.compose.service=api-gateway"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    top = subprocess.run(["docker", "top", ids[0], "-eo", "pid,args"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return {line.split()[0] for line in top.splitlines()[1:] if "worker process" in line}
 
 
 def pyinfra(workdir: Path, script: str, extra: dict | None = None, root: Path = ROOT) -> tuple[int, float, str]:
@@ -58,7 +73,9 @@ def pyinfra(workdir: Path, script: str, extra: dict | None = None, root: Path = 
 def under_load(action, socket_url: str | None = None) -> dict[str, Any]:
     """Run ``action`` (returns (returncode, seconds, output)) with the load client running."""
     watch = SocketWatch(socket_url, max_seconds=900, ca_file=STACK_CA) if socket_url else None
-    with HttpLoad(GATEWAY, PATHS, rate=60.0, max_seconds=900, max_requests=60_000, ca_file=STACK_CA) as load:
+    workers = gateway_workers()
+    with HttpLoad(GATEWAY, PATHS, rate=60.0, max_seconds=900, max_requests=60_000, ca_file=STACK_CA,
+                  retry_closed_keepalive=False) as load:
         if watch:
             watch.start()
         time.sleep(1.0)
@@ -68,7 +85,9 @@ def under_load(action, socket_url: str | None = None) -> dict[str, Any]:
             watch.stop()
     row = {"ok": code == 0, "deploy_s": round(seconds, 1), "requests": load.result.total,
            "failed": load.result.failed, "gap_s": round(load.result.longest_gap_seconds, 2),
-           "rate": round(load.result.requests_per_second, 1)}
+           "rate": round(load.result.requests_per_second, 1), "reloaded": gateway_workers() != workers,
+           "failures": [reason for _, _, reason in load.result.failures][:5],
+           "rolled": sorted(set(re.findall(r"([\w-]+) \(rolling\)", output)))}
     if watch:
         row["ws_close_codes"] = sorted(set(watch.result.close_codes))
         row["ws_failed_connects"] = watch.result.failed_connects
@@ -90,7 +109,7 @@ def reset() -> None:
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
 
 
-def main() -> int:
+def main(repeats: int) -> int:
     reset()
     workdir = Path(tempfile.mkdtemp(prefix="rollbench-"))
     copy = workdir / "project"
@@ -125,6 +144,19 @@ def main() -> int:
             return result.returncode, time.monotonic() - started, result.stdout + result.stderr
 
         rows["plain compose recreate auth-service (before)"] = under_load(plain_recreate)
+        for service in APPS:
+            runs = []
+            for _ in range(repeats):
+                env = {"service_overrides": {service: {"env": {"BENCH": uuid.uuid4().hex[:8]}}}}
+                runs.append(under_load(lambda env=env: pyinfra(workdir, "deploy.py", env, copy)))
+                if not runs[-1]["ok"] or runs[-1]["rolled"] != [service]:
+                    raise RuntimeError(f"config change of {service} was not a rolling update: {runs[-1]}")
+            rows[f"{repeats} config changes {service}"] = {
+                "ok": True, "deploy_s": round(sum(r["deploy_s"] for r in runs) / repeats, 1),
+                "requests": sum(r["requests"] for r in runs), "failed": sum(r["failed"] for r in runs),
+                "gap_s": max(r["gap_s"] for r in runs), "reloaded": any(r["reloaded"] for r in runs),
+                "failures": [f for r in runs for f in r["failures"]][:5], "rolled": [service]}
+            print(f"{repeats} config changes {service}: {rows[f'{repeats} config changes {service}']}", flush=True)
     finally:
         reset()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -133,23 +165,26 @@ def main() -> int:
 
 
 def write(results: dict[str, Any]) -> None:
-    header = f"{'scenario':<46} {'result':<11} {'deploy s':>8} {'requests':>8} {'failed':>6} {'gap s':>6}  websockets"
+    header = (f"{'scenario':<46} {'result':<11} {'deploy s':>8} {'requests':>8} {'failed':>6} {'gap s':>6} "
+              f"{'reload':>6}  websockets")
     lines = [header, "-" * len(header)]
     for name, row in results["rows"].items():
         ws = (f"close codes {row['ws_close_codes']}, failed connects {row['ws_failed_connects']}"
               if "ws_close_codes" in row else "-")
         # A run that failed here failed its gate and was rolled back (anything else raises).
         outcome = "ok" if row["ok"] else "rolled back"
+        reloaded = {True: "yes", False: "no"}.get(row.get("reloaded"), "-")
         lines.append(f"{name:<46} {outcome:<11} {row['deploy_s']:>8.1f} {row['requests']:>8} "
-                     f"{row['failed']:>6} {row['gap_s']:>6.2f}  {ws}")
+                     f"{row['failed']:>6} {row['gap_s']:>6.2f} {reloaded:>6}  {ws}")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     day = results["date"][:10]
     (RESULTS / f"{day}-rollouts.md").write_text(
         f"# Rollouts under load, {results['date']}\n\nLoad: 60 req/s through the gateway (2 keep-alive and 2 "
-        f"new-connection clients) over the four apps' /health routes; 2 WebSockets during the channel-service "
-        f"change. Cold deploy of the bench stack: {results['cold_deploy_s']} s.\n\n```\n{table}\n```\n")
+        f"new-connection clients, neither retrying) over the four apps' /health routes; 2 WebSockets during "
+        f"the channel-service change. Cold deploy of the bench stack: {results['cold_deploy_s']} s."
+        f"\n\n```\n{table}\n```\n")
     (RESULTS / "rollouts.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
@@ -157,4 +192,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--rewrite"]:  # re-render the table of the last run (benchmarks/results/rollouts.json)
         write(json.loads((RESULTS / "rollouts.json").read_text()))
         sys.exit(0)
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="config changes per app in a row")
+    sys.exit(main(parser.parse_args().repeats))

@@ -15,9 +15,11 @@ Python service's image for wait-for-services.py).
     stackctl.py finish --release R ...     switch ``current``, record the release, prune, audit, unlock
     stackctl.py releases                   the release history and the current release, as JSON
 
-Rolling services start a new container beside the old one; once it is ready the gateway is
-pointed at it (graceful nginx reload) and the old one is drained (SIGTERM, then its grace
-period). A new container that fails its gate is removed and the old one never stops serving.
+Rolling services start a new container beside the old one; once it is ready it gets the
+service's live alias on the routes network, where the gateway looks it up per request (no
+nginx reload), and the old one is drained: it refuses new connections, which the gateway
+retries on the new one, then SIGTERM and its grace period. A new container that fails its
+gate is removed and the old one never stops serving.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ READY: dict[str, float] = {}  # service -> seconds its gate took, in this call
 # Services of a wave roll out in parallel, but `docker compose up` calls run one at a time:
 # concurrent ones would each create the project's networks (Docker allows duplicate names).
 COMPOSE_LOCK = threading.Lock()
+NETWORK_LOCK = threading.Lock()
+LOOKUP_MARGIN = 0.5  # seconds past the gateway's resolver validity before it has surely looked again
+ACCEPT_SETTLE = 0.3  # seconds for an app to accept what reached it before it refused new connections
 
 
 class Failed(Exception):
@@ -183,13 +188,34 @@ def container_address(info: dict, project: str) -> str | None:
     return (preferred or {}).get("IPAddress") or None
 
 
-def retire(infos: list[dict], grace: float) -> None:
-    """Stop gracefully (SIGTERM, then ``grace`` seconds) and remove, in parallel."""
+def retire(infos: list[dict], grace: float, live: tuple[dict, int] | None = None) -> None:
+    """Stop gracefully (SIGTERM, then ``grace`` seconds) and remove, in parallel. ``live``: the
+    gateway container and the port the containers serve it on by their live alias; they take no
+    new connection from it (or from anyone) while they drain, nor does a dead address of theirs
+    that the gateway still has for RESOLVER_VALID_SECONDS after they are gone."""
+    fenced: list[list[str]] = []
+    if live:
+        gateway, port = live
+        for info in infos:
+            refuse_new_connections(info, ["INPUT", "!", "-i", "lo", "--dport", str(port)])
+        for address in filter(None, map(routes_address, infos)):
+            rule = ["OUTPUT", "-d", address, "--dport", str(port)]
+            if refuse_new_connections(gateway, rule):
+                fenced.append(rule)
+        if not fenced:
+            progress(f"note: {', '.join(map(name_of, infos))} cannot refuse new connections while draining "
+                     "(that needs root and nsenter on the host): a request sent to it then may fail")
+        time.sleep(ACCEPT_SETTLE)
+
     def one(info: dict) -> None:
         run(["docker", "stop", "-t", str(int(grace)), info["Id"]], timeout=grace + 60)
         run(["docker", "rm", "-f", info["Id"]], timeout=60)
     with ThreadPoolExecutor(max_workers=max(1, len(infos))) as pool:
         list(pool.map(one, infos))
+    if fenced:
+        time.sleep(contract.RESOLVER_VALID_SECONDS + LOOKUP_MARGIN)
+        for rule in fenced:
+            refuse_new_connections(gateway, rule, remove=True)
 
 
 def last_logs(container_id: str) -> str:
@@ -285,6 +311,82 @@ def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], ho
             f"SERVICE FAILED: '{needed[key]['service']}' on host {needed[key]['host']} is not reachable from host "
             f"{host} ({needed[key]['address']}:{needed[key]['port']}), needed by "
             f"{', '.join(needed[key]['consumers'])}: {why}" for key, why in failed.items()))
+
+
+# ---------------------------------------------------------------- routes
+
+def routes_network(project: str) -> str:
+    """The routes network of ``project``, made if missing (compose.yaml names it external: a
+    routed app can go live before the gateway's first ``compose up``)."""
+    name = contract.routes_network(project)
+    with NETWORK_LOCK:
+        if run(["docker", "network", "inspect", "--format", "{{.Id}}", name], timeout=30).returncode != 0:
+            checked(["docker", "network", "create", "--internal", "--label", f"stackdeploy.stack={project}", name],
+                    timeout=60)
+    return name
+
+
+def go_live(info: dict, service: str, project: str) -> bool:
+    """Give a gated container ``service``'s live alias on the routes network: the gateway sends
+    it requests from its next lookup on. Returns whether it was not live already."""
+    network, alias = routes_network(project), contract.live_alias(service)
+    attached = info["NetworkSettings"]["Networks"].get(network)
+    if attached and alias in (attached.get("Aliases") or []):
+        return False
+    if attached:  # on the network without the alias (by hand): only a reconnect gives it one
+        checked(["docker", "network", "disconnect", network, info["Id"]], timeout=60)
+    checked(["docker", "network", "connect", "--alias", alias, network, info["Id"]], timeout=60)
+    return True
+
+
+def live_container(project: str, service: str) -> dict | None:
+    """The running container of ``service`` that has its live alias, if one has."""
+    network, alias = contract.routes_network(project), contract.live_alias(service)
+    live = [c for c in containers(project, service) if running(c)
+            and alias in ((c["NetworkSettings"]["Networks"].get(network) or {}).get("Aliases") or [])]
+    return live[-1] if live else None
+
+
+def refuse_new_connections(info: dict, match: list[str], *, remove: bool = False) -> bool:
+    """In the running container's own network namespace, answer a new TCP connection that
+    ``match`` selects (a chain, then iptables matches) with a reset; established ones go on.
+    A refused connection is one the gateway retries on the next address, whatever the method
+    (nothing was sent), where a lost one is an error. A SIGTERM alone does not refuse: an app's
+    supervisor can keep the listening socket open, unaccepted, until its workers have drained
+    (uvicorn's does). The rule goes with the namespace. Needs root on the host (nsenter);
+    returns whether the rule was changed."""
+    pid = info["State"].get("Pid")
+    if os.geteuid() != 0 or not pid or not shutil.which("nsenter") or not shutil.which("iptables"):
+        return False
+    chain, *matches = match
+    result = run(["nsenter", "--target", str(pid), "--net", "iptables", "-D" if remove else "-I", chain,
+                  "-p", "tcp", "--syn", *matches, "-j", "REJECT", "--reject-with", "tcp-reset"], timeout=30)
+    return result.returncode == 0
+
+
+def routes_address(info: dict) -> str | None:
+    """The container's address on the routes network (where its live alias points)."""
+    for name, network in info["NetworkSettings"]["Networks"].items():
+        if name.endswith(f"_{contract.ROUTES_NETWORK}"):
+            return network.get("IPAddress") or None
+    return None
+
+
+def switch_traffic(release: str, m: contract.ReleaseManifest, service: str, new: dict, replacing: bool) -> None:
+    """Send the gateway's requests for ``service`` to the gated container ``new``. A live alias
+    needs no reload; with a container to replace, wait until the gateway has looked the alias up
+    again, so that it knows the new container before the old one refuses connections."""
+    if not m["gateway"] or service not in m["gateway"]["routed"]:
+        return
+    if service in targeted(m):
+        sync_gateway(release, m, {service: name_of(new)})
+    elif go_live(new, service, m["project"]) and replacing:
+        time.sleep(contract.RESOLVER_VALID_SECONDS + LOOKUP_MARGIN)
+
+
+def targeted(m: contract.ReleaseManifest) -> list[str]:
+    gateway = m["gateway"]
+    return gateway.get("targeted", gateway["routed"]) if gateway else []
 
 
 # ---------------------------------------------------------------- gateway
@@ -396,7 +498,12 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
         # The certificate and key first: the nginx.conf that names them is written after them.
         files = {**tls_files(release, m), "nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
         keys = gateway_keys(m)
-        for service in m["gateway"]["routed"]:
+        for service in sorted(set(m["gateway"]["routed"]) - set(targeted(m))):
+            if live_container(m["project"], service) is None:  # from before live aliases, or not started
+                info = serving(m["project"], service, m["services"][service]["config_hash"])
+                if info is not None:
+                    go_live(info, service, m["project"])
+        for service in targeted(m):
             chosen = (override or {}).get(service)
             if chosen is None and targeted_container_runs(service):
                 continue  # only a gated container becomes a target: leave a live one alone
@@ -448,7 +555,7 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
     previous = [c for c in old if c["Id"] != new["Id"]]
     try:
         seconds = gate(new["Id"], spec, project)
-        sync_gateway(release, m, {service: name_of(new)})
+        switch_traffic(release, m, service, new, replacing=bool(previous))
     except Failed as exc:
         logs = last_logs(new["Id"])
         if created:  # never remove a container this run did not start: it may be the one serving
@@ -457,7 +564,9 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
                  f"{previous[-1]['Config']['Image']}" if previous else "no previous version was running")
         raise Failed(f"{exc}\nlast {LOG_LINES} log lines of the new container:\n{logs}\n"
                      f"ROLLED BACK: {'the new container was removed; ' if created else ''}{still}") from None
-    retire(previous, spec["stop_grace"])
+    gateway = gateway_container(m) if m["gateway"] and service in m["gateway"]["routed"] else None
+    live = (gateway, spec["port"]) if gateway and service not in targeted(m) else None
+    retire(previous, spec["stop_grace"], live)
     READY[service] = seconds
     return f"ready {service} after {seconds:.1f}s (rolling: {len(previous)} old container(s) drained)"
 
@@ -476,6 +585,7 @@ def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str)
         raise Failed("docker compose did not create a container")
     try:
         READY[service] = gate(new["Id"], spec, project)
+        switch_traffic(release, m, service, new, replacing=False)
         return f"ready {service} after {READY[service]:.1f}s (stop-then-start)"
     except Failed as exc:
         logs = last_logs(new["Id"])
@@ -486,6 +596,12 @@ def recreate(release: str, m: contract.ReleaseManifest, service: str, host: str)
             with COMPOSE_LOCK:
                 run(compose(previous, "up", "-d", "--no-deps", "--no-build", "--force-recreate", service),
                     timeout=600)
+            back = serving(project, service)
+            try:
+                if back is not None:
+                    switch_traffic(previous, manifest(previous), service, back, replacing=False)
+            except Failed as again:
+                logs += f"\n(and the restored container could not be made the gateway's target: {again})"
             restored = f"ROLLED BACK: {service} was recreated from the running release {previous}"
         else:
             restored = "no previous release to restore"
@@ -521,6 +637,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     started = time.monotonic()
     write_secret_files()
+    if m["gateway"]:  # compose.yaml names it external: it must be there before the gateway starts
+        routes_network(m["project"])
 
     def one(service: str) -> tuple[str, str | None]:
         try:

@@ -109,6 +109,9 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
             ports.append(f"{address}:{service.port}:{service.port}")
     config_mounts += [(source, target, "ro") for source, target in sorted(service.host_paths.items())]
     edge = bool(ports) or where.has_remote_dependency(host, service.name)
+    networks = ["backend", "edge"] if edge else ["backend"]
+    if service.kind == "gateway":  # where it looks up the apps it routes to (their live alias)
+        networks.append(contract.ROUTES_NETWORK)
     return {
         "name": service.name,
         "image": image,
@@ -123,7 +126,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         "volumes": sorted(service.volumes.items()),
         "config_mounts": config_mounts,
         "ports": ports,
-        "networks": ["backend", "edge"] if edge else ["backend"],
+        "networks": networks,
         "limits": dict(service.limits),
         "logging": logstore.logging_options(service.name, logstore.log_target(where)),
         # The socket belongs to root: the monitor runs as root (with no capabilities).
@@ -214,9 +217,10 @@ def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service |
         routes.append({
             "prefix": prefix,
             "upstream": target.replace("-", "_") if len(ends) > 1 else None,
-            # A local target is the container the helper has gated (targets/<service>.*),
-            # so a new container gets traffic only once it is ready.
+            # A local target is the container the helper has gated: alone, the one with its live
+            # alias (looked up per request); balanced with other hosts, targets/<service>.servers.
             "local": target if ends[0].local else None,
+            "live": f"{contract.live_alias(target)}:{ends[0].port}",
             "servers": [f"{e.address}:{e.port}" for e in ends if not e.local],
             "websocket": prefix in gateway.websocket_routes,
             "auth": prefix in gateway.auth_routes,
@@ -227,7 +231,7 @@ def nginx_conf(gateway: Service, where: Placement, host: str, monitor: Service |
 
 
 def gateway_conf(gateway: Service, routes: list[dict], monitor: Service | None, tls: dict,
-                 resolver_valid: str = "5s") -> str:
+                 resolver_valid: str = f"{contract.RESOLVER_VALID_SECONDS}s") -> str:
     """nginx.conf from the routes' targets (both engines); ``tls``: see ``tls_settings``;
     ``resolver_valid``: how long a looked-up address is trusted."""
     auth = None
@@ -268,8 +272,11 @@ def compose_yaml(stack: Stack, entries: list[dict], image_source: str, hashes: d
     volumes = sorted({volume for entry in entries for volume, _ in entry["volumes"]})
     secrets = sorted({name for entry in entries for name in entry["secrets"]})
     configs = sorted({(name, content) for entry in entries for name, _, content in entry["configs"]})
+    routed = any(contract.ROUTES_NETWORK in entry["networks"] for entry in entries)
     return render("compose.yaml.j2", stack=stack, services=entries, volumes=volumes, configs=configs,
                   secrets=secrets, secrets_dir=f"{stack.deploy_dir}/{contract.SECRETS_DIR}",
+                  routes_network_key=contract.ROUTES_NETWORK,
+                  routes_network=contract.routes_network(stack.name) if routed else None,
                   image_source=image_source, hashes=hashes, hash_label=contract.CONFIG_HASH_LABEL)
 
 

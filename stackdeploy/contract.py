@@ -69,7 +69,25 @@ ACME_WEBROOT = "acme"  # gateway/acme/: certbot --webroot writes its HTTP-01 ans
 GATEWAY_UID = 33
 
 ROLLING = "rolling"  # start beside the old container, gate, switch traffic, drain the old
+# Compose: the network on which the gateway looks up each app it routes to, per request, by its
+# live alias. The helper makes it (compose.yaml names it external) and connects an app's
+# container to it, with the alias, only once the container passed its gate: a new container
+# gets traffic from the gateway's next lookup on, with no reload of nginx.
+ROUTES_NETWORK = "routes"
+# How long the gateway trusts a looked-up address (nginx's resolver valid=, both engines): a
+# rollout waits this long after the new container went live before the old one refuses.
+RESOLVER_VALID_SECONDS = 1
 RECREATE = "recreate"  # stop-then-start: infrastructure, the gateway image, published apps
+
+
+def routes_network(project: str) -> str:
+    """The docker network name of ROUTES_NETWORK for the compose project ``project``."""
+    return f"{project}_{ROUTES_NETWORK}"
+
+
+def live_alias(service: str) -> str:
+    """The name the gateway resolves ``service`` by on the routes network."""
+    return f"{service}-live"
 
 
 class ServiceSpec(TypedDict):
@@ -114,6 +132,10 @@ class GatewaySpec(TypedDict):
 
     service: str
     routed: list[str]
+    # Those of ``routed`` the gateway names through targets/ files (an upstream that balances
+    # them with other hosts' instances; changing a target reloads nginx). The others it finds by
+    # their live alias. Absent in a release from before live aliases: every routed service.
+    targeted: NotRequired[list[str]]
     port: int  # where nginx listens inside the stack network (plain HTTP: /health and the redirect)
     https_port: NotRequired[int]  # where it serves the routes (HTTPS); absent in a release from before TLS
     routes: dict[str, str]  # route prefix -> its target's health path (the monitor's readiness)

@@ -64,6 +64,8 @@ def release_json(where: Placement, host: str, services: dict[str, contract.Servi
         "remote": _remote_checks(where, host, names),
         "gateway": {"service": gateway.name,
                     "routed": sorted({t for t in gateway.routes.values() if where.endpoint(host, t).local}),
+                    "targeted": sorted({t for t in gateway.routes.values()
+                                        if where.endpoint(host, t).local and len(where.endpoints(host, t)) > 1}),
                     "port": GATEWAY_LISTEN_PORT,
                     "https_port": GATEWAY_TLS_LISTEN_PORT,
                     "routes": {p: stack.services[t].health.http or "/" for p, t in sorted(gateway.routes.items())},

@@ -37,6 +37,8 @@ from .conftest import (
 DEPLOY_DIR = Path(TEST_HOST_DATA["deploy_dir"])
 HEALTH_PATHS = ["/api/auth/health", "/api/creators/health", "/api/ai/health", "/api/channels/health"]
 LOAD = {"rate": 60.0, "max_seconds": 900, "max_requests": 60_000}
+# Clients that never retry: a keep-alive connection the gateway closes is a failed request.
+NO_RETRY = {**LOAD, "retry_closed_keepalive": False}
 
 
 def fresh_env() -> dict:
@@ -63,6 +65,15 @@ def manifest(release: str) -> dict:
     return json.loads((DEPLOY_DIR / "releases" / release / "release.json").read_text())
 
 
+def gateway_workers() -> set[str]:
+    """Pids of the gateway's nginx workers: a reload replaces every one of them."""
+    top = subprocess.run(["docker", "top", containers()["api-gateway"]["Id"], "-eo", "pid,args"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    workers = {line.split()[0] for line in top.stdout.splitlines()[1:] if "worker process" in line}
+    assert workers, top.stdout
+    return workers
+
+
 def healthy(path: str) -> bool:
     return https.get(f"{GATEWAY}{path}", timeout=10).status_code == 200
 
@@ -75,9 +86,9 @@ def token(stack) -> str:
 def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, token):
     copy = project_copy(session_tmp, "rollout-code")
     changed_code(copy, "auth-service", "channel-service")
-    before = identities()
+    before, workers = identities(), gateway_workers()
     socket_url = f"wss://127.0.0.1:18443/api/channels/ws/lobby?token={token}"
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load, \
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **NO_RETRY, ca_file=STACK_CA) as load, \
             SocketWatch(socket_url, max_seconds=900, ca_file=STACK_CA) as sockets:
         # The load is flowing and every socket is open before the deploy starts.
         deadline = time.monotonic() + 30
@@ -91,6 +102,7 @@ def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, tok
     after = identities()
     assert {"auth-service", "channel-service"} <= {n for n in before if before[n] != after[n]}
     assert load.result.total > 100 and load.result.failed == 0, load.result.summary()
+    assert gateway_workers() == workers  # the apps were switched with no nginx reload
     # The old channel-service closed its sockets with 1001 once the new one served; every
     # client reconnected at once and no connection attempt failed.
     assert sockets.result.close_codes and set(sockets.result.close_codes) == {1001}, sockets.result.summary()
@@ -99,13 +111,14 @@ def test_code_change_rolls_out_with_zero_failed_requests(stack, session_tmp, tok
 
 def test_config_change_rolls_out_with_zero_failed_requests(stack, session_tmp):
     assert deploy(session_tmp, fresh_env()).returncode == 0
-    before = identities()
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
+    before, workers = identities(), gateway_workers()
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **NO_RETRY, ca_file=STACK_CA) as load:
         result = deploy(session_tmp, fresh_env())
     assert result.returncode == 0, result.output[-4000:]
     after = identities()
     assert {n for n in before if before[n] != after[n]} == {"creator-hub"}
     assert load.result.failed == 0, load.result.summary()
+    assert gateway_workers() == workers and "reload: api-gateway" not in result.output
 
 
 def test_gateway_route_change_is_a_graceful_reload(stack, session_tmp):
@@ -129,7 +142,7 @@ def test_broken_release_is_rolled_back_while_the_old_one_serves(stack, session_t
     main = copy / "files" / "services" / "auth-service" / "app" / "main.py"
     main.write_text(main.read_text() + f"\nraise RuntimeError('broken release {uuid.uuid4().hex}')\n")
     before = identities()
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **NO_RETRY, ca_file=STACK_CA) as load:
         result = deploy(session_tmp, None, copy)
     assert result.returncode != 0
     assert "SERVICE FAILED: 'auth-service' on host @local" in result.output
@@ -187,7 +200,7 @@ def test_rollback_returns_to_the_previous_release_with_zero_failed_requests(stac
     assert deploy(session_tmp, fresh_env()).returncode == 0
     latest = current_release()
     assert latest != previous
-    with HttpLoad(GATEWAY, HEALTH_PATHS, **LOAD, ca_file=STACK_CA) as load:
+    with HttpLoad(GATEWAY, HEALTH_PATHS, **NO_RETRY, ca_file=STACK_CA) as load:
         result = run_pyinfra(session_tmp, "rollback.py")
     assert result.returncode == 0, result.output[-4000:]
     assert current_release() == previous

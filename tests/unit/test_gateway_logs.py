@@ -67,7 +67,7 @@ def test_logins_and_sign_ups_are_limited_per_client_address_and_answer_json_429(
         location = conf.split(f"location = {path} {{\n")[1].split("\n        }")[0]
         assert "limit_req zone=stack_login burst=20 nodelay;" in location
         assert "rewrite ^/api/auth/(.*)$ /$1 break;" in location  # to auth-service as /login, /register
-        assert "include /etc/nginx/stack/targets/auth-service.conf;" in location, passed_on
+        assert "set $upstream auth-service-live:8001;" in location, passed_on
     assert conf.count("limit_req zone=") == 2  # no other route is limited
     error = conf.split("location = /__gateway_error/429 {\n")[1].split("}")[0]
     assert "add_header Retry-After 1 always;" in error and '"status": 429' in error

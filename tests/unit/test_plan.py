@@ -112,15 +112,19 @@ def test_gateway_routes_and_websocket(data):
     conf = make_plan(data).files["nginx/nginx.conf"]
     for prefix, target in [("/api/auth/", "auth-service"), ("/api/creators/", "creator-hub"),
                            ("/api/ai/", "ai-engine"), ("/api/channels/", "channel-service")]:
-        # The target is the container the helper gated, kept in the gateway's live config.
+        # The target is the container the helper gated: it alone has the live alias, looked up
+        # per request on the routes network (no targets/ file, no reload to switch).
         location = conf.split(f"location {prefix} {{\n")[1].split("}")[0]
-        assert f"include /etc/nginx/stack/targets/{target}.conf;" in location
+        port = data["services"][target]["port"]
+        assert f"set $upstream {target}-live:{port};" in location
+        assert "include" not in location
         # Writes to creator-hub and ai-engine are authenticated before their body is read.
         assert ("auth_request /__gateway_auth;" in location) == (prefix in {"/api/creators/", "/api/ai/"})
     assert conf.count("proxy_set_header Upgrade $http_upgrade;") == 1
     assert "location = /health" in conf
     check = conf.split("location = /__gateway_auth {\n")[1].split("\n        }\n")[0]
-    assert "include /etc/nginx/stack/targets/auth-service.conf;" in check
+    assert "set $upstream auth-service-live:8001;" in check
+    assert "resolver 127.0.0.11 valid=1s ipv6=off;" in conf
     assert "rewrite ^ /verify? break;" in check
     assert "proxy_pass_request_body off;" in check
 
@@ -132,7 +136,8 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
     assert {n for n, s in strategies.items() if s == "rolling"} == {
         "auth-service", "creator-hub", "ai-engine", "channel-service"}
     assert manifest["gateway"] == {"service": "api-gateway", "routed": [
-        "ai-engine", "auth-service", "channel-service", "creator-hub"], "port": 8080, "https_port": 8443, "routes": {
+        "ai-engine", "auth-service", "channel-service", "creator-hub"], "targeted": [],  # one host: live aliases
+        "port": 8080, "https_port": 8443, "routes": {
         "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"},
         "tls": {"files": {"tls/server.crt": "nginx/tls/server.crt", "tls/server.key": "nginx/tls/server.key"},
                 "keys": ["tls/server.key"], "seed_only": False}}
@@ -141,6 +146,12 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
     compose = yaml.safe_load(plan.files["compose.yaml"])
     assert compose["services"]["auth-service"]["labels"] == {
         "stackdeploy.config-hash": plan.services["auth-service"].config_hash}
+    # The gateway looks the apps up on the routes network, which the helper makes and where it
+    # connects an app only once gated: compose never attaches an app to it.
+    assert compose["networks"]["routes"] == {"name": "creatorstack_routes", "external": True}
+    assert "routes" in compose["services"]["api-gateway"]["networks"]
+    on_routes = [name for name, entry in compose["services"].items() if "routes" in entry.get("networks", [])]
+    assert on_routes == ["api-gateway"]
 
 
 def test_dockerignore_keeps_only_the_service_files(data):
