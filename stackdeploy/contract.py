@@ -75,7 +75,8 @@ ROLLING = "rolling"  # start beside the old container, gate, switch traffic, dra
 # gets traffic from the gateway's next lookup on, with no reload of nginx.
 ROUTES_NETWORK = "routes"
 # How long the gateway trusts a looked-up address (nginx's resolver valid=, both engines): a
-# rollout waits this long after the new container went live before the old one refuses.
+# rollout waits this long after the new container went live before the old one refuses; a
+# swarm task removed from DNS stops 2 s later (its gossip delay), so it must be shorter.
 RESOLVER_VALID_SECONDS = 1
 RECREATE = "recreate"  # stop-then-start: infrastructure, the gateway image, published apps
 

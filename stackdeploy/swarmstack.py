@@ -290,7 +290,6 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
 
 # Files of the compose engine's release that the swarm engine does not use.
 COMPOSE_ONLY = ("compose.yaml", "env/", "nginx/")
-RESOLVER_VALID = "1s"  # a task removed from DNS stops 2 s later (Swarm's gossip delay): re-look up sooner
 
 
 def swarm_release(plan: Plan, manager: bool, certificate: Certificate, *,
@@ -304,7 +303,7 @@ def swarm_release(plan: Plan, manager: bool, certificate: Certificate, *,
     gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
     tls = tls_settings(stack, certificate.summary(), f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}",
                        f"{contract.SECRETS_MOUNT}/{GATEWAY_KEY_SECRET}")
-    nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, tls, RESOLVER_VALID) if gateway else None
+    nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, tls) if gateway else None
     swarm_files, manifest = render_stack(stack, image_tags(stack, plan.image_source), nginx, certificate,
                                          log_target=log_target)
     hashes = {name: spec["config_hash"] for name, spec in manifest["services"].items()}
