@@ -70,6 +70,7 @@ COMPOSE_LOCK = threading.Lock()
 NETWORK_LOCK = threading.Lock()
 LOOKUP_MARGIN = 0.5  # seconds past the gateway's resolver validity before it has surely looked again
 ACCEPT_SETTLE = 0.3  # seconds for an app to accept what reached it before it refused new connections
+REMOTE_SETTLE = 10.0  # seconds a verify gives a dependency on another host to answer again
 
 
 class Failed(Exception):
@@ -724,8 +725,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     ready = read_json(ROOT / contract.READY_FILE, {})
     assert isinstance(ready, dict)
     if args.wait:  # e.g. right after the engine restarted every container: let them come up
-        stackprobe.poll({name: service_check(m, name) for name in m["services"]},
-             {name: time.monotonic() + spec["timeout"] for name, spec in m["services"].items()})
+        # Not for a service whose dependency on another host stays down for REMOTE_SETTLE:
+        # every host of the run has passed its gates by now, so nothing will bring it up
+        # within the service's wait, and the report names that dependency at once.
+        _, down = stackprobe.poll(
+            {key: (lambda s=spec: stackprobe.not_ready(s["address"], s["port"], s["http"]))
+             for key, spec in m["remote"].items()},
+            dict.fromkeys(m["remote"], time.monotonic() + REMOTE_SETTLE))
+        stuck = {consumer for key in down for consumer in m["remote"][key]["consumers"]}
+        waited = [name for name in m["services"] if name not in stuck]
+        stackprobe.poll({name: service_check(m, name) for name in waited},
+             {name: time.monotonic() + m["services"][name]["timeout"] for name in waited})
     rows: dict[str, contract.ServiceStatus] = {}
     lock = threading.Lock()
 
