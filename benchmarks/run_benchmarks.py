@@ -116,8 +116,8 @@ def main() -> None:
     parser.add_argument("--skip-full-cold", action="store_true", help="keep the debootstrap base image")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from stackdeploy.graph import waves as compute_waves  # noqa: PLC0415
-    from stackdeploy.model import read_settings  # noqa: PLC0415
+    from stackdeploy.graph import waves as compute_waves
+    from stackdeploy.model import read_settings
 
     services = read_settings(ROOT / "group_data" / "all.py")["services"]
     stack_waves = compute_waves({n: s.get("depends_on", []) for n, s in services.items()})

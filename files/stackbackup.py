@@ -480,7 +480,7 @@ def main(argv: list[str]) -> int:
         return args.handler(args)
     except BackupError as exc:
         print(f"{args.verb.upper()} FAILED: {exc}", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - one line for whoever runs it, not a traceback
+    except Exception as exc:  # one line for whoever runs it, not a traceback
         print(f"{args.verb.upper()} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 1
 

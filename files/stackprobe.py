@@ -32,7 +32,7 @@ def not_ready(address: str, port: int, http: str | None, tcp: bool = True) -> st
                 pass
         if http:
             url = f"http://{address}:{port}{http}"
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - http only
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # http only
                 if response.status != 200:
                     return f"GET {http} answered {response.status}"
     except urllib.error.HTTPError as exc:

@@ -61,7 +61,7 @@ class Journey:
             result = action()
         except SmokeFailure:
             raise
-        except Exception as exc:  # noqa: BLE001 - any error is this step failing
+        except Exception as exc:  # any error is this step failing
             raise SmokeFailure(name, service, f"{type(exc).__name__}: {exc}") from exc
         self.report(f"ok   {name:<28} {service:<16} {(time.perf_counter() - started) * 1000:7.0f} ms")
         return result

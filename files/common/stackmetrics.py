@@ -60,7 +60,7 @@ def instrument(app: FastAPI, service: str) -> None:
     """Count and time every HTTP request of ``app`` and serve the metrics at /metrics."""
 
     @app.middleware("http")
-    async def measure(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's signature
+    async def measure(request: Request, call_next):  # starlette's signature
         route = route_of(app, request)
         if route == "/metrics":
             return await call_next(request)

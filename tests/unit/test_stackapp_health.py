@@ -21,7 +21,7 @@ class Dependency(BaseHTTPRequestHandler):
 
     seen: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         Dependency.seen.append(self.path)
         status = 200 if "shallow=true" in self.path else 503
         self.send_response(status)

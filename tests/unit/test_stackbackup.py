@@ -50,7 +50,7 @@ def test_retention_goes_by_the_hosts_own_times_and_spares_what_is_not_a_backup(h
     incomplete.mkdir()
     sys.path.insert(0, str(helpers_dir))
     try:
-        import stackbackup  # noqa: PLC0415 - the shipped copy, as the host imports it
+        import stackbackup  # the shipped copy, as the host imports it
 
         stackbackup.prune(keep=2, just_written="20200101T000000Z")
     finally:

@@ -161,7 +161,7 @@ def python_logging_restored():
 def test_stackapp_uses_the_request_id_client_and_the_access_log(python_logging_restored, monkeypatch):
     """stackapp itself needs FastAPI (in the images, and in requirements-dev.txt at their version)."""
     monkeypatch.setenv("AUTH_SERVICE_URL", "http://auth-service:8001")
-    import stackapp  # noqa: PLC0415 - after its environment is set
+    import stackapp  # after its environment is set
 
     seen: list[str | None] = []
 
@@ -177,7 +177,7 @@ def test_stackapp_uses_the_request_id_client_and_the_access_log(python_logging_r
     async def me() -> dict:
         return await backends.current_user("Bearer t")
 
-    from fastapi.testclient import TestClient  # noqa: PLC0415
+    from fastapi.testclient import TestClient
 
     client = TestClient(app)  # no lifespan: the backends above stay as set
     response = client.get("/me", headers={"X-Request-ID": "hub-1"})

@@ -92,7 +92,7 @@ async def delete_my_messages(channel: str = CHANNEL_NAME, user: dict = SIGNED_IN
 async def channel_socket(websocket: WebSocket, channel: str = CHANNEL_NAME, token: str = "") -> None:
     try:
         user = await backends.current_user(f"Bearer {token}")
-    except Exception:  # noqa: BLE001 - any auth failure closes with policy violation
+    except Exception:  # any auth failure closes with policy violation
         await websocket.close(code=1008)
         return
     await websocket.accept()

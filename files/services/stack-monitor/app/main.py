@@ -350,7 +350,7 @@ class Monitor:
         while True:
             try:
                 await self.round()
-            except Exception as exc:  # noqa: BLE001 - one bad round must not end the watch
+            except Exception as exc:  # one bad round must not end the watch
                 log_event("*", "round_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
             self.heartbeat = time.monotonic()
             await asyncio.sleep(INTERVAL)
