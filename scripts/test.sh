@@ -32,5 +32,8 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
     systemctl disable --now docker-registry
 fi
-# --durations: where the suite spends its time, in every CI log.
-exec .venv/bin/pytest -v --durations=30 tests "$@"
+# The unit tests first, stopping at the first failure: a minute, before any deploy. Then the
+# integration tests; --durations: where they spend their time, in every CI log. Arguments go
+# to both (e.g. -m "not simhosts" leaves out the simulated hosts' modules).
+.venv/bin/pytest -q -x tests/unit "$@"
+exec .venv/bin/pytest -v --durations=30 tests/integration "$@"

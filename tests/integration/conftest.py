@@ -27,6 +27,7 @@ from benchmarks.loadgen import tls_context
 
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
+SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
 STACK = "itest"
 GATEWAY = "https://127.0.0.1:18443"
 GATEWAY_HTTP = "http://127.0.0.1:18080"  # plain HTTP: /health, and a 308 to GATEWAY for the rest
@@ -183,11 +184,38 @@ def changed_ops(output: str) -> list[str]:
     return names
 
 
+# Modules on the simulated hosts, in the order they run: they share one start of the hosts.
+SIMHOST_MODULES = ("test_multi_host.py", "test_swarm.py", "test_registry.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The README's deploy command runs last: it leaves the default stack (17 more containers)
-    running, as the command does, and every module after it would share the two cores with it."""
-    last = [item for item in items if item.path.name == "test_readme_deploy.py"]
-    items[:] = [item for item in items if item not in last] + last
+    """The modules on this machine's own engine first, the README's deploy command last of
+    them, then the modules on the simulated hosts. The README's command leaves the default
+    stack (17 more containers) running, as the command does: every module after it on this
+    engine would share the two cores with it, and the simulated hosts stop it while they work.
+    The simulated hosts are started once (``simulated_hosts``) and the modules hand them on:
+    the swarm module starts from the compose stack the multi-host module leaves."""
+    def order(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name in SIMHOST_MODULES:
+            return 2, SIMHOST_MODULES.index(name)
+        return (1, 0) if name == "test_readme_deploy.py" else (0, 0)
+    items.sort(key=order)  # stable: tests keep their order within a module
+
+
+@pytest.fixture(scope="session")
+def simulated_hosts() -> Iterator[dict]:
+    """The three simulated hosts (tests/hosts/simhosts.py), up once for the session, as their
+    hosts.json describes them; this machine's own stacks are stopped meanwhile (see
+    ``local_stacks_paused``), and the hosts go down at the end."""
+    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    try:
+        with local_stacks_paused():
+            yield json.loads(result.stdout)
+    finally:
+        subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,17 @@
-"""The three simulated hosts as the swarm engine's tests use them: brought up for a module,
-pyinfra run against their inventories, docker asked on one of them, and left at the end as
-the compose tests expect them (no stack, out of any swarm, down)."""
+"""The three simulated hosts as the swarm engine's tests use them: pyinfra run against their
+inventories, docker asked on one of them, and left at the end of a module out of any swarm."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.hosts.simhosts import STATE
+from .conftest import ROOT, DeployResult
 
-from .conftest import ROOT, DeployResult, local_stacks_paused
-
-SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
 SWARM_INVENTORY = "tests/hosts/inventory_swarm.py"
 COMPOSE_INVENTORY = "tests/hosts/inventory.py"
 STACK = "creatorstack"
@@ -49,16 +44,11 @@ def versions(hosts: dict) -> dict[str, str]:
 
 
 @contextmanager
-def swarm_hosts() -> Iterator[dict]:
-    """The simulated hosts up (their hosts.json); afterwards, as the compose tests expect them:
-    no stack, out of any swarm, down."""
-    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    state = json.loads((STATE / "hosts.json").read_text())
+def swarm_hosts(state: dict) -> Iterator[dict]:
+    """The simulated hosts (``simulated_hosts``) for a swarm module; afterwards as the next
+    module expects them: no swarm stack, out of any swarm."""
     try:
-        with local_stacks_paused():
-            yield state
+        yield state
     finally:
         docker(state, 0, "stack", "rm", STACK, check=False)
         for index in range(3):
@@ -68,4 +58,3 @@ def swarm_hosts() -> Iterator[dict]:
                 time.sleep(1)  # pacing of a bounded poll
         for index in range(3):
             docker(state, index, "swarm", "leave", "--force", check=False)
-        subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)

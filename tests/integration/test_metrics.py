@@ -1,6 +1,7 @@
-"""Metrics and alerts on a real deploy of the test stack (one host) and on the simulated hosts:
-Prometheus scrapes every target (up), and a stopped app fires its alert in Alertmanager
-within the rule's window (short windows through the ``metrics`` setting, bounded waits).
+"""Metrics and alerts on a real deploy of the test stack (one host): Prometheus scrapes every
+target (up), and a stopped app fires its alert in Alertmanager within the rule's window (short
+windows through the ``metrics`` setting, bounded waits). Across the simulated hosts:
+test_multi_host.py.
 
 Prometheus and Alertmanager are asked from inside their containers (python3 is in the offline
 images), so the test does not depend on the UI port."""
@@ -14,8 +15,6 @@ import time
 import pytest
 
 from tests.integration.conftest import STACK, containers, deploy, docker
-from tests.integration.test_multi_host import H2, docker_on, hosts  # noqa: F401 - the simulated hosts' fixture
-from tests.integration.test_multi_host import deploy as deploy_hosts
 
 # Scrape every 2 s, alert after 6 s: a stopped app is down within ~10 s, so 90 s is generous.
 FAST = {"metrics": {"scrape_interval": 2, "alert_after": 6, "rate_window": 30}}
@@ -53,11 +52,11 @@ def firing(run, alertmanager: str, alertname: str, job: str) -> tuple[bool, list
 
 
 @pytest.fixture(scope="module")
-def metrics_stack(session_tmp, first_deploy):
+def metrics_stack(first_deploy, session_tmp):
+    """The test stack with short windows; the next module's ``stack`` deploys the usual ones."""
     result = deploy(session_tmp, FAST)
     assert result.returncode == 0, result.output[-6000:]
-    yield result
-    deploy(session_tmp)  # back to the default windows for the modules after this one
+    return result
 
 
 def test_every_target_is_up_after_a_deploy(metrics_stack):
@@ -81,17 +80,3 @@ def test_a_stopped_app_fires_service_down_in_alertmanager(metrics_stack):
     finally:
         subprocess.run(["docker", "compose", "-p", STACK, "start", "creator-hub"], check=False, timeout=120,
                        capture_output=True)
-
-
-def test_prometheus_scrapes_every_host_across_the_simulated_hosts(hosts):  # noqa: F811
-    result = deploy_hosts(extra=FAST)
-    assert result.returncode == 0, result.output[-6000:]
-
-    def run(*args: str) -> str:
-        return docker_on(hosts, H2, *args)
-
-    prometheus = next(line for line in run("ps", "--format", "{{.Names}}").split() if "prometheus" in line)
-    state = wait_for(lambda: targets_state(run, prometheus), TARGETS_WAIT, "every target up across hosts")
-    hosts_seen = {key.split("@")[1] for key in state if key.startswith("node-exporter@")}
-    assert hosts_seen == set(hosts)  # one node exporter per host, scraped over the private addresses
-    assert {key for key in state if key.startswith("creator-hub@")}  # through h3's monitor

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -27,9 +26,11 @@ import websockets
 from benchmarks.loadgen import HttpLoad, register_and_login, tls_context
 from tests.hosts.simhosts import STATE, container_root, port_open
 
-from .conftest import ROOT, DeployResult, Https, changed_ops, changed_services, local_stacks_paused, stack_ca
+from .conftest import ROOT, SIMHOSTS, DeployResult, Https, changed_ops, changed_services, stack_ca
+from .test_metrics import TARGETS_WAIT, targets_state, wait_for
 
-SIMHOSTS = [sys.executable, str(ROOT / "tests" / "hosts" / "simhosts.py")]
+pytestmark = pytest.mark.simhosts
+
 INVENTORY = str(ROOT / "tests" / "hosts" / "inventory.py")
 PYINFRA = Path(sys.executable).parent / "pyinfra"
 H1, H2, H3 = "10.77.0.11", "10.77.0.12", "10.77.0.13"
@@ -46,14 +47,8 @@ USER = {"username": f"multi-{uuid.uuid4().hex[:8]}", "password": "correct-horse-
 
 
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[dict]:
-    result = subprocess.run([*SIMHOSTS, "up", "--count", "3"], capture_output=True, text=True, timeout=300,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    state = json.loads(result.stdout)
-    with local_stacks_paused():
-        yield {h["address"]: h for h in state["hosts"]}
-    subprocess.run([*SIMHOSTS, "down"], capture_output=True, timeout=300, check=False)
+def hosts(simulated_hosts) -> dict:
+    return {h["address"]: h for h in simulated_hosts["hosts"]}
 
 
 def deploy(*args: str, extra: dict | None = None, deploy_file: str = "deploy.py", root: Path = ROOT) -> DeployResult:
@@ -150,6 +145,17 @@ def test_the_firewall_comes_back_from_its_boot_script(hosts, deployed):
     assert not port_open(H1, 5432)
 
 
+def test_prometheus_scrapes_every_host_across_the_simulated_hosts(hosts, deployed):
+    def run(*args: str) -> str:
+        return docker_on(hosts, H2, *args)
+
+    prometheus = next(line for line in run("ps", "--format", "{{.Names}}").split() if "prometheus" in line)
+    state = wait_for(lambda: targets_state(run, prometheus), TARGETS_WAIT, "every target up across hosts")
+    hosts_seen = {key.split("@")[1] for key in state if key.startswith("node-exporter@")}
+    assert hosts_seen == set(hosts)  # one node exporter per host, scraped over the private addresses
+    assert {key for key in state if key.startswith("creator-hub@")}  # through h3's monitor
+
+
 def test_each_host_runs_its_group(hosts, deployed):
     for address, expected in PLACEMENT.items():
         running = {n for n, i in containers_on(hosts, address).items() if i["State"]["Running"]}
@@ -236,9 +242,11 @@ def test_limit_apps_redeploys_only_that_group(hosts, deployed):
 
 
 def test_stopped_postgres_fails_the_deploy_naming_host_and_service(hosts, deployed):
+    change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
+    # Nothing left to change on the apps (a no-op after the test above): only verify can fail.
+    assert deploy(extra=change).returncode == 0
     postgres = containers_on(hosts, H1)["postgres"]["Id"]
     docker_on(hosts, H1, "stop", postgres)
-    change = {"service_overrides": {"creator-hub": {"env": {"FEATURE_FLAG": "on"}}}}
     try:
         result = deploy("--limit", "apps", extra=change)
         assert result.returncode != 0

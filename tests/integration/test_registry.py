@@ -21,6 +21,8 @@ import pytest
 from .conftest import DeployResult, changed_ops, run_report
 from .swarmhosts import STACK, SWARM_INVENTORY, docker, run_pyinfra, swarm_hosts, versions
 
+pytestmark = pytest.mark.simhosts
+
 REGISTRY = "10.77.0.1:5000"  # the simulated hosts' bridge gateway: this machine, seen from every host
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 REGISTRY_CONFIG = """\
@@ -47,8 +49,8 @@ def ask_registry(path: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[dict]:
-    with swarm_hosts() as state:
+def hosts(simulated_hosts) -> Iterator[dict]:
+    with swarm_hosts(simulated_hosts) as state:
         yield state
 
 

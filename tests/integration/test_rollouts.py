@@ -249,6 +249,7 @@ def test_every_run_is_audited(stack, session_tmp):
 
 def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(stack, session_tmp):
     assert deploy(session_tmp).returncode == 0
+    images = {name: info["Image"] for name, info in containers().items()}  # image ids
     pid = int(Path("/var/run/docker.pid").read_text())
     os.kill(pid, 15)
     deadline = time.monotonic() + 60
@@ -262,4 +263,5 @@ def test_a_stopped_engine_is_started_and_nothing_is_rebuilt(stack, session_tmp):
     assert result.returncode == 0, result.output[-4000:]
     assert "Docker engine not answering: starting it before reading the host" in result.output
     assert "[@local] image source: local; build: nothing;" in result.output
+    assert {name: info["Image"] for name, info in containers().items()} == images  # no image was rebuilt
     assert all(healthy(path) for path in HEALTH_PATHS)

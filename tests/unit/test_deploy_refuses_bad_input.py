@@ -15,8 +15,9 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 
 def refusal(inventory: Path, *args: str) -> str:
     """pyinfra's output for a run that must be refused (asserted here): non-zero exit, no
-    traceback, no operation started, and none of pyinfra's own error prefixes."""
-    result = subprocess.run([str(PYINFRA), "-y", *args, str(inventory), "deploy.py"], cwd=ROOT,
+    traceback, no operation started, and none of pyinfra's own error prefixes. Always --dry:
+    a check that let bad input through must not deploy to this machine's engine."""
+    result = subprocess.run([str(PYINFRA), "-y", "--dry", *args, str(inventory), "deploy.py"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -79,14 +80,14 @@ def test_the_refusal_names_the_file_that_defines_the_setting(tmp_path, files, ex
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
-    output = refusal(tmp_path / "inventory.py", "--dry")
+    output = refusal(tmp_path / "inventory.py")
     assert f"--> {expected.format(tmp=tmp_path)}" in output.splitlines()
 
 
 def test_a_setting_given_with_data_names_data(tmp_path):
     inventory = tmp_path / "inventory.py"
     inventory.write_text("local = ['@local']\n")
-    output = refusal(inventory, "--dry", "--data", "image_distribution=build-onse")
+    output = refusal(inventory, "--data", "image_distribution=build-onse")
     assert ("--> --data: image_distribution: must be one of build-everywhere, build-once, registry, got 'build-onse' "
             "(did you mean 'build-once'?)") in output.splitlines()
 
@@ -106,6 +107,6 @@ def test_a_file_that_does_not_load_is_reported_with_its_line(tmp_path, rel, text
     (tmp_path / "inventory.py").write_text("local = ['@local']\n")
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_text(text)
-    output = refusal(tmp_path / "inventory.py", "--dry")
+    output = refusal(tmp_path / "inventory.py")
     assert f"--> {expected.format(tmp=tmp_path)}" in output.splitlines()
     assert "Connecting to hosts" not in output
