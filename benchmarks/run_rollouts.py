@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import HttpLoad, SocketWatch, register_and_login  # noqa: E402
+from stackdeploy import contract  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PYINFRA = Path(sys.executable).parent / "pyinfra"
@@ -45,7 +46,9 @@ GATEWAY = "https://127.0.0.1:28543"  # plain HTTP on 28180 redirects
 STACK_CA = str(ROOT / ".deploy" / "tls" / "rollbench-rollbench" / "ca.pem")
 HOST_DATA: dict[str, Any] = {"stack_name": STACK, "deploy_dir": DEPLOY_DIR, "gateway_port": 28180,
                              "gateway_bind": "127.0.0.1", "environment": "rollbench",
-                             "tls": {"source": "self-signed", "port": 28543, "server_names": ["localhost"]}}
+                             "tls": {"source": "self-signed", "port": 28543, "server_names": ["localhost"]},
+                             # Beside the default stack: loopback ports of its own.
+                             "service_overrides": {"log-store": {"port": 26514}, "prometheus": {"publish": 29090}}}
 PATHS = ["/api/auth/health", "/api/creators/health", "/api/ai/health", "/api/channels/health"]
 APPS = ["auth-service", "creator-hub", "ai-engine", "channel-service"]
 REPEATS = 10
@@ -63,7 +66,11 @@ def gateway_workers() -> set[str]:
 
 def pyinfra(workdir: Path, script: str, extra: dict | None = None, root: Path = ROOT) -> tuple[int, float, str]:
     inventory = workdir / f"inv_{uuid.uuid4().hex[:8]}.py"
-    inventory.write_text(f"bench = [('@local', {{**{HOST_DATA!r}, **{(extra or {})!r}}})]\n")
+    overrides = {**HOST_DATA["service_overrides"]}
+    for service, settings in (extra or {}).get("service_overrides", {}).items():
+        overrides[service] = {**overrides.get(service, {}), **settings}
+    data = {**HOST_DATA, **(extra or {}), "service_overrides": overrides}
+    inventory.write_text(f"bench = [('@local', {data!r})]\n")
     started = time.monotonic()
     result = subprocess.run([str(PYINFRA), "-y", str(inventory), script], cwd=root, capture_output=True,
                             text=True, timeout=3600, check=False)
@@ -106,6 +113,9 @@ def code_change(copy: Path, service: str, broken: bool = False) -> None:
 def reset() -> None:
     subprocess.run(["docker", "compose", "-p", STACK, "down", "-v", "--remove-orphans"], capture_output=True,
                    timeout=600, check=False)
+    # The routes network is the deploy's own (compose.yaml names it external): compose leaves it.
+    subprocess.run(["docker", "network", "rm", contract.routes_network(STACK)], capture_output=True, timeout=60,
+                   check=False)
     shutil.rmtree(DEPLOY_DIR, ignore_errors=True)
 
 
@@ -114,6 +124,8 @@ def main(repeats: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rollbench-"))
     copy = workdir / "project"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".deploy", ".git", "__pycache__"))
+    (ROOT / ".deploy").mkdir(exist_ok=True)
+    (copy / ".deploy").symlink_to(ROOT / ".deploy")  # the stack's CA where STACK_CA names it
     results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "rows": {}}
     try:
         code, seconds, output = pyinfra(workdir, "deploy.py", root=copy)
@@ -135,19 +147,17 @@ def main(repeats: int) -> int:
         code_change(copy, "auth-service")
         rows["rollback (previous release)"] = under_load(lambda: pyinfra(workdir, "rollback.py", env, copy))
 
-        def plain_recreate() -> tuple[int, float, str]:
-            started = time.monotonic()
-            result = subprocess.run(["docker", "compose", "-p", STACK, "--project-directory", f"{DEPLOY_DIR}/current",
-                                     "-f", f"{DEPLOY_DIR}/current/compose.yaml", "up", "-d", "--no-deps",
-                                     "--force-recreate", "--wait", "auth-service"], capture_output=True,
-                                    text=True, timeout=600, check=False)
-            return result.returncode, time.monotonic() - started, result.stdout + result.stderr
-
-        rows["plain compose recreate auth-service (before)"] = under_load(plain_recreate)
+        # Unmeasured: the stack as the copy's code renders it (the rollback left an older release),
+        # so that each change below rolls only the app it changes.
+        settled, _, output = pyinfra(workdir, "deploy.py", root=copy)
+        if settled != 0:
+            raise RuntimeError(output[-4000:])
+        marks: dict[str, str] = {}
         for service in APPS:
             runs = []
             for _ in range(repeats):
-                env = {"service_overrides": {service: {"env": {"BENCH": uuid.uuid4().hex[:8]}}}}
+                marks[service] = uuid.uuid4().hex[:8]  # the other apps keep theirs: only this one changes
+                env = {"service_overrides": {name: {"env": {"BENCH": mark}} for name, mark in marks.items()}}
                 runs.append(under_load(lambda env=env: pyinfra(workdir, "deploy.py", env, copy)))
                 if not runs[-1]["ok"] or runs[-1]["rolled"] != [service]:
                     raise RuntimeError(f"config change of {service} was not a rolling update: {runs[-1]}")
@@ -157,6 +167,18 @@ def main(repeats: int) -> int:
                 "gap_s": max(r["gap_s"] for r in runs), "reloaded": any(r["reloaded"] for r in runs),
                 "failures": [f for r in runs for f in r["failures"]][:5], "rolled": [service]}
             print(f"{repeats} config changes {service}: {rows[f'{repeats} config changes {service}']}", flush=True)
+
+        def plain_recreate() -> tuple[int, float, str]:
+            started = time.monotonic()
+            result = subprocess.run(["docker", "compose", "-p", STACK, "--project-directory", f"{DEPLOY_DIR}/current",
+                                     "-f", f"{DEPLOY_DIR}/current/compose.yaml", "up", "-d", "--no-deps",
+                                     "--force-recreate", "--wait", "auth-service"], capture_output=True,
+                                    text=True, timeout=600, check=False)
+            return result.returncode, time.monotonic() - started, result.stdout + result.stderr
+
+        # Last: a container compose recreates by itself has no live alias, so the gateway has no
+        # auth-service until a deploy rolls it again.
+        rows["plain compose recreate auth-service (before)"] = under_load(plain_recreate)
     finally:
         reset()
         shutil.rmtree(workdir, ignore_errors=True)

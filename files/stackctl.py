@@ -68,7 +68,9 @@ READY: dict[str, float] = {}  # service -> seconds its gate took, in this call
 # concurrent ones would each create the project's networks (Docker allows duplicate names).
 COMPOSE_LOCK = threading.Lock()
 NETWORK_LOCK = threading.Lock()
-LOOKUP_MARGIN = 0.5  # seconds past the gateway's resolver validity before it has surely looked again
+# Seconds past the gateway's resolver validity before it has surely looked again: nginx keeps
+# time in whole seconds, so an answer valid for 1 s is used for up to 2 s; then half a second.
+LOOKUP_MARGIN = 1.5
 ACCEPT_SETTLE = 0.3  # seconds for an app to accept what reached it before it refused new connections
 REMOTE_SETTLE = 10.0  # seconds a verify gives a dependency on another host to answer again
 

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from benchmarks.loadgen import tls_context
+from stackdeploy import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).parent / "pyinfra"
@@ -230,6 +231,9 @@ def first_deploy(session_tmp) -> Iterator[DeployResult]:
     yield result
     subprocess.run(["docker", "compose", "-p", STACK, "down", "-v", "--remove-orphans"],
                    capture_output=True, timeout=300, check=False)
+    # The routes network is the deploy's own (compose.yaml names it external): compose leaves it.
+    subprocess.run(["docker", "network", "rm", contract.routes_network(STACK)], capture_output=True, timeout=60,
+                   check=False)
 
 
 @pytest.fixture(scope="module")
