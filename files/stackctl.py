@@ -67,7 +67,6 @@ READY: dict[str, float] = {}  # service -> seconds its gate took, in this call
 # Services of a wave roll out in parallel, but `docker compose up` calls run one at a time:
 # concurrent ones would each create the project's networks (Docker allows duplicate names).
 COMPOSE_LOCK = threading.Lock()
-NETWORK_LOCK = threading.Lock()
 # Seconds past the gateway's resolver validity before it has surely looked again: nginx keeps
 # time in whole seconds, so an answer valid for 1 s is used for up to 2 s; then half a second.
 LOOKUP_MARGIN = 1.5
@@ -201,7 +200,7 @@ def retire(infos: list[dict], grace: float, live: tuple[dict, int] | None = None
         gateway, port = live
         for info in infos:
             refuse_new_connections(info, ["INPUT", "!", "-i", "lo", "--dport", str(port)])
-        for address in filter(None, map(routes_address, infos)):
+        for address in filter(None, ((routes_endpoint(info) or {}).get("IPAddress") for info in infos)):
             rule = ["OUTPUT", "-d", address, "--dport", str(port)]
             if refuse_new_connections(gateway, rule):
                 fenced.append(rule)
@@ -318,35 +317,41 @@ def wait_for_remote(manifest_: contract.ReleaseManifest, services: list[str], ho
 
 # ---------------------------------------------------------------- routes
 
-def routes_network(project: str) -> str:
+def ensure_routes_network(project: str) -> None:
     """The routes network of ``project``, made if missing (compose.yaml names it external: a
     routed app can go live before the gateway's first ``compose up``)."""
     name = contract.routes_network(project)
-    with NETWORK_LOCK:
-        if run(["docker", "network", "inspect", "--format", "{{.Id}}", name], timeout=30).returncode != 0:
-            checked(["docker", "network", "create", "--internal", "--label", f"stackdeploy.stack={project}", name],
-                    timeout=60)
-    return name
+    if run(["docker", "network", "inspect", "--format", "{{.Id}}", name], timeout=30).returncode != 0:
+        checked(["docker", "network", "create", "--internal", "--label", f"stackdeploy.stack={project}", name],
+                timeout=60)
+
+
+def routes_endpoint(info: dict) -> dict | None:
+    """The container's endpoint on its stack's routes network (aliases, address), if attached."""
+    project = info["Config"]["Labels"].get("com.docker.compose.project", "")
+    return info["NetworkSettings"]["Networks"].get(contract.routes_network(project))
+
+
+def is_live(info: dict, service: str) -> bool:
+    return contract.live_alias(service) in ((routes_endpoint(info) or {}).get("Aliases") or [])
 
 
 def go_live(info: dict, service: str, project: str) -> bool:
-    """Give a gated container ``service``'s live alias on the routes network: the gateway sends
-    it requests from its next lookup on. Returns whether it was not live already."""
-    network, alias = routes_network(project), contract.live_alias(service)
-    attached = info["NetworkSettings"]["Networks"].get(network)
-    if attached and alias in (attached.get("Aliases") or []):
+    """Give a gated container ``service``'s live alias on the routes network (cmd_up made it):
+    the gateway sends it requests from its next lookup on. Returns whether it was not live."""
+    if is_live(info, service):
         return False
-    if attached:  # on the network without the alias (by hand): only a reconnect gives it one
+    network = contract.routes_network(project)
+    if routes_endpoint(info):  # on the network without the alias (by hand): only a reconnect gives it one
         checked(["docker", "network", "disconnect", network, info["Id"]], timeout=60)
-    checked(["docker", "network", "connect", "--alias", alias, network, info["Id"]], timeout=60)
+    checked(["docker", "network", "connect", "--alias", contract.live_alias(service), network, info["Id"]],
+            timeout=60)
     return True
 
 
 def live_container(project: str, service: str) -> dict | None:
     """The running container of ``service`` that has its live alias, if one has."""
-    network, alias = contract.routes_network(project), contract.live_alias(service)
-    live = [c for c in containers(project, service) if running(c)
-            and alias in ((c["NetworkSettings"]["Networks"].get(network) or {}).get("Aliases") or [])]
+    live = [c for c in containers(project, service) if running(c) and is_live(c, service)]
     return live[-1] if live else None
 
 
@@ -367,29 +372,25 @@ def refuse_new_connections(info: dict, match: list[str], *, remove: bool = False
     return result.returncode == 0
 
 
-def routes_address(info: dict) -> str | None:
-    """The container's address on the routes network (where its live alias points)."""
-    for name, network in info["NetworkSettings"]["Networks"].items():
-        if name.endswith(f"_{contract.ROUTES_NETWORK}"):
-            return network.get("IPAddress") or None
-    return None
-
-
 def switch_traffic(release: str, m: contract.ReleaseManifest, service: str, new: dict, replacing: bool) -> None:
     """Send the gateway's requests for ``service`` to the gated container ``new``. A live alias
     needs no reload; with a container to replace, wait until the gateway has looked the alias up
     again, so that it knows the new container before the old one refuses connections."""
-    if not m["gateway"] or service not in m["gateway"]["routed"]:
-        return
     if service in targeted(m):
         sync_gateway(release, m, {service: name_of(new)})
-    elif go_live(new, service, m["project"]) and replacing:
+    elif service in by_alias(m) and go_live(new, service, m["project"]) and replacing:
         time.sleep(contract.RESOLVER_VALID_SECONDS + LOOKUP_MARGIN)
 
 
 def targeted(m: contract.ReleaseManifest) -> list[str]:
+    """Routed services the gateway names in targets/ files (balanced with other hosts)."""
     gateway = m["gateway"]
     return gateway.get("targeted", gateway["routed"]) if gateway else []
+
+
+def by_alias(m: contract.ReleaseManifest) -> list[str]:
+    """Routed services the gateway finds by their live alias."""
+    return sorted(set(m["gateway"]["routed"]) - set(targeted(m))) if m["gateway"] else []
 
 
 # ---------------------------------------------------------------- gateway
@@ -501,7 +502,7 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
         # The certificate and key first: the nginx.conf that names them is written after them.
         files = {**tls_files(release, m), "nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
         keys = gateway_keys(m)
-        for service in sorted(set(m["gateway"]["routed"]) - set(targeted(m))):
+        for service in by_alias(m):
             if live_container(m["project"], service) is None:  # from before live aliases, or not started
                 info = serving(m["project"], service, m["services"][service]["config_hash"])
                 if info is not None:
@@ -567,9 +568,8 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
                  f"{previous[-1]['Config']['Image']}" if previous else "no previous version was running")
         raise Failed(f"{exc}\nlast {LOG_LINES} log lines of the new container:\n{logs}\n"
                      f"ROLLED BACK: {'the new container was removed; ' if created else ''}{still}") from None
-    gateway = gateway_container(m) if m["gateway"] and service in m["gateway"]["routed"] else None
-    live = (gateway, spec["port"]) if gateway and service not in targeted(m) else None
-    retire(previous, spec["stop_grace"], live)
+    gateway = gateway_container(m) if service in by_alias(m) else None
+    retire(previous, spec["stop_grace"], (gateway, spec["port"]) if gateway else None)
     READY[service] = seconds
     return f"ready {service} after {seconds:.1f}s (rolling: {len(previous)} old container(s) drained)"
 
@@ -640,8 +640,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     started = time.monotonic()
     write_secret_files()
-    if m["gateway"]:  # compose.yaml names it external: it must be there before the gateway starts
-        routes_network(m["project"])
+    if m["gateway"]:  # before any service starts: compose.yaml names it external, go_live joins it
+        ensure_routes_network(m["project"])
 
     def one(service: str) -> tuple[str, str | None]:
         try:
