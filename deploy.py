@@ -16,11 +16,11 @@ with nothing to change takes no lock and reports no changes.
 from pyinfra import host
 
 from stackdeploy import secrets, tls
+from stackdeploy.announce import announce
 from stackdeploy.desired import decide
 from stackdeploy.engine import ensure_engine
 from stackdeploy.images import build_images
 from stackdeploy.release import Run, record_release, take_lock
-from stackdeploy.remote import announce
 from stackdeploy.startup import start_waves
 from stackdeploy.swarm import form_swarm
 from stackdeploy.swarmdeploy import swarm_retired, swarm_rollout, verify_swarm

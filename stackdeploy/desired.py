@@ -20,6 +20,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, commands, contract, model, secrets, tls
 from stackdeploy.acme import acme_files
+from stackdeploy.control import run_on_control_machine
 from stackdeploy.engine import START_ENGINE_HINT
 from stackdeploy.facts import (
     ENGINE_DOWN,
@@ -39,7 +40,6 @@ from stackdeploy.inputfiles import StackInputError, setting_source
 from stackdeploy.logstore import log_target
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import Plan, build_plan
-from stackdeploy.remote import run_on_control_machine
 from stackdeploy.runinfo import RELEASE_ID, is_dry_run
 from stackdeploy.swarm import SwarmNode, SwarmStackHashes, first_manager
 from stackdeploy.swarmstack import MANIFEST_FILE, swarm_release

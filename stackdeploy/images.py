@@ -9,8 +9,8 @@ from pyinfra.api import Host, OperationError, deploy, operation
 
 from stackdeploy import commands
 from stackdeploy.callback import callback
+from stackdeploy.control import run_on_control_machine
 from stackdeploy.desired import HostDecisions
-from stackdeploy.remote import run_on_control_machine
 
 
 @operation(is_idempotent=True)

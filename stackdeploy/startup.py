@@ -10,9 +10,9 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
+from stackdeploy.announce import is_standin
 from stackdeploy.commands import live, stackctl
 from stackdeploy.desired import HostDecisions
-from stackdeploy.remote import is_standin
 
 
 @operation(is_idempotent=True)

@@ -20,9 +20,9 @@ from pyinfra.api import FactBase, Host, OperationError, QuoteString, StringComma
 
 from stackdeploy import commands, contract
 from stackdeploy.callback import callback
+from stackdeploy.control import run_on_control_machine
 from stackdeploy.facts import json_output
 from stackdeploy.model import Stack
-from stackdeploy.remote import run_on_control_machine
 from stackdeploy.swarmstack import node_labels
 
 STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"

@@ -11,10 +11,11 @@ from pyinfra import host
 from pyinfra.api import OperationError, StringCommand, deploy, operation
 
 from stackdeploy import STATE_DIR, commands, contract
+from stackdeploy.announce import is_standin
 from stackdeploy.callback import callback
+from stackdeploy.control import run_on_control_machine
 from stackdeploy.facts import HostState, StackStatus, parse_status, read_fact
 from stackdeploy.plan import Plan
-from stackdeploy.remote import is_standin, run_on_control_machine
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID
 

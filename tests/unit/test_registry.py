@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, commands, desired
+from stackdeploy.announce import announce
 from stackdeploy.facts import (
     EngineInsecureRegistries,
     HostState,
@@ -30,7 +31,6 @@ from stackdeploy.inputfiles import StackInputError
 from stackdeploy.model import load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.plan import build_plan
-from stackdeploy.remote import announce
 from stackdeploy.swarm import SwarmMembership, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, swarm_release
 from tests.certs import certificate

@@ -1,13 +1,12 @@
-"""Small helpers shared by the phases: running a command on the control machine, stand-in
-labels, and what a run announces before it changes anything."""
+"""What a run announces, while preparing, before it changes anything: the images, the starts
+and how, the release, the certificate and the stand-ins. It reads the decisions, so it sits
+above them; the phases below only need ``is_standin``."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import TYPE_CHECKING
 
 from pyinfra import host, logger
-from pyinfra.api import StringCommand
 
 from stackdeploy import contract
 from stackdeploy.plan import Plan
@@ -16,14 +15,8 @@ if TYPE_CHECKING:
     from stackdeploy.desired import HostDecisions
 
 
-def run_on_control_machine(command: StringCommand, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` on this control machine (an ssh to a host, or a pipe between two), in
-    bash with pipefail so a pipe fails when any part of it does."""
-    return subprocess.run(["bash", "-o", "pipefail", "-c", command.get_raw_value()], capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
 def is_standin(plan: Plan, name: str) -> bool:
+    """Whether ``name`` runs the offline Ollama-API stand-in rather than Ollama."""
     service = plan.stack.services.get(name)
     return plan.image_source == "local" and service is not None and service.image.get("local") == "ollama-standin"
 
