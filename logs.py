@@ -16,16 +16,8 @@ from pyinfra.facts.server import Hostname
 
 from stackdeploy.desired import inventory_placement, load_stack
 from stackdeploy.facts import read_fact
-from stackdeploy.logsearch import (
-    LogSearch,
-    Senders,
-    listing,
-    log_query,
-    merge,
-    parse_stored,
-    search_arguments,
-    store_hosts,
-)
+from stackdeploy.facts.logs import LogSearch
+from stackdeploy.logsearch import Senders, listing, log_query, merge, parse_stored, search_arguments, store_hosts
 from stackdeploy.logstore import log_store
 
 stack = load_stack(host)

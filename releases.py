@@ -8,7 +8,8 @@ import click
 from pyinfra import host
 
 from stackdeploy.desired import load_stack
-from stackdeploy.facts import ReleaseHistory, read_fact
+from stackdeploy.facts import read_fact
+from stackdeploy.facts.stack import ReleaseHistory
 from stackdeploy.rollback import history_table
 
 stack = load_stack(host)

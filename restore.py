@@ -10,8 +10,9 @@ test through every gateway.
 
 from pyinfra import host
 
-from stackdeploy.backups import BackupCheck, restore_backup, stateful_services
+from stackdeploy.backups import restore_backup, stateful_services
 from stackdeploy.desired import decide
+from stackdeploy.facts.backups import BackupCheck
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.release import Run, record_release, take_lock
 from stackdeploy.smoke import smoke_test

@@ -13,7 +13,8 @@ from pyinfra import host
 
 from stackdeploy import secrets
 from stackdeploy.desired import decide
-from stackdeploy.facts import ReleaseHistory, read_fact
+from stackdeploy.facts import read_fact
+from stackdeploy.facts.stack import ReleaseHistory
 from stackdeploy.release import Run, record_release, take_lock
 from stackdeploy.rollback import decide_rollback
 from stackdeploy.startup import start_services

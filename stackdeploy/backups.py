@@ -9,11 +9,10 @@ run before any host stops or overwrites anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FactBase, StringCommand, operation
+from pyinfra.api import operation
 from pyinfra.operations import files
 
 from stackdeploy import PROJECT_ROOT, commands, contract
@@ -29,18 +28,6 @@ def stateful_services(plan: Plan, only: str | None = None) -> list[str]:
         raise StackInputError(f"--data service: '{only}' is not a service with a backup "
                               f"(those are: {', '.join(backed_up)})")
     return [name for name in plan.services if plan.stack.services[name].backup and only in (None, name)]
-
-
-class BackupCheck(FactBase[contract.BackupCheckResult]):
-    """``stackbackup.py check``: what restoring a backup would do on this host, or why it cannot."""
-
-    requires_command = "python3"
-
-    def command(self, deploy_dir: str, backup_id: str, service: str | None) -> StringCommand:
-        return commands.backup_check(deploy_dir, backup_id, service)
-
-    def process(self, output: list[str]) -> contract.BackupCheckResult:
-        return json.loads("\n".join(output))
 
 
 @operation(is_idempotent=False)

@@ -394,3 +394,10 @@ def file_hashes(root: str, top_files: Sequence[str]) -> StringCommand:
         StringCommand("for f in", *(QuoteString(f) for f in top_files),
                       '; do if [ -e "$f" ]; then sha256sum "$f"; fi; done'),
     )
+
+
+def log_search(deploy_dir: str, project: str, store: str, options: Mapping[str, str]) -> StringCommand:
+    """``stacklogs.py search`` on the log store's host: every argument quoted."""
+    words = [f"--{key}={value}" for key, value in sorted(options.items())]  # a value may start with "-"
+    return argv("python3", posixpath.join(deploy_dir, "stacklogs.py"), "search", "--project", project,
+                "--store", store, *words)

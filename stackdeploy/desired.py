@@ -22,18 +22,11 @@ from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, commands, contract, 
 from stackdeploy.acme import acme_files
 from stackdeploy.control import run_on_control_machine
 from stackdeploy.engine import START_ENGINE_HINT
-from stackdeploy.facts import (
-    ENGINE_DOWN,
-    DockerEngineStatus,
-    EngineInsecureRegistries,
-    FileHashes,
-    HostState,
-    RegistryImages,
-    RegistryReachable,
-    StackHostState,
-    parse_image_ids,
-    read_fact,
-)
+from stackdeploy.facts import read_fact
+from stackdeploy.facts.engine import ENGINE_DOWN, DockerEngineStatus, EngineInsecureRegistries
+from stackdeploy.facts.registry import RegistryImages, RegistryReachable
+from stackdeploy.facts.stack import FileHashes, HostState, StackHostState, parse_image_ids
+from stackdeploy.facts.swarm import SwarmNode, SwarmStackHashes
 from stackdeploy.fingerprint import context_files
 from stackdeploy.imagespec import REGISTRY_PYTHON_BASE
 from stackdeploy.inputfiles import StackInputError, setting_source
@@ -41,7 +34,7 @@ from stackdeploy.logstore import log_target
 from stackdeploy.placement import HostSpec, Placement, place
 from stackdeploy.plan import Plan, build_plan
 from stackdeploy.runinfo import RELEASE_ID, is_dry_run
-from stackdeploy.swarm import SwarmNode, SwarmStackHashes, first_manager
+from stackdeploy.swarm import first_manager
 from stackdeploy.swarmstack import MANIFEST_FILE, swarm_release
 
 

@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import OperationError, deploy, operation
 from pyinfra.operations import apt, files, pip, server, systemd
 
 from stackdeploy import commands
-from stackdeploy.facts import ENGINE_UP, DockerEngineStatus, read_fact
+from stackdeploy.facts import read_fact
+from stackdeploy.facts.engine import ENGINE_UP, DockerEngineStatus, VenvSitePackages
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
 COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 APT_RETRIES, APT_RETRY_DELAY = 12, 5  # up to a minute for a busy apt lock
 START_ENGINE_HINT = "systemctl start docker, or where there is no systemd: setsid nohup dockerd &"
-
-
-class VenvSitePackages(FactBase[str | None]):
-    """The site-packages directory of a venv, as its own python reports it (None without the venv).
-
-    Its path names the python minor version (``lib/python3.X``), which differs between
-    distributions, so it is asked for rather than guessed or globbed.
-    """
-
-    def requires_command(self, venv: str) -> str:
-        return f"{venv}/bin/python"
-
-    def command(self, venv: str) -> StringCommand:
-        return StringCommand(QuoteString(f"{venv}/bin/python"), "-c",
-                             QuoteString("import sysconfig; print(sysconfig.get_path('purelib'))"))
-
-    @staticmethod
-    def default() -> None:
-        return None
-
-    def process(self, output: list[str]) -> str:
-        return output[-1].strip()
 
 
 @operation(is_idempotent=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -21,9 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pyinfra.api import FactBase, StringCommand
-
-from stackdeploy.commands import argv
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.logstore import log_store
 from stackdeploy.model import Stack
@@ -82,29 +78,6 @@ def search_arguments(query: LogQuery) -> dict[str, str]:
     return {"since": query.since.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "service": ",".join(query.services), "grep": query.grep, "request-id": query.request_id,
             "lines": str(query.lines)}
-
-
-def search_command(deploy_dir: str, project: str, store: str, options: Mapping[str, str]) -> StringCommand:
-    """``stacklogs.py search`` on the log store's host: every argument quoted."""
-    words = [f"--{key}={value}" for key, value in sorted(options.items())]  # a value may start with "-"
-    return argv("python3", posixpath.join(deploy_dir, "stacklogs.py"), "search", "--project", project,
-                "--store", store, *words)
-
-
-class LogSearch(FactBase[list[str]]):
-    """The log store's lines that match a query (JSON, as stored), read on its host."""
-
-    requires_command = "python3"
-
-    def command(self, deploy_dir: str, project: str, store: str, options: dict[str, str]) -> StringCommand:
-        return search_command(deploy_dir, project, store, options)
-
-    @staticmethod
-    def default() -> list[str]:
-        return []  # nothing matched
-
-    def process(self, output: list[str]) -> list[str]:
-        return output
 
 
 @dataclass(frozen=True, order=True)

@@ -13,16 +13,18 @@ import shlex
 from io import StringIO
 
 from pyinfra import host, logger
-from pyinfra.api import FactBase, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server, systemd
 
 from stackdeploy import logstore
 from stackdeploy.engine import ensure_engine
-from stackdeploy.facts import ENGINE_UP, DockerEngineStatus
+from stackdeploy.facts.engine import ENGINE_UP, DockerEngineStatus
+from stackdeploy.facts.firewall import FilterRules, chain_rules, jumps_to
+from stackdeploy.facts.swarm import SwarmNode
 from stackdeploy.model import RegistrySettings
 from stackdeploy.placement import Placement
-from stackdeploy.swarm import SwarmNode, form_swarm
+from stackdeploy.swarm import form_swarm
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 # daemon.json keys dockerd applies on SIGHUP, without a restart (moby's daemon/reload.go, 20.10
@@ -93,31 +95,6 @@ def restarts_here(restart: bool, swarm_member: bool) -> bool:
     return restart and not swarm_member
 
 
-class IptablesChain(FactBase[list[str]]):
-    """Rules of one iptables filter chain, as ``iptables -S`` prints them (empty if absent)."""
-
-    def command(self, chain: str) -> str:
-        return f"iptables -S {shlex.quote(chain)} 2>/dev/null || true"
-
-    @staticmethod
-    def default() -> list[str]:
-        return []
-
-    def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
-
-
-class DockerUserJumps(FactBase[bool]):
-    """Whether a chain (Docker's DOCKER-USER, or INPUT) already jumps to our chain."""
-
-    def command(self, chain: str, parent: str = "DOCKER-USER") -> str:
-        return (f"iptables -C {shlex.quote(parent)} -j {shlex.quote(chain)} >/dev/null 2>&1 "
-                "&& echo yes || echo no")
-
-    def process(self, output: list[str]) -> bool:
-        return "".join(output).strip() == "yes"
-
-
 def firewall_rules(where: Placement, host_name: str) -> list[str]:
     """The rules (``-A`` form) of our chain: only the stack's own hosts reach the ports this
     host publishes for other hosts; the gateway's public port is left alone. On the swarm
@@ -174,8 +151,9 @@ def restore_input(rules: list[str] | None, hook: bool, name: str = CHAIN, parent
 @operation(is_idempotent=True)
 def chain(rules: list[str], chain_name: str = CHAIN, parent: str = "DOCKER-USER"):
     """Make our chain hold exactly ``rules`` and hook it into ``parent``, in one atomic commit."""
-    rewrite = host.get_fact(IptablesChain, chain=chain_name) != [f"-N {chain_name}", *rules]
-    hook = not host.get_fact(DockerUserJumps, chain=chain_name, parent=parent)
+    table = host.get_fact(FilterRules)
+    rewrite = chain_rules(table, chain_name) != [f"-N {chain_name}", *rules]
+    hook = not jumps_to(table, parent, chain_name)
     if not (rewrite or hook):
         host.noop("firewall rules up to date")
         return

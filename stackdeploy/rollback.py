@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyinfra.api import Host
 
 from stackdeploy.desired import StackInputError, load_stack, read_host
-from stackdeploy.facts import HostReleases
+from stackdeploy.facts.stack import HostReleases
 
 
 @dataclass(frozen=True)

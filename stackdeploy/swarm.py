@@ -13,101 +13,16 @@ manager may be formed in this very run, so joining and labelling read the manage
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 from pyinfra import host
-from pyinfra.api import FactBase, Host, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api import Host, OperationError, QuoteString, StringCommand, operation
 
-from stackdeploy import commands, contract
+from stackdeploy import commands
 from stackdeploy.callback import callback
 from stackdeploy.control import run_on_control_machine
-from stackdeploy.facts import json_output
+from stackdeploy.facts.swarm import SwarmMembership, SwarmNode, SwarmNodeInfo, SwarmNodes, parse_nodes
 from stackdeploy.model import Stack
 from stackdeploy.swarmstack import node_labels
-
-STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"
-
-
-@dataclass(frozen=True)
-class SwarmMembership:
-    """This engine's place in a swarm (``docker info``'s Swarm section)."""
-
-    state: str = "inactive"  # inactive, pending, active, error, locked
-    node_id: str = ""
-    manager: bool = False
-    address: str = ""
-    live_restore: bool = False  # incompatible with swarm mode: provision.py turns it off on swarm hosts
-
-
-@dataclass(frozen=True)
-class SwarmNodeInfo:
-    """One node, as a manager sees it."""
-
-    id: str
-    address: str
-    labels: dict[str, str] = field(default_factory=dict)
-    availability: str = "active"
-
-
-class SwarmNode(FactBase[SwarmMembership]):
-    requires_command = "docker"
-
-    def command(self) -> StringCommand:
-        return StringCommand("docker", "info", "--format",
-                             QuoteString('{"swarm": {{json .Swarm}}, "live_restore": {{json .LiveRestoreEnabled}}}'))
-
-    @staticmethod
-    def default() -> SwarmMembership:
-        return SwarmMembership()
-
-    def process(self, output: list[str]) -> SwarmMembership:
-        found = json_output("SwarmNode", output)
-        data = found["swarm"]
-        return SwarmMembership(state=data.get("LocalNodeState", "inactive"), node_id=data.get("NodeID", ""),
-                               manager=bool(data.get("ControlAvailable")), address=data.get("NodeAddr", ""),
-                               live_restore=bool(found["live_restore"]))
-
-
-def parse_nodes(data: list[dict]) -> list[SwarmNodeInfo]:
-    return [SwarmNodeInfo(id=node["ID"], address=node["Status"].get("Addr", ""),
-                          labels=node["Spec"].get("Labels") or {}, availability=node["Spec"].get("Availability", ""))
-            for node in data]
-
-
-class SwarmNodes(FactBase[list[SwarmNodeInfo]]):
-    """Every node of the swarm, read on a manager."""
-
-    requires_command = "docker"
-
-    def command(self) -> StringCommand:
-        return commands.swarm_nodes()
-
-    def process(self, output: list[str]) -> list[SwarmNodeInfo]:
-        return parse_nodes(json_output("SwarmNodes", output))
-
-
-class SwarmStackHashes(FactBase[dict[str, str]]):
-    """Service (short name) -> the config hash its spec carries, for one stack, on a manager."""
-
-    requires_command = "docker"
-
-    def command(self, stack: str) -> StringCommand:
-        ids = f"$(docker service ls -q --filter label={STACK_NAMESPACE_LABEL}={stack})"
-        template = f'{{{{.Spec.Name}}}} {{{{index .Spec.Labels "{contract.CONFIG_HASH_LABEL}"}}}}'
-        return StringCommand(f"ids={ids};", "if [ -n \"$ids\" ];", "then", "docker", "service", "inspect",
-                             "--format", QuoteString(template), "$ids;", "fi")
-
-    @staticmethod
-    def default() -> dict[str, str]:
-        return {}  # no service of the stack yet
-
-    def process(self, output: list[str]) -> dict[str, str]:
-        found = {}
-        for line in output:
-            name, _, config_hash = line.strip().partition(" ")
-            if name:
-                found[name.split("_", 1)[-1]] = config_hash.strip()
-        return found
 
 
 def managers(stack: Stack, inventory_hosts: list[Host]) -> list[Host]:

@@ -16,38 +16,18 @@ from pathlib import Path
 
 import click
 from pyinfra import host
-from pyinfra.api import FactBase, OperationError, StringCommand, deploy, operation
+from pyinfra.api import OperationError, StringCommand, deploy, operation
 from pyinfra.facts.files import FileContents
 
 from stackdeploy import commands
 from stackdeploy.callback import callback
 from stackdeploy.desired import HostDecisions
-from stackdeploy.facts import json_output, read_fact
+from stackdeploy.facts import read_fact
+from stackdeploy.facts.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes, SwarmStatus, SwarmTaskContainers
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID
-from stackdeploy.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE
 from stackdeploy.verify import LAST_REPORT
-
-
-class SwarmStatus(FactBase[dict[str, dict] | None]):
-    """``stackswarm.py status``: every service's tasks against what the current release wants
-    (None before the first swarm release)."""
-
-    requires_command = "python3"
-
-    def command(self, deploy_dir: str) -> StringCommand:
-        helper = posixpath.join(deploy_dir, "stackswarm.py")
-        current = posixpath.join(deploy_dir, "current", "swarm.json")
-        return StringCommand("if [ -f", commands.QuoteString(current), "]; then",
-                             commands.argv("python3", helper, "status"), "; fi")
-
-    @staticmethod
-    def default() -> None:
-        return None  # no swarm release on this host yet
-
-    def process(self, output: list[str]) -> dict[str, dict] | None:
-        return json_output("SwarmStatus", output)
 
 
 @operation(is_idempotent=True)
@@ -115,22 +95,6 @@ def verify_swarm(decisions: HostDecisions, report_to: Path | None = LAST_REPORT)
     if decisions.swarm_manager:
         verified(name="Health of every swarm service", deploy_dir=decisions.plan.stack.deploy_dir,
                  release=decisions.release, changed=decisions.to_start, report_to=report_to)
-
-
-class SwarmTaskContainers(FactBase[list[str]]):
-    """Ids of this host's containers that are Swarm tasks of the stack (none off the swarm engine)."""
-
-    requires_command = "docker"
-
-    def command(self, stack: str) -> StringCommand:
-        return commands.argv("docker", "ps", "-aq", "--filter", f"label={STACK_NAMESPACE_LABEL}={stack}")
-
-    @staticmethod
-    def default() -> list[str]:
-        return []
-
-    def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
 
 
 @operation(is_idempotent=True)

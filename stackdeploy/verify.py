@@ -14,7 +14,8 @@ from stackdeploy import STATE_DIR, commands, contract
 from stackdeploy.announce import is_standin
 from stackdeploy.callback import callback
 from stackdeploy.control import run_on_control_machine
-from stackdeploy.facts import HostState, StackStatus, parse_status, read_fact
+from stackdeploy.facts import read_fact
+from stackdeploy.facts.stack import HostState, StackStatus, parse_status
 from stackdeploy.plan import Plan
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID

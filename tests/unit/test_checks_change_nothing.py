@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from stackdeploy import desired, secrets, tls
-from stackdeploy.facts import ENGINE_DOWN, HostState, RegistryReachable, StackHostState, StackStatus
+from stackdeploy.facts.engine import ENGINE_DOWN
+from stackdeploy.facts.registry import RegistryReachable
+from stackdeploy.facts.stack import HostState, StackHostState, StackStatus
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.verify import verified
 from tests.conftest import group_data

@@ -19,19 +19,18 @@ from pyinfra.api.exceptions import FactProcessError
 from stackdeploy import commands
 from stackdeploy.commands import ABSENT
 from stackdeploy.desired import helper_files
-from stackdeploy.facts import (
+from stackdeploy.facts import HostReadError, read_fact
+from stackdeploy.facts.engine import DockerEngineStatus
+from stackdeploy.facts.registry import RegistryReachable
+from stackdeploy.facts.stack import (
     TOP_FILES,
     ContainerState,
     DeployedFiles,
-    DockerEngineStatus,
     FileHashes,
-    HostReadError,
     HostReleases,
-    RegistryReachable,
     ReleaseHistory,
     StackHostState,
     StackStatus,
-    read_fact,
 )
 
 AUTH_ID = "bd7f6c279ab91993a3f429163170d0102c472b7d56b985098c9f067a4106f5cc"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stackdeploy import FILES_DIR, SERVICES_DIR
+from stackdeploy import FILES_DIR, SERVICES_DIR, commands
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.logsearch import (
     LogQuery,
@@ -19,7 +19,6 @@ from stackdeploy.logsearch import (
     merge,
     parse_stored,
     search_arguments,
-    search_command,
     since_time,
 )
 from stackdeploy.model import load
@@ -59,7 +58,7 @@ def test_a_bad_query_is_refused_with_one_line(data):
 
 def test_the_search_command_quotes_every_value():
     query = LogQuery(NOW, ("creator-hub",), "-x'; rm -rf /", "r1", 10)
-    command = search_command("/opt/s", "creatorstack", "log-store", search_arguments(query)).get_raw_value()
+    command = commands.log_search("/opt/s", "creatorstack", "log-store", search_arguments(query)).get_raw_value()
     assert "'--grep=-x'\"'\"'; rm -rf /'" in command
     assert "--since=2026-11-26T12:00:00Z" in command and "--service=creator-hub" in command
 

@@ -10,15 +10,8 @@ import sys
 from dataclasses import replace
 
 from stackdeploy import contract, desired, tls
-from stackdeploy.facts import (
-    ContainerState,
-    DeployedFiles,
-    FileHashes,
-    HostState,
-    RegistryReachable,
-    StackHostState,
-    StackStatus,
-)
+from stackdeploy.facts.registry import RegistryReachable
+from stackdeploy.facts.stack import ContainerState, DeployedFiles, FileHashes, HostState, StackHostState, StackStatus
 from stackdeploy.verify import verified
 from tests.conftest import group_data
 from tests.unit.fakehost import commands, fake_host

@@ -12,12 +12,12 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from stackdeploy import SERVICES_DIR
-from stackdeploy.facts import DockerEngineStatus
+from stackdeploy.facts.engine import DockerEngineStatus
+from stackdeploy.facts.firewall import FilterRules
+from stackdeploy.facts.swarm import SwarmMembership, SwarmNode
 from stackdeploy.model import RegistrySettings, load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import (
-    DockerUserJumps,
-    IptablesChain,
     chain,
     daemon_settings,
     firewall_rules,
@@ -28,7 +28,6 @@ from stackdeploy.provision import (
     restarts_here,
     restore_input,
 )
-from stackdeploy.swarm import SwarmMembership, SwarmNode
 from tests.unit.fakehost import commands, fake_host
 
 MATCH = "-p tcp -m conntrack --ctorigdst 10.0.0.1 --ctorigdstport {port} --ctdir ORIGINAL"
@@ -67,21 +66,23 @@ def test_restore_input_touches_only_what_differs():
 
 
 def test_a_new_chain_is_one_restore_on_stdin():
-    with fake_host({IptablesChain: [], DockerUserJumps: False}):
+    with fake_host({FilterRules: ["-P INPUT ACCEPT", "-N DOCKER-USER", "-A DOCKER-USER -j RETURN"]}):
         [command] = commands(chain._inner(rules=RULES))
     assert shlex.split(command) == ["printf", "%s", restore_input(RULES, hook=True), "|",
                                     "iptables-restore", "--noflush"]
 
 
 def test_a_chain_that_differs_is_rewritten_and_the_jump_left_alone():
-    with fake_host({IptablesChain: ["-N STACKDEPLOY", RULES[1]], DockerUserJumps: True}):
+    with fake_host({FilterRules: ["-N DOCKER-USER", "-N STACKDEPLOY", "-A DOCKER-USER -j STACKDEPLOY", RULES[1]]}):
         [command] = commands(chain._inner(rules=RULES))
     assert shlex.split(command)[2] == restore_input(RULES, hook=False)
 
 
 def test_a_second_run_changes_nothing():
-    """The chain as `iptables -S STACKDEPLOY` prints it after the restore, and the jump in place."""
-    with fake_host({IptablesChain: ["-N STACKDEPLOY", *RULES], DockerUserJumps: True}) as host:
+    """The table as `iptables -S` prints it after the restore: the jump in place, the chain's rules."""
+    table = ["-P INPUT ACCEPT", "-N DOCKER-USER", "-N STACKDEPLOY", "-A DOCKER-USER -j STACKDEPLOY",
+             "-A DOCKER-USER -j RETURN", *RULES]
+    with fake_host({FilterRules: table}) as host:
         assert commands(chain._inner(rules=RULES)) == []
         assert host.noops == ["firewall rules up to date"]
 

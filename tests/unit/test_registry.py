@@ -19,19 +19,15 @@ import yaml
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, commands, desired
 from stackdeploy.announce import announce
-from stackdeploy.facts import (
-    EngineInsecureRegistries,
-    HostState,
-    InsecureRegistries,
-    RegistryImages,
-    StackHostState,
-)
+from stackdeploy.facts.engine import EngineInsecureRegistries, InsecureRegistries
+from stackdeploy.facts.registry import RegistryImages
+from stackdeploy.facts.stack import HostState, StackHostState
+from stackdeploy.facts.swarm import SwarmMembership, SwarmNode, SwarmStackHashes
 from stackdeploy.images import build_images
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.model import load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.plan import build_plan
-from stackdeploy.swarm import SwarmMembership, SwarmNode, SwarmStackHashes
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, swarm_release
 from tests.certs import certificate
 from tests.conftest import group_data, shipped_helper

@@ -14,7 +14,7 @@ import pytest
 
 from stackdeploy import contract
 from stackdeploy.desired import StackInputError
-from stackdeploy.facts import HostReleases
+from stackdeploy.facts.stack import HostReleases
 from stackdeploy.rollback import choose_target, history_table
 from tests.conftest import run_helper
 

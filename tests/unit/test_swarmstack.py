@@ -10,19 +10,11 @@ import yaml
 from pyinfra.api import OperationError
 
 from stackdeploy import SERVICES_DIR
+from stackdeploy.facts.swarm import SwarmMembership, SwarmNode, SwarmNodeInfo, SwarmNodes
 from stackdeploy.model import StackError, load
 from stackdeploy.placement import HostSpec, place
 from stackdeploy.provision import swarm_rules
-from stackdeploy.swarm import (
-    SwarmMembership,
-    SwarmNode,
-    SwarmNodeInfo,
-    SwarmNodes,
-    initialised,
-    label_updates,
-    labels,
-    pruned_nodes,
-)
+from stackdeploy.swarm import initialised, label_updates, labels, pruned_nodes
 from stackdeploy.swarmstack import MANIFEST_FILE, STACK_FILE, node_labels, render_stack, wave_file
 from tests.certs import certificate
 from tests.conftest import BIN, write_out

@@ -1,34 +1,18 @@
-"""pyinfra facts: what a Docker host holds now, read in one command each.
-
-Facts run while pyinfra prepares (before any change), so every decision made from them
-is known up front and ``--dry`` reports exactly what the real run will do. A fact that
-cannot read the host fails the run: an engine that does not answer or a permission error
-must never read as "nothing there" (that once rebuilt every image of a stopped engine).
-
-So a fact's command exits non-zero when a read fails, and prints an explicit ABSENT where
-"there is none" is a real answer (a fresh host has no deploy directory yet); ``process``
-refuses output it does not recognise; and callers read facts with ``read_fact``, which
-raises when the read failed (pyinfra itself would go on with the fact's empty default).
-"""
+"""The stack on one host: its containers, images, secrets and releases, and the deployed files' hashes."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeVar
 
-from pyinfra.api import FactBase, Host, StringCommand
-from pyinfra.api.exceptions import FactProcessError
+from pyinfra.api import FactBase, StringCommand
 
 from stackdeploy import commands, contract
 from stackdeploy.commands import ABSENT, SECTION
-from stackdeploy.inputfiles import StackInputError
+from stackdeploy.facts import json_output, unexpected_output
+from stackdeploy.facts.engine import ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP
 
-T = TypeVar("T")
-
-ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP = "absent", "down", "up"
 NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
 TOP_FILES = contract.TOP_FILES
@@ -73,18 +57,6 @@ class HostState:
         return len(found) == 1 and found[0].state == "running" and found[0].config_hash == config_hash
 
 
-class EngineStatus(TypedDict):
-    """What a host has of the engine and the tools the deploy installs (a dict, as provision.py reads it)."""
-
-    cli: bool  # the docker CLI
-    dockerd: bool
-    systemd: bool  # systemctl, and systemd running as init
-    debootstrap: bool
-    python3: bool
-    engine: str  # ENGINE_ABSENT, ENGINE_DOWN or ENGINE_UP
-    compose: str | None  # Compose v2's version, None when ``docker compose`` does not answer
-
-
 @dataclass(frozen=True)
 class HostReleases:
     """``stackctl.py releases``: the current release, the release directories kept, the recorded
@@ -102,32 +74,6 @@ class DeployedFiles:
 
     release: Mapping[str, str] = field(default_factory=dict)  # path in the release -> hash
     top: Mapping[str, str] = field(default_factory=dict)  # path in the deploy dir -> hash
-
-
-class HostReadError(StackInputError):
-    """A fact could not read a host: shown like a refusal, one line after pyinfra's own report."""
-
-
-def read_fact(host: Host, fact: type[FactBase[T]], **arguments: Any) -> T:
-    """``host.get_fact``, but a read that failed raises. pyinfra reports the failure and marks
-    the host failed, then returns the fact's default, which reads as "nothing there": no
-    containers, no secrets (so new ones would be generated and saved)."""
-    value = host.get_fact(fact, **arguments)
-    if host in host.state.failed_hosts:
-        raise HostReadError(f"{host.name}: could not read the host ({fact.__name__}): see the error above")
-    return value
-
-
-def _unexpected(fact: str, output: list[str]) -> FactProcessError:
-    return FactProcessError(f"{fact}: unexpected output: {' | '.join(output)[-500:]!r}")
-
-
-def json_output(fact: str, output: list[str]) -> Any:
-    """A fact's output read as JSON; anything else fails the read, naming the fact."""
-    try:
-        return json.loads("\n".join(output))
-    except ValueError:
-        raise _unexpected(fact, output) from None
 
 
 def _file(parts: dict[str, list[str]], name: str) -> str:
@@ -179,7 +125,7 @@ class StackHostState(FactBase[HostState]):
         if engine in (ENGINE_ABSENT, ENGINE_DOWN):
             return HostState(engine=engine)  # nothing else to read (a stopped engine is started, then read)
         if engine != ENGINE_UP or not parts.keys() >= HOST_SECTIONS:
-            raise _unexpected("StackHostState", output)
+            raise unexpected_output("StackHostState", output)
         containers: dict[str, list[ContainerState]] = {}
         for line in parts["containers"]:
             fields = line.split(maxsplit=5)  # a missing label prints as "<no value>": two words
@@ -196,112 +142,6 @@ class StackHostState(FactBase[HostState]):
             image_source=_file(parts, "image-source").strip(),
             current=_file(parts, "current").strip().rsplit("/", 1)[-1],
         )
-
-
-ENGINE_KEYS = set(EngineStatus.__annotations__)
-
-
-class DockerEngineStatus(FactBase[EngineStatus]):
-    """Whether the docker CLI, dockerd, the engine API and Compose v2 are there."""
-
-    requires_command = "sh"  # only the shell: this fact is how a host's missing tools are found
-
-    def command(self) -> StringCommand:
-        return commands.engine_status()
-
-    def process(self, output: list[str]) -> EngineStatus:
-        values = dict(line.split("=", 1) for line in output if "=" in line)
-        if not values.keys() >= ENGINE_KEYS or values["engine"] not in (ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP):
-            raise _unexpected("DockerEngineStatus", output)
-        return {
-            "cli": values["cli"] == "yes",
-            "dockerd": values["dockerd"] == "yes",
-            "systemd": values["systemd"] == "yes",
-            "debootstrap": values["debootstrap"] == "yes",
-            "python3": values["python3"] == "yes",
-            "engine": values["engine"],
-            "compose": values["compose"].strip() or None,
-        }
-
-
-class RegistryReachable(FactBase[bool]):
-    """True when every image is present on the host or its registry answers for it."""
-
-    requires_command = "docker"
-
-    @staticmethod
-    def default() -> bool:
-        return False  # no docker CLI: no image here, and nothing to ask a registry with
-
-    def command(self, images: list[str]) -> StringCommand:
-        return commands.registry_reachable(images)
-
-    def process(self, output: list[str]) -> bool:
-        answer = "".join(output).strip()
-        if answer not in ("yes", "no"):
-            raise _unexpected("RegistryReachable", output)
-        return answer == "yes"
-
-
-class RegistryImages(FactBase[frozenset[str]]):
-    """The images (registry names) their registry holds, as it answers itself. A registry that
-    does not answer fails the read (see ``commands.registry_images``)."""
-
-    requires_command = "docker"
-
-    @staticmethod
-    def default() -> frozenset[str]:
-        return frozenset()  # no docker CLI to ask with: nothing known to be there
-
-    def command(self, images: list[str], insecure: bool) -> StringCommand:
-        return commands.registry_images(images, insecure)
-
-    def process(self, output: list[str]) -> frozenset[str]:
-        answers = [line.strip().partition(" ") for line in output if line.strip()]
-        if not answers or any(answer not in ("present", "absent") or not image for answer, _, image in answers):
-            raise _unexpected("RegistryImages", output)
-        return frozenset(image for answer, _, image in answers if answer == "present")
-
-
-@dataclass(frozen=True)
-class InsecureRegistries:
-    """The registries an engine talks to without verified TLS: daemon.json's insecure-registries,
-    by name, and networks (127.0.0.0/8 by default)."""
-
-    names: frozenset[str] = frozenset()  # host[:port]
-    networks: tuple[str, ...] = ()  # CIDRs
-
-    def allow(self, host: str) -> bool:
-        """Whether the engine talks to ``host`` (host[:port]) without verified TLS."""
-        if host in self.names:
-            return True
-        address = host[1:host.find("]")] if host.startswith("[") else host.split(":", 1)[0]
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False  # a host name: the engine would resolve it; only its listed name counts here
-        return any(ip in ipaddress.ip_network(network, strict=False) for network in self.networks)
-
-
-class EngineInsecureRegistries(FactBase[InsecureRegistries]):
-    """The insecure registries of the running engine (``docker info``), so a deploy that needs
-    one the engine does not trust yet is refused before it changes anything."""
-
-    requires_command = "docker"
-
-    @staticmethod
-    def default() -> InsecureRegistries:
-        return InsecureRegistries()  # no engine yet: it trusts none
-
-    def command(self) -> StringCommand:
-        return commands.registry_config()
-
-    def process(self, output: list[str]) -> InsecureRegistries:
-        config = json_output("EngineInsecureRegistries", output)
-        if not isinstance(config, dict):
-            raise _unexpected("EngineInsecureRegistries", output)
-        names = [name for name, index in (config.get("IndexConfigs") or {}).items() if not index.get("Secure", True)]
-        return InsecureRegistries(frozenset(names), tuple(config.get("InsecureRegistryCIDRs") or ()))
 
 
 class StackStatus(FactBase[dict[str, contract.ServiceStatus] | None]):
@@ -363,7 +203,7 @@ class FileHashes(FactBase[DeployedFiles]):
         for line in output:
             digest, _, path = line.partition("  ")
             if not path:
-                raise _unexpected("FileHashes", output)
+                raise unexpected_output("FileHashes", output)
             if path.startswith(prefix):
                 release[path.removeprefix(prefix)] = digest
             else:
