@@ -136,9 +136,6 @@ def stackswarm(deploy_dir: str, *args: str) -> StringCommand:
     return argv("python3", posixpath.join(deploy_dir, "stackswarm.py"), *args)
 
 
-def swarm_nodes() -> StringCommand:
-    """``docker node inspect`` of every node of the swarm (on a manager)."""
-    return StringCommand("ids=$(docker node ls -q)", "&&", "docker", "node", "inspect", "$ids")
 
 
 def stackbackup(deploy_dir: str, *args: str) -> StringCommand:
@@ -401,3 +398,83 @@ def log_search(deploy_dir: str, project: str, store: str, options: Mapping[str, 
     words = [f"--{key}={value}" for key, value in sorted(options.items())]  # a value may start with "-"
     return argv("python3", posixpath.join(deploy_dir, "stacklogs.py"), "search", "--project", project,
                 "--store", store, *words)
+
+
+# --------------------------------------------------------------- swarm
+
+def swarm_nodes() -> StringCommand:
+    """``docker node inspect`` of every node of the swarm (on a manager)."""
+    return StringCommand("ids=$(docker node ls -q)", "&&", "docker", "node", "inspect", "$ids")
+
+
+def swarm_init(address: str) -> StringCommand:
+    return argv("docker", "swarm", "init", "--advertise-addr", address)
+
+
+def swarm_join_token(role: str) -> StringCommand:
+    """The token a ``role`` (manager or worker) joins with, printed alone (on a manager)."""
+    return argv("docker", "swarm", "join-token", "-q", role)
+
+
+def swarm_join(token: str, address: str, manager: str) -> StringCommand:
+    """Join the swarm that ``manager`` (host:port) manages, advertising ``address``."""
+    return argv("docker", "swarm", "join", "--token", token, "--advertise-addr", address, manager)
+
+
+def node_labels_update(node_id: str, remove: Iterable[str], add: Mapping[str, str]) -> StringCommand:
+    """Set a node's labels: drop ``remove``, add (or change) ``add``."""
+    words = [w for key in remove for w in ("--label-rm", key)]
+    words += [w for key, value in sorted(add.items()) for w in ("--label-add", f"{key}={value}")]
+    return argv("docker", "node", "update", *words, node_id)
+
+
+def node_removed(node_id: str) -> list[StringCommand]:
+    """Drain a node's tasks elsewhere, then drop it from the swarm (on a manager)."""
+    return [argv("docker", "node", "update", "--availability", "drain", node_id),
+            argv("docker", "node", "rm", "--force", node_id)]
+
+
+def swarm_stack_remove(stack: str) -> StringCommand:
+    """Remove a stack's services (its volumes and secrets stay)."""
+    return argv("docker", "stack", "rm", stack)
+
+
+def swarm_task_containers(stack: str) -> StringCommand:
+    """Ids of this host's containers that are tasks of ``stack``."""
+    return argv("docker", "ps", "-aq", "--filter", f"label={contract.STACK_NAMESPACE_LABEL}={stack}")
+
+
+def remove_containers(ids: Sequence[str]) -> StringCommand:
+    return argv("docker", "rm", "-f", *ids)
+
+
+def swarm_tasks_gone(stack: str, timeout: int) -> StringCommand:
+    """Wait up to ``timeout`` s until this host has no task container of ``stack``; fail if one stays."""
+    none_left = StringCommand('[ -z "$(', swarm_task_containers(stack), ')" ]', _separator="")
+    return StringCommand("for i in $(seq", str(int(timeout)), "); do", none_left, "&& exit 0; sleep 1; done;",
+                         "echo", QuoteString(f"swarm tasks of {stack} still running after {timeout} s"), ">&2; exit 1")
+
+
+def compose_containers_removed(project: str) -> StringCommand:
+    """Stop and remove a compose project's containers (their volumes stay)."""
+    ids = StringCommand("ids=$(", compose_containers(project), ")", _separator="")
+    return script(ids, StringCommand("docker stop -t 20 $ids >/dev/null && docker rm $ids >/dev/null"))
+
+
+# --------------------------------------------------------------- firewall
+
+def iptables_restore(text: str) -> StringCommand:
+    """Apply an ``iptables-restore`` input without flushing what it does not name."""
+    return StringCommand("printf", "%s", QuoteString(text), "|", "iptables-restore", "--noflush")
+
+
+def ensure_jump(parent: str, chain: str) -> StringCommand:
+    """Make ``parent`` jump to ``chain`` first, unless it already does."""
+    return StringCommand(argv("iptables", "-C", parent, "-j", chain), "2>/dev/null ||",
+                         argv("iptables", "-I", parent, "1", "-j", chain))
+
+
+def ensure_chain(chain: str) -> StringCommand:
+    """Make an empty chain ``chain`` unless it exists (DOCKER-USER at boot, before dockerd)."""
+    return StringCommand(argv("iptables", "-n", "-L", chain), ">/dev/null 2>&1 ||", argv("iptables", "-N", chain))
+

@@ -57,6 +57,7 @@ BUILDS_FILE = "state/builds.json"  # service -> BuildResult of its last build
 READY_FILE = "state/ready.json"  # service -> seconds its last gate took
 WAVES_FILE = "state/waves.json"  # "svc,svc" (one ``up`` call) -> seconds it took
 CONFIG_HASH_LABEL = "stackdeploy.config-hash"
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # Docker's label on a swarm stack's services and tasks
 # Container path of the gateway's config directory (the host's ``gateway/``).
 GATEWAY_CONF_MOUNT = "/etc/nginx/stack"
 # The gateway's certificate and key under gateway/ (and under nginx/ in a release), and

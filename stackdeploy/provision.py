@@ -9,15 +9,14 @@ no changes. Debian and Ubuntu hosts; with or without systemd.
 from __future__ import annotations
 
 import json
-import shlex
 from io import StringIO
 
 from pyinfra import host, logger
-from pyinfra.api import QuoteString, StringCommand, deploy, operation
+from pyinfra.api import deploy, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server, systemd
 
-from stackdeploy import logstore
+from stackdeploy import commands, logstore
 from stackdeploy.engine import ensure_engine
 from stackdeploy.facts.engine import ENGINE_UP, DockerEngineStatus
 from stackdeploy.facts.firewall import FilterRules, chain_rules, jumps_to
@@ -158,7 +157,7 @@ def chain(rules: list[str], chain_name: str = CHAIN, parent: str = "DOCKER-USER"
         host.noop("firewall rules up to date")
         return
     text = restore_input(rules if rewrite else None, hook, chain_name, parent)
-    yield StringCommand("printf", "%s", QuoteString(text), "|", "iptables-restore", "--noflush")
+    yield commands.iptables_restore(text)
 
 
 def firewall_script(chains: list[tuple[str, str, list[str]]]) -> str:
@@ -167,10 +166,10 @@ def firewall_script(chains: list[tuple[str, str, list[str]]]) -> str:
     lines = ["#!/bin/sh", "# Written by stackdeploy's provision.py: the firewall again after a boot.", "set -e"]
     for name, parent, rules in chains:
         if parent == "DOCKER-USER":  # at boot dockerd has not made it yet
-            lines.append("iptables -n -L DOCKER-USER >/dev/null 2>&1 || iptables -N DOCKER-USER")
+            lines.append(commands.ensure_chain(parent).get_raw_value())
         text = restore_input(rules, hook=False, name=name, parent=parent)
-        lines.append(f"printf '%s' {shlex.quote(text)} | iptables-restore --noflush")
-        lines.append(f"iptables -C {parent} -j {name} 2>/dev/null || iptables -I {parent} 1 -j {name}")
+        lines.append(commands.iptables_restore(text).get_raw_value())
+        lines.append(commands.ensure_jump(parent, name).get_raw_value())
     return "\n".join(lines) + "\n"
 
 

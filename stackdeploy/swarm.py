@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from pyinfra import host
-from pyinfra.api import Host, OperationError, QuoteString, StringCommand, operation
+from pyinfra.api import Host, OperationError, StringCommand, operation
 
 from stackdeploy import commands
 from stackdeploy.callback import callback
@@ -51,10 +51,8 @@ def _on(target: Host, command: StringCommand, what: str) -> str:
 
 
 def _join(manager: Host, role: str, address: str) -> None:
-    token = _on(manager, StringCommand("docker", "swarm", "join-token", "-q", role), "reading the join token").strip()
-    join = StringCommand("docker", "swarm", "join", "--token", QuoteString(token), "--advertise-addr",
-                         QuoteString(address), QuoteString(f"{advertise_address(manager)}:2377"))
-    ok, output = host.run_shell_command(join)
+    token = _on(manager, commands.swarm_join_token(role), "reading the join token").strip()
+    ok, output = host.run_shell_command(commands.swarm_join(token, address, f"{advertise_address(manager)}:2377"))
     if not ok:
         raise OperationError(f"joining the swarm of {manager.name} failed: {output.stderr}")
 
@@ -76,7 +74,7 @@ def _joinable(state: SwarmMembership) -> bool:
 def initialised():
     """The first manager inits the swarm (an operation of its own: every join comes after it)."""
     if _joinable(host.get_fact(SwarmNode)):
-        yield StringCommand("docker", "swarm", "init", "--advertise-addr", QuoteString(advertise_address(host)))
+        yield commands.swarm_init(advertise_address(host))
 
 
 @operation(is_idempotent=True)
@@ -149,8 +147,7 @@ def pruned_nodes(stack: Stack, inventory_hosts: list[Host]):
         host.noop("every node is in the inventory")
         return
     for node in gone:
-        yield commands.argv("docker", "node", "update", "--availability", "drain", node.id)
-        yield commands.argv("docker", "node", "rm", "--force", node.id)
+        yield from commands.node_removed(node.id)
 
 
 def form_swarm(stack: Stack, prune: bool = False) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import click
 from pyinfra import host
-from pyinfra.api import OperationError, StringCommand, deploy, operation
+from pyinfra.api import OperationError, deploy, operation
 from pyinfra.facts.files import FileContents
 
 from stackdeploy import commands
 from stackdeploy.callback import callback
 from stackdeploy.desired import HostDecisions
 from stackdeploy.facts import read_fact
-from stackdeploy.facts.swarm import STACK_NAMESPACE_LABEL, SwarmNode, SwarmStackHashes, SwarmStatus, SwarmTaskContainers
+from stackdeploy.facts.swarm import SwarmNode, SwarmStackHashes, SwarmStatus, SwarmTaskContainers
 from stackdeploy.report import render_table, write_report
 from stackdeploy.runinfo import RELEASE_ID
 from stackdeploy.swarmstack import MANIFEST_FILE
@@ -38,8 +38,7 @@ def compose_retired(decisions: HostDecisions):
     if not decisions.state.containers:
         host.noop("no compose container of the stack")
         return
-    ids = StringCommand("ids=$(", commands.compose_containers(decisions.plan.stack.name), ")", _separator="")
-    yield commands.script(ids, StringCommand('docker stop -t 20 $ids >/dev/null && docker rm $ids >/dev/null'))
+    yield commands.compose_containers_removed(decisions.plan.stack.name)
 
 
 @operation(is_idempotent=True)
@@ -105,7 +104,7 @@ def swarm_stack_removed(stack: str):
     if not (member.manager and host.get_fact(SwarmStackHashes, stack=stack)):
         host.noop("no swarm stack to remove")
         return
-    yield commands.argv("docker", "stack", "rm", stack)
+    yield commands.swarm_stack_remove(stack)
 
 
 @operation(is_idempotent=True)
@@ -117,14 +116,9 @@ def swarm_tasks_gone(stack: str, timeout: int = 120):
         host.noop("no swarm task of the stack here")
         return
     if host.get_fact(SwarmNode).state == "inactive":  # the node left the swarm: nobody else removes them
-        yield commands.argv("docker", "rm", "-f", *leftovers)
+        yield commands.remove_containers(leftovers)
         return
-    ids = StringCommand("$(", commands.argv("docker", "ps", "-aq", "--filter",
-                                            f"label={STACK_NAMESPACE_LABEL}={stack}"), ")", _separator="")
-    none_left = StringCommand('[ -z "', ids, '" ]', _separator="")
-    yield StringCommand(f"for i in $(seq {timeout}); do", none_left, "&& exit 0; sleep 1; done;",
-                        "echo", commands.QuoteString(f"swarm tasks of {stack} still running after {timeout} s"),
-                        ">&2; exit 1")
+    yield commands.swarm_tasks_gone(stack, timeout)
 
 
 @deploy("Retire the swarm engine's stack (switching engines)")

@@ -10,8 +10,6 @@ from pyinfra.api import FactBase, QuoteString, StringCommand
 from stackdeploy import commands, contract
 from stackdeploy.facts import json_output
 
-STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"
-
 
 @dataclass(frozen=True)
 class SwarmMembership:
@@ -77,7 +75,8 @@ class SwarmStackHashes(FactBase[dict[str, str]]):
     requires_command = "docker"
 
     def command(self, stack: str) -> StringCommand:
-        listing = commands.argv("docker", "service", "ls", "-q", "--filter", f"label={STACK_NAMESPACE_LABEL}={stack}")
+        label = f"label={contract.STACK_NAMESPACE_LABEL}={stack}"
+        listing = commands.argv("docker", "service", "ls", "-q", "--filter", label)
         template = f'{{{{.Spec.Name}}}} {{{{index .Spec.Labels "{contract.CONFIG_HASH_LABEL}"}}}}'
         # ``&&``: a listing that fails fails the read (an empty one is an answer: no service yet).
         return StringCommand("ids=$(", listing, ") &&", "if [ -n \"$ids\" ];", "then", "docker", "service",
@@ -122,7 +121,7 @@ class SwarmTaskContainers(FactBase[list[str]]):
     requires_command = "docker"
 
     def command(self, stack: str) -> StringCommand:
-        return commands.argv("docker", "ps", "-aq", "--filter", f"label={STACK_NAMESPACE_LABEL}={stack}")
+        return commands.swarm_task_containers(stack)
 
     @staticmethod
     def default() -> list[str]:
