@@ -12,6 +12,7 @@ from pyinfra import host
 
 from stackdeploy.backups import restore_backup, stateful_services
 from stackdeploy.desired import decide
+from stackdeploy.engines import engine_for
 from stackdeploy.facts.backups import BackupCheck
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.release import Run, record_release, take_lock
@@ -24,11 +25,7 @@ if not backup_id:
                           "(backup ids: ls <deploy_dir>/backups/ on a host)")
 decisions = decide(host)
 plan = decisions.plan
-if plan.stack.engine == "swarm":
-    # Stopping a task's container makes Swarm start another on the volume being replaced.
-    raise StackInputError("restore.py: not available on the swarm engine yet (Swarm would restart a "
-                          "service while its volume is replaced); switch the environment to "
-                          'engine = "compose", restore, and switch back (volumes are kept both ways)')
+engine_for(plan.stack).check_restore()
 services = stateful_services(plan, service)
 if services:
     check = host.get_fact(BackupCheck, deploy_dir=plan.stack.deploy_dir, backup_id=backup_id, service=service)

@@ -21,9 +21,9 @@ from pyinfra.api.exceptions import PyinfraError
 from stackdeploy import FILES_DIR, SERVICES_DIR, STATE_DIR, commands, contract, model, secrets, tls
 from stackdeploy.acme import acme_files
 from stackdeploy.control import run_on_control_machine
-from stackdeploy.engine import START_ENGINE_HINT
+from stackdeploy.docker import START_ENGINE_HINT
 from stackdeploy.facts import read_fact
-from stackdeploy.facts.engine import ENGINE_DOWN, DockerEngineStatus, EngineInsecureRegistries
+from stackdeploy.facts.docker import ENGINE_DOWN, DockerEngineStatus, EngineInsecureRegistries
 from stackdeploy.facts.registry import RegistryImages, RegistryReachable
 from stackdeploy.facts.stack import FileHashes, HostState, StackHostState, parse_image_ids
 from stackdeploy.facts.swarm import SwarmNode, SwarmStackHashes

@@ -17,8 +17,8 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server, systemd
 
 from stackdeploy import commands, logstore
-from stackdeploy.engine import ensure_engine
-from stackdeploy.facts.engine import ENGINE_UP, DockerEngineStatus
+from stackdeploy.docker import ensure_engine
+from stackdeploy.facts.docker import ENGINE_UP, DockerEngineStatus
 from stackdeploy.facts.firewall import FilterRules, chain_rules, jumps_to
 from stackdeploy.facts.swarm import SwarmNode
 from stackdeploy.model import RegistrySettings

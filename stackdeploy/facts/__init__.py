@@ -1,5 +1,5 @@
 """pyinfra facts: what a Docker host holds now, read in one command each; one module per
-topic (stack, engine, registry, swarm, firewall, backups, logs), the way pyinfra keeps its own.
+topic (stack, docker, registry, swarm, firewall, backups, logs), the way pyinfra keeps its own.
 
 Facts run while pyinfra prepares (before any change), so every decision made from them
 is known up front and ``--dry`` reports exactly what the real run will do. A fact that

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from stackdeploy import desired, secrets, tls
-from stackdeploy.facts.engine import ENGINE_DOWN
+from stackdeploy.facts.docker import ENGINE_DOWN
 from stackdeploy.facts.registry import RegistryReachable
 from stackdeploy.facts.stack import HostState, StackHostState, StackStatus
 from stackdeploy.inputfiles import StackInputError

@@ -11,8 +11,8 @@ from pyinfra.api import OperationError
 from pyinfra.facts.files import Link
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
-from stackdeploy.engine import COMPOSE_PLUGIN, TOOLS_VENV, compose_plugin, ensure_engine
-from stackdeploy.facts.engine import DockerEngineStatus, VenvSitePackages
+from stackdeploy.docker import COMPOSE_PLUGIN, TOOLS_VENV, compose_plugin, ensure_engine
+from stackdeploy.facts.docker import DockerEngineStatus, VenvSitePackages
 from tests.unit.fakehost import commands, fake_host, planned
 
 NOTHING = {"cli": False, "dockerd": False, "systemd": True, "debootstrap": False, "python3": False,

@@ -20,7 +20,7 @@ from stackdeploy import commands
 from stackdeploy.commands import ABSENT
 from stackdeploy.desired import helper_files
 from stackdeploy.facts import HostReadError, read_fact
-from stackdeploy.facts.engine import DockerEngineStatus
+from stackdeploy.facts.docker import DockerEngineStatus
 from stackdeploy.facts.registry import RegistryReachable
 from stackdeploy.facts.stack import (
     TOP_FILES,

@@ -192,7 +192,7 @@ def test_the_rate_window_is_written_as_promql_writes_it(seconds, written):
 
 def test_decide_offline_makes_no_grafana_secret_and_plans_no_grafana(monkeypatch, tmp_path):
     """Through desired.decide (two hosts, h2 in monitoring): the image source it resolves decides."""
-    from stackdeploy.facts.engine import EngineInsecureRegistries
+    from stackdeploy.facts.docker import EngineInsecureRegistries
     from stackdeploy.facts.registry import RegistryImages
     from stackdeploy.facts.stack import HostState, StackHostState
     from tests.unit.test_registry import TRUSTED, decide, registry_holding

@@ -12,7 +12,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from stackdeploy import SERVICES_DIR
-from stackdeploy.facts.engine import DockerEngineStatus
+from stackdeploy.facts.docker import DockerEngineStatus
 from stackdeploy.facts.firewall import FilterRules
 from stackdeploy.facts.swarm import SwarmMembership, SwarmNode
 from stackdeploy.model import RegistrySettings, load

@@ -19,7 +19,7 @@ import yaml
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, commands, desired
 from stackdeploy.announce import announce
-from stackdeploy.facts.engine import EngineInsecureRegistries, InsecureRegistries
+from stackdeploy.facts.docker import EngineInsecureRegistries, InsecureRegistries
 from stackdeploy.facts.registry import RegistryImages
 from stackdeploy.facts.stack import HostState, StackHostState
 from stackdeploy.facts.swarm import SwarmMembership, SwarmNode, SwarmStackHashes

@@ -1,4 +1,5 @@
-"""Phase 1: a Docker engine and Compose v2 that answer; installed and started only if missing."""
+"""Phase 1: the Docker engine (dockerd, its CLI) and Compose v2 answering; installed and started only if
+missing. Not to be confused with ``stackdeploy.engines``, the compose and swarm ways of running a stack."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pyinfra.operations import apt, files, pip, server, systemd
 
 from stackdeploy import commands
 from stackdeploy.facts import read_fact
-from stackdeploy.facts.engine import ENGINE_UP, DockerEngineStatus, VenvSitePackages
+from stackdeploy.facts.docker import ENGINE_UP, DockerEngineStatus, VenvSitePackages
 
 TOOLS_VENV = "/opt/stackdeploy-tools"
 COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
