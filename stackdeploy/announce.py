@@ -37,6 +37,8 @@ def announce(decisions: HostDecisions) -> None:
     moved = "".join(f"; {verb}: {', '.join(images)}" for verb, images in moves if images)
     reload = [n for n in decisions.changed_services if n not in decisions.to_start]
     reloads = f"; reload: {', '.join(reload)}" if reload else ""
+    if decisions.unrouted:
+        reloads += f"; live alias given back: {', '.join(decisions.unrouted)}"
     starts = ", ".join(describe_start(plan, n) for n in decisions.to_start) or "nothing"
     new_secrets = f"; new secrets: {', '.join(decisions.new_secrets)}" if decisions.new_secrets else ""
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"

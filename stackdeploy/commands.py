@@ -257,10 +257,21 @@ ENGINE_STATE = StringCommand(
     "if command -v dockerd >/dev/null; then echo down; else echo absent; fi;;",
     '*) echo "docker engine unreadable (exit $rc): $out" >&2; exit 1;; esac; fi)',
 )
-# Docker's health ("none" without a healthcheck) lets a no-op verify from this one read.
-CONTAINER_FORMAT = ('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.Image}} '
-                    '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} '
-                    f'{{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
+NO_ALIASES = "-"  # the aliases field of a container with none on the routes network
+
+
+def container_format(project: str) -> str:
+    """``docker inspect --format`` of one container per line: service, id, state, image, health,
+    its aliases on the routes network (each followed by a comma, NO_ALIASES for none) and, last because it
+    may print as two words, the config-hash label. Docker's health ("none" without a
+    healthcheck) lets a no-op verify from this one read; the aliases show an app the gateway can
+    no longer find by its live alias (a container recreated by hand)."""
+    aliases = ('{{with index .NetworkSettings.Networks "ROUTES"}}{{if .Aliases}}{{range .Aliases}}{{.}},{{end}}'
+               '{{else}}NONE{{end}}{{else}}NONE{{end}}')
+    aliases = aliases.replace("ROUTES", contract.routes_network(project)).replace("NONE", NO_ALIASES)
+    return ('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.Image}} '
+            '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} '
+            f'{aliases} {{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
 
 
 def section(name: str) -> StringCommand:
@@ -302,7 +313,8 @@ def host_state(deploy_dir: str, project: str) -> StringCommand:
         section("engine"), StringCommand('echo "$engine"; [ "$engine" = up ] || exit 0'),
         readable_dir(deploy_dir),
         section("containers"), ids,
-        StringCommand('if [ -n "$ids" ]; then', argv("docker", "inspect", "--format", CONTAINER_FORMAT), "$ids; fi"),
+        StringCommand('if [ -n "$ids" ]; then', argv("docker", "inspect", "--format", container_format(project)),
+                      "$ids; fi"),
         section("images"), image_ids(),
         section("secrets"), read_file(posixpath.join(deploy_dir, ".secrets.json")),
         section("tls"), read_file(posixpath.join(deploy_dir, ".tls.json")),

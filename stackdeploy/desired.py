@@ -66,6 +66,9 @@ class HostDecisions:
     to_tag: list[str] = field(default_factory=list)
     to_push: list[str] = field(default_factory=list)
     to_pull: list[str] = field(default_factory=list)
+    # Routed apps whose running container lost its live alias (recreated by hand): the gateway
+    # cannot find them, and its sync gives the alias back without restarting anything.
+    unrouted: list[str] = field(default_factory=list)
 
     @property
     def base_to_build(self) -> bool:
@@ -85,7 +88,7 @@ class HostDecisions:
     @property
     def changes_anything(self) -> bool:
         return bool(self.new_release or self.top_files or self.to_build or self.moves_images or self.to_start
-                    or self.gateway_conf_changed)
+                    or self.gateway_conf_changed or self.unrouted)
 
     @property
     def swarm_manager(self) -> bool:
@@ -95,7 +98,7 @@ class HostDecisions:
     @property
     def changed_services(self) -> list[str]:
         gateway = [n for n in self.plan.services if self.plan.stack.services[n].kind == "gateway"]
-        return sorted({*self.to_start, *(gateway if self.gateway_conf_changed else [])})
+        return sorted({*self.to_start, *(gateway if self.gateway_conf_changed or self.unrouted else [])})
 
 
 def _refusal(exc: model.StackError, host: Host) -> StackInputError:
@@ -306,6 +309,16 @@ def _swarm_to_start(files: dict[str, bytes], deployed: dict[str, str] | None) ->
     return sorted(name for name, spec in wanted.items() if deployed.get(name) != spec["config_hash"])
 
 
+def _unrouted(files: dict[str, bytes], state: HostState, to_start: list[str]) -> list[str]:
+    """Apps the gateway finds by their live alias (not balanced across hosts) that run here,
+    are not being started, and have no running container answering to that alias."""
+    gateway = json.loads(files[contract.RELEASE_FILE])["gateway"] if contract.RELEASE_FILE in files else None
+    if not gateway:
+        return []
+    by_alias = set(gateway["routed"]) - set(gateway.get("targeted", gateway["routed"]))
+    return sorted(name for name in by_alias if name not in to_start and not state.is_live(name))
+
+
 def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> HostDecisions:
     """Validate the stack for ``host``, read the host once and decide every change.
 
@@ -364,6 +377,10 @@ def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> 
     secrets_json = json.dumps(resolved.values, indent=2, sort_keys=True) + "\n"
     top = top_files(plan, secrets_json, certificate)
     conf = files.get("nginx/nginx.conf")
+    # A promoted image replaces a container still running another build of the same tag.
+    to_start = (_swarm_to_start(files, swarm_hashes) if stack.engine == "swarm" else
+                [name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
+                 or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])])
     return HostDecisions(
         plan=plan, state=state, secrets_json=secrets_json, secrets_store=store, new_secrets=resolved.new,
         certificate=certificate, tls_store=tls.store_of(stack, STATE_DIR),
@@ -371,10 +388,7 @@ def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> 
         release_files=files, changed_files=changed, current_files=sorted(deployed.release),
         top_files={rel: top[rel] for rel in differs(top, deployed.top)},
         to_build=to_build,
-        # A promoted image replaces a container still running another build of the same tag.
-        to_start=_swarm_to_start(files, swarm_hashes) if stack.engine == "swarm" else
-        [name for name, svc in plan.services.items() if not state.up_to_date(name, svc.config_hash)
-         or (svc.image in pinned and state.containers[name][0].image_id != pinned[svc.image])],
+        to_start=to_start,
         to_ship=to_ship,
         # The compose engine's live gateway config (the swarm engine's is a Docker config).
         gateway_conf_changed=(stack.engine == "compose" and conf is not None
@@ -384,4 +398,5 @@ def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> 
         to_tag=transfers.to_tag,
         to_push=transfers.to_push,
         to_pull=transfers.to_pull,
+        unrouted=_unrouted(files, state, to_start) if stack.engine == "compose" else [],
     )

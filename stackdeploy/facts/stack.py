@@ -27,6 +27,7 @@ class ContainerState:
     config_hash: str  # its CONFIG_HASH_LABEL: the release config it runs ("" when it has none)
     image_id: str = ""
     health: str = "none"  # Docker's healthcheck status: starting, healthy, unhealthy; none without one
+    aliases: frozenset[str] = frozenset()  # its names on the stack's routes network (commands.container_format)
 
     @property
     def healthy(self) -> bool:
@@ -50,6 +51,11 @@ class HostState:
     def images(self) -> KeysView[str]:
         """The tags present on the host."""
         return self.image_ids.keys()
+
+    def is_live(self, service: str) -> bool:
+        """A running container of ``service`` answers to its live alias: the gateway finds it."""
+        alias = contract.live_alias(service)
+        return any(c.state == "running" and alias in c.aliases for c in self.containers.get(service, ()))
 
     def up_to_date(self, service: str, config_hash: str) -> bool:
         """Exactly one container, running what the release asks for (its label says so)."""
@@ -128,10 +134,12 @@ class StackHostState(FactBase[HostState]):
             raise unexpected_output("StackHostState", output)
         containers: dict[str, list[ContainerState]] = {}
         for line in parts["containers"]:
-            fields = line.split(maxsplit=5)  # a missing label prints as "<no value>": two words
-            if len(fields) == 6 and not line.startswith(NO_VALUE):
-                service, container_id, status, image_id, health, label = fields
-                found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id, health)
+            fields = line.split(maxsplit=6)  # a missing label prints as "<no value>": two words
+            if len(fields) == 7 and not line.startswith(NO_VALUE):
+                service, container_id, status, image_id, health, aliases, label = fields
+                names = frozenset() if aliases == commands.NO_ALIASES else frozenset(filter(None, aliases.split(",")))
+                found = ContainerState(container_id, status, "" if label == NO_VALUE else label, image_id, health,
+                                       names)
                 containers.setdefault(service, []).append(found)
         return HostState(
             engine=engine,

@@ -25,6 +25,7 @@ from .conftest import (
     ROOT,
     STACK_CA,
     TEST_HOST_DATA,
+    changed_services,
     containers,
     deploy,
     https,
@@ -119,6 +120,28 @@ def test_config_change_rolls_out_with_zero_failed_requests(stack, session_tmp):
     assert {n for n in before if before[n] != after[n]} == {"creator-hub"}
     assert load.result.failed == 0, load.result.summary()
     assert gateway_workers() == workers and "reload: api-gateway" not in result.output
+
+
+def test_an_app_recreated_by_hand_is_given_its_live_alias_back_by_the_next_deploy(stack, session_tmp):
+    """`docker compose up --force-recreate` by hand leaves the app off the gateway (its new
+    container has no live alias): the next deploy sees that in its host read and syncs the
+    gateway instead of reporting no change, and restarts nothing."""
+    assert deploy(session_tmp).returncode == 0
+    current = DEPLOY_DIR / "current"
+    subprocess.run(["docker", "compose", "--project-directory", str(current), "-f", str(current / "compose.yaml"),
+                    "up", "-d", "--no-deps", "--force-recreate", "--wait", "creator-hub"],
+                   capture_output=True, text=True, timeout=180, check=True)
+    assert https.get(f"{GATEWAY}/api/creators/health", timeout=10).status_code == 502  # the gateway lost it
+    before = identities()
+    result = deploy(session_tmp)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "live alias given back: creator-hub" in result.output
+    assert changed_services(result) == ["api-gateway@@local"]
+    assert healthy("/api/creators/health")
+    assert identities() == before  # nothing restarted: the alias was given to the running container
+    again = deploy(session_tmp)
+    assert again.returncode == 0 and changed_services(again) == [], again.output[-4000:]
+    assert "live alias given back" not in again.output and "reload:" not in again.output
 
 
 def test_gateway_route_change_is_a_graceful_reload(stack, session_tmp):

@@ -43,9 +43,9 @@ HOST_STATE = [
     "--stackdeploy:engine",
     "up",
     "--stackdeploy:containers",
-    f"auth-service {AUTH_ID} running {AUTH_IMAGE_ID} healthy {AUTH_HASH}",
+    f"auth-service {AUTH_ID} running {AUTH_IMAGE_ID} healthy auth-service-live,bd7f6c279ab9, {AUTH_HASH}",
     "postgres 45794242457d3a080741f279ffecb968b7253cea290372ba602d5ffd9436295b running "
-    f"{POSTGRES_IMAGE_ID} none {POSTGRES_HASH}",
+    f"{POSTGRES_IMAGE_ID} none - {POSTGRES_HASH}",
     "--stackdeploy:images",
     "creatorstack/auth-service:3b390ae9d31c sha256:85e15c75884c14c145d44e770d689c441104cb4db6bc6e1e143dfa04eb7bb9e7",
     "stackdeploy/postgres:b67c5ceac670 sha256:73c9a858ba83d56abdc2d8020d4518b626893665ef18b02e367d871b4b8f7c7c",
@@ -69,7 +69,9 @@ def test_host_state_reads_every_section():
     state = StackHostState().process(HOST_STATE)
     assert state.engine == "up"
     assert state.containers["auth-service"] == (ContainerState(AUTH_ID, "running", AUTH_HASH, AUTH_IMAGE_ID,
-                                                                    "healthy"),)
+                                                                    "healthy",
+                                                                    frozenset({"auth-service-live", AUTH_ID[:12]})),)
+    assert state.is_live("auth-service") and not state.is_live("postgres")
     assert state.up_to_date("auth-service", AUTH_HASH) and state.up_to_date("postgres", POSTGRES_HASH)
     assert not state.up_to_date("auth-service", POSTGRES_HASH)
     assert state.containers["postgres"][0].health == "none" and state.containers["postgres"][0].healthy
@@ -85,15 +87,16 @@ def test_host_state_sees_an_interrupted_rollout_and_a_container_without_the_labe
     state = StackHostState().process([
         "--stackdeploy:engine", "up",
         "--stackdeploy:containers",
-        f"auth-service aaa running {AUTH_IMAGE_ID} healthy {AUTH_HASH}",
-        f"auth-service bbb running {AUTH_IMAGE_ID} starting hash2",
-        f"postgres ccc exited {POSTGRES_IMAGE_ID} unhealthy <no value>",
-        f"<no value> ddd running {POSTGRES_IMAGE_ID} none <no value>",  # the project's label, not compose's
+        f"auth-service aaa running {AUTH_IMAGE_ID} healthy aaa, {AUTH_HASH}",  # recreated by hand: no alias
+        f"auth-service bbb running {AUTH_IMAGE_ID} starting - hash2",
+        f"postgres ccc exited {POSTGRES_IMAGE_ID} unhealthy - <no value>",
+        f"<no value> ddd running {POSTGRES_IMAGE_ID} none - <no value>",  # the project's label, not compose's
         "--stackdeploy:images",
         "--stackdeploy:secrets", ABSENT, "--stackdeploy:tls", ABSENT, "--stackdeploy:image-source", ABSENT,
         "--stackdeploy:current", ABSENT,
     ])
     assert not state.up_to_date("auth-service", AUTH_HASH)  # two containers: a rollout was interrupted
+    assert not state.is_live("auth-service")  # neither answers to auth-service-live: the gateway cannot find it
     assert state.containers["postgres"][0].config_hash == "" and not state.up_to_date("postgres", "")
     assert not state.containers["postgres"][0].healthy and not state.containers["auth-service"][1].healthy
     assert set(state.containers) == {"auth-service", "postgres"}

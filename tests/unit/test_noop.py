@@ -33,8 +33,9 @@ def decide(tmp_path, monkeypatch, state: HostState, deployed: DeployedFiles) -> 
 def deployed_state(first: desired.HostDecisions) -> tuple[HostState, DeployedFiles]:
     """What the host holds once the run that made ``first`` succeeded."""
     plan = first.plan
-    containers = {name: (ContainerState(id=f"c-{name}", state="running", config_hash=svc.config_hash),)
-                  for name, svc in plan.services.items()}
+    containers = {name: (ContainerState(id=f"c-{name}", state="running", config_hash=svc.config_hash,
+                                        aliases=frozenset({contract.live_alias(name)})),)
+                  for name, svc in plan.services.items()}  # started by the deploy: live on the routes network
     images = {svc.image: f"sha256:{index:064x}" for index, svc in enumerate(plan.services.values(), 1)}
     if plan.base_image:
         images[plan.base_image] = "sha256:" + "f" * 64
@@ -62,6 +63,22 @@ def test_a_host_left_as_the_deploy_left_it_changes_nothing(tmp_path, monkeypatch
     assert again.release == first.release and not again.changed_files
     assert again.to_build == [] and again.to_start == [] and not again.gateway_conf_changed
     assert not again.changes_anything
+
+
+def test_an_app_recreated_by_hand_gets_its_live_alias_back_and_nothing_restarts(tmp_path, monkeypatch):
+    """`docker compose up` recreates a container without the live alias, so the gateway answers
+    502 for it: the next deploy notices that in the host read and syncs the gateway (which gives
+    the serving container its alias) instead of calling the host unchanged."""
+    first = decide(tmp_path, monkeypatch, HostState(engine="up"), DeployedFiles())
+    keep(first.secrets_store)
+    tls._write(first.tls_store, tls._this_run[first.tls_store])
+    state, deployed = deployed_state(first)
+    by_hand = replace(state.containers["creator-hub"][0], id="recreated", aliases=frozenset({"recreated"}))
+    state = replace(state, containers={**state.containers, "creator-hub": (by_hand,)})
+    again = decide(tmp_path, monkeypatch, state, deployed)
+    assert again.unrouted == ["creator-hub"] and again.to_start == []
+    assert again.changes_anything and again.changed_services == ["api-gateway"]
+    assert again.release == first.release  # no new release: the same one, with its gateway synced
 
 
 def verify_noops(first: desired.HostDecisions, observed: HostState, status) -> tuple[list[str], list[str]]:
