@@ -1,6 +1,6 @@
 """What a run announces, while preparing, before it changes anything: the images, the starts
-and how, the release, the certificate and the stand-ins. It reads the decisions, so it sits
-above them; the phases below only need ``is_standin``."""
+and how, the release, the certificate and the stand-ins. It reads the decisions and asks the
+engine how it starts each service, so it sits above both."""
 
 from __future__ import annotations
 
@@ -8,29 +8,16 @@ from typing import TYPE_CHECKING
 
 from pyinfra import host, logger
 
-from stackdeploy import contract
-from stackdeploy.plan import Plan
+from stackdeploy.engines import engine_for
 
 if TYPE_CHECKING:
     from stackdeploy.desired import HostDecisions
 
 
-def is_standin(plan: Plan, name: str) -> bool:
-    """Whether ``name`` runs the offline Ollama-API stand-in rather than Ollama."""
-    service = plan.stack.services.get(name)
-    return plan.image_source == "local" and service is not None and service.image.get("local") == "ollama-standin"
-
-
-def describe_start(plan: Plan, name: str) -> str:
-    """A service to (re)start, with how: rolling apps keep serving, the rest stop first."""
-    if plan.stack.engine == "swarm":  # Swarm updates it, the way swarmstack.py's update_config says
-        return f"{name} (swarm {'start-first' if plan.stack.services[name].kind == 'python' else 'stop-first'})"
-    return f"{name} (rolling)" if plan.services[name].strategy == contract.ROLLING else f"{name} (stop-then-start)"
-
-
 def announce(decisions: HostDecisions) -> None:
     """Say, while preparing, exactly what this run will change on this host (--dry too)."""
     plan = decisions.plan
+    engine = engine_for(plan.stack)
     builds = (["base image"] if decisions.base_to_build else []) + decisions.to_build
     retagged = [name for name in decisions.to_tag if name not in decisions.to_push]
     moves = (("ship", decisions.to_ship), ("push", decisions.to_push), ("tag", retagged), ("pull", decisions.to_pull))
@@ -39,7 +26,7 @@ def announce(decisions: HostDecisions) -> None:
     reloads = f"; reload: {', '.join(reload)}" if reload else ""
     if decisions.unrouted:
         reloads += f"; live alias given back: {', '.join(decisions.unrouted)}"
-    starts = ", ".join(describe_start(plan, n) for n in decisions.to_start) or "nothing"
+    starts = ", ".join(engine.describe_start(plan, n) for n in decisions.to_start) or "nothing"
     new_secrets = f"; new secrets: {', '.join(decisions.new_secrets)}" if decisions.new_secrets else ""
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"
                 f"{moved}; (re)start: {starts}{reloads}; "
@@ -53,5 +40,5 @@ def announce(decisions: HostDecisions) -> None:
             logger.warning(f"{host.print_prefix}tls source acme: until `sh {plan.stack.deploy_dir}/acme/issue.sh` "
                            "has run on this host (as root), the gateway serves a stack-CA certificate")
     for name in plan.services:
-        if is_standin(plan, name):
+        if plan.is_standin(name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

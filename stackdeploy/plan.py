@@ -60,6 +60,11 @@ class Plan:
         """Service -> image, for the images of this host's services that are built, not pulled."""
         return {name: svc.image for name, svc in self.services.items() if svc.build_dir}
 
+    def is_standin(self, name: str) -> bool:
+        """Whether ``name`` runs the offline Ollama-API stand-in rather than Ollama (labelled so everywhere)."""
+        service = self.stack.services.get(name)
+        return self.image_source == "local" and service is not None and service.image.get("local") == "ollama-standin"
+
 
 def _strategy(service: Service, entry: dict) -> str:
     """Apps roll (a second container beside the first); a published port can be held by one

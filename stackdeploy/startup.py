@@ -10,7 +10,6 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
-from stackdeploy.announce import is_standin
 from stackdeploy.commands import live, stackctl
 from stackdeploy.desired import HostDecisions
 
@@ -40,6 +39,6 @@ def start_services(deploy_dir: str, release: str, waves: list[list[str]], to_cha
 @deploy("Start services in dependency waves")
 def start_waves(decisions: HostDecisions) -> None:
     plan = decisions.plan
-    label = {n: f"{n} (STAND-IN)" for n in plan.stack.services if is_standin(plan, n)}
+    label = {n: f"{n} (STAND-IN)" for n in plan.stack.services if plan.is_standin(n)}
     start_services(plan.stack.deploy_dir, decisions.release, plan.waves, decisions.changed_services,
                    plan.replicated, plan.stack.rollout_batch, label)

@@ -11,7 +11,6 @@ from pyinfra import host
 from pyinfra.api import OperationError, StringCommand, deploy, operation
 
 from stackdeploy import STATE_DIR, commands, contract
-from stackdeploy.announce import is_standin
 from stackdeploy.callback import callback
 from stackdeploy.control import run_on_control_machine
 from stackdeploy.facts import read_fact
@@ -28,7 +27,7 @@ def _summarise(plan: Plan, release: str, status: dict[str, contract.ServiceStatu
     """Print the table and write the report (unless ``report_to`` is None); builds and
     readiness only for this run."""
     rows = {
-        name: {**row, "standin": is_standin(plan, name), "build": builds.get(name),
+        name: {**row, "standin": plan.is_standin(name), "build": builds.get(name),
                "seconds_to_ready": row.get("seconds_to_ready") if name in started else None}
         for name, row in status.items()
     }

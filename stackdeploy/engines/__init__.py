@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from stackdeploy.desired import HostDecisions
     from stackdeploy.model import Stack
+    from stackdeploy.plan import Plan
     from stackdeploy.rollback import RollbackDecisions
 
 
@@ -20,6 +21,9 @@ class Engine(Protocol):
     """One engine's answer to each step of a run."""
 
     name: str
+
+    def describe_start(self, plan: Plan, name: str) -> str:
+        """A service to (re)start, and how, for the announcement."""
 
     def prepare(self, stack: Stack) -> None:
         """What the engine needs before the helpers ship (swarm: the swarm formed and labelled)."""

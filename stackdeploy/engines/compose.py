@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stackdeploy import contract
 from stackdeploy.desired import HostDecisions
 from stackdeploy.model import Stack
+from stackdeploy.plan import Plan
 from stackdeploy.rollback import RollbackDecisions
 from stackdeploy.startup import start_services, start_waves
 from stackdeploy.swarmdeploy import swarm_retired
@@ -16,6 +18,10 @@ from stackdeploy.verify import verify_stack
 @dataclass(frozen=True)
 class ComposeEngine:
     name: str = "compose"
+
+    def describe_start(self, plan: Plan, name: str) -> str:
+        """Rolling apps keep serving; the rest stop first."""
+        return f"{name} (rolling)" if plan.services[name].strategy == contract.ROLLING else f"{name} (stop-then-start)"
 
     def prepare(self, stack: Stack) -> None:
         """Nothing: the engine itself is ensured for both engines before this."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from stackdeploy.desired import HostDecisions
 from stackdeploy.inputfiles import StackInputError
 from stackdeploy.model import Stack
+from stackdeploy.plan import Plan
 from stackdeploy.rollback import RollbackDecisions
 from stackdeploy.swarm import form_swarm
 from stackdeploy.swarmdeploy import rolled_back, swarm_rollback_changes, swarm_rollout, verified, verify_swarm
@@ -17,6 +18,10 @@ from stackdeploy.verify import LAST_REPORT
 @dataclass(frozen=True)
 class SwarmEngine:
     name: str = "swarm"
+
+    def describe_start(self, plan: Plan, name: str) -> str:
+        """Swarm updates it, the way swarmstack.py's update_config says."""
+        return f"{name} (swarm {'start-first' if plan.stack.services[name].kind == 'python' else 'stop-first'})"
 
     def prepare(self, stack: Stack) -> None:
         form_swarm(stack)
