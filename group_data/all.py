@@ -1,22 +1,32 @@
 """The stack, as data: the single source of truth for every service.
 
 Each entry in ``services`` is validated by ``stackdeploy.model`` before any host is
-touched. Adding a service is one entry here plus, for a ``python`` service, its
-source folder in ``files/services/<name>/`` (an ``app`` package with ``app.main:app``
-and a ``requirements.txt``).
+touched. Adding a service is one entry here plus what its image is built from: your own
+Dockerfile in ``files/services/<name>/`` (any language), or, for the bundled FastAPI
+template, a source folder there (an ``app`` package with ``app.main:app`` and a
+``requirements.txt``).
 
 Keys of a service:
-    kind          "python" (built from files/services/<name>), "infra", "gateway",
-                  "monitor" (the health monitor: built like python, runs on every host), or
-                  "logstore" (rsyslog, receives the logs of every container of every host)
+    role          how it runs: "app" (serves HTTP behind the gateway: rolling start-first
+                  updates, several hosts), "worker" (no route; rolling, several hosts),
+                  "stateful" (keeps volumes: stop-then-start, one host, backups), or one of
+                  the platform's own "gateway", "monitor" (the health monitor, on every host)
+                  and "logstore" (rsyslog, receives the logs of every container of every host)
+    build         what its image comes from, one of
+                  {"dockerfile": "Dockerfile"}: your own, built in files/services/<name>/ (or in
+                      {"context": "<folder of this project>"}) with the build argument
+                      BASE_IMAGE (``ARG BASE_IMAGE`` / ``FROM ${BASE_IMAGE}``): the offline
+                      Debian base, or debian:bookworm-slim in registry mode;
+                  {"template": "python"}: the bundled FastAPI template and its source folder.
+                  No ``build``: the platform's own recipe named by ``image``
     port          the port the service listens on inside the stack network
-    workers       uvicorn worker processes (python services only)
+    workers       uvicorn worker processes (the python template only)
     depends_on    services that must be ready before this one starts
     wait_timeout  seconds this service waits for its dependencies (and the deploy
                   waits for it to become healthy)
     health        how readiness is checked: {"tcp": True} plus one of
                   {"http": "/path"} or {"command": [...]} run inside the container
-    image         infra only: {"registry": "...", "local": "<recipe>"}; a local recipe
+    image         no ``build`` only: {"registry": "...", "local": "<recipe>"}; a local recipe
                   is a Dockerfile template in templates/images/. No "local" key: the service
                   runs in registry mode only (Grafana), an offline deploy leaves it out, and no
                   other service may depend on it
@@ -128,7 +138,7 @@ tls = {"source": "self-signed", "port": 8443, "server_names": ["localhost"]}
 
 services = {
     "postgres": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 5432,
         "image": {"registry": "postgres:15", "local": "postgres"},
         # Every container drops all capabilities (stackdeploy/hardening.py). The official
@@ -141,7 +151,7 @@ services = {
         "health": {"tcp": True, "command": ["pg_isready", "-q", "-h", "127.0.0.1", "-U", "stack", "-d", "stack"]},
     },
     "redis": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 6379,
         "image": {"registry": "redis:7", "local": "redis"},
         "cap_add": ["CHOWN", "SETGID", "SETUID"],  # the official image's chown and switch to redis
@@ -161,7 +171,7 @@ services = {
         # Local mode runs an Ollama-API STAND-IN (files/images/ollama-standin.py): no
         # Ollama server can be obtained without a registry. It answers /api/version,
         # /api/tags, /api/generate and /api/embeddings deterministically.
-        "kind": "infra",
+        "role": "stateful",
         "port": 11434,
         "image": {"registry": "ollama/ollama", "local": "ollama-standin"},
         "volumes": {"ollama-models": "/data"},
@@ -169,7 +179,7 @@ services = {
         "health": {"tcp": True, "http": "/api/version"},
     },
     "chromadb": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 8000,
         "image": {"registry": "chromadb/chroma", "local": "chromadb"},
         "volumes": {"chroma-data": "/data"},
@@ -177,7 +187,8 @@ services = {
         "health": {"tcp": True, "http": "/api/v2/heartbeat"},
     },
     "auth-service": {
-        "kind": "python",
+        "role": "app",
+        "build": {"template": "python"},
         "port": 8001,
         "workers": 2,
         "depends_on": ["postgres", "redis"],
@@ -186,7 +197,8 @@ services = {
         "health": {"http": "/health"},
     },
     "creator-hub": {
-        "kind": "python",
+        "role": "app",
+        "build": {"template": "python"},
         "port": 8002,
         "workers": 2,
         "depends_on": ["postgres", "redis", "auth-service"],
@@ -197,7 +209,8 @@ services = {
         "health": {"http": "/health"},
     },
     "ai-engine": {
-        "kind": "python",
+        "role": "app",
+        "build": {"template": "python"},
         "port": 8003,
         "workers": 1,
         "depends_on": ["postgres", "redis", "auth-service", "ollama", "chromadb"],
@@ -206,7 +219,8 @@ services = {
         "health": {"http": "/health"},
     },
     "channel-service": {
-        "kind": "python",
+        "role": "app",
+        "build": {"template": "python"},
         "port": 8004,
         "workers": 1,
         "depends_on": ["postgres", "redis", "auth-service", "ai-engine"],
@@ -217,7 +231,7 @@ services = {
     "log-store": {
         # rsyslog: every host's Docker engine sends it each container's output (syslog log
         # driver over UDP); one JSON line per message, one file per day (stackdeploy/logstore.py).
-        "kind": "logstore",
+        "role": "logstore",
         "port": 6514,
         "image": {"registry": "rsyslog/syslog_appliance_alpine", "local": "rsyslog"},
         "volumes": {"stack-logs": "/var/log/stack"},
@@ -226,14 +240,15 @@ services = {
     "stack-monitor": {
         # Runs on every host: restarts a hung or unhealthy service (files/services/stack-monitor).
         # It holds the Docker socket, which amounts to root on the host (see README).
-        "kind": "monitor",
+        "role": "monitor",
+        "build": {"template": "python"},
         "port": 8010,
         "workers": 1,
         "wait_timeout": 30,
         "health": {"http": "/health"},
     },
     "api-gateway": {
-        "kind": "gateway",
+        "role": "gateway",
         "port": 8080,
         "image": {"registry": "nginx:stable", "local": "nginx"},
         "cap_add": ["CHOWN", "SETGID", "SETUID"],  # the official image: a root master, workers as nginx
@@ -263,7 +278,7 @@ services = {
     # package on the stack's base (templates/images/); in registry mode the official image,
     # pinned to the version Debian ships, so flags and metrics are the same.
     "alertmanager": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 9093,
         "image": {"registry": "prom/alertmanager:v0.25.0", "local": "alertmanager"},
         "volumes": {"alertmanager-data": "/alertmanager"},
@@ -273,7 +288,7 @@ services = {
         "health": {"tcp": True, "http": "/-/ready"},
     },
     "prometheus": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 9090,
         # The UI on this host's loopback only: reach it with ssh -L 9090:127.0.0.1:9090 <host>.
         "publish": 9090,
@@ -296,7 +311,7 @@ services = {
         # stack dashboard are provisioned from templates/metrics/grafana-*. The UI on this host's
         # loopback only, like Prometheus's: ssh -L 3000:127.0.0.1:3000 <host>, log in as admin with
         # the generated GRAFANA_ADMIN_PASSWORD.
-        "kind": "infra",
+        "role": "stateful",
         "port": 3000,
         "publish": 3000,
         "publish_bind": "127.0.0.1",
@@ -323,7 +338,7 @@ services = {
     },
     "node-exporter": {
         # One per host: disks, memory, CPU of the host itself (its root mounted read-only).
-        "kind": "infra",
+        "role": "stateful",
         "port": 9100,
         "every_host": True,
         "image": {"registry": "prom/node-exporter:v1.5.0", "local": "node-exporter"},
@@ -334,7 +349,7 @@ services = {
     },
     "nginx-exporter": {
         # The gateway's stub_status, on its internal port 8081 (never published): placed with it.
-        "kind": "infra",
+        "role": "stateful",
         "port": 9113,
         "image": {"registry": "nginx/nginx-prometheus-exporter:0.11.0", "local": "nginx-exporter"},
         "depends_on": ["api-gateway"],
@@ -343,7 +358,7 @@ services = {
         "health": {"tcp": True, "http": "/metrics"},
     },
     "postgres-exporter": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 9187,
         "image": {"registry": "quay.io/prometheuscommunity/postgres-exporter:v0.11.1", "local": "postgres-exporter"},
         "depends_on": ["postgres"],
@@ -356,7 +371,7 @@ services = {
         "health": {"tcp": True, "http": "/metrics"},
     },
     "redis-exporter": {
-        "kind": "infra",
+        "role": "stateful",
         "port": 9121,
         "image": {"registry": "oliver006/redis_exporter:v1.45.0-alpine", "local": "redis-exporter"},
         "depends_on": ["redis"],

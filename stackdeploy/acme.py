@@ -81,7 +81,7 @@ def hook_script(stack: Stack, gateway_service: str) -> str:
 
 def acme_files(stack: Stack) -> dict[str, bytes]:
     """The scripts of the gateway's host (``<deploy_dir>/acme/``); none unless tls source is "acme"."""
-    gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
+    gateway = next((s for s in stack.services.values() if s.role == "gateway"), None)
     if stack.tls.source != "acme" or gateway is None:
         return {}
     return {ISSUE_SCRIPT: issue_script(stack).encode(), HOOK_SCRIPT: hook_script(stack, gateway.name).encode()}

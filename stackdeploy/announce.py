@@ -31,7 +31,7 @@ def announce(decisions: HostDecisions) -> None:
     logger.info(f"{host.print_prefix}image source: {plan.image_source}; build: {', '.join(builds) or 'nothing'}"
                 f"{moved}; (re)start: {starts}{reloads}; "
                 f"release: {decisions.release} ({'new' if decisions.new_release else 'current'}){new_secrets}")
-    if any(plan.stack.services[name].kind == "gateway" for name in plan.services):
+    if any(plan.stack.services[name].role == "gateway" for name in plan.services):
         cert, tls = decisions.certificate, plan.stack.tls
         logger.info(f"{host.print_prefix}gateway certificate ({tls.source}): "
                     f"{f'issued ({cert.issued})' if cert.issued else 'kept'}, {cert.summary()}; "

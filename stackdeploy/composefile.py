@@ -56,7 +56,7 @@ def _env(service: Service, where: Placement, host: str) -> dict[str, str]:
     """Plain settings only: each secret is a file the service reads through ``<NAME>_FILE``."""
     stack = where.stack
     env = dict(stack.shared_env)
-    if service.kind == "monitor" and stack.backup_every_hours:
+    if service.role == "monitor" and stack.backup_every_hours:
         env["MONITOR_BACKUP_EVERY_HOURS"] = str(stack.backup_every_hours)
     env.update(service.env)
     ends = {dep: where.endpoint(host, dep) for dep in service.depends_on}
@@ -81,7 +81,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
              else "service_started") for dep in service.depends_on if where.endpoint(host, dep).local]
     ports = []
     config_mounts = []
-    monitor = service.kind == "monitor"
+    monitor = service.role == "monitor"
     address = where.hosts[host].address
     command = list(service.command)
     if monitor:
@@ -90,7 +90,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
         config_mounts += [(f"${{STACK_DOCKER_SOCKET:-{DOCKER_SOCKET}}}", DOCKER_SOCKET, "rw"),
                           (stack.deploy_dir, "/stack", "ro"),
                           (f"{stack.deploy_dir}/{contract.MONITOR_DIR}", "/monitor", "rw")]
-    if service.kind == "gateway":
+    if service.role == "gateway":
         ports.append(f"{stack.gateway_bind}:{stack.gateway_port}:{GATEWAY_LISTEN_PORT}")
         ports.append(f"{stack.gateway_bind}:{stack.tls.port}:{GATEWAY_TLS_LISTEN_PORT}")
         # A stable directory outside the releases: the helper keeps nginx.conf and the route
@@ -100,7 +100,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
     else:
         if service.publish:
             ports.append(f"{service.publish_bind}:{service.publish}:{service.port}")
-        if service.kind == "logstore":
+        if service.role == "logstore":
             target = logstore.log_target(where)
             assert target is not None
             ports.append(f"{target.address}:{service.port}:{service.port}/{logstore.PROTOCOL}")
@@ -110,7 +110,7 @@ def compose_entry(service: Service, image: str, build_dir: str | None, image_sou
     config_mounts += [(source, target, "ro") for source, target in sorted(service.host_paths.items())]
     edge = bool(ports) or where.has_remote_dependency(host, service.name)
     networks = ["backend", "edge"] if edge else ["backend"]
-    if service.kind == "gateway":  # where it looks up the apps it routes to (their live alias)
+    if service.role == "gateway":  # where it looks up the apps it routes to (their live alias)
         networks.append(contract.ROUTES_NETWORK)
     return {
         "name": service.name,

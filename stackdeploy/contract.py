@@ -104,7 +104,7 @@ class ServiceSpec(TypedDict):
     stop_grace: float  # seconds between SIGTERM and SIGKILL when a container is retired
     config_hash: str  # also the CONFIG_HASH_LABEL of a container running this release
     image: str
-    kind: str  # the monitor skips its own kind
+    role: str  # app, worker, stateful, gateway, monitor or logstore (the monitor skips itself)
     backup: str | None  # how stackbackup.py saves it (pg_dump, redis_rdb, volumes), None: stateless
     volumes: list[str]  # its named volumes (without the project prefix)
     restarts_with: list[str]  # restarted by the monitor together with any of these

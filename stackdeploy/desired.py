@@ -97,13 +97,13 @@ class HostDecisions:
 
     @property
     def changed_services(self) -> list[str]:
-        gateway = [n for n in self.plan.services if self.plan.stack.services[n].kind == "gateway"]
+        gateway = [n for n in self.plan.services if self.plan.stack.services[n].role == "gateway"]
         return sorted({*self.to_start, *(gateway if self.gateway_conf_changed or self.unrouted else [])})
 
 
 def _refusal(exc: model.StackError, host: Host) -> StackInputError:
     """``exc`` as the user's error, led by the file that gives ``host`` the setting it is about:
-    ``group_data/all.py: services.creator-hub.kind: must be one of ...``."""
+    ``group_data/all.py: services.creator-hub.role: must be one of ...``."""
     source = setting_source(host, exc.setting)
     return StackInputError(f"{source}: {exc}" if source else str(exc))
 
@@ -130,7 +130,7 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
         return stack.image_source
     if state.image_source in ("registry", "local"):
         return state.image_source
-    images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if not s.built_from_source]
+    images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if s.build is None]
     return "registry" if read_fact(host, RegistryReachable, images=images) else "local"
 
 
@@ -240,7 +240,7 @@ def helper_files() -> dict[str, bytes]:
 
 
 def top_files(plan: Plan, secrets_json: str, certificate: tls.Certificate) -> dict[str, bytes]:
-    gateway_here = any(plan.stack.services[name].kind == "gateway" for name in plan.services)
+    gateway_here = any(plan.stack.services[name].role == "gateway" for name in plan.services)
     tls_json = tls.host_copy(certificate)
     return {
         **helper_files(),
@@ -254,7 +254,7 @@ def top_files(plan: Plan, secrets_json: str, certificate: tls.Certificate) -> di
 def gateway_addresses(stack: model.Stack, where: Placement, host: Host) -> list[str]:
     """Where this machine reaches each gateway of the inventory (see ``tls.gateway_address``),
     and "localhost" for one on this machine: names a stack-CA certificate covers."""
-    gateways = [name for name, svc in stack.services.items() if svc.kind == "gateway"]
+    gateways = [name for name, svc in stack.services.items() if svc.role == "gateway"]
     if not gateways:
         return []
     addresses = [tls.gateway_address(stack, h.name, h.data.get("private_address")) for h in host.inventory

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# Role (``kind``) -> limits; a service's own ``limits`` override key by key. Sized from the
+# Role -> limits; a service's own ``limits`` override key by key. Sized from the
 # reference stack on the local engine (apps 50-130 MiB, argon2 up to 64 MiB a hash) with room.
 DEFAULT_LIMITS: Mapping[str, Mapping[str, str]] = {
-    "python": {"cpus": "2", "memory": "768m", "pids": "512"},
-    "infra": {"cpus": "2", "memory": "1g", "pids": "1024"},
+    "app": {"cpus": "2", "memory": "768m", "pids": "512"},
+    "worker": {"cpus": "2", "memory": "768m", "pids": "512"},
+    "stateful": {"cpus": "2", "memory": "1g", "pids": "1024"},
     "gateway": {"cpus": "2", "memory": "256m", "pids": "256"},
     "monitor": {"cpus": "1", "memory": "256m", "pids": "256"},
     "logstore": {"cpus": "1", "memory": "256m", "pids": "256"},
 }
-# Roles whose images are the stack's own and write only to volumes and /tmp (a tmpfs).
-READ_ONLY_ROLES = frozenset({"python", "monitor"})
+# Roles that keep their state in volumes (or nowhere) and write only there and to /tmp (a
+# tmpfs): the apps and workers, whatever their image, and the monitor. ``read_only: False``
+# gives one that writes elsewhere a writable root.
+READ_ONLY_ROLES = frozenset({"app", "worker", "monitor"})
 
 
-def limits_of(kind: str, given: Mapping[str, str]) -> dict[str, str]:
+def limits_of(role: str, given: Mapping[str, str]) -> dict[str, str]:
     """The role's default limits, with the service's own on top."""
-    return {**DEFAULT_LIMITS[kind], **given}
+    return {**DEFAULT_LIMITS[role], **given}
 
 
-def read_only_by_default(kind: str) -> bool:
-    return kind in READ_ONLY_ROLES
+def read_only_by_default(role: str) -> bool:
+    return role in READ_ONLY_ROLES

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.fingerprint import digest, short, tree_parts
-from stackdeploy.model import Service, Stack
+from stackdeploy.model import Service, Stack, build_context
 from stackdeploy.templating import render
 
 REGISTRY_PYTHON_BASE = "python:3.11-slim"
+# What a user's own Dockerfile builds FROM (its build argument BASE_IMAGE) when images come from
+# a registry: a public image of the offline base's Debian release (the offline base otherwise).
+REGISTRY_DEBIAN_BASE = "debian:bookworm-slim"
+BASE_IMAGE_ARG = "BASE_IMAGE"
 CHROMADB_VERSION = "1.5.9"
 # Offline base and infrastructure images are content-addressed and not specific to one
 # stack, so every stack on a host (and the test stack) shares them.
@@ -39,6 +44,10 @@ class ImageSpec:
     # Its name in the stack's registry, <address>/<image> (image_distribution "registry", built
     # images only): the build host pushes it, the other hosts pull it. None otherwise.
     registry_image: str | None = None
+    # A user's own Dockerfile: its path in the context (``src/`` of build_dir), and the build
+    # arguments it gets (BASE_IMAGE). None: the context's own rendered Dockerfile.
+    dockerfile: str | None = None
+    build_args: dict[str, str] | None = None
 
     @property
     def run_image(self) -> str:
@@ -71,7 +80,7 @@ def _python_files(service: Service, base_image: str, install_venv: bool) -> dict
         "wait-for-services.py": WAIT_SCRIPT.read_text(),
         "stackprobe.py": PROBE_MODULE.read_text(),
     }
-    if service.kind == "monitor":  # it reads release.json and writes event lines through the contract
+    if service.role == "monitor":  # it reads release.json and writes event lines through the contract
         files["common/stackcontract.py"] = Path(contract.__file__).read_text()
     files.update({f"common/{p.name}": p.read_text() for p in sorted(COMMON_DIR.glob("*.py"))})
     return files
@@ -88,15 +97,31 @@ def _infra_files(recipe: str, base_image: str) -> dict[str, str]:
     return files
 
 
-def _built(stack: Stack, image: str, build_dir: str, context: dict[str, str], source_dir: Path | None) -> ImageSpec:
+def _built(stack: Stack, image: str, build_dir: str, context: dict[str, str], source_dir: Path | None,
+           **dockerfile: Any) -> ImageSpec:
     """An image the stack builds, with its registry name when the stack distributes through one."""
     registry_image = f"{stack.registry.address}/{image}" if stack.registry else None
-    return ImageSpec(image, build_dir, context, source_dir, registry_image)
+    return ImageSpec(image, build_dir, context, source_dir, registry_image, **dockerfile)
+
+
+def _own_dockerfile(service: Service, stack: Stack, base_image: str | None) -> ImageSpec:
+    """The user's Dockerfile, built in its context (synced to ``src/``) with BASE_IMAGE: the
+    offline base, or a public Debian image of the same release in registry mode. Its tag moves
+    with the context's files and the base."""
+    assert service.build is not None and service.build.dockerfile is not None
+    source_dir = build_context(service, SERVICES_DIR)
+    args = {BASE_IMAGE_ARG: base_image or REGISTRY_DEBIAN_BASE}
+    fingerprint = digest({**tree_parts(source_dir, "src"), "dockerfile": service.build.dockerfile,
+                          "args": repr(sorted(args.items()))})
+    return _built(stack, f"{stack.image_namespace}/{service.name}:{short(fingerprint)}", f"services/{service.name}",
+                  {}, source_dir, dockerfile=service.build.dockerfile, build_args=args)
 
 
 def image_spec(service: Service, stack: Stack, image_source: str, base_image: str | None) -> ImageSpec:
     """The image ``service`` runs: built from its source (python services), built from an
     offline recipe (``image_source`` local), or pulled from the registry."""
+    if service.own_dockerfile:
+        return _own_dockerfile(service, stack, base_image)
     if service.built_from_source:
         context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
         source_dir = SERVICES_DIR / service.name

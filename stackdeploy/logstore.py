@@ -50,7 +50,7 @@ class LogTarget:
 
 
 def log_store(stack: Stack) -> Service | None:
-    return next((s for s in stack.services.values() if s.kind == "logstore"), None)
+    return next((s for s in stack.services.values() if s.role == "logstore"), None)
 
 
 def log_target(where: Placement) -> LogTarget | None:

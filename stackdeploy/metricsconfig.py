@@ -118,7 +118,7 @@ def serving_dependencies(consumer: Service, where: Placement, host: str, config_
 
 
 def gateway_name(stack: Stack) -> str | None:
-    return next((name for name, svc in stack.services.items() if svc.kind == "gateway"), None)
+    return next((name for name, svc in stack.services.items() if svc.role == "gateway"), None)
 
 
 def backed_up(stack: Stack) -> bool:
@@ -133,7 +133,7 @@ def render_config(template: str, service: Service, where: Placement, host: str) 
                   alertmanagers=serving_dependencies(service, where, host, "alertmanager"),
                   prometheuses=serving_dependencies(service, where, host, "prometheus"),
                   dashboard=dashboard_queries(stack.metrics),
-                  apps=[n for n, s in stack.services.items() if s.built_from_source and s.kind == "python"
+                  apps=[n for n, s in stack.services.items() if s.built_from_source and s.rolls
                         and n in service.scrapes],
                   backup_seconds=int(stack.backup_every_hours * 3600) if backed_up(stack) else 0,
                   metrics_path=METRICS_PATH)

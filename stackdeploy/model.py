@@ -3,7 +3,7 @@
 Everything a phase needs comes from ``Stack``; no phase reads raw host data. All
 validation happens here, before any operation exists, so bad input costs nothing:
 each problem is one line led by the key path of the setting, as the user wrote it
-(``services.creator-hub.kind``, ``service_overrides.auth-service.workers``), and a
+(``services.creator-hub.role``, ``service_overrides.auth-service.workers``), and a
 mistyped name or choice gets the nearest valid one suggested. What each setting may
 hold is declared in ``stackdeploy.schema``; this module checks what involves several
 settings (references, gateway prefixes, placement) and builds the dataclasses.
@@ -25,7 +25,7 @@ from stackdeploy.graph import find_cycle
 from stackdeploy.schema import (
     DEFAULT_STOP_GRACE,
     BackupKindName,
-    KindName,
+    RoleName,
     ServiceSpec,
     StackSpec,
     closest,
@@ -34,9 +34,12 @@ from stackdeploy.schema import (
     not_one_of,
 )
 
-KINDS = get_args(KindName)
-# Kinds built from their source folder in files/services/<name> (the monitor is a Python app too).
-SOURCE_KINDS = ("python", "monitor")
+ROLES = get_args(RoleName)
+ROLLING_ROLES = ("app", "worker")  # start-first rolling updates, on one host or several
+# What an old ``kind`` is now, for the one line that refuses it.
+KIND_SPELLINGS = {"python": '"role": "app", "build": {"template": "python"}', "infra": '"role": "stateful"',
+                  "gateway": '"role": "gateway"', "monitor": '"role": "monitor", "build": {"template": "python"}',
+                  "logstore": '"role": "logstore"'}
 BACKUP_KINDS = get_args(BackupKindName)
 RECIPES_DIR = TEMPLATES_DIR / "images"
 CONFIG_TEMPLATES_DIR = TEMPLATES_DIR / "metrics"  # what ``config_files`` names
@@ -77,11 +80,23 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Build:
+    """What a service's image comes from: one of a bundled template, the user's Dockerfile (in its
+    context folder, relative to the project) or a prebuilt image (``archive``: its `docker save`)."""
+
+    template: str | None = None
+    dockerfile: str | None = None
+    context: str | None = None
+    image: str | None = None
+    archive: str | None = None
+
+
+@dataclass(frozen=True)
 class Service:
     """One validated service of the stack."""
 
     name: str
-    kind: str
+    role: str
     port: int
     workers: int
     depends_on: tuple[str, ...]
@@ -124,15 +139,28 @@ class Service:
     config_files: Mapping[str, str] = field(default_factory=dict)
     user: str | None = None  # uid[:gid] the container runs as; None: the image's own user
 
+    build: Build | None = None  # None: the platform's own image recipe (``image``: registry and local)
+
     @property
     def built_from_source(self) -> bool:
-        return self.kind in SOURCE_KINDS
+        """Built from the bundled Python template and its source folder in files/services/<name>."""
+        return self.build is not None and self.build.template == "python"
+
+    @property
+    def own_dockerfile(self) -> bool:
+        """Built from the user's own Dockerfile."""
+        return self.build is not None and self.build.dockerfile is not None
+
+    @property
+    def rolls(self) -> bool:
+        """Updated start-first (a second container beside the first) and placeable on several hosts."""
+        return self.role in ROLLING_ROLES
 
     @property
     def registry_only(self) -> bool:
         """An image with no offline recipe (Grafana): the service runs only when images come from
         the registry, and an offline stack leaves it out (``stack_for_image_source``)."""
-        return not self.built_from_source and "local" not in self.image
+        return self.build is None and "local" not in self.image
 
     @property
     def env_prefix(self) -> str:
@@ -272,9 +300,10 @@ def _merge_overrides(services: Any, overrides: Any) -> tuple[Any, dict[str, froz
 def _service(name: str, spec: ServiceSpec) -> Service:
     """The dataclass the phases use; its fields are the schema's, plus the name."""
     given = {key: str(value) for key, value in spec.limits.model_dump(exclude_none=True).items()}
-    read_only = hardening.read_only_by_default(spec.kind) if spec.read_only is None else spec.read_only
-    return Service(name=name, **{**dict(spec), "health": Health(**dict(spec.health)),
-                                 "limits": hardening.limits_of(spec.kind, given), "read_only": read_only})
+    read_only = hardening.read_only_by_default(spec.role) if spec.read_only is None else spec.read_only
+    build = Build(**dict(spec.build)) if spec.build is not None else None
+    return Service(name=name, **{**dict(spec), "health": Health(**dict(spec.health)), "build": build,
+                                 "limits": hardening.limits_of(spec.role, given), "read_only": read_only})
 
 
 def _check_known(where: str, name: str, known: Collection[str], noun: str) -> None:
@@ -284,27 +313,62 @@ def _check_known(where: str, name: str, known: Collection[str], noun: str) -> No
 
 
 def _check_service(service: Service, engine: str, source_root: Path, at: Callable[[str], str]) -> None:
-    """What the schema cannot see alone: the image an infra service needs, the source folder
-    of an app, and replicas, which only the swarm engine runs."""
+    """What the schema cannot see alone: what the image is built from (the source folder, the
+    Dockerfile and its context, a recipe), the readiness an app needs, and replicas, which only
+    the swarm engine runs."""
     if service.built_from_source and not (source_root / service.name).is_dir():
         raise StackError(f"services.{service.name}", f"source folder {source_root / service.name} does not exist")
-    if not service.built_from_source:
+    if service.own_dockerfile:
+        _check_dockerfile(service, source_root, at)
+    if service.build is not None and service.build.image is not None:
+        raise StackError(at("build") + ".image", "prebuilt images are not deployable yet: build it from its "
+                                                  "Dockerfile ('dockerfile') for now")
+    if service.build is None:
         if "registry" not in service.image or not set(service.image) <= {"registry", "local"}:
             raise StackError(at("image"), "must name a 'registry' image, and a 'local' recipe unless the service "
-                                          "runs in registry mode only")
-        if service.registry_only and service.kind != "infra":
-            raise StackError(at("image"), f"needs a 'local' recipe: only kind 'infra' may run in registry mode only, "
-                                          f"not kind '{service.kind}'")
+                                          "runs in registry mode only (or give 'build' instead)")
+        if service.registry_only and service.role in ("gateway", "monitor", "logstore"):
+            raise StackError(at("image"), f"needs a 'local' recipe: role '{service.role}' must run offline too")
         if not service.registry_only and service.image["local"] not in local_recipes():
             raise StackError(f"{at('image')}.local", not_one_of(service.image["local"], local_recipes()))
-    if service.replicas > 1 and service.kind != "python":
-        raise StackError(at("replicas"), f"more than 1 replica is only for apps (kind 'python'), "
-                                         f"not kind '{service.kind}'")
+    elif service.image:
+        raise StackError(at("image"), "goes with the platform's own recipes only: 'build' says what this image "
+                                      "comes from")
+    if service.role == "app" and not (service.health.http or service.health.command):
+        raise StackError(at("health"), "an app needs a readiness check: an 'http' path or a 'command'")
+    if service.replicas > 1 and not service.rolls:
+        raise StackError(at("replicas"), f"more than 1 replica is only for apps and workers, "
+                                         f"not role '{service.role}'")
     if service.replicas > 1 and engine != "swarm":
         raise StackError(at("replicas"), 'more than 1 replica needs engine = "swarm"')
     for path, template in service.config_files.items():
         if not (CONFIG_TEMPLATES_DIR / template).is_file():
             raise StackError(f"{at('config_files')}.{path}", f"no template {template} in {CONFIG_TEMPLATES_DIR}")
+
+
+def _check_dockerfile(service: Service, source_root: Path, at: Callable[[str], str]) -> None:
+    """The context is a folder of the project (files/services/<name> unless ``context`` names
+    another) and holds the Dockerfile."""
+    assert service.build is not None and service.build.dockerfile is not None
+    context = build_context(service, source_root)
+    project = source_root.resolve().parents[1]
+    if not context.resolve().is_relative_to(project):
+        raise StackError(f"{at('build')}.context", f"{service.build.context} is outside the project ({project})")
+    if not context.is_dir():
+        raise StackError(f"{at('build')}.context" if service.build.context else at("build"),
+                         f"the build context {context} does not exist")
+    dockerfile = context / service.build.dockerfile
+    if not dockerfile.resolve().is_relative_to(context.resolve()) or not dockerfile.is_file():
+        raise StackError(f"{at('build')}.dockerfile", f"no Dockerfile {service.build.dockerfile} in {context}")
+
+
+def build_context(service: Service, source_root: Path) -> Path:
+    """The folder a service's own Dockerfile is built in: ``build.context`` (relative to the
+    project) or files/services/<name>."""
+    assert service.build is not None
+    if service.build.context:
+        return source_root.resolve().parents[1] / service.build.context
+    return source_root / service.name
 
 
 def _check_references(services: Mapping[str, Service], secret_names: tuple[str, ...],
@@ -317,8 +381,11 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
             if secret not in secret_names:
                 raise StackError(at("secrets"), f"secret '{secret}' is not declared in 'secrets'"
                                                 f"{closest(secret, secret_names)}")
-        for target in service.routes.values():
+        for prefix, target in service.routes.items():
             _check_known(at("routes"), target, services, "service")
+            if services[target].role != "app":
+                raise StackError(f"{at('routes')}.{prefix}", f"routes to {target}, whose role is "
+                                 f"'{services[target].role}': the gateway routes to apps only")
         for target in service.scrapes:
             _check_known(at("scrapes"), target, services, "service")
         _check_gateway_prefixes(service, at)
@@ -386,9 +453,9 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
     """The checks across settings, once each setting has the right shape."""
     for service in services.values():
         _check_service(service, spec.engine, source_root, partial(_setting_path, overridden, service.name))
-    for kind in ("gateway", "monitor", "logstore"):
-        if sum(1 for s in services.values() if s.kind == kind) > 1:
-            raise StackError("services", f"at most one service may be of kind '{kind}'")
+    for role in ("gateway", "monitor", "logstore"):
+        if sum(1 for s in services.values() if s.role == role) > 1:
+            raise StackError("services", f"at most one service may have role '{role}'")
     _check_references(services, spec.secrets, overridden)
     _check_registry(spec)
     for group, names in (spec.placement or {}).items():
@@ -438,6 +505,19 @@ def stack_for_image_source(stack: Stack, image_source: str) -> Stack:
                    secret_names=tuple(s for s in stack.secret_names if s not in only_theirs))
 
 
+def _refuse_kind(services: Any, overridden: Mapping[str, frozenset[str]]) -> None:
+    """``kind`` was split into ``role`` (how it runs) and ``build`` (what its image comes from):
+    one line with the new spelling, before the schema would call it an unknown key."""
+    if not isinstance(services, Mapping):
+        return
+    for name, raw in services.items():
+        if isinstance(raw, Mapping) and "kind" in raw:
+            new = KIND_SPELLINGS.get(raw["kind"]) if isinstance(raw["kind"], str) else None
+            where = f"{'service_overrides' if 'kind' in overridden.get(name, ()) else 'services'}.{name}.kind"
+            raise StackError(where, "is now two settings, 'role' and 'build': write "
+                                    + (new or '"role": "app" (or worker, stateful), "build": {...}') + " instead")
+
+
 def read_settings(path: Path) -> dict[str, Any]:
     """The public names a group_data file defines (how pyinfra reads it, minus pyinfra)."""
     values = runpy.run_path(str(path))
@@ -448,6 +528,7 @@ def load(data: Mapping[str, Any], source_root: Path) -> Stack:
     """Validate raw stack data (host.data as a dict) and return the frozen ``Stack``."""
     settings = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith(FOREIGN_DATA_PREFIXES))}
     merged, overridden = _merge_overrides(settings.get("services"), settings.get("service_overrides"))
+    _refuse_kind(merged, overridden)
     if "services" in settings:
         settings["services"] = merged
     try:

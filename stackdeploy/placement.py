@@ -79,10 +79,10 @@ class Placement:
         (``/scrape/<service>``), or None. Apps are scraped through it on the compose engine:
         publishing an app's port would cost it its rolling updates (a host port is held by one
         container, and a roll runs two)."""
-        if self.stack.engine == "swarm" or self.stack.services[service].kind != "python":
+        if self.stack.engine == "swarm" or not self.stack.services[service].rolls:
             return None
         return next((name for name in self.stack.services[scraper].scrapes
-                     if self.stack.services[name].kind == "monitor"), None)
+                     if self.stack.services[name].role == "monitor"), None)
 
     def is_published(self, host: str, service: str) -> bool:
         """True when a consumer on another host uses the instance of ``service`` on ``host``
@@ -90,7 +90,7 @@ class Placement:
         meet on its overlay network, and only the gateway is published."""
         if self.stack.engine == "swarm":
             return False
-        if self.stack.services[service].kind == "logstore":
+        if self.stack.services[service].role == "logstore":
             return True  # every host's Docker engine sends it logs, this host's own too
         return any(end.host == host
                    for consumer in self.consumers(service) for other in self.hosts_of(consumer) if other != host
@@ -107,7 +107,7 @@ def _placed_services(stack: Stack, host: HostSpec) -> tuple[str, ...]:
     everywhere; the monitor except on the swarm engine, where Swarm itself replaces
     unhealthy tasks."""
     groups = [g for g in stack.placement if g in host.groups]
-    monitors = {name for name, service in stack.services.items() if service.kind == "monitor"}
+    monitors = {name for name, service in stack.services.items() if service.role == "monitor"}
     per_host = {name for name, service in stack.services.items() if service.every_host}
     wanted = ({name for g in groups for name in stack.placement[g]} | monitors | per_host if groups
               else set(stack.services))
@@ -122,9 +122,9 @@ def _check_published_ports(placement: Placement) -> None:
         owners: dict[int, str] = {}
         for name in names:
             service = stack.services[name]
-            ports = [stack.gateway_port, stack.tls.port] if service.kind == "gateway" else []
+            ports = [stack.gateway_port, stack.tls.port] if service.role == "gateway" else []
             ports += [service.publish] if service.publish else []
-            ports += [service.port] if placement.is_published(host, name) and service.kind != "gateway" else []
+            ports += [service.port] if placement.is_published(host, name) and service.role != "gateway" else []
             for port in ports:
                 if port in owners and owners[port] != name:
                     raise StackError("", f"host {host}: services '{owners[port]}' and '{name}' "
@@ -139,13 +139,13 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
     placement = Placement(stack, specs, services_on)
     for name, service in stack.services.items():
         where = placement.hosts_of(name)
-        if not where and service.kind == "monitor" and stack.engine == "swarm":
+        if not where and service.role == "monitor" and stack.engine == "swarm":
             continue
         if not where:
             raise StackError("placement", f"service '{name}' is not placed on any host (add it to a 'placement' group)")
-        if len(where) > 1 and not service.built_from_source and not service.every_host:
+        if len(where) > 1 and not (service.rolls or service.role == "monitor" or service.every_host):
             raise StackError("placement", f"service '{name}' is placed on {len(where)} hosts ({', '.join(where)}); "
-                                          f"only python services may run on several hosts")
+                                          f"only apps and workers may run on several hosts")
         if len(where) > 1 and service.volumes and stack.engine == "swarm":
             raise StackError("placement", f"service '{name}' keeps data in volumes ({', '.join(service.volumes)}) "
                                           f"and is placed on {len(where)} hosts; on the swarm engine its group "
@@ -154,7 +154,7 @@ def place(stack: Stack, hosts: Iterable[HostSpec]) -> Placement:
         for name in services_on[host]:
             # The log store without an address is published on 127.0.0.1 (stackdeploy.logstore).
             if (placement.is_published(host, name) and not specs[host].address
-                    and not (stack.services[name].kind == "logstore" and len(specs) == 1)):
+                    and not (stack.services[name].role == "logstore" and len(specs) == 1)):
                 raise StackError("", f"host {host}: runs '{name}', which other hosts use, but has no "
                                      f"'private_address' in the inventory")
     _check_published_ports(placement)

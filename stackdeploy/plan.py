@@ -69,7 +69,7 @@ class Plan:
 def _strategy(service: Service, entry: dict) -> str:
     """Apps roll (a second container beside the first); a published port can be held by one
     container only, and infrastructure and the gateway's image are stop-then-start by nature."""
-    return contract.ROLLING if service.kind == "python" and not entry["ports"] else contract.RECREATE
+    return contract.ROLLING if service.rolls and not entry["ports"] else contract.RECREATE
 
 
 def built_names(builds: list[ImageSpec]) -> list[str]:
@@ -137,9 +137,9 @@ def build_plan(stack: Stack, image_source: str, secrets: dict[str, str],
         service_specs[name] = releasemanifest.service_spec(service, image=planned.image,
                                                            config_hash=planned.config_hash, strategy=planned.strategy)
 
-    gateway = next((s for s in here if s.kind == "gateway"), None)
+    gateway = next((s for s in here if s.role == "gateway"), None)
     if gateway:
-        monitor = next((s for s in here if s.kind == "monitor"), None)
+        monitor = next((s for s in here if s.role == "monitor"), None)
         files["nginx/nginx.conf"] = composefile.nginx_conf(gateway, where, host, monitor, certificate.summary())
         files[f"nginx/{contract.TLS_CERT}"] = certificate.chain_pem.decode()
         files[f"nginx/{contract.TLS_KEY}"] = certificate.key_pem.decode()

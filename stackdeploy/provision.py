@@ -105,13 +105,13 @@ def firewall_rules(where: Placement, host_name: str) -> list[str]:
     rules = []
     for name in where.services_on[host_name]:
         service = where.stack.services[name]
-        published = where.is_published(host_name, name) or (swarm and service.kind == "logstore")
+        published = where.is_published(host_name, name) or (swarm and service.role == "logstore")
         # Without an address (one host), the log store is published on 127.0.0.1 alone.
-        if service.kind == "gateway" or not published or not address:
+        if service.role == "gateway" or not published or not address:
             continue
         # Only the original direction: replies (from the container) must pass. Written the
         # way `iptables -S` prints it, so the fact compares equal when in place.
-        protocol = logstore.PROTOCOL if service.kind == "logstore" else "tcp"
+        protocol = logstore.PROTOCOL if service.role == "logstore" else "tcp"
         match = f"-p {protocol} -m conntrack --ctorigdst {address} --ctorigdstport {service.port} --ctdir ORIGINAL"
         rules += [f"-A {CHAIN} -s {peer}/32 {match} -j RETURN" for peer in peers]
         rules.append(f"-A {CHAIN} {match} -j DROP")

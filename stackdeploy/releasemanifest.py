@@ -19,7 +19,7 @@ def service_spec(service: Service, *, image: str, config_hash: str, strategy: st
     return {"port": service.port, "tcp": service.health.tcp, "http": service.health.http,
             "command": list(service.health.command), "timeout": service.wait_timeout,
             "strategy": strategy, "stop_grace": service.stop_grace, "config_hash": config_hash,
-            "image": image, "kind": service.kind, "restarts_with": list(service.restarts_with),
+            "image": image, "role": service.role, "restarts_with": list(service.restarts_with),
             "backup": service.backup, "volumes": sorted(service.volumes)}
 
 
@@ -56,7 +56,7 @@ def release_json(where: Placement, host: str, services: dict[str, contract.Servi
     names it tags them with for the registry)."""
     stack = where.stack
     names = list(where.services_on[host])
-    gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
+    gateway = next((stack.services[n] for n in names if stack.services[n].role == "gateway"), None)
     release: contract.ReleaseManifest = {
         "project": stack.name,
         "waves": [[n for n in wave if n in services] for wave in stack_waves],

@@ -28,10 +28,14 @@ from pydantic import (
     StrictStr,
     ValidationError,
     WrapValidator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-KindName = Literal["python", "infra", "gateway", "monitor", "logstore"]
+# How a service runs: an app serves HTTP behind the gateway, a worker has no route, a stateful
+# service keeps volumes (stop-then-start, one host); the rest are the platform's own parts.
+RoleName = Literal["app", "worker", "stateful", "gateway", "monitor", "logstore"]
+TemplateName = Literal["python"]  # the bundled templates a service can be built from (build.template)
 ImageSourceName = Literal["registry", "local", "auto"]
 DistributionName = Literal["build-everywhere", "build-once", "registry"]
 BackupKindName = Literal["pg_dump", "redis_rdb", "volumes"]  # how backup.py saves a stateful service
@@ -218,10 +222,39 @@ class LimitsSpec(Schema):
     pids: Count | None = None  # processes and threads
 
 
+class BuildSpec(Schema):
+    """What a service's image comes from (``build``): exactly one of a bundled ``template``, the
+    user's own ``dockerfile`` (in ``context``, a folder of the repository; files/services/<name>
+    by default) or a prebuilt ``image``."""
+
+    template: Annotated[TemplateName, one_of(TemplateName)] | None = None
+    dockerfile: Annotated[StrictStr, Field(min_length=1),
+                          described("must be the Dockerfile's path in its context, got {value!r}")] | None = None
+    context: Annotated[StrictStr, Field(min_length=1),
+                       described("must be a folder of the repository, got {value!r}")] | None = None
+    image: Annotated[StrictStr, Field(min_length=1), described("must be an image name, got {value!r}")] | None = None
+    archive: Annotated[StrictStr, Field(min_length=1),
+                       described("must be the path of a `docker save` archive, got {value!r}")] | None = None
+
+    @model_validator(mode="after")
+    def exactly_one_source(self) -> BuildSpec:
+        given = [key for key in ("template", "dockerfile", "image") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise refusal("must name exactly one of 'template', 'dockerfile' or 'image'"
+                          + (f", not {' and '.join(repr(k) for k in given)}" if given else ""))
+        if self.context is not None and self.dockerfile is None:
+            raise refusal("'context' goes with 'dockerfile' only")
+        if self.archive is not None and self.image is None:
+            raise refusal("'archive' goes with 'image' only")
+        return self
+
+
 class ServiceSpec(Schema):
     """One service as written in ``services`` (with its ``service_overrides`` applied)."""
 
-    kind: Annotated[KindName, one_of(KindName)]
+    role: Annotated[RoleName, one_of(RoleName)]
+    build: Annotated[BuildSpec, a_mapping("must be a mapping with 'template', 'dockerfile' or 'image'",
+                                          empty=False)] | None = None
     port: Port
     workers: Count = 1
     depends_on: Names = ()

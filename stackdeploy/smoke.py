@@ -200,7 +200,7 @@ def _run_journey(state: State, host: Host, url: str, ca_file: str | None, server
 @deploy("Smoke test")
 def smoke_test(stack: Stack, services_here: list[str]) -> None:
     """The user journey through this host's gateway, when it runs one."""
-    if any(stack.services[name].kind == "gateway" for name in services_here):
+    if any(stack.services[name].role == "gateway" for name in services_here):
         ca = store_of(stack, STATE_DIR) / CA_CERT
         # A stack-CA certificate covers the address; the user's or certbot's, the server names.
         server_name = None if stack.tls.source == "self-signed" else stack.tls.server_names[0]

@@ -80,7 +80,7 @@ def node_labels(groups: frozenset[str] | set[str], stack: Stack) -> dict[str, st
 
 def swarm_services(stack: Stack) -> list[str]:
     """The services Swarm runs: all but the health monitor (Swarm restarts unhealthy tasks itself)."""
-    return [name for name, svc in stack.services.items() if svc.kind != "monitor"]
+    return [name for name, svc in stack.services.items() if svc.role != "monitor"]
 
 
 def constraints(stack: Stack, name: str) -> list[str]:
@@ -107,7 +107,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
     """One service of the stack file, as data: hashed as it is and rendered by yaml.
     ``gateway_files``: the gateway's config and secret names ("conf", "cert", "key");
     ``configs``: (name, path in the container, content) of its rendered config files."""
-    app = service.kind == "python"
+    app = service.rolls
     order = "start-first" if app else "stop-first"  # a volume or a host port can be held by one task
     entry: dict = {
         "image": image,
@@ -115,11 +115,11 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         "environment": _literal(_env(service, stack)),
         "stop_grace_period": f"{int(service.stop_grace)}s",
         "logging": logstore.logging_options(service.name, log_target),
-        "networks": [NETWORK, EDGE_NETWORK] if service.kind == "gateway" else [NETWORK],
+        "networks": [NETWORK, EDGE_NETWORK] if service.role == "gateway" else [NETWORK],
         "healthcheck": {"interval": HEALTH_INTERVAL, "timeout": HEALTH_TIMEOUT, "retries": 3,
                         "start_period": f"{int(service.wait_timeout)}s"},
         "deploy": {
-            "mode": "global" if service.kind == "gateway" or service.every_host else "replicated",
+            "mode": "global" if service.role == "gateway" or service.every_host else "replicated",
             "endpoint_mode": stack.swarm.endpoint_mode,
             "placement": {"constraints": constraints(stack, service.name)},
             "restart_policy": RESTART_POLICY,
@@ -127,7 +127,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
             "rollback_config": {"order": order, "parallelism": 1},
         },
     }
-    if service.kind != "gateway" and not service.every_host:
+    if service.role != "gateway" and not service.every_host:
         entry["deploy"]["replicas"] = service.replicas
     if configs:
         entry["configs"] = [{"source": name, "target": target} for name, target, _ in configs]
@@ -139,7 +139,7 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         entry["healthcheck"]["test"] = _literal(["CMD", *service.health.command])
     command = list(service.command)
     ports = [service.publish] if service.publish else []
-    if service.kind == "gateway":
+    if service.role == "gateway":
         command = ["nginx", "-c", f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf", "-g", "daemon off;"]
         entry["configs"] = [
             {"source": gateway_files["conf"], "target": f"{contract.GATEWAY_CONF_MOUNT}/nginx.conf"},
@@ -147,17 +147,17 @@ def _entry(service: Service, stack: Stack, image: str, gateway_files: dict[str, 
         # 0600 and owned by the offline image's nginx user (the registry image's master is root).
         entry["secrets"] = [{"source": gateway_files["key"], "target": GATEWAY_KEY_SECRET,
                              "uid": str(contract.GATEWAY_UID), "gid": str(contract.GATEWAY_UID), "mode": 0o600}]
-    if service.kind == "logstore":
+    if service.role == "logstore":
         # Every node's dockerd sends to it (not over the overlay): published on its node.
         command = logstore.command(stack, service)
         entry["ports"] = [{"target": service.port, "published": service.port, "protocol": logstore.PROTOCOL,
                            "mode": "host"}]
     if command:
         entry["command"] = _literal(command)
-    if ports and service.kind != "gateway" and service.publish_bind == "127.0.0.1":
+    if ports and service.role != "gateway" and service.publish_bind == "127.0.0.1":
         ports = []  # Swarm publishes on every address of a node: reached through the overlay instead
     targets = [(port, service.port) for port in ports]
-    if service.kind == "gateway":
+    if service.role == "gateway":
         targets = [(stack.gateway_port, GATEWAY_LISTEN_PORT), (stack.tls.port, GATEWAY_TLS_LISTEN_PORT)]
     if targets:
         entry["ports"] = [{"target": target, "published": port, "protocol": "tcp", "mode": stack.swarm.publish_mode}
@@ -222,7 +222,7 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
     each service to its image tag; ``log_target``: where every node's dockerd sends container
     logs (None: json-file)."""
     names = swarm_services(stack)
-    gateway = next((stack.services[n] for n in names if stack.services[n].kind == "gateway"), None)
+    gateway = next((stack.services[n] for n in names if stack.services[n].role == "gateway"), None)
     # Named after their content; the key after its certificate's (public) fingerprint.
     gateway_files = {"conf": f"gateway-conf-{short(data_digest([nginx_conf]))}",
                      "cert": f"gateway-cert-{certificate.fingerprint[:12]}",
@@ -279,7 +279,7 @@ def render_stack(stack: Stack, images: dict[str, str], nginx_conf: str | None,
         "waves": all_waves,
         "secrets": secret_names,
         "services": {n: {"config_hash": hashes[n], "image": images[n], "timeout": stack.services[n].wait_timeout,
-                         "replicas": None if stack.services[n].kind == "gateway" else stack.services[n].replicas}
+                         "replicas": None if stack.services[n].role == "gateway" else stack.services[n].replicas}
                      for n in names},
     }
     if stack.registry:  # the helper deploys with --with-registry-auth: the manager's login reaches every node
@@ -300,7 +300,7 @@ def swarm_release(plan: Plan, manager: bool, certificate: Certificate, *,
     and image pruning (stackctl.py finish)."""
     stack = plan.stack
     files = {rel: text for rel, text in plan.files.items() if not rel.startswith(COMPOSE_ONLY)}
-    gateway = next((s for s in stack.services.values() if s.kind == "gateway"), None)
+    gateway = next((s for s in stack.services.values() if s.role == "gateway"), None)
     tls = tls_settings(stack, certificate.summary(), f"{contract.GATEWAY_CONF_MOUNT}/{contract.TLS_CERT}",
                        f"{contract.SECRETS_MOUNT}/{GATEWAY_KEY_SECRET}")
     nginx = gateway_conf(gateway, _nginx_routes(gateway, stack), None, tls) if gateway else None

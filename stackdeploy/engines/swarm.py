@@ -21,7 +21,7 @@ class SwarmEngine:
 
     def describe_start(self, plan: Plan, name: str) -> str:
         """Swarm updates it, the way swarmstack.py's update_config says."""
-        return f"{name} (swarm {'start-first' if plan.stack.services[name].kind == 'python' else 'stop-first'})"
+        return f"{name} (swarm {'start-first' if plan.stack.services[name].rolls else 'stop-first'})"
 
     def prepare(self, stack: Stack) -> None:
         form_swarm(stack)

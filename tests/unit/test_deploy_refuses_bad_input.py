@@ -66,14 +66,18 @@ def test_bad_input_stops_before_any_operation(tmp_path, host_data, expected):
          "{tmp}/group_data/all.py: image_source: must be one of registry, local, auto, got 'locl' "
          "(did you mean 'local'?)"),
         # The group named after the inventory file.
-        ({"group_data/inventory.py": "service_overrides = {'creator-hub': {'kind': 'pyhton'}}\n"},
-         "{tmp}/group_data/inventory.py: service_overrides.creator-hub.kind: must be one of python, infra, "
-         "gateway, monitor, logstore, got 'pyhton' (did you mean 'python'?)"),
+        ({"group_data/inventory.py": "service_overrides = {'creator-hub': {'role': 'ap'}}\n"},
+         "{tmp}/group_data/inventory.py: service_overrides.creator-hub.role: must be one of app, worker, "
+         "stateful, gateway, monitor, logstore, got 'ap' (did you mean 'app'?)"),
+        # A setting from before roles: the new spelling, in the file that holds the old one.
+        ({"group_data/inventory.py": "service_overrides = {'creator-hub': {'kind': 'python'}}\n"},
+         "{tmp}/group_data/inventory.py: service_overrides.creator-hub.kind: is now two settings, 'role' and "
+         "'build': write \"role\": \"app\", \"build\": {{\"template\": \"python\"}} instead"),
         # Host data makes a setting of the project's group_data/all.py wrong: that file is named, relatively.
         ({"inventory.py": "local = [('@local', {'secrets': ['POSTGRES_PASSWORD', 'REDIS_PASSWORD']})]\n"},
          "group_data/all.py: services.auth-service.secrets: secret 'JWT_SECRET' is not declared in 'secrets'"),
     ],
-    ids=["group_data-all", "group_data-group", "project-group_data"],
+    ids=["group_data-all", "group_data-group", "old-kind", "project-group_data"],
 )
 def test_the_refusal_names_the_file_that_defines_the_setting(tmp_path, files, expected):
     files = {"inventory.py": "local = ['@local']\n", **files}

@@ -96,7 +96,7 @@ def test_logs_settings_are_checked(data):
         load({**data, "logs": {"keep_day": 3}}, SERVICES_DIR)
     two = dict(data["services"])
     two["second-store"] = {**data["services"]["log-store"], "port": 6515}
-    with pytest.raises(StackError, match="at most one service may be of kind 'logstore'"):
+    with pytest.raises(StackError, match="at most one service may have role 'logstore'"):
         load({**data, "services": two}, SERVICES_DIR)
 
 

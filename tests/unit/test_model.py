@@ -72,8 +72,8 @@ def test_connector_data_is_not_a_typo(data):
         ("port", 0, "services.auth-service.port: must be an integer from 1 to 65535, got 0"),
         ("wait_timeout", 0, "services.auth-service.wait_timeout: must be a number of seconds above 0, got 0"),
         ("wait_timeout", -5, "services.auth-service.wait_timeout: must be a number of seconds above 0, got -5"),
-        ("kind", "java",
-         "services.auth-service.kind: must be one of python, infra, gateway, monitor, logstore, got 'java'"),
+        ("role", "java",
+         "services.auth-service.role: must be one of app, worker, stateful, gateway, monitor, logstore, got 'java'"),
     ],
 )
 def test_wrong_type_or_range(data, key, value, expected):
@@ -82,7 +82,8 @@ def test_wrong_type_or_range(data, key, value, expected):
 
 
 def test_missing_source_folder(data):
-    data["services"]["billing"] = {"kind": "python", "port": 8005}
+    data["services"]["billing"] = {"role": "app", "build": {"template": "python"}, "port": 8005,
+                                   "health": {"http": "/health"}}
     message = error_of(data)
     assert re.fullmatch(r"services\.billing: source folder .*files/services/billing does not exist", message)
 
@@ -117,15 +118,14 @@ def test_health_key_typo(data):
 def test_infra_needs_a_registry_image(data):
     data["services"]["redis"]["image"] = {"local": "redis"}
     assert error_of(data) == ("services.redis.image: must name a 'registry' image, and a 'local' recipe unless the "
-                              "service runs in registry mode only")
+                              "service runs in registry mode only (or give 'build' instead)")
 
 
 @pytest.mark.parametrize(
     ("where", "change"),
     [("services.auth-service.depends_on", lambda d: d["services"]["redis"].update(image={"registry": "redis:7"})),
-     ("services.prometheus.scrapes", lambda d: d["services"]["prometheus"]["scrapes"].append("grafana")),
-     ("services.api-gateway.routes", lambda d: d["services"]["api-gateway"]["routes"].update({"/g/": "grafana"}))],
-    ids=["depends_on", "scrapes", "routes"],
+     ("services.prometheus.scrapes", lambda d: d["services"]["prometheus"]["scrapes"].append("grafana"))],
+    ids=["depends_on", "scrapes"],
 )
 def test_nothing_that_runs_offline_may_need_a_registry_only_service(data, where, change):
     change(data)  # an image with no local recipe (redis here, grafana as shipped): registry mode only
@@ -134,23 +134,28 @@ def test_nothing_that_runs_offline_may_need_a_registry_only_service(data, where,
                               "recipe): a service that also runs offline cannot need it")
 
 
+def test_the_gateway_routes_to_apps_only(data):
+    data["services"]["api-gateway"]["routes"]["/db/"] = "postgres"
+    assert error_of(data) == ("services.api-gateway.routes./db/: routes to postgres, whose role is 'stateful': "
+                              "the gateway routes to apps only")
+
+
 def test_a_registry_only_service_may_need_another(data):
-    data["services"]["grafana-renderer"] = {"kind": "infra", "port": 8081, "image": {"registry": "renderer:1"}}
+    data["services"]["grafana-renderer"] = {"role": "stateful", "port": 8081, "image": {"registry": "renderer:1"}}
     data["services"]["grafana"]["depends_on"] = ["prometheus", "grafana-renderer"]
     data["placement"]["monitoring"].append("grafana-renderer")
     assert load(data, SERVICES_DIR).services["grafana-renderer"].registry_only
 
 
-def test_only_infra_may_run_in_registry_mode_only(data):
+def test_the_platforms_own_roles_may_not_run_in_registry_mode_only(data):
     data["services"]["api-gateway"]["image"] = {"registry": "nginx:stable"}
-    assert error_of(data) == ("services.api-gateway.image: needs a 'local' recipe: only kind 'infra' may run in "
-                              "registry mode only, not kind 'gateway'")
+    assert error_of(data) == "services.api-gateway.image: needs a 'local' recipe: role 'gateway' must run offline too"
 
 
 def test_an_unknown_image_key_is_refused(data):
     data["services"]["grafana"]["image"]["lcoal"] = "grafana"
     assert error_of(data) == ("services.grafana.image: must name a 'registry' image, and a 'local' recipe unless the "
-                              "service runs in registry mode only")
+                              "service runs in registry mode only (or give 'build' instead)")
 
 
 def test_user_is_a_numeric_uid(data):
@@ -161,9 +166,9 @@ def test_user_is_a_numeric_uid(data):
 @pytest.mark.parametrize(
     ("setting", "value", "expected"),
     [
-        (("services", "creator-hub", "kind"), "pyhton",
-         "services.creator-hub.kind: must be one of python, infra, gateway, monitor, logstore, got 'pyhton' "
-         "(did you mean 'python'?)"),
+        (("services", "creator-hub", "role"), "ap",
+         "services.creator-hub.role: must be one of app, worker, stateful, gateway, monitor, logstore, got 'ap' "
+         "(did you mean 'app'?)"),
         (("image_source",), "locl",
          "image_source: must be one of registry, local, auto, got 'locl' (did you mean 'local'?)"),
         (("image_distribution",), "build-onse",
@@ -174,7 +179,7 @@ def test_user_is_a_numeric_uid(data):
          "node-exporter, ollama-standin, postgres, postgres-exporter, prometheus, redis, redis-exporter, rsyslog, "
          "got 'postgress' (did you mean 'postgres'?)"),
     ],
-    ids=["kind", "image_source", "image_distribution", "local-recipe"],
+    ids=["role", "image_source", "image_distribution", "local-recipe"],
 )
 def test_a_mistyped_choice_suggests_the_closest_value(data, setting, value, expected):
     *parents, key = setting
@@ -258,9 +263,9 @@ def test_a_bad_swarm_setting_is_refused_in_one_line(data, settings, expected):
         ("swarm", "auth-service", 2.0, "services.auth-service.replicas: must be an integer of at least 1, got 2.0"),
         ("compose", "auth-service", 2, 'services.auth-service.replicas: more than 1 replica needs engine = "swarm"'),
         ("swarm", "postgres", 2,
-         "services.postgres.replicas: more than 1 replica is only for apps (kind 'python'), not kind 'infra'"),
+         "services.postgres.replicas: more than 1 replica is only for apps and workers, not role 'stateful'"),
         ("swarm", "stack-monitor", 2,
-         "services.stack-monitor.replicas: more than 1 replica is only for apps (kind 'python'), not kind 'monitor'"),
+         "services.stack-monitor.replicas: more than 1 replica is only for apps and workers, not role 'monitor'"),
     ],
     ids=["zero", "float", "compose", "infra", "monitor"],
 )
@@ -277,8 +282,8 @@ def test_replicas_given_by_an_override_are_named_under_service_overrides(data):
 
 
 def test_a_missing_required_setting_is_named_in_its_service(data):
-    del data["services"]["redis"]["kind"]
-    assert error_of(data) == "services.redis: kind is required"
+    del data["services"]["redis"]["role"]
+    assert error_of(data) == "services.redis: role is required"
 
 
 def test_a_key_that_is_not_a_string_is_an_unknown_key(data):

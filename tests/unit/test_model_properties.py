@@ -53,7 +53,7 @@ def test_any_value_of_a_top_level_setting_is_accepted_or_refused_in_one_line(key
 @given(name=st.text(max_size=20), depends_on=st.lists(st.text(max_size=15), max_size=3))
 def test_any_new_service_name_and_dependencies_are_accepted_or_refused_in_one_line(name, depends_on):
     data = copy.deepcopy(BASE)
-    data["services"][name] = {"kind": "infra", "port": 9000, "depends_on": depends_on,
+    data["services"][name] = {"role": "stateful", "port": 9000, "depends_on": depends_on,
                               "image": {"registry": "x:1", "local": "redis"}}
     accepted_or_one_line(data)
 

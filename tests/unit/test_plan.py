@@ -141,7 +141,7 @@ def test_release_manifest_says_how_each_service_is_replaced(data):
         "/api/ai/": "/health", "/api/auth/": "/health", "/api/channels/": "/health", "/api/creators/": "/health"},
         "tls": {"files": {"tls/server.crt": "nginx/tls/server.crt", "tls/server.key": "nginx/tls/server.key"},
                 "keys": ["tls/server.key"], "seed_only": False}}
-    assert strategies["stack-monitor"] == "recreate" and manifest["services"]["stack-monitor"]["kind"] == "monitor"
+    assert strategies["stack-monitor"] == "recreate" and manifest["services"]["stack-monitor"]["role"] == "monitor"
     assert all(spec["config_hash"] == plan.services[n].config_hash for n, spec in manifest["services"].items())
     compose = yaml.safe_load(plan.files["compose.yaml"])
     assert compose["services"]["auth-service"]["labels"] == {
@@ -165,7 +165,7 @@ def test_dockerignore_keeps_only_the_service_files(data):
 def test_every_python_image_gets_the_probe_module_beside_wait_for_services(data, image_source):
     """wait-for-services.py, each container's entrypoint, imports stackprobe.py from its own directory."""
     plan = make_plan(data, image_source)
-    built = {name for name, svc in plan.stack.services.items() if svc.kind in ("python", "monitor")}
+    built = {name for name, svc in plan.stack.services.items() if svc.built_from_source}
     assert "stack-monitor" in built and "auth-service" in built
     probe = (FILES_DIR / "stackprobe.py").read_text()
     for name in built:

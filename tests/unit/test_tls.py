@@ -413,7 +413,7 @@ def test_acme_scripts_only_where_the_gateway_runs_with_source_acme(data):
     stack = stack_with({**data, "gateway_port": 80}, **ACME)
     # No gateway, and so no exporter of its stub_status either (nor Prometheus's target for it).
     gone = {k for k, v in data["services"].items()
-            if v["kind"] == "gateway" or "api-gateway" in v.get("depends_on", ())}
+            if v["role"] == "gateway" or "api-gateway" in v.get("depends_on", ())}
     services = {k: {**v, "scrapes": [t for t in v["scrapes"] if t not in gone]} if "scrapes" in v else v
                 for k, v in data["services"].items() if k not in gone}
     without_gateway = load({**data, "gateway_port": 80, "tls": ACME, "placement": {}, "services": services},

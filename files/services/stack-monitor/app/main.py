@@ -96,6 +96,13 @@ STARTING = "starting"  # Docker's health status during a container's start perio
 
 
 @dataclass(frozen=True)
+def role_of(spec: dict[str, Any]) -> str:
+    """A service's role in a release manifest; releases written before roles say ``kind``
+    ("python" was an app)."""
+    role = spec.get("role") or spec.get("kind", "")
+    return "app" if role == "python" else role
+
+
 class Problem:
     detail: str
     restart: bool  # False: the service says a dependency is down; restarting it would not help
@@ -198,7 +205,7 @@ class Monitor:
         other service (a database that is unhealthy but running) gets its own stop grace."""
         if self.deploy_running():
             return False
-        patient = not hung and spec.get("kind") != "python"
+        patient = not hung and role_of(spec) not in ("app", "worker")
         grace = int(spec.get("stop_grace", STOP_TIMEOUT)) if patient else STOP_TIMEOUT
         response = await self.docker.post(f"/containers/{container['Id']}/restart", params={"t": grace},
                                           timeout=grace + 60)
@@ -216,7 +223,7 @@ class Monitor:
         running: dict[str, list[dict[str, Any]]] = {}
         for info in await self.containers():
             name = info["Config"]["Labels"].get("com.docker.compose.service", "")
-            if name in specs and specs[name].get("kind") != "monitor":  # never itself
+            if name in specs and role_of(specs[name]) != "monitor":  # never itself
                 if info["State"]["Status"] == "running":
                     running.setdefault(name, []).append(info)
                 elif info["State"]["Status"] == "paused":
