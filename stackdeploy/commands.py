@@ -264,13 +264,15 @@ def container_format(project: str) -> str:
     """``docker inspect --format`` of one container per line: service, id, state, image, health,
     its aliases on the routes network (each followed by a comma, NO_ALIASES for none) and, last because it
     may print as two words, the config-hash label. Docker's health ("none" without a
-    healthcheck) lets a no-op verify from this one read; the aliases show an app the gateway can
-    no longer find by its live alias (a container recreated by hand)."""
+    healthcheck, read with ``index``: a container without one has no Health key, which a
+    plain ``.State.Health`` fails the whole read on) lets a no-op verify from this one read;
+    the aliases show an app the gateway can no longer find by its live alias (a container
+    recreated by hand)."""
     aliases = ('{{with index .NetworkSettings.Networks "ROUTES"}}{{if .Aliases}}{{range .Aliases}}{{.}},{{end}}'
                '{{else}}NONE{{end}}{{else}}NONE{{end}}')
     aliases = aliases.replace("ROUTES", contract.routes_network(project)).replace("NONE", NO_ALIASES)
     return ('{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.State.Status}} {{.Image}} '
-            '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} '
+            '{{with index .State "Health"}}{{.Status}}{{else}}none{{end}} '
             f'{aliases} {{{{index .Config.Labels "{contract.CONFIG_HASH_LABEL}"}}}}')
 
 

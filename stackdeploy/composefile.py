@@ -67,8 +67,11 @@ def _env(service: Service, where: Placement, host: str) -> dict[str, str]:
 
 
 def _has_docker_health(service: Service, image_source: str) -> bool:
-    """Whether compose can wait for ``service`` to be healthy (it has a healthcheck)."""
-    return service.built_from_source or bool(service.health.command) or image_source == "local"
+    """Whether compose can wait for ``service`` to be healthy: it has a healthcheck, from the
+    template's Dockerfile, an offline recipe's or its health command. A user's own image may
+    have none; the deploy's own gate still waits for it before the next wave."""
+    recipe_offline = image_source == "local" and service.build is None
+    return service.built_from_source or bool(service.health.command) or recipe_offline
 
 
 def compose_entry(service: Service, image: str, build_dir: str | None, image_source: str,

@@ -95,7 +95,6 @@ def log_event(service: str, event: str, **details: Any) -> None:
 STARTING = "starting"  # Docker's health status during a container's start period
 
 
-@dataclass(frozen=True)
 def role_of(spec: dict[str, Any]) -> str:
     """A service's role in a release manifest; releases written before roles say ``kind``
     ("python" was an app)."""
@@ -103,6 +102,7 @@ def role_of(spec: dict[str, Any]) -> str:
     return "app" if role == "python" else role
 
 
+@dataclass(frozen=True)
 class Problem:
     detail: str
     restart: bool  # False: the service says a dependency is down; restarting it would not help

@@ -1,0 +1,115 @@
+"""The user's own services, first class: examples/node-hello, a Node.js app from its own
+Dockerfile (Debian's nodejs on the offline base), deployed into the test stack behind its
+gateway, rolled under load with no failed request, a broken release rolled back, then removed.
+
+The example is not part of the default stack: each test deploys the test stack with it added
+(the module's ``with_example`` data), the way a user adds a service to group_data.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks.loadgen import HttpLoad
+from stackdeploy.model import read_settings
+
+from .conftest import GATEWAY, ROOT, STACK_CA, containers, deploy, https, identities, project_copy
+
+EXAMPLE = runpy.run_path(str(ROOT / "examples" / "node-hello" / "service.py"))
+NO_RETRY = {"rate": 60.0, "max_seconds": 900, "max_requests": 60_000, "retry_closed_keepalive": False}
+
+
+def with_example() -> dict:
+    """The test stack's data with hello-node added to its services and its route to the gateway."""
+    services = dict(read_settings(ROOT / "group_data" / "all.py")["services"])
+    services["hello-node"] = EXAMPLE["SERVICE"]
+    routes = {**services["api-gateway"]["routes"], **EXAMPLE["ROUTE"]}
+    return {"services": services, "service_overrides": {"api-gateway": {"routes": routes}}}
+
+
+def hello() -> dict:
+    response = https.get(f"{GATEWAY}/api/hello/", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def changed_server(copy: Path, text: str) -> None:
+    server = copy / "examples" / "node-hello" / "server.js"
+    server.write_text(server.read_text().replace('const VERSION = process.env.HELLO_VERSION || "1";', text))
+
+
+@pytest.fixture(scope="module")
+def example(stack, session_tmp):
+    result = deploy(session_tmp, with_example())
+    assert result.returncode == 0, result.output[-6000:]
+    yield result
+    removed = deploy(session_tmp)  # the stack without it: the next test module's
+    assert removed.returncode == 0, removed.output[-4000:]
+
+
+def test_an_app_from_its_own_dockerfile_serves_through_the_gateway_hardened_and_without_python(example):
+    body = hello()
+    assert body["hello"] == "world" and body["version"] == "1"
+    info = containers()["hello-node"]
+    assert info["Config"]["Image"].startswith("itest/hello-node:")
+    assert info["HostConfig"]["CapDrop"] == ["ALL"] and info["HostConfig"]["ReadonlyRootfs"]
+    assert "no-new-privileges" in " ".join(info["HostConfig"]["SecurityOpt"])
+    # Nothing of the platform's was put into the user's image or in front of its command: no
+    # wait script, no probe module; it runs its own CMD.
+    probe = subprocess.run(["docker", "exec", info["Id"], "ls", "/usr/local/bin", "/app"],
+                           capture_output=True, text=True, timeout=30, check=True)
+    assert "wait-for-services" not in probe.stdout and "stackprobe" not in probe.stdout, probe.stdout
+    assert info["Config"]["Cmd"] == ["node", "/app/server.js"] and not info["Config"]["Entrypoint"]
+    # Built FROM the offline base the deploy passed as BASE_IMAGE (this suite runs offline):
+    # the base's layers are the image's first.
+    bases = subprocess.run(["docker", "images", "-q", "stackdeploy/base"], capture_output=True, text=True,
+                           timeout=30, check=True).stdout.split()
+    layers = {image: image_layers(image) for image in [info["Image"], *bases]}
+    assert any(layers[info["Image"]][:len(layers[base])] == layers[base] for base in bases), layers
+
+
+def image_layers(image: str) -> list[str]:
+    found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True, timeout=30,
+                           check=True)
+    return json.loads(found.stdout)[0]["RootFS"]["Layers"]
+
+
+def test_a_code_change_rolls_with_zero_failed_requests(example, session_tmp):
+    copy = project_copy(session_tmp, "example-code")
+    changed_server(copy, 'const VERSION = "2";')
+    before = identities()
+    with HttpLoad(GATEWAY, ["/api/hello/"], **NO_RETRY, ca_file=STACK_CA) as load:
+        result = deploy(session_tmp, with_example(), copy)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "hello-node (rolling)" in result.output
+    assert hello()["version"] == "2"
+    after = identities()
+    assert {name for name in before if before[name] != after.get(name)} == {"hello-node"}
+    assert load.result.total > 50 and load.result.failed == 0, load.result.summary()
+
+
+def test_a_broken_release_is_rolled_back_while_the_old_one_serves(example, session_tmp):
+    assert deploy(session_tmp, with_example()).returncode == 0
+    copy = project_copy(session_tmp, "example-broken")
+    changed_server(copy, 'throw new Error("broken release");')
+    before = identities()["hello-node"]
+    with HttpLoad(GATEWAY, ["/api/hello/"], **NO_RETRY, ca_file=STACK_CA) as load:
+        result = deploy(session_tmp, with_example(), copy)
+    assert result.returncode != 0
+    assert "SERVICE FAILED: 'hello-node'" in result.output and "broken release" in result.output
+    assert identities()["hello-node"] == before  # the old container never stopped serving
+    assert hello()["version"] == "1" and load.result.failed == 0, load.result.summary()
+
+
+def test_removing_it_from_the_services_removes_its_container(example, session_tmp):
+    result = deploy(session_tmp)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "hello-node" not in containers()
+    assert https.get(f"{GATEWAY}/api/hello/", timeout=10).status_code == 404
+    again = deploy(session_tmp, with_example())  # back, for the fixture's own removal
+    assert again.returncode == 0 and hello()["hello"] == "world"
