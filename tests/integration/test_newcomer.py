@@ -1,5 +1,7 @@
-"""The README's "Adding a service" path, followed to the letter in a scratch copy: copy the
-template, paste the README's own group_data snippet and route, place it, deploy, call it.
+"""docs/adding-a-service.md, both paths followed to the letter in one scratch copy: a service
+from its own Dockerfile (the page's Dockerfile, entry and route, with the example's server.js),
+and one from the Python template (copy it, paste the page's entry and route, place it); one
+deploy, then both are called through the gateway.
 
 The snippets are taken from docs/adding-a-service.md itself, so a page that drifts from what works
 fails here rather than for the next newcomer.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +22,32 @@ from tests.conftest import ROOT, plans
 from .conftest import GATEWAY, containers, deploy, https, project_copy
 
 SERVICE = "notes-service"
+OWN = "hello-node"  # the Dockerfile path's service
 
 
-def readme_section() -> str:
-    """The documentation's "Adding a service" page, linked from the README."""
-    return (ROOT / "docs" / "adding-a-service.md").read_text()
+def readme_section(title: str) -> str:
+    """One section of the documentation's "Adding a service" page, linked from the README."""
+    page = (ROOT / "docs" / "adding-a-service.md").read_text()
+    return page.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def add_own_dockerfile_as_documented(copy: Path) -> str:
+    """The Dockerfile section's steps; returns the route to call it by."""
+    section = readme_section("Your own Dockerfile")
+    folder = copy / "files" / "services" / OWN
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(textwrap.dedent(re.search(r"```dockerfile\n(.*?)```", section, re.S)[1]))
+    shutil.copy(copy / "examples" / "node-hello" / "server.js", folder / "server.js")
+    entry = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    all_py = copy / "group_data" / "all.py"
+    route = re.search(r'`("/api/hello/": "hello-node")`', section)[1]
+    text = all_py.read_text().replace("services = {\n", "services = {\n" + entry, 1)
+    all_py.write_text(text.replace('"routes": {\n', '"routes": {\n            ' + route + ",\n", 1))
+    return "/api/hello/"
 
 
 def add_service_as_documented(copy: Path) -> None:
-    section = readme_section()
+    section = readme_section("The Python template")
     # Step 1: cp -r files/services/_template files/services/notes-service, then name it.
     command = re.search(r"cp -r (\S+) (\S+)", section)
     assert command, "the README no longer says which folder to copy"
@@ -53,13 +73,21 @@ def add_service_as_documented(copy: Path) -> None:
 @pytest.fixture(scope="module")
 def with_notes(stack, session_tmp) -> Iterator[Path]:
     copy = project_copy(session_tmp, "newcomer")
+    add_own_dockerfile_as_documented(copy)
     add_service_as_documented(copy)
     result = deploy(session_tmp, None, copy)
     assert result.returncode == 0, result.output[-6000:]
     yield copy
     restored = deploy(session_tmp)  # the usual stack again: notes-service is removed
     assert restored.returncode == 0, restored.output[-6000:]
-    assert SERVICE not in containers()
+    assert SERVICE not in containers() and OWN not in containers()
+
+
+def test_the_documented_dockerfile_service_answers_through_the_gateway(with_notes):
+    hello = https.get(f"{GATEWAY}/api/hello/", timeout=10)
+    assert hello.status_code == 200, hello.text
+    assert hello.json()["hello"] == "world"
+    assert containers()[OWN]["Config"]["Cmd"] == ["node", "/app/server.js"]
 
 
 def test_the_documented_service_deploys_and_answers_through_the_gateway(with_notes):
