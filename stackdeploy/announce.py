@@ -20,7 +20,8 @@ def announce(decisions: HostDecisions) -> None:
     engine = engine_for(plan.stack)
     builds = (["base image"] if decisions.base_to_build else []) + decisions.to_build
     retagged = [name for name in decisions.to_tag if name not in decisions.to_push]
-    moves = (("ship", decisions.to_ship), ("push", decisions.to_push), ("tag", retagged), ("pull", decisions.to_pull))
+    moves = (("ship", decisions.to_ship), ("push", decisions.to_push), ("tag", retagged), ("pull", decisions.to_pull),
+             ("load", list(decisions.to_load)))
     moved = "".join(f"; {verb}: {', '.join(images)}" for verb, images in moves if images)
     reload = [n for n in decisions.changed_services if n not in decisions.to_start]
     reloads = f"; reload: {', '.join(reload)}" if reload else ""

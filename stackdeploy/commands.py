@@ -219,6 +219,11 @@ def ship_images(images: Sequence[str], source: Sequence[str], target: Sequence[s
                 run_over_ssh(target, argv("docker", "load", "-q")))
 
 
+def load_archive(archive: str, target: Sequence[str]) -> StringCommand:
+    """A `docker save` archive on this control machine, loaded where ``target`` reaches."""
+    return pipe(argv("cat", archive), run_over_ssh(target, argv("docker", "load", "-q")))
+
+
 # --------------------------------------------------------------- engine
 
 WAIT_FOR_ENGINE = StringCommand(

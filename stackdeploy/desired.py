@@ -66,6 +66,9 @@ class HostDecisions:
     to_tag: list[str] = field(default_factory=list)
     to_push: list[str] = field(default_factory=list)
     to_pull: list[str] = field(default_factory=list)
+    # Offline, prebuilt images (``build.image``) this host lacks: their `docker save` archive on
+    # this control machine, loaded into the host's engine. Image -> archive path.
+    to_load: dict[str, str] = field(default_factory=dict)
     # Routed apps whose running container lost its live alias (recreated by hand): the gateway
     # cannot find them, and its sync gives the alias back without restarting anything.
     unrouted: list[str] = field(default_factory=list)
@@ -83,7 +86,8 @@ class HostDecisions:
     def moves_images(self) -> bool:
         """Images change on this host other than by the service builds: the offline base is
         built, or images are shipped, tagged, pushed or pulled."""
-        return bool(self.base_to_build or self.to_ship or self.to_tag or self.to_push or self.to_pull)
+        return bool(self.base_to_build or self.to_ship or self.to_tag or self.to_push or self.to_pull
+                    or self.to_load)
 
     @property
     def changes_anything(self) -> bool:
@@ -131,6 +135,7 @@ def resolve_image_source(stack: model.Stack, host: Host, state: HostState) -> st
     if state.image_source in ("registry", "local"):
         return state.image_source
     images = [REGISTRY_PYTHON_BASE] + [s.image["registry"] for s in stack.services.values() if s.build is None]
+    images += [s.build.image for s in stack.services.values() if s.build is not None and s.build.image]
     return "registry" if read_fact(host, RegistryReachable, images=images) else "local"
 
 
@@ -309,6 +314,26 @@ def _swarm_to_start(files: dict[str, bytes], deployed: dict[str, str] | None) ->
     return sorted(name for name, spec in wanted.items() if deployed.get(name) != spec["config_hash"])
 
 
+def _to_load(plan: Plan, state: HostState, host: Host) -> dict[str, str]:
+    """Offline, the prebuilt images of this host's services that it lacks, by their archives;
+    one without an archive cannot be had offline, and is refused in one line."""
+    if plan.image_source != "local":
+        return {}  # registry mode: compose pulls them
+    found = {}
+    for name in plan.services:
+        build = plan.stack.services[name].build
+        if build is None or build.image is None:
+            continue
+        if build.archive is None:
+            source = setting_source(host, "services")
+            raise StackInputError(f"{f'{source}: ' if source else ''}services.{name}.build: the prebuilt "
+                                  f"image {build.image} cannot be pulled offline: give its `docker save` "
+                                  "archive as 'archive'")
+        if build.image not in state.images:
+            found[build.image] = str(model.archive_path(build, SERVICES_DIR))
+    return found
+
+
 def _unrouted(files: dict[str, bytes], state: HostState, to_start: list[str]) -> list[str]:
     """Apps the gateway finds by their live alias (not balanced across hosts) that run here,
     are not being started, and have no running container answering to that alias."""
@@ -399,4 +424,5 @@ def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> 
         to_push=transfers.to_push,
         to_pull=transfers.to_pull,
         unrouted=_unrouted(files, state, to_start) if stack.engine == "compose" else [],
+        to_load=_to_load(plan, state, host),
     )

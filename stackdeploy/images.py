@@ -54,6 +54,24 @@ def shipped_images(images: list[str], source: list[str] | None):
     yield callback(_ship, images, source, host)
 
 
+def _load(archives: dict[str, str], target: Host) -> None:
+    for image, archive in sorted(archives.items()):
+        result = run_on_control_machine(commands.load_archive(archive, commands.ssh_to(target)), timeout=3600)
+        if result.returncode != 0:
+            raise OperationError(f"loading {image} from {archive} into {target.name} failed: "
+                                 f"{result.stderr.strip()[-2000:]}")
+
+
+@operation(is_idempotent=True)
+def loaded_images(archives: dict[str, str]):
+    """Offline, the prebuilt images this host lacks, from their `docker save` archives on this
+    control machine (piped over SSH into ``docker load``)."""
+    if not archives:
+        host.noop("no prebuilt image to load")
+        return
+    yield callback(_load, archives, host)
+
+
 @operation(is_idempotent=True)
 def pushed_images(decisions: HostDecisions):
     """On the build host: each image it built under its registry name (``docker tag``) where
@@ -85,6 +103,7 @@ def pulled_images(images: list[str]):
 def build_images(decisions: HostDecisions) -> None:
     base_image(name="Offline base image (debootstrap, Python 3.11)", decisions=decisions)
     service_images(name="Images of changed build contexts", decisions=decisions)
+    loaded_images(name="Prebuilt images loaded from their archives", archives=decisions.to_load)
     if decisions.plan.stack.registry is not None:  # image_distribution "registry": nothing is shipped
         pushed_images(name="Images pushed to the registry", decisions=decisions)
         pulled_images(name="Images pulled from the registry", images=decisions.to_pull)

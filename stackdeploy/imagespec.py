@@ -122,6 +122,8 @@ def image_spec(service: Service, stack: Stack, image_source: str, base_image: st
     offline recipe (``image_source`` local), or pulled from the registry."""
     if service.own_dockerfile:
         return _own_dockerfile(service, stack, base_image)
+    if service.build is not None and service.build.image is not None:
+        return ImageSpec(service.build.image, None, {}, None)  # pulled, or loaded from its archive offline
     if service.built_from_source:
         context = _python_files(service, base_image or REGISTRY_PYTHON_BASE, install_venv=image_source == "local")
         source_dir = SERVICES_DIR / service.name

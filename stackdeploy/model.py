@@ -11,7 +11,9 @@ settings (references, gateway prefixes, placement) and builds the dataclasses.
 
 from __future__ import annotations
 
+import json
 import runpy
+import tarfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -321,8 +323,7 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
     if service.own_dockerfile:
         _check_dockerfile(service, source_root, at)
     if service.build is not None and service.build.image is not None:
-        raise StackError(at("build") + ".image", "prebuilt images are not deployable yet: build it from its "
-                                                  "Dockerfile ('dockerfile') for now")
+        _check_prebuilt(service.build, source_root, at)
     if service.build is None:
         if "registry" not in service.image or not set(service.image) <= {"registry", "local"}:
             raise StackError(at("image"), "must name a 'registry' image, and a 'local' recipe unless the service "
@@ -360,6 +361,44 @@ def _check_dockerfile(service: Service, source_root: Path, at: Callable[[str], s
     dockerfile = context / service.build.dockerfile
     if not dockerfile.resolve().is_relative_to(context.resolve()) or not dockerfile.is_file():
         raise StackError(f"{at('build')}.dockerfile", f"no Dockerfile {service.build.dockerfile} in {context}")
+
+
+def _check_prebuilt(build: Build, source_root: Path, at: Callable[[str], str]) -> None:
+    """A prebuilt image names its tag (an offline host cannot ask a registry what ``latest``
+    is), and its archive, where given, exists and holds that image."""
+    assert build.image is not None
+    name, _, tag = build.image.rpartition(":")
+    if not name or "/" in tag or tag == "latest":
+        raise StackError(f"{at('build')}.image", f"{build.image} needs a tag of its own, not latest or none: "
+                                                  "a deploy must know which image it runs")
+    if build.archive is None:
+        return
+    path = archive_path(build, source_root)
+    if not path.is_file():
+        raise StackError(f"{at('build')}.archive", f"{path} does not exist (make it with `docker save -o "
+                                                    f"{build.archive} {build.image}`)")
+    tags = archive_tags(path)
+    if build.image not in tags:
+        raise StackError(f"{at('build')}.archive", f"{path} does not hold {build.image} (it holds "
+                                                    f"{', '.join(sorted(tags)) or 'no tagged image'})")
+
+
+def archive_path(build: Build, source_root: Path) -> Path:
+    """The archive of a prebuilt image, on this control machine (relative: to the project)."""
+    assert build.archive is not None
+    return source_root.resolve().parents[1] / build.archive
+
+
+def archive_tags(path: Path) -> set[str]:
+    """The image tags a `docker save` archive holds (its manifest.json's RepoTags); none for a
+    file that is not such an archive."""
+    try:
+        with tarfile.open(path) as archive:
+            member = archive.extractfile("manifest.json")
+            manifest = json.loads(member.read()) if member else []
+    except (tarfile.TarError, KeyError, ValueError, OSError):
+        return set()
+    return {tag for entry in manifest if isinstance(entry, dict) for tag in entry.get("RepoTags") or ()}
 
 
 def build_context(service: Service, source_root: Path) -> Path:

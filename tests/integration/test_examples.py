@@ -106,6 +106,27 @@ def test_a_broken_release_is_rolled_back_while_the_old_one_serves(example, sessi
     assert hello()["version"] == "1" and load.result.failed == 0, load.result.summary()
 
 
+def test_a_prebuilt_image_is_loaded_from_its_archive_offline_once(example, session_tmp):
+    """A vendor's image, here one saved with `docker save` under a tag of its own: offline, the
+    deploy loads the archive into the engine that lacks it, serves it behind the gateway, and
+    does not load it again once it is there."""
+    image, archive = "example/hello-prebuilt:1.0", session_tmp / "hello-prebuilt.tar"
+    subprocess.run(["docker", "tag", containers()["hello-node"]["Image"], image], check=True, timeout=60)
+    subprocess.run(["docker", "save", "-o", str(archive), image], check=True, timeout=300)
+    subprocess.run(["docker", "rmi", image], check=True, timeout=60, capture_output=True)
+    data = with_example()
+    data["services"]["hello-prebuilt"] = {"role": "app", "build": {"image": image, "archive": str(archive)},
+                                          "port": 8080, "health": {"http": "/health"}}
+    data["service_overrides"]["api-gateway"]["routes"]["/api/prebuilt/"] = "hello-prebuilt"
+    result = deploy(session_tmp, data)
+    assert result.returncode == 0, result.output[-4000:]
+    assert f"load: {image}" in result.output
+    assert https.get(f"{GATEWAY}/api/prebuilt/", timeout=10).json()["hello"] == "world"
+    assert containers()["hello-prebuilt"]["Config"]["Image"] == image
+    again = deploy(session_tmp, data)
+    assert again.returncode == 0 and "load:" not in again.output and "hello-prebuilt (" not in again.output
+
+
 def test_removing_it_from_the_services_removes_its_container(example, session_tmp):
     result = deploy(session_tmp)
     assert result.returncode == 0, result.output[-4000:]
