@@ -99,7 +99,7 @@ class Service:
 
     name: str
     role: str
-    port: int
+    port: int | None  # None: a worker nothing connects to
     workers: int
     depends_on: tuple[str, ...]
     wait_timeout: float
@@ -335,6 +335,8 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
     elif service.image:
         raise StackError(at("image"), "goes with the platform's own recipes only: 'build' says what this image "
                                       "comes from")
+    if service.port is None:
+        _check_portless(service, at)
     if service.role == "app" and not (service.health.http or service.health.command):
         raise StackError(at("health"), "an app needs a readiness check: an 'http' path or a 'command'")
     if service.replicas > 1 and not service.rolls:
@@ -345,6 +347,18 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
     for path, template in service.config_files.items():
         if not (CONFIG_TEMPLATES_DIR / template).is_file():
             raise StackError(f"{at('config_files')}.{path}", f"no template {template} in {CONFIG_TEMPLATES_DIR}")
+
+
+def _check_portless(service: Service, at: Callable[[str], str]) -> None:
+    """Only a worker may have no port, and its readiness is then its check command alone."""
+    if service.role != "worker" or service.built_from_source:
+        raise StackError(f"services.{service.name}", "port is required (only a worker built from its own "
+                                                      "Dockerfile or image may have none)")
+    if service.health.tcp or service.health.http or not service.health.command:
+        raise StackError(at("health"), "a worker without a port is ready when its check passes: give "
+                                       "{'command': [...]} alone")
+    if service.publish:
+        raise StackError(at("publish"), "has no port to publish")
 
 
 def _check_dockerfile(service: Service, source_root: Path, at: Callable[[str], str]) -> None:
@@ -416,6 +430,8 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
         at = partial(_setting_path, overridden, service.name)
         for dep in service.depends_on:
             _check_known(at("depends_on"), dep, services, "service")
+            if services[dep].port is None:
+                raise StackError(at("depends_on"), f"names {dep}, which has no port: nothing can connect to it")
         for secret in service.secrets:
             if secret not in secret_names:
                 raise StackError(at("secrets"), f"secret '{secret}' is not declared in 'secrets'"
@@ -427,6 +443,8 @@ def _check_references(services: Mapping[str, Service], secret_names: tuple[str, 
                                  f"'{services[target].role}': the gateway routes to apps only")
         for target in service.scrapes:
             _check_known(at("scrapes"), target, services, "service")
+            if services[target].port is None:
+                raise StackError(at("scrapes"), f"names {target}, which has no port to scrape")
         _check_gateway_prefixes(service, at)
         for dep in service.restarts_with:
             if dep not in service.depends_on:

@@ -253,9 +253,9 @@ class ServiceSpec(Schema):
     """One service as written in ``services`` (with its ``service_overrides`` applied)."""
 
     role: Annotated[RoleName, one_of(RoleName)]
+    port: Port | None = None  # required for every role but a worker (stackdeploy.model)
     build: Annotated[BuildSpec, a_mapping("must be a mapping with 'template', 'dockerfile' or 'image'",
                                           empty=False)] | None = None
-    port: Port
     workers: Count = 1
     depends_on: Names = ()
     wait_timeout: Seconds = DEFAULT_WAIT_TIMEOUT

@@ -1,6 +1,8 @@
 """The user's own services, first class: examples/node-hello, a Node.js app from its own
-Dockerfile (Debian's nodejs on the offline base), deployed into the test stack behind its
-gateway, rolled under load with no failed request, a broken release rolled back, then removed.
+Dockerfile (Debian's nodejs on the offline base), and examples/queue-worker, a worker with no
+port that takes jobs from Redis, deployed into the test stack (the app behind its gateway),
+rolled (the app under load with no failed request, the worker without losing a job), broken
+releases rolled back, then removed. A prebuilt image is loaded from its archive.
 
 The example is not part of the default stack: each test deploys the test stack with it added
 (the module's ``with_example`` data), the way a user adds a service to group_data.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import runpy
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from stackdeploy.model import read_settings
 from .conftest import GATEWAY, ROOT, STACK_CA, containers, deploy, https, identities, project_copy
 
 EXAMPLE = runpy.run_path(str(ROOT / "examples" / "node-hello" / "service.py"))
+WORKER = runpy.run_path(str(ROOT / "examples" / "queue-worker" / "service.py"))["SERVICE"]
 NO_RETRY = {"rate": 60.0, "max_seconds": 900, "max_requests": 60_000, "retry_closed_keepalive": False}
 
 
@@ -28,6 +32,7 @@ def with_example() -> dict:
     """The test stack's data with hello-node added to its services and its route to the gateway."""
     services = dict(read_settings(ROOT / "group_data" / "all.py")["services"])
     services["hello-node"] = EXAMPLE["SERVICE"]
+    services["queue-worker"] = WORKER
     routes = {**services["api-gateway"]["routes"], **EXAMPLE["ROUTE"]}
     return {"services": services, "service_overrides": {"api-gateway": {"routes": routes}}}
 
@@ -36,6 +41,29 @@ def hello() -> dict:
     response = https.get(f"{GATEWAY}/api/hello/", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def redis_cli(*args: str) -> str:
+    """redis-cli in the test stack's Redis, with its password from the secret file."""
+    script = 'REDISCLI_AUTH="$(cat "$REDIS_PASSWORD_FILE")" redis-cli "$@"'
+    result = subprocess.run(["docker", "exec", containers()["redis"]["Id"], "sh", "-c", script, "redis-cli", *args],
+                            capture_output=True, text=True, timeout=30, check=True)
+    return result.stdout.strip()
+
+
+def jobs_done(jobs: list[str], seconds: float = 30) -> dict[str, str]:
+    """job -> the worker version that did it, waiting (bounded) until every one is done."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done = {job: redis_cli("GET", f"example-done:{job}") for job in jobs}
+        if all(done.values()) or time.monotonic() > deadline:
+            return done
+        time.sleep(0.5)  # pacing of a bounded wait
+
+
+def changed_worker(copy: Path, text: str) -> None:
+    worker = copy / "examples" / "queue-worker" / "worker.py"
+    worker.write_text(worker.read_text().replace('VERSION = "1"', text))
 
 
 def changed_server(copy: Path, text: str) -> None:
@@ -79,17 +107,27 @@ def image_layers(image: str) -> list[str]:
     return json.loads(found.stdout)[0]["RootFS"]["Layers"]
 
 
+def test_a_worker_with_no_port_takes_jobs_and_has_no_route(example):
+    info = containers()["queue-worker"]
+    assert not info["HostConfig"]["PortBindings"] and info["HostConfig"]["ReadonlyRootfs"]
+    redis_cli("RPUSH", "example-jobs", "first")
+    assert jobs_done(["first"]) == {"first": "1"}
+
+
 def test_a_code_change_rolls_with_zero_failed_requests(example, session_tmp):
     copy = project_copy(session_tmp, "example-code")
     changed_server(copy, 'const VERSION = "2";')
+    changed_worker(copy, 'VERSION = "2"')
     before = identities()
     with HttpLoad(GATEWAY, ["/api/hello/"], **NO_RETRY, ca_file=STACK_CA) as load:
         result = deploy(session_tmp, with_example(), copy)
     assert result.returncode == 0, result.output[-4000:]
-    assert "hello-node (rolling)" in result.output
+    assert "hello-node (rolling)" in result.output and "queue-worker (rolling)" in result.output
     assert hello()["version"] == "2"
     after = identities()
-    assert {name for name in before if before[name] != after.get(name)} == {"hello-node"}
+    assert {name for name in before if before[name] != after.get(name)} == {"hello-node", "queue-worker"}
+    redis_cli("RPUSH", "example-jobs", "after-roll")
+    assert jobs_done(["after-roll"]) == {"after-roll": "2"}
     assert load.result.total > 50 and load.result.failed == 0, load.result.summary()
 
 
@@ -104,6 +142,19 @@ def test_a_broken_release_is_rolled_back_while_the_old_one_serves(example, sessi
     assert "SERVICE FAILED: 'hello-node'" in result.output and "broken release" in result.output
     assert identities()["hello-node"] == before  # the old container never stopped serving
     assert hello()["version"] == "1" and load.result.failed == 0, load.result.summary()
+
+
+def test_a_broken_worker_is_rolled_back_and_the_old_one_keeps_working(example, session_tmp):
+    assert deploy(session_tmp, with_example()).returncode == 0
+    copy = project_copy(session_tmp, "example-broken-worker")
+    changed_worker(copy, 'VERSION = "broken"\nREADY = Path("/nonexistent/ready")')  # crashes at start
+    before = identities()["queue-worker"]
+    result = deploy(session_tmp, with_example(), copy)
+    assert result.returncode != 0
+    assert "SERVICE FAILED: 'queue-worker'" in result.output
+    assert identities()["queue-worker"] == before
+    redis_cli("RPUSH", "example-jobs", "after-broken")
+    assert jobs_done(["after-broken"]) == {"after-broken": "1"}
 
 
 def test_a_prebuilt_image_is_loaded_from_its_archive_offline_once(example, session_tmp):
@@ -130,7 +181,7 @@ def test_a_prebuilt_image_is_loaded_from_its_archive_offline_once(example, sessi
 def test_removing_it_from_the_services_removes_its_container(example, session_tmp):
     result = deploy(session_tmp)
     assert result.returncode == 0, result.output[-4000:]
-    assert "hello-node" not in containers()
+    assert "hello-node" not in containers() and "queue-worker" not in containers()
     assert https.get(f"{GATEWAY}/api/hello/", timeout=10).status_code == 404
     again = deploy(session_tmp, with_example())  # back, for the fixture's own removal
     assert again.returncode == 0 and hello()["hello"] == "world"

@@ -100,3 +100,32 @@ def test_the_gateway_routes_to_no_worker():
     data["services"]["api-gateway"]["routes"]["/api/hello/"] = "hello-node"
     assert error_of(data) == ("services.api-gateway.routes./api/hello/: routes to hello-node, whose role is "
                               "'worker': the gateway routes to apps only")
+
+
+WORKER = {"role": "worker", "build": {"dockerfile": "Dockerfile", "context": "examples/queue-worker"},
+          "depends_on": ["redis"], "secrets": ["REDIS_PASSWORD"],
+          "health": {"command": ["python3", "/app/worker.py", "--check"]}}
+
+
+def test_a_worker_needs_no_port_and_rolls():
+    worker = load(stack_with(**{"queue-worker": WORKER}), SERVICES_DIR).services["queue-worker"]
+    assert worker.port is None and worker.rolls and worker.read_only
+
+
+@pytest.mark.parametrize(("name", "service", "expected"), [
+    ("hello-node", {**HELLO, "port": None},
+     "services.hello-node: port is required (only a worker built from its own Dockerfile or image may have none)"),
+    ("queue-worker", {**WORKER, "health": {"tcp": True}},
+     "services.queue-worker.health: a worker without a port is ready when its check passes"),
+    ("queue-worker", {**WORKER, "publish": 9999}, "services.queue-worker.publish: has no port to publish"),
+], ids=["app-without-port", "worker-tcp-check", "worker-publish"])
+def test_only_a_worker_may_have_no_port(name, service, expected):
+    if service.get("port", 0) is None:
+        service = {key: value for key, value in service.items() if key != "port"}
+    assert error_of(stack_with(**{name: service})).startswith(expected)
+
+
+def test_nothing_depends_on_a_service_with_no_port():
+    data = stack_with(**{"queue-worker": WORKER, "hello-node": {**HELLO, "depends_on": ["queue-worker"]}})
+    assert error_of(data) == ("services.hello-node.depends_on: names queue-worker, which has no port: "
+                              "nothing can connect to it")
