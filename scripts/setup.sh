@@ -11,6 +11,11 @@ if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
+# The `stackdeploy` command (pyproject.toml's console script), on this very checkout.
+if [ ! -x .venv/bin/stackdeploy ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check wheel
+    .venv/bin/pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+fi
 # The tests check the rendered Prometheus config and alert rules with promtool, which ships in
 # Debian's prometheus package: only the binary is taken (dpkg-deb), nothing is started.
 if [ "${1:-}" = "--dev" ] && [ ! -x .tools/promtool ] && ! command -v promtool >/dev/null 2>&1; then

@@ -40,6 +40,8 @@ def announce(decisions: HostDecisions) -> None:
         if tls.source == "acme":
             logger.warning(f"{host.print_prefix}tls source acme: until `sh {plan.stack.deploy_dir}/acme/issue.sh` "
                            "has run on this host (as root), the gateway serves a stack-CA certificate")
+    # What `stackdeploy plan` reads: the very decision that gates the lock, the release and the audit.
+    logger.info(f"{host.print_prefix}plan: {'changes' if decisions.changes_anything else 'no changes'}")
     for name in plan.services:
         if plan.is_standin(name):
             logger.warning(f"{host.print_prefix}{name}: Ollama-API STAND-IN (offline mode, not Ollama)")

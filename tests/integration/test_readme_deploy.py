@@ -50,3 +50,15 @@ def test_readme_deploy_command_brings_up_the_default_stack_and_reruns_as_a_noop(
     assert "[@local] image source: local; build: nothing; (re)start: nothing" in output
     assert changed_services(DeployResult(code, output, 0.0, started_at)) == []
     assert identities("creatorstack") == before
+
+
+def test_stackdeploy_plans_no_change_and_verifies_the_default_stack():
+    """The one command: `stackdeploy plan` (deploy.py --dry) exits 0 when nothing would change,
+    and `stackdeploy verify` probes the stack the README's command left, neither prompting."""
+    before = identities("creatorstack")
+    code, output = run([str(PYINFRA.parent / "stackdeploy"), "plan"])
+    assert code == 0, output[-4000:]
+    assert "[@local] plan: no changes" in output
+    code, output = run([str(PYINFRA.parent / "stackdeploy"), "verify"])
+    assert code == 0 and "stack on @local:" in output, output[-4000:]
+    assert identities("creatorstack") == before
