@@ -113,4 +113,7 @@ class VenvSitePackages(FactBase[str | None]):
         return None
 
     def process(self, output: list[str]) -> str:
-        return output[-1].strip()
+        path = output[-1].strip()
+        if not (path.startswith("/") and path.endswith("-packages")):  # .../site-packages (dist-packages)
+            raise unexpected_output("VenvSitePackages", output)
+        return path

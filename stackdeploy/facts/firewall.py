@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pyinfra.api import FactBase, StringCommand
 
+from stackdeploy.facts import unexpected_output
+
 
 class FilterRules(FactBase[list[str]]):
     """The filter table, as ``iptables -S`` prints it: ``-P``, ``-N`` and ``-A`` lines.
@@ -22,7 +24,10 @@ class FilterRules(FactBase[list[str]]):
         return []  # no iptables: no rules
 
     def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
+        rules = [line.strip() for line in output if line.strip()]
+        if any(line.split()[0] not in ("-P", "-N", "-A") for line in rules):
+            raise unexpected_output("FilterRules", output)
+        return rules
 
 
 def chain_rules(table: list[str], chain: str) -> list[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from pyinfra.api import FactBase, StringCommand
 
 from stackdeploy import commands
+from stackdeploy.facts import unexpected_output
 
 
 class LogSearch(FactBase[list[str]]):
@@ -20,4 +23,10 @@ class LogSearch(FactBase[list[str]]):
         return []  # nothing matched
 
     def process(self, output: list[str]) -> list[str]:
+        for line in output:  # each a stored line: a JSON object, never a helper's traceback
+            try:
+                if not isinstance(json.loads(line), dict):
+                    raise ValueError(line)
+            except ValueError:
+                raise unexpected_output("LogSearch", output) from None
         return output

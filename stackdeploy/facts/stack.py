@@ -187,6 +187,8 @@ class ReleaseHistory(FactBase[HostReleases]):
         if output == [ABSENT]:
             return HostReleases()  # no helper: never deployed with releases
         found: contract.ReleaseListing = json_output("ReleaseHistory", output)
+        if not isinstance(found, dict) or not found.keys() >= {"current", "present", "releases", "manifests"}:
+            raise unexpected_output("ReleaseHistory", output)
         return HostReleases(current=found["current"], present=tuple(found["present"]),
                             releases=tuple(found["releases"]), manifests=found["manifests"])
 

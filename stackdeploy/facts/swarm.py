@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
 from stackdeploy import commands, contract
-from stackdeploy.facts import json_output
+from stackdeploy.facts import json_output, unexpected_output
+
+CONTAINER_ID = re.compile(r"[0-9a-f]{12}([0-9a-f]{52})?")  # `docker ps -q` (short) or full ids
+NO_VALUE = "<no value>"  # docker inspect --format of a label the service does not have
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,11 @@ class SwarmStackHashes(FactBase[dict[str, str]]):
         found = {}
         for line in output:
             name, _, config_hash = line.strip().partition(" ")
-            if name:
-                found[name.split("_", 1)[-1]] = config_hash.strip()
+            if not name:
+                continue
+            if "_" not in name or " " in config_hash.strip():  # <stack>_<service> <hash or "<no value>">
+                raise unexpected_output("SwarmStackHashes", output)
+            found[name.split("_", 1)[-1]] = "" if config_hash.strip() == NO_VALUE else config_hash.strip()
         return found
 
 
@@ -128,4 +135,7 @@ class SwarmTaskContainers(FactBase[list[str]]):
         return []
 
     def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
+        ids = [line.strip() for line in output if line.strip()]
+        if not all(CONTAINER_ID.fullmatch(found) for found in ids):
+            raise unexpected_output("SwarmTaskContainers", output)
+        return ids
