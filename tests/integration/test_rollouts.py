@@ -126,7 +126,8 @@ def test_an_app_recreated_by_hand_is_given_its_live_alias_back_by_the_next_deplo
     """`docker compose up --force-recreate` by hand leaves the app off the gateway (its new
     container has no live alias): the next deploy sees that in its host read and syncs the
     gateway instead of reporting no change, and restarts nothing."""
-    current = DEPLOY_DIR / "current"  # whatever release the tests before left: any will do
+    assert deploy(session_tmp).returncode == 0  # the release the deploys below ask for again
+    current = DEPLOY_DIR / "current"
     subprocess.run(["docker", "compose", "--project-directory", str(current), "-f", str(current / "compose.yaml"),
                     "up", "-d", "--no-deps", "--force-recreate", "--wait", "creator-hub"],
                    capture_output=True, text=True, timeout=180, check=True)
