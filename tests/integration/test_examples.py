@@ -149,11 +149,11 @@ def test_a_broken_worker_is_rolled_back_and_the_old_one_keeps_working(example, s
     redis_cli("RPUSH", "example-jobs", "before-broken")
     old = jobs_done(["before-broken"])["before-broken"]
     copy = project_copy(session_tmp, "example-broken-worker")
-    changed_worker(copy, 'VERSION = "broken"\nREADY = Path("/nonexistent/ready")')  # crashes at start
+    changed_worker(copy, 'VERSION = "broken"\nraise SystemExit("broken release")')  # exits at start
     before = identities()["queue-worker"]
     result = deploy(session_tmp, with_example(), copy)
     assert result.returncode != 0
-    assert "SERVICE FAILED: 'queue-worker'" in result.output
+    assert "SERVICE FAILED: 'queue-worker'" in result.output and "broken release" in result.output
     assert identities()["queue-worker"] == before
     redis_cli("RPUSH", "example-jobs", "after-broken")
     assert old and jobs_done(["after-broken"]) == {"after-broken": old}

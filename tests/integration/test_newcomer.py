@@ -42,7 +42,10 @@ def add_own_dockerfile_as_documented(copy: Path) -> str:
     all_py = copy / "group_data" / "all.py"
     route = re.search(r'`("/api/hello/": "hello-node")`', section)[1]
     text = all_py.read_text().replace("services = {\n", "services = {\n" + entry, 1)
-    all_py.write_text(text.replace('"routes": {\n', '"routes": {\n            ' + route + ",\n", 1))
+    text = text.replace('"routes": {\n', '"routes": {\n            ' + route + ",\n", 1)
+    # Placed, for the inventories with groups, as the page says (in front of the apps already there).
+    assert re.search(r'`"apps": \[\.\.\., "hello-node"\]`', section), "the page no longer says to place it"
+    all_py.write_text(text.replace('"apps": [', '"apps": ["hello-node", ', 1))
     return "/api/hello/"
 
 
@@ -73,8 +76,8 @@ def add_service_as_documented(copy: Path) -> None:
 @pytest.fixture(scope="module")
 def with_notes(stack, session_tmp) -> Iterator[Path]:
     copy = project_copy(session_tmp, "newcomer")
-    add_own_dockerfile_as_documented(copy)
     add_service_as_documented(copy)
+    add_own_dockerfile_as_documented(copy)
     result = deploy(session_tmp, None, copy)
     assert result.returncode == 0, result.output[-6000:]
     yield copy
@@ -107,3 +110,4 @@ def test_the_documented_placement_places_it_in_the_example_inventories(with_note
     for inventory in ("inventory/staging.py", "inventory/production.py"):
         hosts = plans(inventory, with_notes)
         assert any(SERVICE in plan.services for plan in hosts.values()), inventory
+        assert any(OWN in plan.services for plan in hosts.values()), inventory
