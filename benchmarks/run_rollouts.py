@@ -77,11 +77,11 @@ def pyinfra(workdir: Path, script: str, extra: dict | None = None, root: Path = 
     return result.returncode, time.monotonic() - started, result.stdout + result.stderr
 
 
-def under_load(action, socket_url: str | None = None) -> dict[str, Any]:
-    """Run ``action`` (returns (returncode, seconds, output)) with the load client running."""
+def under_load(action, socket_url: str | None = None, paths: list[str] = PATHS) -> dict[str, Any]:
+    """Run ``action`` (returns (returncode, seconds, output)) with the load client running on ``paths``."""
     watch = SocketWatch(socket_url, max_seconds=900, ca_file=STACK_CA) if socket_url else None
     workers = gateway_workers()
-    with HttpLoad(GATEWAY, PATHS, rate=60.0, max_seconds=900, max_requests=60_000, ca_file=STACK_CA,
+    with HttpLoad(GATEWAY, paths, rate=60.0, max_seconds=900, max_requests=60_000, ca_file=STACK_CA,
                   retry_closed_keepalive=False) as load:
         if watch:
             watch.start()
