@@ -325,10 +325,8 @@ def _to_load(plan: Plan, state: HostState, host: Host) -> dict[str, str]:
         if build is None or build.image is None:
             continue
         if build.archive is None:
-            source = setting_source(host, "services")
-            raise StackInputError(f"{f'{source}: ' if source else ''}services.{name}.build: the prebuilt "
-                                  f"image {build.image} cannot be pulled offline: give its `docker save` "
-                                  "archive as 'archive'")
+            raise _refusal(model.StackError(f"services.{name}.build", f"the prebuilt image {build.image} cannot "
+                                            "be pulled offline: give its `docker save` archive as 'archive'"), host)
         if build.image not in state.images:
             found[build.image] = str(model.archive_path(build, SERVICES_DIR))
     return found

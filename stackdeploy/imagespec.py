@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stackdeploy import FILES_DIR, SERVICES_DIR, contract
 from stackdeploy.fingerprint import digest, short, tree_parts
@@ -98,10 +97,10 @@ def _infra_files(recipe: str, base_image: str) -> dict[str, str]:
 
 
 def _built(stack: Stack, image: str, build_dir: str, context: dict[str, str], source_dir: Path | None,
-           **dockerfile: Any) -> ImageSpec:
+           dockerfile: str | None = None, build_args: dict[str, str] | None = None) -> ImageSpec:
     """An image the stack builds, with its registry name when the stack distributes through one."""
     registry_image = f"{stack.registry.address}/{image}" if stack.registry else None
-    return ImageSpec(image, build_dir, context, source_dir, registry_image, **dockerfile)
+    return ImageSpec(image, build_dir, context, source_dir, registry_image, dockerfile, build_args)
 
 
 def _own_dockerfile(service: Service, stack: Stack, base_image: str | None) -> ImageSpec:

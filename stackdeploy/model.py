@@ -38,6 +38,7 @@ from stackdeploy.schema import (
 
 ROLES = get_args(RoleName)
 ROLLING_ROLES = ("app", "worker")  # start-first rolling updates, on one host or several
+PLATFORM_ROLES = ("gateway", "monitor", "logstore")  # the platform's own parts: at most one each, offline too
 # What an old ``kind`` is now, for the one line that refuses it.
 KIND_SPELLINGS = {"python": '"role": "app", "build": {"template": "python"}', "infra": '"role": "stateful"',
                   "gateway": '"role": "gateway"', "monitor": '"role": "monitor", "build": {"template": "python"}',
@@ -328,7 +329,7 @@ def _check_service(service: Service, engine: str, source_root: Path, at: Callabl
         if "registry" not in service.image or not set(service.image) <= {"registry", "local"}:
             raise StackError(at("image"), "must name a 'registry' image, and a 'local' recipe unless the service "
                                           "runs in registry mode only (or give 'build' instead)")
-        if service.registry_only and service.role in ("gateway", "monitor", "logstore"):
+        if service.registry_only and service.role in PLATFORM_ROLES:
             raise StackError(at("image"), f"needs a 'local' recipe: role '{service.role}' must run offline too")
         if not service.registry_only and service.image["local"] not in local_recipes():
             raise StackError(f"{at('image')}.local", not_one_of(service.image["local"], local_recipes()))
@@ -366,7 +367,7 @@ def _check_dockerfile(service: Service, source_root: Path, at: Callable[[str], s
     another) and holds the Dockerfile."""
     assert service.build is not None and service.build.dockerfile is not None
     context = build_context(service, source_root)
-    project = source_root.resolve().parents[1]
+    project = project_of(source_root)
     if not context.resolve().is_relative_to(project):
         raise StackError(f"{at('build')}.context", f"{service.build.context} is outside the project ({project})")
     if not context.is_dir():
@@ -397,10 +398,16 @@ def _check_prebuilt(build: Build, source_root: Path, at: Callable[[str], str]) -
                                                     f"{', '.join(sorted(tags)) or 'no tagged image'})")
 
 
+def project_of(source_root: Path) -> Path:
+    """The project a services folder (``files/services``) belongs to: what a ``context`` or an
+    ``archive`` is relative to."""
+    return source_root.resolve().parents[1]
+
+
 def archive_path(build: Build, source_root: Path) -> Path:
     """The archive of a prebuilt image, on this control machine (relative: to the project)."""
     assert build.archive is not None
-    return source_root.resolve().parents[1] / build.archive
+    return project_of(source_root) / build.archive
 
 
 def archive_tags(path: Path) -> set[str]:
@@ -420,7 +427,7 @@ def build_context(service: Service, source_root: Path) -> Path:
     project) or files/services/<name>."""
     assert service.build is not None
     if service.build.context:
-        return source_root.resolve().parents[1] / service.build.context
+        return project_of(source_root) / service.build.context
     return source_root / service.name
 
 
@@ -510,7 +517,7 @@ def _check_stack(spec: StackSpec, services: Mapping[str, Service], source_root: 
     """The checks across settings, once each setting has the right shape."""
     for service in services.values():
         _check_service(service, spec.engine, source_root, partial(_setting_path, overridden, service.name))
-    for role in ("gateway", "monitor", "logstore"):
+    for role in PLATFORM_ROLES:
         if sum(1 for s in services.values() if s.role == role) > 1:
             raise StackError("services", f"at most one service may have role '{role}'")
     _check_references(services, spec.secrets, overridden)

@@ -23,6 +23,7 @@ from pyinfra.api.exceptions import FactProcessError
 from stackdeploy.inputfiles import StackInputError
 
 T = TypeVar("T")
+NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container or service does not have
 
 
 class HostReadError(StackInputError):

@@ -10,10 +10,9 @@ from pyinfra.api import FactBase, StringCommand
 
 from stackdeploy import commands, contract
 from stackdeploy.commands import ABSENT, SECTION
-from stackdeploy.facts import json_output, unexpected_output
+from stackdeploy.facts import NO_VALUE, json_output, unexpected_output
 from stackdeploy.facts.docker import ENGINE_ABSENT, ENGINE_DOWN, ENGINE_UP
 
-NO_VALUE = "<no value>"  # what docker inspect --format prints for a label a container does not have
 # The files of a deploy directory outside the releases that the deploy owns.
 TOP_FILES = contract.TOP_FILES
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
 from stackdeploy import commands, contract
-from stackdeploy.facts import json_output, unexpected_output
+from stackdeploy.facts import NO_VALUE, json_output, unexpected_output
 
 CONTAINER_ID = re.compile(r"[0-9a-f]{12}([0-9a-f]{52})?")  # `docker ps -q` (short) or full ids
-NO_VALUE = "<no value>"  # docker inspect --format of a label the service does not have
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,10 @@ class SwarmStackHashes(FactBase[dict[str, str]]):
             name, _, config_hash = line.strip().partition(" ")
             if not name:
                 continue
-            if "_" not in name or " " in config_hash.strip():  # <stack>_<service> <hash or "<no value>">
+            label = config_hash.strip()
+            if "_" not in name or (" " in label and label != NO_VALUE):  # <stack>_<service> <hash or NO_VALUE>
                 raise unexpected_output("SwarmStackHashes", output)
-            found[name.split("_", 1)[-1]] = "" if config_hash.strip() == NO_VALUE else config_hash.strip()
+            found[name.split("_", 1)[-1]] = "" if label == NO_VALUE else label
         return found
 
 
