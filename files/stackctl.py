@@ -376,21 +376,10 @@ def switch_traffic(release: str, m: contract.ReleaseManifest, service: str, new:
     """Send the gateway's requests for ``service`` to the gated container ``new``. A live alias
     needs no reload; with a container to replace, wait until the gateway has looked the alias up
     again, so that it knows the new container before the old one refuses connections."""
-    if service in targeted(m):
+    if service in contract.targeted(m["gateway"]):
         sync_gateway(release, m, {service: name_of(new)})
-    elif service in by_alias(m) and go_live(new, service, m["project"]) and replacing:
+    elif service in contract.by_alias(m["gateway"]) and go_live(new, service, m["project"]) and replacing:
         time.sleep(contract.RESOLVER_VALID_SECONDS + LOOKUP_MARGIN)
-
-
-def targeted(m: contract.ReleaseManifest) -> list[str]:
-    """Routed services the gateway names in targets/ files (balanced with other hosts)."""
-    gateway = m["gateway"]
-    return gateway.get("targeted", gateway["routed"]) if gateway else []
-
-
-def by_alias(m: contract.ReleaseManifest) -> list[str]:
-    """Routed services the gateway finds by their live alias."""
-    return sorted(set(m["gateway"]["routed"]) - set(targeted(m))) if m["gateway"] else []
 
 
 # ---------------------------------------------------------------- gateway
@@ -502,12 +491,12 @@ def sync_gateway(release: str, m: contract.ReleaseManifest, override: dict[str, 
         # The certificate and key first: the nginx.conf that names them is written after them.
         files = {**tls_files(release, m), "nginx.conf": (release_dir(release) / "nginx" / "nginx.conf").read_text()}
         keys = gateway_keys(m)
-        for service in by_alias(m):
+        for service in contract.by_alias(m["gateway"]):
             if live_container(m["project"], service) is None:  # from before live aliases, or not started
                 info = serving(m["project"], service, m["services"][service]["config_hash"])
                 if info is not None:
                     go_live(info, service, m["project"])
-        for service in targeted(m):
+        for service in contract.targeted(m["gateway"]):
             chosen = (override or {}).get(service)
             if chosen is None and targeted_container_runs(service):
                 continue  # only a gated container becomes a target: leave a live one alone
@@ -568,7 +557,7 @@ def roll(release: str, m: contract.ReleaseManifest, service: str, host: str) -> 
                  f"{previous[-1]['Config']['Image']}" if previous else "no previous version was running")
         raise Failed(f"{exc}\nlast {LOG_LINES} log lines of the new container:\n{logs}\n"
                      f"ROLLED BACK: {'the new container was removed; ' if created else ''}{still}") from None
-    gateway = gateway_container(m) if service in by_alias(m) else None
+    gateway = gateway_container(m) if service in contract.by_alias(m["gateway"]) else None
     retire(previous, spec["stop_grace"], (gateway, spec["port"]) if gateway else None)
     READY[service] = seconds
     return f"ready {service} after {seconds:.1f}s (rolling: {len(previous)} old container(s) drained)"

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from stackdeploy import PROJECT_ROOT
@@ -34,7 +34,6 @@ class Verb:
     extra: tuple[str, ...] = ()  # pyinfra arguments added after the deploy file (plan: --dry)
     options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
     data: Callable[[argparse.Namespace], dict[str, str]] = lambda args: {}
-    notes: tuple[str, ...] = field(default=())
 
 
 def _rollback_options(parser: argparse.ArgumentParser) -> None:

@@ -440,13 +440,6 @@ def swarm_join(token: str, address: str, manager: str) -> StringCommand:
     return argv("docker", "swarm", "join", "--token", token, "--advertise-addr", address, manager)
 
 
-def node_labels_update(node_id: str, remove: Iterable[str], add: Mapping[str, str]) -> StringCommand:
-    """Set a node's labels: drop ``remove``, add (or change) ``add``."""
-    words = [w for key in remove for w in ("--label-rm", key)]
-    words += [w for key, value in sorted(add.items()) for w in ("--label-add", f"{key}={value}")]
-    return argv("docker", "node", "update", *words, node_id)
-
-
 def node_removed(node_id: str) -> list[StringCommand]:
     """Drain a node's tasks elsewhere, then drop it from the swarm (on a manager)."""
     return [argv("docker", "node", "update", "--availability", "drain", node_id),

@@ -144,6 +144,17 @@ class GatewaySpec(TypedDict):
     tls: NotRequired[GatewayTls]  # absent in a release from before TLS
 
 
+def targeted(gateway: GatewaySpec | None) -> list[str]:
+    """Routed services the gateway names in targets/ files (balanced with other hosts)."""
+    return gateway.get("targeted", gateway["routed"]) if gateway else []
+
+
+def by_alias(gateway: GatewaySpec | None) -> list[str]:
+    """Routed services the gateway finds by their live alias (read by the helper, and by a
+    no-op on the control machine that checks each still has its alias)."""
+    return sorted(set(gateway["routed"]) - set(targeted(gateway))) if gateway else []
+
+
 class _ReleaseManifest(TypedDict):
     project: str
     waves: list[list[str]]  # the stack's waves, filtered to this host (empty waves kept)

@@ -336,10 +336,7 @@ def _unrouted(files: dict[str, bytes], state: HostState, to_start: list[str]) ->
     """Apps the gateway finds by their live alias (not balanced across hosts) that run here,
     are not being started, and have no running container answering to that alias."""
     gateway = json.loads(files[contract.RELEASE_FILE])["gateway"] if contract.RELEASE_FILE in files else None
-    if not gateway:
-        return []
-    by_alias = set(gateway["routed"]) - set(gateway.get("targeted", gateway["routed"]))
-    return sorted(name for name in by_alias if name not in to_start and not state.is_live(name))
+    return [name for name in contract.by_alias(gateway) if name not in to_start and not state.is_live(name)]
 
 
 def decide(host: Host, *, check_only: bool = False, deploying: bool = False) -> HostDecisions:
